@@ -1,0 +1,63 @@
+"""Airflow provider: run deep-learning training containers on the best GPU host of a pool.
+
+Airflow discovers this package through the ``apache_airflow_provider`` entry point, which
+calls :func:`get_provider_info`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_HOST_FIELDS: dict[str, Any] = {
+    "agent_url": {
+        "label": "Node agent URL",
+        "description": "http://HOST:PORT of `python -m provider.agent` on this host (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "labels": {
+        "label": "Labels (JSON)",
+        "description": 'Placement labels of this host, e.g. {"zone": "a"}.',
+        "schema": {"type": ["object", "null"]},
+    },
+    "tls_ca_cert": {"label": "TLS CA certificate file", "schema": {"type": ["string", "null"]}},
+    "tls_client_cert": {"label": "TLS client certificate file", "schema": {"type": ["string", "null"]}},
+    "tls_client_key": {"label": "TLS client key file", "schema": {"type": ["string", "null"]}},
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider's hooks, operators and connection types to Airflow."""
+    return {
+        "package-name": "airflow-provider-gpu-docker",
+        "name": "GPU Docker",
+        "description": __doc__.splitlines()[0],
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "GPU Docker",
+                "external-doc-url": "https://docs.docker.com/engine/containers/resource_constraints/#gpu",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "GPU Docker", "python-modules": ["provider.hooks.docker_host"]},
+        ],
+        "operators": [
+            {"integration-name": "GPU Docker", "python-modules": ["provider.operators.gpu_docker"]},
+        ],
+        "connection-types": [
+            {
+                "connection-type": "gpu_docker_host",
+                "hook-class-name": "provider.hooks.docker_host.GpuDockerHook",
+                "hook-name": "GPU Docker host",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "Docker URL", "password": "Agent token"},
+                    "placeholders": {"host": "unix:///var/run/docker.sock"},
+                },
+                "conn-fields": _HOST_FIELDS,
+            },
+        ],
+    }

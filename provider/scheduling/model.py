@@ -1,0 +1,168 @@
+"""Typed, immutable inputs and outputs of placement.
+
+Everything placement decides is a pure function of these values, so the same code serves the
+operator (snapshots read from node agents plus reservations read from Docker hosts) and the
+trace-driven simulator (snapshots built from a cluster trace). Nothing here reads a clock,
+a socket or a global.
+
+GPU sharing is counted in *milli-GPUs*: a whole GPU is 1000, a task that needs a fifth of one
+asks for ``gpu_milli=200``. This is the accounting of the openb trace and of the FGD study,
+and it is what reservations record, so a request reads the same in a DAG and in a trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+MILLI_PER_GPU = 1000
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """One GPU of a node: what the agent measured and what placements have reserved.
+
+    ``allocated_milli`` is the sum of reservations on this GPU (0 to 1000). Measured values
+    (memory used, utilisation) lag a job that has just started, which is why placement counts
+    reservations first and measurements second.
+    """
+
+    index: int
+    model: str = ""
+    uuid: str = ""
+    memory_total_mb: int = 0
+    memory_used_mb: int = 0
+    utilization_pct: float = 0.0
+    allocated_milli: int = 0
+
+    @property
+    def free_milli(self) -> int:
+        """Unreserved share of this GPU, in milli-GPUs."""
+        return max(0, MILLI_PER_GPU - self.allocated_milli)
+
+    @property
+    def memory_free_mb(self) -> int:
+        """Memory not in use according to the last measurement."""
+        return max(0, self.memory_total_mb - self.memory_used_mb)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """One host of the pool at one instant.
+
+    Capacities and reservations decide feasibility; ``cpu_utilization_pct`` and the GPUs'
+    measured utilisation only rank feasible nodes. A node the hook could not read keeps its
+    place in the list with ``unreachable`` set to the reason, so a no-fit message can name it.
+    """
+
+    name: str
+    cpu_milli: int = 0
+    memory_mb: int = 0
+    gpus: tuple[GpuState, ...] = ()
+    cpu_allocated_milli: int = 0
+    memory_allocated_mb: int = 0
+    cpu_utilization_pct: float = 0.0
+    memory_available_mb: int | None = None
+    labels: Mapping[str, str] = field(default=_EMPTY)
+    unreachable: str | None = None
+
+    @property
+    def cpu_free_milli(self) -> int:
+        return max(0, self.cpu_milli - self.cpu_allocated_milli)
+
+    @property
+    def memory_free_mb(self) -> int:
+        """Unreserved memory, further limited by what the host measured as available."""
+        free = max(0, self.memory_mb - self.memory_allocated_mb)
+        if self.memory_available_mb is not None:
+            free = min(free, self.memory_available_mb)
+        return free
+
+    @property
+    def gpu_free_milli(self) -> int:
+        return sum(g.free_milli for g in self.gpus)
+
+    @property
+    def gpu_model(self) -> str:
+        """The node's GPU model ("" without GPUs); pools are homogeneous per node."""
+        return self.gpus[0].model if self.gpus else ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    """What one task needs.
+
+    ``gpus`` whole GPUs, or with ``gpus == 1`` and ``gpu_milli < 1000`` a share of one GPU.
+    ``gpu_memory_mb`` additionally asks that each chosen GPU has that much memory free by
+    measurement (sharing by memory). ``labels`` must all match the node's labels;
+    ``gpu_model`` must equal the node's GPU model when given.
+    """
+
+    gpus: int = 0
+    gpu_milli: int = MILLI_PER_GPU
+    gpu_memory_mb: int = 0
+    cpu_milli: int = 0
+    memory_mb: int = 0
+    gpu_model: str | None = None
+    labels: Mapping[str, str] = field(default=_EMPTY)
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+        if not 0 < self.gpu_milli <= MILLI_PER_GPU:
+            raise ValueError(f"gpu_milli must be in 1..{MILLI_PER_GPU}, got {self.gpu_milli}")
+        if self.gpu_milli < MILLI_PER_GPU and self.gpus != 1:
+            raise ValueError(
+                f"a GPU share (gpu_milli={self.gpu_milli}) needs gpus=1, got gpus={self.gpus}"
+            )
+        for name in ("gpu_memory_mb", "cpu_milli", "memory_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def gpu_milli_total(self) -> int:
+        """Total milli-GPUs asked for (a share counts as its fraction)."""
+        return self.gpu_milli if self.gpus == 1 else self.gpus * MILLI_PER_GPU
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The decision: which node, which GPU indices, and why.
+
+    ``scores`` holds every feasible node's score (higher is better) and ``rejections`` every
+    infeasible node's reasons, so the choice can be audited from the task's XCom.
+    """
+
+    node: str
+    gpu_indices: tuple[int, ...]
+    policy: str
+    scores: Mapping[str, float]
+    rejections: Mapping[str, tuple[str, ...]]
+
+
+class NoFit(Exception):
+    """No node can take the request; the message names every node and every reason."""
+
+    def __init__(self, request: PlacementRequest, rejections: Mapping[str, tuple[str, ...]]):
+        self.request = request
+        self.rejections = dict(rejections)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        r = self.request
+        asked = f"gpus={r.gpus}"
+        if r.gpus == 1 and r.gpu_milli < MILLI_PER_GPU:
+            asked += f" gpu_milli={r.gpu_milli}"
+        if r.gpu_memory_mb:
+            asked += f" gpu_memory_mb={r.gpu_memory_mb}"
+        if r.cpu_milli:
+            asked += f" cpu_milli={r.cpu_milli}"
+        if r.memory_mb:
+            asked += f" memory_mb={r.memory_mb}"
+        if not self.rejections:
+            return f"No host fits {asked}: the pool is empty. Add hosts to the pool."
+        parts = [f"{node}: {'; '.join(reasons)}" for node, reasons in sorted(self.rejections.items())]
+        return f"No host fits {asked}: " + " | ".join(parts)
