@@ -1,0 +1,254 @@
+"""All talk with one GPU host's Docker engine.
+
+The hook connects to nothing until it is first used (the client is a cached property), and it
+turns the engine's failures into errors that name the host and the fix, because a DAG author
+sees these in the task log with nothing else to go on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+import docker
+import requests
+from airflow.sdk import BaseHook
+from docker import APIClient
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.tls import TLSConfig
+
+from provider.hooks.hosts import (
+    DEFAULT_HOST_CONN_ID,
+    HOST_CONN_TYPE,
+    HostConfig,
+    resolve_pool,
+)
+from provider.logs.lines import parse_frames
+
+log = logging.getLogger(__name__)
+
+NVIDIA_RUNTIME = "nvidia"
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+class HostUnreachable(ConnectionError):
+    """The Docker engine of a host did not answer."""
+
+
+class ImageMissing(LookupError):
+    """The image is neither on the host nor pullable from a registry the host reaches."""
+
+
+class NoGpuRuntime(RuntimeError):
+    """GPUs were asked for on a host whose engine has no NVIDIA runtime."""
+
+
+class GpuDockerHook(BaseHook):
+    """Docker engine of one GPU host, named by a ``gpu_docker_host`` connection.
+
+    :param host: the host, or the id of its connection (default: the local engine).
+    :param timeout: seconds for each API call other than the log stream.
+    """
+
+    conn_name_attr = "gpu_docker_conn_id"
+    default_conn_name = DEFAULT_HOST_CONN_ID
+    conn_type = HOST_CONN_TYPE
+    hook_name = "GPU Docker host"
+
+    def __init__(self, host: HostConfig | str | None = None, timeout: float = 60.0) -> None:
+        super().__init__()
+        self._host_arg = host
+        self.timeout = timeout
+
+    @cached_property
+    def host(self) -> HostConfig:
+        if isinstance(self._host_arg, HostConfig):
+            return self._host_arg
+        return resolve_pool(self._host_arg or DEFAULT_HOST_CONN_ID, BaseHook.get_connection)[0]
+
+    @cached_property
+    def api(self) -> APIClient:
+        tls: TLSConfig | bool = False
+        if self.host.tls is not None:
+            t = self.host.tls
+            cert = (t.client_cert, t.client_key) if t.client_cert and t.client_key else None
+            tls = TLSConfig(client_cert=cert, ca_cert=t.ca_cert, verify=t.verify)
+        url = self.host.docker_url
+        if url.startswith("tcp://") and tls:
+            url = "https://" + url[len("tcp://") :]
+        try:
+            return APIClient(base_url=url, version="auto", timeout=self.timeout, tls=tls)
+        except docker.errors.DockerException as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: BaseException) -> HostUnreachable:
+        return HostUnreachable(
+            f"Docker engine of host {self.host.name!r} at {self.host.docker_url} did not answer: "
+            f"{exc}. Check that dockerd runs there and that the connection's Docker URL is right."
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow UI's connection test: ping the engine and report its version and runtimes."""
+        try:
+            info = self.info()
+        except HostUnreachable as exc:
+            return False, str(exc)
+        runtimes = ", ".join(sorted(info.get("Runtimes", {})))
+        return True, f"Docker {info.get('ServerVersion')} answers; runtimes: {runtimes}"
+
+    def info(self) -> dict[str, Any]:
+        try:
+            return dict(self.api.info())
+        except (requests.exceptions.RequestException, APIError) as exc:
+            raise self._unreachable(exc) from exc
+
+    def check_gpu_runtime(self, gpus: int) -> None:
+        """Refuse GPUs before anything is created when the engine cannot hand them out."""
+        if gpus <= 0:
+            return
+        runtimes = self.info().get("Runtimes") or {}
+        if NVIDIA_RUNTIME not in runtimes:
+            raise NoGpuRuntime(
+                f"Host {self.host.name!r} ({self.host.docker_url}) has no NVIDIA runtime "
+                f"(runtimes: {', '.join(sorted(runtimes)) or 'none'}), so gpus={gpus} cannot be "
+                "given to a container. Install the NVIDIA Container Toolkit there and run "
+                "`nvidia-ctk runtime configure --runtime=docker`, then restart dockerd; or run "
+                "with gpus=0."
+            )
+
+    def ensure_image(self, image: str, pull: str) -> None:
+        """Make ``image`` present: ``pull`` is "missing" (default), "always" or "never"."""
+        present = self._has_image(image)
+        if present and pull != "always":
+            return
+        if pull == "never":
+            raise ImageMissing(
+                f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) and "
+                "pull='never'. Build or load it there (`docker -H URL load`), or allow pulling."
+            )
+        try:
+            self.api.pull(image)
+        except (APIError, requests.exceptions.RequestException) as exc:
+            if present:
+                log.warning("Pull of %s failed, using the image on the host: %s", image, exc)
+                return
+            raise ImageMissing(
+                f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) "
+                f"and pulling it failed: {_explain(exc)}. Check the image name and tag, push it "
+                "to a registry the host can reach, or build it on the host (images/build.sh)."
+            ) from exc
+
+    def _has_image(self, image: str) -> bool:
+        try:
+            self.api.inspect_image(image)
+            return True
+        except ImageNotFound:
+            return False
+        except (APIError, requests.exceptions.RequestException) as exc:
+            raise self._unreachable(exc) from exc
+
+    def create(self, create_kwargs: Mapping[str, Any]) -> str:
+        """Create a container from :func:`provider.operators.container_spec` output."""
+        try:
+            return str(self.api.create_container(**create_kwargs)["Id"])
+        except ImageNotFound as exc:
+            raise ImageMissing(
+                f"Image {create_kwargs.get('image')!r} is not on host {self.host.name!r}: "
+                f"{_explain(exc)}"
+            ) from exc
+
+    def start(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    def log_frames(self, container_id: str, since: str | None = None) -> Iterator[tuple[int, bytes]]:
+        """Follow the container's output as ``(stream id, timestamped payload)`` frames.
+
+        The stream has no read timeout, so a container that is silent for an hour is still
+        followed; it ends when the container stops or the engine drops the connection.
+        """
+        params: dict[str, Any] = {"follow": 1, "stdout": 1, "stderr": 1, "timestamps": 1}
+        if since:
+            params["since"] = since
+        url = self.api._url("/containers/{0}/logs", container_id)
+        res = self.api._get(url, params=params, stream=True)
+        self.api._raise_for_status(res)
+        self.api._disable_socket_timeout(self.api._get_raw_response_socket(res))
+        try:
+            yield from parse_frames(_chunks(res))
+        finally:
+            res.close()
+
+    def wait(self, container_id: str) -> int:
+        """Block until the container exits; return its exit code."""
+        self.api.timeout = None  # training runs for hours; the stream has ended already
+        try:
+            return int(self.api.wait(container_id)["StatusCode"])
+        finally:
+            self.api.timeout = self.timeout
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        return dict(self.api.inspect_container(container_id)["State"])
+
+    def read_json(self, container_id: str, path: str) -> dict[str, Any] | None:
+        """The JSON document at ``path`` inside the (stopped) container, or None if absent."""
+        try:
+            stream, stat = self.api.get_archive(container_id, path)
+        except NotFound:
+            return None
+        if stat.get("size", 0) > MAX_RESULT_BYTES:
+            raise ValueError(
+                f"{path} in the container is {stat['size']} bytes; a result file may hold at "
+                f"most {MAX_RESULT_BYTES} bytes. Write large artefacts to a mounted volume."
+            )
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            f = tar.extractfile(member) if member else None
+            if f is None:
+                return None
+            try:
+                value = json.loads(f.read())
+            except ValueError as exc:
+                raise ValueError(f"{path} in the container is not valid JSON: {exc}") from exc
+        return value if isinstance(value, dict) else {"value": value}
+
+    def stop_and_remove(self, container_id: str, grace_s: int = 2) -> None:
+        """Stop (SIGTERM, then SIGKILL after ``grace_s``) and remove with its volumes."""
+        try:
+            self.api.stop(container_id, timeout=grace_s)
+        except (NotFound, APIError, requests.exceptions.RequestException) as exc:
+            log.debug("stop %s: %s", container_id, exc)
+        self.remove(container_id)
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, v=True, force=True)
+        except NotFound:
+            pass
+        except (APIError, requests.exceptions.RequestException) as exc:
+            log.warning("Could not remove container %s on %s: %s", container_id, self.host.name, exc)
+
+    def containers(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Containers (running or not) carrying all ``labels``."""
+        flt = [f"{k}={v}" for k, v in labels.items()]
+        return list(self.api.containers(all=True, filters={"label": flt}))
+
+
+def _chunks(res: requests.Response) -> Iterator[bytes]:
+    """Bytes as the engine sends them, without waiting to fill a buffer (live output)."""
+    raw = res.raw
+    while True:
+        chunk = raw.read1(65536)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, APIError) and exc.explanation:
+        return str(exc.explanation)
+    return str(exc)

@@ -1,0 +1,222 @@
+"""GpuDockerOperator: run a training container with GPUs on a Docker host, logs live.
+
+``execute`` follows the path of one training task: check the arguments, choose the host and
+GPUs, create and start the container, stream its output into the task log, collect the exit
+code and the result file, and always remove the container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from docker.errors import NotFound
+
+from provider.hooks.docker_host import GpuDockerHook
+from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, assemble_lines
+from provider.logs.task_log import DEFAULT_TAIL_LINES, TaskLogSink
+from provider.operators.container_spec import (
+    DEFAULT_RESULT_PATH,
+    ContainerSpec,
+    SpecError,
+    build_spec,
+    create_kwargs,
+    task_labels,
+)
+from provider.operators.outcome import ContainerFailed, result_record
+
+_PULL_POLICIES = ("missing", "always", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the container runs: the host and the GPU indices on it."""
+
+    host: HostConfig
+    gpu_ids: tuple[int, ...]
+
+
+class GpuDockerOperator(BaseOperator):
+    """Run ``image`` on a GPU Docker host and stream its output into the task log.
+
+    :param image: Docker image reference.
+    :param command: command (list or string) passed to the image's entrypoint.
+    :param environment: environment variables of the container.
+    :param mounts: ``"SOURCE:/path[:ro]"`` strings; SOURCE an absolute host path or a volume.
+    :param gpus: number of whole GPUs; they are requested by explicit device id.
+    :param cpus: CPU limit (e.g. ``2`` or ``0.5``); ``mem_limit`` and ``shm_size`` take sizes
+        such as ``"8g"``.
+    :param network_mode: ``"none"`` (default: training needs no network), ``"host"`` or
+        ``"bridge"``.
+    :param host: id of a ``gpu_docker_host`` connection (default: the local engine).
+    :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
+    :param result_path: a JSON file the container may write; its content is in the XCom.
+    :param tail_lines: lines of output quoted in the error of a failed container.
+    :param max_line_bytes: longer lines are split with a visible continuation mark.
+    :param stop_grace_s: seconds between SIGTERM and SIGKILL when the task is killed.
+    """
+
+    template_fields: Sequence[str] = (
+        "image",
+        "command",
+        "environment",
+        "mounts",
+        "gpus",
+        "cpus",
+        "mem_limit",
+        "shm_size",
+        "host",
+    )
+    ui_color = "#c6e8d5"
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        command: Sequence[str] | str | None = None,
+        environment: Mapping[str, Any] | None = None,
+        mounts: Sequence[str] = (),
+        gpus: int = 0,
+        cpus: float | None = None,
+        mem_limit: int | str | None = None,
+        shm_size: int | str | None = None,
+        network_mode: str = "none",
+        host: str = DEFAULT_HOST_CONN_ID,
+        pull: str = "missing",
+        result_path: str = DEFAULT_RESULT_PATH,
+        tail_lines: int = DEFAULT_TAIL_LINES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        stop_grace_s: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if pull not in _PULL_POLICIES:
+            raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
+        self.image = image
+        self.command = command
+        self.environment = dict(environment or {})
+        self.mounts = list(mounts)
+        self.gpus = gpus
+        self.cpus = cpus
+        self.mem_limit = mem_limit
+        self.shm_size = shm_size
+        self.network_mode = network_mode
+        self.host = host
+        self.pull = pull
+        self.result_path = result_path
+        self.tail_lines = tail_lines
+        self.max_line_bytes = max_line_bytes
+        self.stop_grace_s = stop_grace_s
+        # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
+        # main thread, so no lock: a lock held by the interrupted code would deadlock it).
+        self._running: tuple[GpuDockerHook, str] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = self._spec()
+        gpus = _gpu_count(self.gpus)
+        target = self._choose_target(gpus)
+        hook = GpuDockerHook(target.host)
+        hook.check_gpu_runtime(gpus)
+        hook.ensure_image(spec.image, self.pull)
+        labels = task_labels(**_ti_identity(context))
+        self.log.info(
+            "Starting %s on host %s (%s) with GPUs %s",
+            spec.image, target.host.name, target.host.docker_url, list(target.gpu_ids) or "none",
+        )
+        kwargs = create_kwargs(spec, api_version=hook.api.api_version, gpu_ids=target.gpu_ids, labels=labels)
+        started = datetime.now(timezone.utc)
+        container_id = hook.create(kwargs)
+        self._running = (hook, container_id)
+        try:
+            hook.start(container_id)
+            sink = TaskLogSink(self.log, self.tail_lines)
+            for _ in sink.drain(assemble_lines(hook.log_frames(container_id), self.max_line_bytes)):
+                pass
+            exit_code = self._wait(hook, container_id)
+            finished = datetime.now(timezone.utc)
+            if exit_code != 0:
+                raise ContainerFailed(
+                    image=spec.image,
+                    host=target.host.name,
+                    container_id=container_id,
+                    exit_code=exit_code,
+                    duration_s=(finished - started).total_seconds(),
+                    tail=list(sink.tail),
+                    oom_killed=bool(hook.state(container_id).get("OOMKilled")),
+                )
+            result = hook.read_json(container_id, spec.result_path)
+        finally:
+            self._running = None
+            hook.remove(container_id)
+        self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], sink.lines)
+        return result_record(
+            host=target.host.name,
+            container_id=container_id,
+            image=spec.image,
+            gpu_ids=target.gpu_ids,
+            exit_code=exit_code,
+            started=started,
+            finished=finished,
+            log_lines=sink.lines,
+            result=result,
+        )
+
+    def _spec(self) -> ContainerSpec:
+        return build_spec(
+            image=self.image,
+            command=self.command,
+            environment=self.environment,
+            mounts=self.mounts,
+            cpus=self.cpus,
+            mem_limit=self.mem_limit,
+            shm_size=self.shm_size,
+            network_mode=self.network_mode,
+            result_path=self.result_path,
+        )
+
+    def _choose_target(self, gpus: int) -> Target:
+        """The host and GPUs for this run: the configured host, its first ``gpus`` GPUs."""
+        return Target(host=GpuDockerHook(self.host).host, gpu_ids=tuple(range(gpus)))
+
+    def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
+        try:
+            return hook.wait(container_id)
+        except NotFound as exc:
+            raise ContainerFailed(
+                image=self.image, host=hook.host.name, container_id=container_id, exit_code=-1,
+                duration_s=0.0, tail=["(the container was removed while the task waited: killed)"],
+            ) from exc
+
+    def on_kill(self) -> None:
+        """Stop and remove the container: a killed task must leave nothing running."""
+        running, self._running = self._running, None
+        if running is not None:
+            hook, container_id = running
+            self.log.info("Task killed: stopping container %s", container_id[:12])
+            hook.stop_and_remove(container_id, grace_s=self.stop_grace_s)
+
+
+def _gpu_count(value: Any) -> int:
+    try:
+        gpus = int(value)
+    except (TypeError, ValueError):
+        gpus = -1
+    if gpus < 0 or str(value).strip() != str(gpus):
+        raise SpecError(f"gpus={value!r} must be a whole number >= 0.")
+    return gpus
+
+
+def _ti_identity(context: Context) -> dict[str, Any]:
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "try_number": int(getattr(ti, "try_number", 1) or 1),
+        "map_index": -1 if map_index is None else int(map_index),
+    }

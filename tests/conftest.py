@@ -1,0 +1,69 @@
+"""Shared fixtures: private Docker engines, captured task logs, a task-instance identity."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import structlog
+
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[PrivateDockerd]:
+    """One private engine for the session, with the test image loaded."""
+    engine = PrivateDockerd("it").start()
+    try:
+        engine.load(TESTBOX_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+class TaskLog:
+    """Task-log events captured with structlog's own testing API, readable while written."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    def texts(self, stream: str | None = None) -> list[str]:
+        return [
+            str(e["event"]) for e in list(self.events)
+            if stream is None or e.get("stream", "stdout") == stream
+        ]
+
+    def wait_for(self, text: str, timeout: float) -> float | None:
+        """Poll until ``text`` is logged; return the monotonic time it was seen, or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.texts():
+                return time.monotonic()
+            time.sleep(0.02)
+        return None
+
+
+@pytest.fixture
+def task_log() -> Iterator[TaskLog]:
+    with structlog.testing.capture_logs() as events:
+        yield TaskLog(events)
+
+
+@dataclass
+class FakeTI:
+    """The identity fields a task instance gives the operator (no Airflow needed)."""
+
+    dag_id: str = "it_dag"
+    task_id: str = "train"
+    run_id: str = field(default_factory=lambda: f"test__{uuid.uuid4().hex[:8]}")
+    try_number: int = 1
+    map_index: int = -1
+
+
+@pytest.fixture
+def ti() -> FakeTI:
+    return FakeTI()

@@ -1,0 +1,152 @@
+"""GpuDockerOperator against a real Docker engine that the session fixture started."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from provider.hooks.docker_host import HostUnreachable, ImageMissing, NoGpuRuntime
+from provider.operators.container_spec import LABEL_PREFIX
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.operators.outcome import ContainerFailed
+from tests.conftest import FakeTI, TaskLog
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's engine as the ``it_host`` connection, defined the way users can."""
+    conn = {"conn_type": "gpu_docker_host", "host": dockerd.url}
+    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps(conn))
+
+
+def HostOperator(engine: PrivateDockerd, **kwargs: Any) -> GpuDockerOperator:  # noqa: N802
+    """The operator aimed at the fixture's engine."""
+    kwargs.setdefault("image", TESTBOX_IMAGE)
+    kwargs.setdefault("pull", "never")
+    return GpuDockerOperator(task_id="train", host="it_host", **kwargs)
+
+
+def run(op: GpuDockerOperator, ti: FakeTI) -> dict[str, Any]:
+    return op.execute({"ti": ti})  # type: ignore[arg-type]
+
+
+def leftovers(engine: PrivateDockerd, ti: FakeTI) -> list[Any]:
+    with engine.client() as c:
+        return c.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run_id={ti.run_id}"})
+
+
+def sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+def test_exit_zero_returns_result_and_removes_container(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+    op = HostOperator(
+        dockerd,
+        command=sh('echo "epoch 1"; echo "{\\"test_accuracy\\": 0.93}" > "$RESULT_PATH"'),
+        environment={"X": "1"},
+    )
+    out = run(op, ti)
+    assert out["exit_code"] == 0 and out["host"] == "it_host" and out["image"] == TESTBOX_IMAGE
+    assert out["result"] == {"test_accuracy": 0.93} and out["gpus"] == [] and out["log_lines"] == 1
+    assert out["duration_s"] >= 0 and out["started"] <= out["finished"]
+    assert "epoch 1" in task_log.texts("stdout")
+    assert leftovers(dockerd, ti) == []
+
+
+def test_nonzero_exit_names_image_host_code_and_tail(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    op = HostOperator(dockerd, command=sh('for i in $(seq 1 30); do echo "line $i"; done; sleep 0.3; echo boom >&2; exit 3'))
+    with pytest.raises(ContainerFailed) as err:
+        run(op, ti)
+    text = str(err.value)
+    assert f"'{TESTBOX_IMAGE}'" in text and "'it_host'" in text and "code 3" in text
+    assert err.value.tail == [f"line {i}" for i in range(12, 31)] + ["[stderr] boom"]
+    assert leftovers(dockerd, ti) == []
+
+
+def test_stderr_lines_are_told_apart(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+    # Docker copies the two streams separately: only the order within a stream is kept.
+    op = HostOperator(dockerd, command=sh("echo out1; echo err1 >&2; echo out2; echo err2 >&2"))
+    run(op, ti)
+    assert task_log.texts("stderr") == ["err1", "err2"]
+    assert [t for t in task_log.texts("stdout") if t.startswith("out")] == ["out1", "out2"]
+
+
+def test_100k_lines_arrive_complete_and_in_order(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+    op = HostOperator(dockerd, command=sh("seq 1 100000"))
+    out = run(op, ti)
+    numbers = [t for t in task_log.texts("stdout") if t.isdigit()]
+    assert numbers == [str(i) for i in range(1, 100001)]
+    assert out["log_lines"] == 100000
+
+
+def test_lines_reach_the_log_while_the_container_runs(
+    dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog
+) -> None:
+    op = HostOperator(dockerd, command=sh("echo 'epoch 1'; sleep 3; echo 'epoch 2'"))
+    worker = threading.Thread(target=run, args=(op, ti))
+    worker.start()
+    epoch1 = task_log.wait_for("epoch 1", timeout=30)
+    status = [c.status for c in leftovers(dockerd, ti)]
+    epoch2 = task_log.wait_for("epoch 2", timeout=30)
+    worker.join(60)
+    assert epoch1 is not None and status == ["running"]
+    assert epoch2 is not None and epoch2 - epoch1 > 2.0
+
+
+def test_sixty_seconds_of_silence_then_output(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+    op = HostOperator(dockerd, command=sh("echo before; sleep 62; echo after"))
+    run(op, ti)
+    assert [t for t in task_log.texts() if t in ("before", "after")] == ["before", "after"]
+
+
+def test_kill_during_run_removes_the_container(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+    op = HostOperator(dockerd, command=sh("echo started; sleep 600"))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(op, ti)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    assert task_log.wait_for("started", timeout=30) is not None
+    assert [c.status for c in leftovers(dockerd, ti)] == ["running"]
+    op.on_kill()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert leftovers(dockerd, ti) == []
+    assert errors and isinstance(errors[0], ContainerFailed)
+
+
+def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    op = HostOperator(dockerd, image="no-such-trainer:9.9", pull="missing")
+    with pytest.raises(ImageMissing, match="'no-such-trainer:9.9' is not on host 'it_host'"):
+        run(op, ti)
+    assert leftovers(dockerd, ti) == []
+
+
+def test_gpus_without_nvidia_runtime_fail_before_creating(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    with dockerd.client() as c:
+        before = {x.id for x in c.containers.list(all=True)}
+    op = HostOperator(dockerd, gpus=1, command=sh("echo never"))
+    with pytest.raises(NoGpuRuntime, match="no NVIDIA runtime.*nvidia-ctk runtime configure"):
+        run(op, ti)
+    with dockerd.client() as c:
+        assert {x.id for x in c.containers.list(all=True)} == before
+
+
+def test_unreachable_host_is_named(ti: FakeTI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = {"conn_type": "gpu_docker_host", "host": f"unix://{tmp_path}/none.sock"}
+    monkeypatch.setenv("AIRFLOW_CONN_GONE", json.dumps(gone))
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, host="gone")
+    with pytest.raises(HostUnreachable, match="'gone' at unix://.*did not answer.*Check that dockerd runs"):
+        run(op, ti)

@@ -1,0 +1,141 @@
+"""Private Docker engines for tests and benchmarks: one dockerd per simulated GPU host.
+
+Each engine has its own socket, data root, exec root and pid file, no bridge network and no
+iptables rules, so it cannot disturb the machine's own engine or its networking. Images come
+from the tarballs that ``images/build.sh`` saves in ``.cache/images``; an engine is stopped by
+the pid it was started with, and its directories are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_CACHE = Path(os.environ.get("GPU_DOCKER_IMAGE_CACHE", REPO / ".cache" / "images"))
+TRAINER_IMAGE = "gpu-docker-trainer:0.1"
+TESTBOX_IMAGE = "gpu-docker-testbox:0.1"
+
+
+def image_tarball(image: str) -> Path:
+    """Where ``images/build.sh`` saved ``image`` (``name:tag`` -> ``name_tag.tar``)."""
+    return IMAGE_CACHE / (image.replace("/", "_").replace(":", "_") + ".tar")
+
+
+class PrivateDockerd:
+    """A dockerd of our own. Use as a context manager, or ``start()``/``stop()``."""
+
+    def __init__(self, name: str = "host", cgroup_parent: str | None = None) -> None:
+        # Short paths: the engine's sockets under exec-root must stay under 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix=f"gd-{name}-"))
+        self.name = name
+        self.cgroup_parent = cgroup_parent
+        self.socket = self.root / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> PrivateDockerd:
+        cmd = [
+            "dockerd",
+            f"--host={self.url}",
+            f"--data-root={self.root / 'data'}",
+            f"--exec-root={self.root / 'x'}",
+            f"--pidfile={self.root / 'docker.pid'}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+        ]
+        if self.cgroup_parent:
+            cmd.append(f"--cgroup-parent={self.cgroup_parent}")
+        log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd {self.name} exited: {self.log_tail()}")
+            try:
+                with self.client() as c:
+                    c.ping()
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"dockerd {self.name} did not answer within {timeout} s: {self.log_tail()}")
+
+    @contextmanager
+    def client(self) -> Iterator[docker.DockerClient]:
+        """A docker-py client of this engine, closed after the ``with`` block."""
+        c = docker.DockerClient(base_url=self.url, version="auto", timeout=120)
+        try:
+            yield c
+        finally:
+            c.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.root / "dockerd.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def load(self, *images: str) -> None:
+        """Load images saved by ``images/build.sh``; fail with the fix when one is missing."""
+        for image in images:
+            tar = image_tarball(image)
+            if not tar.exists():
+                raise FileNotFoundError(
+                    f"{tar} is missing: run `images/build.sh` (the README's test command does) "
+                    f"to build and save {image}."
+                )
+            with self.client() as c, open(tar, "rb") as f:
+                c.images.load(f)
+
+    def restart(self, timeout: float = 60) -> None:
+        """Stop and start the same engine (same data root): containers stop, images stay."""
+        self._terminate()
+        self.start(timeout)
+
+    def _terminate(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # dockerd's own containerd runs in its process group; end what is left of it.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def stop(self) -> None:
+        """Remove this engine's containers, stop it, and delete its directories."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                with self.client() as c:
+                    for ctr in c.containers.list(all=True):
+                        ctr.remove(force=True, v=True)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
+        self._terminate()
+        for sub in ("x", "data"):
+            subprocess.run(["umount", "-R", str(self.root / sub)], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PrivateDockerd:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
