@@ -109,5 +109,8 @@ class NodeMetricsHook(BaseHook):
 
     def _logged(self, nodes: list[NodeState]) -> list[NodeState]:
         down = [n.name for n in nodes if n.unreachable]
-        self.log.info("Read %s hosts, %s unreachable %s", len(nodes), len(down), down)
+        if down:
+            self.log.warning("Read %s hosts, %s unreachable: %s", len(nodes), len(down), down)
+        else:
+            self.log.debug("Read %s hosts, all reachable", len(nodes))
         return nodes
