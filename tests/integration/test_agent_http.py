@@ -4,6 +4,7 @@ machine without NVIDIA driver, and the pool hook reading several agents plus dea
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import time
@@ -169,3 +170,19 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
         assert agent.process.wait(10) == 0
     finally:
         stop_agent(agent.process)
+
+
+def test_snapshot_resolves_pool_connections(agents: dict[str, RunningAgent], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool connection and its host connections from AIRFLOW_CONN_* variables."""
+    monkeypatch.setenv("AIRFLOW_CONN_GPU_POOL", json.dumps({"conn_type": "gpu_docker_pool", "extra": {"hosts": ["gpu_a", "gpu_c"]}}))
+    for name, labels in (("a", {"zone": "a"}), ("c", {})):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_GPU_{name.upper()}",
+            json.dumps({"conn_type": "gpu_docker_host", "host": "tcp://127.0.0.1:2376", "password": TOKEN,
+                        "extra": {"agent_url": agents[name].url, "labels": labels}}),
+        )
+    nodes = NodeMetricsHook(pool="gpu_pool", timeout=2).snapshot()
+    assert [(n.name, dict(n.labels), len(n.gpus), n.unreachable) for n in nodes] == [
+        ("gpu_a", {"zone": "a"}, 4, None),
+        ("gpu_c", {}, 0, None),
+    ]

@@ -50,51 +50,39 @@ def _doc(gpus: list[dict[str, Any]], **cpu: Any) -> dict[str, Any]:
 A100 = GpuState(index=0, model="NVIDIA A100-SXM4-80GB", uuid="GPU-0", memory_total_mb=81920, memory_used_mb=1000, utilization_pct=12.0)
 
 
+def _node(gpus: tuple[GpuState, ...], **over: Any) -> NodeState:
+    """The state ``_doc`` maps to, with ``over`` replacing fields."""
+    fields: dict[str, Any] = {
+        "name": "gpu_a",
+        "cpu_milli": 8000,
+        "memory_mb": 65536,
+        "memory_available_mb": 49152,
+        "cpu_utilization_pct": 37.5,
+        "labels": HOST.labels,
+        "gpus": gpus,
+    }
+    return NodeState(**{**fields, **over})
+
+
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
         pytest.param(
             _doc([_gpu(0), _gpu(1, uuid="GPU-1", utilization_pct=99.0)]),
-            NodeState(
-                name="gpu_a",
-                cpu_milli=8000,
-                memory_mb=65536,
-                memory_available_mb=49152,
-                cpu_utilization_pct=37.5,
-                labels=HOST.labels,
-                gpus=(A100, GpuState(1, A100.model, "GPU-1", 81920, 1000, 99.0)),
-            ),
+            _node((A100, GpuState(1, A100.model, "GPU-1", 81920, 1000, 99.0))),
             id="two-gpus",
         ),
         pytest.param(
-            _doc([], count=2, utilization_pct=0.0),
-            NodeState(name="gpu_a", cpu_milli=2000, memory_mb=65536, memory_available_mb=49152, labels=HOST.labels),
-            id="no-gpu",
+            _doc([], count=2, utilization_pct=0.0), _node((), cpu_milli=2000, cpu_utilization_pct=0.0), id="no-gpu"
         ),
         pytest.param(
             _doc([_gpu(0, memory_used_mib=None, utilization_pct=None, name=None, uuid=None)]),
-            NodeState(
-                name="gpu_a",
-                cpu_milli=8000,
-                memory_mb=65536,
-                memory_available_mb=49152,
-                cpu_utilization_pct=37.5,
-                labels=HOST.labels,
-                gpus=(GpuState(index=0, memory_total_mb=81920),),
-            ),
+            _node((GpuState(index=0, memory_total_mb=81920),)),
             id="unsupported-fields-claim-nothing",
         ),
         pytest.param(
             _doc([_gpu(0, memory_total_mib=None, memory_used_mib=None)]),
-            NodeState(
-                name="gpu_a",
-                cpu_milli=8000,
-                memory_mb=65536,
-                memory_available_mb=49152,
-                cpu_utilization_pct=37.5,
-                labels=HOST.labels,
-                gpus=(GpuState(0, A100.model, "GPU-0", 0, 0, 12.0),),
-            ),
+            _node((GpuState(0, A100.model, "GPU-0", 0, 0, 12.0),)),
             id="unknown-memory-offers-none",
         ),
     ],
