@@ -74,8 +74,10 @@ class NvmlBackend:
 
     def __init__(self, nvml: ModuleType | Any | None = None) -> None:
         if nvml is None:
-            import pynvml as nvml
-        self._nvml = nvml
+            import pynvml
+
+            nvml = pynvml
+        self._nvml: Any = nvml
         self._initialised = False
         self.reason: str | None = None
 

@@ -50,8 +50,8 @@ class AgentServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[0], self.server_address[1]
-        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+        host, port = str(self.server_address[0]), self.server_address[1]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -89,7 +89,7 @@ class NodeMetricsHook(BaseHook):
 
     async def asnapshot(self) -> list[NodeState]:
         """:meth:`snapshot` for triggers; connection look-ups, if any, run in a thread."""
-        hosts = self.__dict__.get("hosts") or await asyncio.to_thread(lambda: self.hosts)
+        hosts = self.hosts if "hosts" in self.__dict__ else await asyncio.to_thread(lambda: self.hosts)
         return self._logged(await read_pool(hosts, self.timeout, self.max_concurrency))
 
     def test_connection(self) -> tuple[bool, str]:
