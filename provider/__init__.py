@@ -42,7 +42,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [
-            {"integration-name": "GPU Docker", "python-modules": ["provider.hooks.docker_host"]},
+            {
+                "integration-name": "GPU Docker",
+                "python-modules": ["provider.hooks.docker_host", "provider.hooks.node_metrics"],
+            },
         ],
         "operators": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.operators.gpu_docker"]},
@@ -58,6 +61,24 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {"host": "unix:///var/run/docker.sock"},
                 },
                 "conn-fields": _HOST_FIELDS,
+            },
+            {
+                "connection-type": "gpu_docker_pool",
+                "hook-class-name": "provider.hooks.node_metrics.NodeMetricsHook",
+                "hook-name": "GPU Docker pool",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "login", "password", "port"],
+                    "relabeling": {},
+                    "placeholders": {},
+                },
+                "conn-fields": {
+                    "hosts": {
+                        "label": "Host connections",
+                        "description": 'Ids of the pool\'s "GPU Docker host" connections, '
+                        'e.g. ["gpu_host_a", "gpu_host_b"].',
+                        "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    },
+                },
             },
         ],
     }

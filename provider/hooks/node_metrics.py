@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
 
 from airflow.sdk import BaseHook
 
@@ -21,25 +20,6 @@ from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfi
 from provider.scheduling.model import NodeState
 
 #: The ``connection-types`` entry of ``get_provider_info()`` for pools.
-POOL_CONNECTION_TYPE: dict[str, Any] = {
-    "connection-type": POOL_CONN_TYPE,
-    "hook-class-name": "provider.hooks.node_metrics.NodeMetricsHook",
-    "hook-name": "GPU Docker pool",
-    "ui-field-behaviour": {
-        "hidden-fields": ["host", "schema", "login", "password", "port"],
-        "relabeling": {},
-        "placeholders": {},
-    },
-    "conn-fields": {
-        "hosts": {
-            "label": "Host connections",
-            "description": 'Ids of the pool\'s "GPU Docker host" connections, e.g. ["gpu_host_a", "gpu_host_b"].',
-            "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        },
-    },
-}
-
-
 class NodeMetricsHook(BaseHook):
     """Reads the node agents of a pool.
 

@@ -10,7 +10,9 @@ import pytest
 
 from provider.hooks.agent_client import node_state, unreachable
 from provider.hooks.hosts import HostConfig
-from provider.hooks.node_metrics import POOL_CONNECTION_TYPE, NodeMetricsHook
+from provider import get_provider_info
+from provider.hooks.docker_host import GpuDockerHook
+from provider.hooks.node_metrics import NodeMetricsHook
 from provider.scheduling.model import GpuState, NodeState
 
 MIB = 1024 * 1024
@@ -115,11 +117,16 @@ def test_unreachable_keeps_name_and_labels() -> None:
     assert unreachable(HOST, "down") == NodeState(name="gpu_a", labels=HOST.labels, unreachable="down")
 
 
-def test_pool_connection_type_matches_hook() -> None:
-    assert POOL_CONNECTION_TYPE["connection-type"] == NodeMetricsHook.conn_type == "gpu_docker_pool"
-    assert POOL_CONNECTION_TYPE["hook-name"] == NodeMetricsHook.hook_name
-    module, _, name = POOL_CONNECTION_TYPE["hook-class-name"].rpartition(".")
-    assert (module, name) == (NodeMetricsHook.__module__, NodeMetricsHook.__name__)
+@pytest.mark.parametrize("hook", [NodeMetricsHook, GpuDockerHook], ids=["pool", "host"])
+def test_connection_types_match_their_hooks(hook: type[Any]) -> None:
+    [entry] = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == hook.conn_type]
+    module, _, name = entry["hook-class-name"].rpartition(".")
+    assert (module, name) == (hook.__module__, hook.__name__)
+    assert entry["hook-name"] == hook.hook_name
+
+
+def test_pool_hook_takes_its_connection_attribute() -> None:
+    assert NodeMetricsHook.conn_type == "gpu_docker_pool" == NodeMetricsHook.conn_type == "gpu_docker_pool"
     assert NodeMetricsHook.conn_name_attr in NodeMetricsHook.__init__.__code__.co_varnames
 
 
