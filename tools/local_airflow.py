@@ -69,14 +69,14 @@ class LocalAirflow:
         return self.home / "logs"
 
     def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        """Run one ``airflow`` CLI command in this installation and return its output."""
+        """Run one ``airflow`` CLI command in this installation and return its standard output."""
         out = subprocess.run(
             [str(Path(sys.executable).parent / "airflow"), *args],
             env=self.env, capture_output=True, text=True, timeout=timeout,
         )
         if check and out.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        return out.stdout + out.stderr
+        return out.stdout
 
     def migrate(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,55 @@
+"""A real Airflow (api-server, scheduler, dag-processor, triggerer) for the system tests.
+
+Its default GPU host is a private Docker engine started here, so the tests never touch the
+machine's own engine. The DAG folder holds the project's example DAGs and the test DAGs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provider.operators.container_spec import LABEL_PREFIX
+from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
+from tools.local_airflow import REPO, LocalAirflow
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="session")
+def system_engine() -> Iterator[PrivateDockerd]:
+    engine = PrivateDockerd("sys").start()
+    try:
+        engine.load(TESTBOX_IMAGE, TRAINER_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(system_engine: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
+    home = tmp_path_factory.mktemp("airflow")
+    dags = home / "dags"
+    dags.mkdir()
+    for src in [*(REPO / "dags").glob("*.py"), *(REPO / "tests" / "system" / "dags").glob("*.py")]:
+        shutil.copy(src, dags / src.name)
+    conn = json.dumps({"conn_type": "gpu_docker_host", "host": system_engine.url})
+    airflow = LocalAirflow(home, dags_folder=dags, extra_env={"AIRFLOW_CONN_GPU_DOCKER_DEFAULT": conn})
+    airflow.start()
+    try:
+        yield airflow
+    finally:
+        airflow.stop()
+
+
+def containers_of_run(engine: PrivateDockerd, run_id: str) -> list[object]:
+    with engine.client() as c:
+        return list(c.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run_id={run_id}"}))
+
+
+def dag_file(name: str) -> Path:
+    return REPO / "dags" / name
