@@ -196,8 +196,9 @@ class GpuDockerOperator(BaseOperator):
         running, self._running = self._running, None
         if running is not None:
             hook, container_id = running
-            self.log.info("Task killed: stopping container %s", container_id[:12])
-            hook.stop_and_remove(container_id, grace_s=self.stop_grace_s)
+            # A client of its own: the interrupted main thread may be inside the other one.
+            GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
+            self.log.info("Task killed: container %s stopped and removed", container_id[:12])
 
 
 def _gpu_count(value: Any) -> int:

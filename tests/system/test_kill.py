@@ -41,7 +41,8 @@ def test_sigterm_to_the_task_process_removes_the_container(
 ) -> None:
     run_id, ti = running_task(airflow_stack, system_engine)
     os.kill(int(ti["pid"]), signal.SIGTERM)  # type: ignore[call-overload]
-    assert wait_gone(system_engine, run_id) == []
+    left = wait_gone(system_engine, run_id)
+    assert left == [], airflow_stack.task_log_text(DAG_ID, run_id, TASK_ID)[-4000:]
     assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=120) == "failed"
 
 
