@@ -66,7 +66,7 @@ class NodeState:
     memory_allocated_mb: int = 0
     cpu_utilization_pct: float = 0.0
     memory_available_mb: int | None = None
-    labels: Mapping[str, str] = field(default=_EMPTY)
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     unreachable: str | None = None
 
     @property
@@ -107,7 +107,7 @@ class PlacementRequest:
     cpu_milli: int = 0
     memory_mb: int = 0
     gpu_model: str | None = None
-    labels: Mapping[str, str] = field(default=_EMPTY)
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
