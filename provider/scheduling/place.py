@@ -48,22 +48,20 @@ class PlacementMemo:
 
     Keyed by node name and checked by identity (``is``) against the snapshot passed next
     time, so replacing a node with its updated snapshot forgets that node's verdicts only.
+    Request shapes are numbered once, so the per-node lookup hashes a small integer.
     """
 
-    __slots__ = ("policy", "context", "_nodes")
+    __slots__ = ("policy", "context", "_nodes", "_shapes")
 
     def __init__(self, policy: Policy, context: PlacementContext) -> None:
         self.policy = policy
         self.context = context
-        self._nodes: dict[str, tuple[NodeState, dict[_RequestKey, _Verdict]]] = {}
+        self._nodes: dict[str, tuple[NodeState, dict[int, _Verdict]]] = {}
+        self._shapes: dict[_RequestKey, int] = {}
 
-    def verdicts(self, node: NodeState) -> dict[_RequestKey, _Verdict]:
-        """The remembered verdicts for exactly this snapshot of the node."""
-        entry = self._nodes.get(node.name)
-        if entry is None or entry[0] is not node:
-            entry = (node, {})
-            self._nodes[node.name] = entry
-        return entry[1]
+    def shape(self, request: PlacementRequest) -> int:
+        """The number of this request's shape (see :func:`request_key`)."""
+        return self._shapes.setdefault(request_key(request), len(self._shapes))
 
 
 def _score(
@@ -75,6 +73,34 @@ def _score(
     return choice
 
 
+def _judge_all(
+    request: PlacementRequest,
+    nodes: Sequence[NodeState],
+    memo: PlacementMemo,
+    choices: dict[str, Choice],
+    rejections: dict[str, tuple[str, ...]],
+) -> None:
+    """The memoised filter-and-score loop, the hot path of a trace replay."""
+    policy, context, shape = memo.policy, memo.context, memo.shape(request)
+    remembered = memo._nodes
+    for node in nodes:
+        entry = remembered.get(node.name)
+        if entry is None or entry[0] is not node:
+            entry = remembered[node.name] = (node, {})
+        known = entry[1]
+        verdict = known.get(shape)
+        if verdict is None:
+            found = reasons(request, node)
+            keep = None if found or not policy.cacheable else _score(request, node, policy, context)
+            verdict = known[shape] = _Verdict(found, keep)
+        if verdict.reasons:
+            rejections[node.name] = verdict.reasons
+        elif verdict.choice is not None:
+            choices[node.name] = verdict.choice
+        else:
+            choices[node.name] = _score(request, node, policy, context)
+
+
 def place(
     request: PlacementRequest,
     nodes: Sequence[NodeState],
@@ -84,8 +110,8 @@ def place(
 ) -> Placement:
     """Choose the node and GPUs for ``request`` among ``nodes`` by ``policy``.
 
-    The highest score wins; ties go to the node whose name sorts first (then the lower GPU
-    indices), so the same inputs always give the same answer. Raises :class:`NoFit` listing
+    The highest score wins; ties go to the node whose name sorts first (a policy breaks
+    ties between GPUs of one node by index), so the same inputs always give the same answer. Raises :class:`NoFit` listing
     every node's reasons when no node is feasible, ``ValueError`` on duplicate node names or
     a memo made for another policy or context.
     """
@@ -93,30 +119,24 @@ def place(
         context = memo.context if memo is not None else PlacementContext()
     if memo is not None and (memo.policy is not policy or memo.context is not context):
         raise ValueError("this PlacementMemo was made for another policy or context")
-    key = request_key(request)
     choices: dict[str, Choice] = {}
     rejections: dict[str, tuple[str, ...]] = {}
-    for node in nodes:
-        if node.name in choices or node.name in rejections:
-            raise ValueError(f"duplicate node name {node.name!r}")
-        if memo is None:
+    if memo is None:
+        for node in nodes:
             found = reasons(request, node)
-            choice = None
-        else:
-            known = memo.verdicts(node)
-            verdict = known.get(key)
-            if verdict is None:
-                found = reasons(request, node)
-                keep = None if found or not policy.cacheable else _score(request, node, policy, context)
-                verdict = known[key] = _Verdict(found, keep)
-            found, choice = verdict.reasons, verdict.choice
-        if found:
-            rejections[node.name] = found
-        else:
-            choices[node.name] = choice or _score(request, node, policy, context)
+            if found:
+                rejections[node.name] = found
+            else:
+                choices[node.name] = _score(request, node, policy, context)
+    else:
+        _judge_all(request, nodes, memo, choices, rejections)
+    if len(choices) + len(rejections) != len(nodes):
+        raise ValueError(f"duplicate node names among {sorted(n.name for n in nodes)}")
     if not choices:
         raise NoFit(request, rejections)
-    name, best = min(choices.items(), key=lambda kv: (-kv[1].score, kv[0], kv[1].gpu_indices))
+    top = max(c.score for c in choices.values())
+    name = min(n for n, c in choices.items() if c.score == top)
+    best = choices[name]
     return Placement(
         node=name,
         gpu_indices=best.gpu_indices,

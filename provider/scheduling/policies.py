@@ -92,9 +92,10 @@ class RandomPolicy:
     ) -> Choice:
         if context.rng is None:
             raise ValueError("the random policy needs PlacementContext(rng=random.Random(...))")
-        gpus = _first_set(request, node)
-        if request.gpus == 1 and request.gpu_milli < MILLI_PER_GPU:
-            gpus = context.rng.choice(gpu_sets(request, node))
+        sets = gpu_sets(request, node)
+        if not sets:
+            raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
+        gpus = context.rng.choice(sets) if len(sets) > 1 else sets[0]
         return Choice(context.rng.random() * MAX_SCORE, gpus)
 
 
