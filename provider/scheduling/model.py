@@ -149,7 +149,11 @@ class NoFit(Exception):
     def __init__(self, request: PlacementRequest, rejections: Mapping[str, tuple[str, ...]]):
         self.request = request
         self.rejections = dict(rejections)
-        super().__init__(self._message())
+        super().__init__(request, self.rejections)
+
+    def __str__(self) -> str:
+        # Built on demand: a simulator that counts misfits never pays for the text.
+        return self._message()
 
     def _message(self) -> str:
         r = self.request

@@ -1,0 +1,146 @@
+"""Placement: filter every node, score the feasible ones, choose one.
+
+:func:`place` is the whole decision and a pure function of its arguments: the same request,
+nodes, policy and context give the same :class:`Placement` (a random policy draws only from
+``context.rng``). Inputs are never mutated. The result records every feasible node's score
+and every infeasible node's reasons, so the choice can be audited after the fact; when no
+node fits, :class:`NoFit` names each node and everything it lacks.
+
+A caller that places many requests against a slowly changing pool (the trace simulator, a
+reservation loop) can pass a :class:`PlacementMemo`: verdicts are remembered per node
+*snapshot* and request shape, and since a placement changes one node, only that node is
+judged again next time. Snapshots are immutable, so a remembered verdict cannot go stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from provider.scheduling.filters import reasons
+from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest
+from provider.scheduling.policies import Choice, PlacementContext, Policy
+
+_RequestKey = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    reasons: tuple[str, ...]
+    choice: Choice | None
+
+
+def request_key(request: PlacementRequest) -> _RequestKey:
+    """A hashable key equal for requests that every filter and policy treat alike."""
+    return (
+        request.gpus,
+        request.gpu_milli,
+        request.gpu_memory_mb,
+        request.cpu_milli,
+        request.memory_mb,
+        request.gpu_model,
+        tuple(sorted(request.labels.items())),
+    )
+
+
+class PlacementMemo:
+    """Verdicts remembered per node snapshot and request shape, for one policy and context.
+
+    Keyed by node name and checked by identity (``is``) against the snapshot passed next
+    time, so replacing a node with its updated snapshot forgets that node's verdicts only.
+    Request shapes are numbered once, so the per-node lookup hashes a small integer.
+    """
+
+    __slots__ = ("policy", "context", "_nodes", "_shapes")
+
+    def __init__(self, policy: Policy, context: PlacementContext) -> None:
+        self.policy = policy
+        self.context = context
+        self._nodes: dict[str, tuple[NodeState, dict[int, _Verdict]]] = {}
+        self._shapes: dict[_RequestKey, int] = {}
+
+    def shape(self, request: PlacementRequest) -> int:
+        """The number of this request's shape (see :func:`request_key`)."""
+        return self._shapes.setdefault(request_key(request), len(self._shapes))
+
+
+def _score(
+    request: PlacementRequest, node: NodeState, policy: Policy, context: PlacementContext
+) -> Choice:
+    choice = policy(request, node, context)
+    if request.gpus == 0 and node.gpus and context.cpu_task_gpu_node_factor != 1.0:
+        return Choice(choice.score * context.cpu_task_gpu_node_factor, choice.gpu_indices)
+    return choice
+
+
+def _judge_all(
+    request: PlacementRequest,
+    nodes: Sequence[NodeState],
+    memo: PlacementMemo,
+    choices: dict[str, Choice],
+    rejections: dict[str, tuple[str, ...]],
+) -> None:
+    """The memoised filter-and-score loop, the hot path of a trace replay."""
+    policy, context, shape = memo.policy, memo.context, memo.shape(request)
+    remembered = memo._nodes
+    for node in nodes:
+        entry = remembered.get(node.name)
+        if entry is None or entry[0] is not node:
+            entry = remembered[node.name] = (node, {})
+        known = entry[1]
+        verdict = known.get(shape)
+        if verdict is None:
+            found = reasons(request, node)
+            keep = None if found or not policy.cacheable else _score(request, node, policy, context)
+            verdict = known[shape] = _Verdict(found, keep)
+        if verdict.reasons:
+            rejections[node.name] = verdict.reasons
+        elif verdict.choice is not None:
+            choices[node.name] = verdict.choice
+        else:
+            choices[node.name] = _score(request, node, policy, context)
+
+
+def place(
+    request: PlacementRequest,
+    nodes: Sequence[NodeState],
+    policy: Policy,
+    context: PlacementContext | None = None,
+    memo: PlacementMemo | None = None,
+) -> Placement:
+    """Choose the node and GPUs for ``request`` among ``nodes`` by ``policy``.
+
+    The highest score wins; ties go to the node whose name sorts first (a policy breaks
+    ties between GPUs of one node by index), so the same inputs always give the same answer. Raises :class:`NoFit` listing
+    every node's reasons when no node is feasible, ``ValueError`` on duplicate node names or
+    a memo made for another policy or context.
+    """
+    if context is None:
+        context = memo.context if memo is not None else PlacementContext()
+    if memo is not None and (memo.policy is not policy or memo.context is not context):
+        raise ValueError("this PlacementMemo was made for another policy or context")
+    choices: dict[str, Choice] = {}
+    rejections: dict[str, tuple[str, ...]] = {}
+    if memo is None:
+        for node in nodes:
+            found = reasons(request, node)
+            if found:
+                rejections[node.name] = found
+            else:
+                choices[node.name] = _score(request, node, policy, context)
+    else:
+        _judge_all(request, nodes, memo, choices, rejections)
+    if len(choices) + len(rejections) != len(nodes):
+        raise ValueError(f"duplicate node names among {sorted(n.name for n in nodes)}")
+    if not choices:
+        raise NoFit(request, rejections)
+    top = max(c.score for c in choices.values())
+    name = min(n for n, c in choices.items() if c.score == top)
+    best = choices[name]
+    return Placement(
+        node=name,
+        gpu_indices=best.gpu_indices,
+        policy=policy.name,
+        scores={n: c.score for n, c in choices.items()},
+        rejections=rejections,
+    )

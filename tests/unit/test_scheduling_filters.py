@@ -1,0 +1,94 @@
+"""Feasibility: every reason is reported, and the GPU candidates are the right ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from provider.scheduling import GpuState, NodeState, PlacementRequest, gpu_sets, reasons
+
+
+def gpu_node(name: str = "n", allocated: tuple[int, ...] = (0, 0), model: str = "V100", **kw: object) -> NodeState:
+    gpus = tuple(
+        GpuState(index=i, model=model, memory_total_mb=16000, allocated_milli=a)
+        for i, a in enumerate(allocated)
+    )
+    fields = {"cpu_milli": 8000, "memory_mb": 32000, **kw}
+    return NodeState(name=name, gpus=gpus, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("request_", "node", "expected"),
+    [
+        pytest.param(PlacementRequest(gpus=2, cpu_milli=4000, memory_mb=8000), gpu_node(), (), id="fits"),
+        pytest.param(
+            PlacementRequest(gpus=2, cpu_milli=4000, memory_mb=8000, gpu_model="P100",
+                             labels={"zone": "a"}),
+            gpu_node(allocated=(1000, 0), cpu_allocated_milli=6000, memory_allocated_mb=30000,
+                     labels={"zone": "b"}),
+            (
+                "label zone=b != a",
+                "gpu model V100 != P100",
+                "gpu free 1 < 2",
+                "cpu free 2000m < 4000m",
+                "memory free 2000MB < 8000MB",
+            ),
+            id="every-reason-listed",
+        ),
+        pytest.param(
+            PlacementRequest(gpus=1, labels={"zone": "a"}), gpu_node(), ("label zone=(unset) != a",),
+            id="missing-label",
+        ),
+        pytest.param(
+            PlacementRequest(gpus=1, gpu_milli=500),
+            gpu_node(allocated=(600, 700)),
+            ("gpu free 400m < 500m on one GPU",),
+            id="share-needs-one-gpu-not-the-sum",
+        ),
+        pytest.param(PlacementRequest(gpus=1, gpu_milli=400), gpu_node(allocated=(600, 1000)), (), id="share-fits"),
+        pytest.param(
+            PlacementRequest(gpus=1), NodeState(name="empty"),
+            ("gpu free 0 < 1",),
+            id="zero-capacity-node",
+        ),
+        pytest.param(
+            PlacementRequest(cpu_milli=1), NodeState(name="empty"), ("cpu free 0m < 1m",),
+            id="zero-capacity-cpu",
+        ),
+        pytest.param(
+            PlacementRequest(gpus=4, cpu_milli=99999), gpu_node(unreachable="timeout 2 s"),
+            ("unreachable: timeout 2 s",), id="unreachable-says-only-that",
+        ),
+        pytest.param(PlacementRequest(gpus=1, gpu_model="P100|V100"), gpu_node(), (), id="model-alternatives"),
+        pytest.param(
+            PlacementRequest(memory_mb=1000), gpu_node(memory_available_mb=500),
+            ("memory free 500MB < 1000MB",), id="measured-memory-limits",
+        ),
+    ],
+)
+def test_reasons(request_: PlacementRequest, node: NodeState, expected: tuple[str, ...]) -> None:
+    assert reasons(request_, node) == expected
+
+
+def test_gpu_memory_is_checked_by_measurement() -> None:
+    # GPU 0 has 15000 MB in use by a process nobody reserved: only GPU 1 has 8000 MB free.
+    node = NodeState(name="n", cpu_milli=1000, memory_mb=1000, gpus=(
+        GpuState(index=0, memory_total_mb=16000, memory_used_mb=15000),
+        GpuState(index=1, memory_total_mb=16000),
+    ))
+    assert gpu_sets(PlacementRequest(gpus=1, gpu_memory_mb=8000), node) == ((1,),)
+    assert reasons(PlacementRequest(gpus=2, gpu_memory_mb=8000), node) == (
+        "gpu memory free >= 8000MB on 1 GPUs < 2",
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "allocated", "expected"),
+    [
+        pytest.param(PlacementRequest(), (0, 0), ((),), id="cpu-only-needs-no-gpu"),
+        pytest.param(PlacementRequest(gpus=2), (0, 500, 0, 0), ((0, 2),), id="whole-gpus-lowest-free-indices"),
+        pytest.param(PlacementRequest(gpus=3), (0, 500, 0), (), id="too-few-whole-gpus"),
+        pytest.param(PlacementRequest(gpus=1, gpu_milli=300), (800, 700, 0), ((1,), (2,)), id="each-fitting-gpu-for-a-share"),
+    ],
+)
+def test_gpu_sets(request_: PlacementRequest, allocated: tuple[int, ...], expected: tuple[tuple[int, ...], ...]) -> None:
+    assert gpu_sets(request_, gpu_node(allocated=allocated)) == expected
