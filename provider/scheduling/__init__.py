@@ -1,0 +1,58 @@
+"""Pure placement core: filter nodes, score the feasible ones, choose host and GPUs.
+
+No I/O, no clock, no globals; randomness only from a ``random.Random`` passed in. The
+operator and the trace simulator (``bench/placement_sim.py``) both call :func:`place` and
+:func:`apply`, so what the benchmark measures is what production runs.
+"""
+
+from provider.scheduling.accounting import apply, release
+from provider.scheduling.filters import eligible_gpus, gpu_sets, reasons
+from provider.scheduling.model import (
+    MILLI_PER_GPU,
+    GpuState,
+    NodeState,
+    NoFit,
+    Placement,
+    PlacementRequest,
+)
+from provider.scheduling.place import PlacementMemo, place
+from provider.scheduling.policies import (
+    BestFit,
+    Choice,
+    Fragmentation,
+    FragmentationPacking,
+    LeastLoaded,
+    PlacementContext,
+    Policy,
+    RandomPolicy,
+)
+from provider.scheduling.registry import POLICIES, get_policy
+from provider.scheduling.taskmix import TaskMix, TaskType
+
+__all__ = [
+    "MILLI_PER_GPU",
+    "POLICIES",
+    "BestFit",
+    "Choice",
+    "Fragmentation",
+    "FragmentationPacking",
+    "GpuState",
+    "LeastLoaded",
+    "NoFit",
+    "NodeState",
+    "Placement",
+    "PlacementContext",
+    "PlacementMemo",
+    "PlacementRequest",
+    "Policy",
+    "RandomPolicy",
+    "TaskMix",
+    "TaskType",
+    "apply",
+    "eligible_gpus",
+    "get_policy",
+    "gpu_sets",
+    "place",
+    "reasons",
+    "release",
+]

@@ -1,0 +1,70 @@
+"""Reservation arithmetic: a node with an allocation added, or taken away.
+
+The operator records a reservation on a host before it starts a container and releases it
+when the container ends; the trace simulator does the same with every task it places. Both
+use these two functions, so what a simulation measures is the accounting production runs.
+Nodes are immutable: each function returns a new :class:`NodeState` and leaves its input
+as it was, which is what lets a caller keep old snapshots and cache results per snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from provider.scheduling.model import MILLI_PER_GPU, GpuState, NodeState, PlacementRequest
+
+
+def _per_gpu_milli(request: PlacementRequest) -> int:
+    return request.gpu_milli if request.gpu_milli < MILLI_PER_GPU else MILLI_PER_GPU
+
+
+def _check_indices(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> None:
+    if len(gpu_indices) != request.gpus:
+        raise ValueError(
+            f"{node.name}: request needs {request.gpus} GPU(s), got indices {gpu_indices}"
+        )
+    if len(set(gpu_indices)) != len(gpu_indices):
+        raise ValueError(f"{node.name}: GPU indices repeat: {gpu_indices}")
+    known = {g.index for g in node.gpus}
+    missing = [i for i in gpu_indices if i not in known]
+    if missing:
+        raise ValueError(f"{node.name}: no GPU with index {missing}")
+
+
+def _shift(
+    node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...], sign: int
+) -> NodeState:
+    _check_indices(node, request, gpu_indices)
+    milli = _per_gpu_milli(request) * sign
+    chosen = set(gpu_indices)
+    gpus: list[GpuState] = []
+    for gpu in node.gpus:
+        if gpu.index in chosen:
+            allocated = gpu.allocated_milli + milli
+            if not 0 <= allocated <= MILLI_PER_GPU:
+                raise ValueError(
+                    f"{node.name}: GPU {gpu.index} would hold {allocated}m "
+                    f"(allowed 0..{MILLI_PER_GPU}m)"
+                )
+            gpu = replace(gpu, allocated_milli=allocated)
+        gpus.append(gpu)
+    cpu = node.cpu_allocated_milli + sign * request.cpu_milli
+    memory = node.memory_allocated_mb + sign * request.memory_mb
+    if cpu < 0 or memory < 0:
+        raise ValueError(f"{node.name}: releasing more than was reserved (cpu {cpu}m, memory {memory}MB)")
+    return replace(node, gpus=tuple(gpus), cpu_allocated_milli=cpu, memory_allocated_mb=memory)
+
+
+def apply(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> NodeState:
+    """``node`` with ``request`` reserved on it, on the GPUs ``gpu_indices``.
+
+    Raises ``ValueError`` when the indices do not match the request or a GPU would be
+    over-reserved; CPU and memory are not capped here because the filter already decided
+    and an operator may knowingly overcommit them.
+    """
+    return _shift(node, request, gpu_indices, +1)
+
+
+def release(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> NodeState:
+    """The inverse of :func:`apply`: ``node`` with that reservation taken away."""
+    return _shift(node, request, gpu_indices, -1)

@@ -1,0 +1,261 @@
+"""Scoring policies: how to rank the nodes that passed the filter, and on which GPUs.
+
+A policy is a plain callable (see :class:`Policy`), a pure function of the request, one
+feasible node and a :class:`PlacementContext`, returning a :class:`Choice`: a score in
+[0, 100], higher is better, and the GPU indices it would use on that node. Weights are the
+policy's own constructor arguments, never globals, so two operators in one process can run
+differently tuned policies. Ties between nodes are broken by :func:`~provider.scheduling.place.place`
+(node name, then GPU indices), ties between GPUs of one node by the lowest index.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from provider.scheduling.accounting import apply
+from provider.scheduling.filters import eligible_gpus, gpu_sets
+from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.taskmix import TaskMix, TaskType
+
+MAX_SCORE = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementContext:
+    """What a policy may know beyond the request and the node.
+
+    ``task_mix`` describes the workload (needed by the fragmentation-aware policies; without
+    one they treat the request itself as the whole mix). ``rng`` is the only source of
+    randomness any policy may use. ``cpu_task_gpu_node_factor`` multiplies the score of a
+    GPU node for a CPU-only request, so CPU work prefers CPU hosts and leaves GPU hosts to
+    GPU work without being refused when only GPU hosts have room (1.0 disables it).
+    """
+
+    task_mix: TaskMix | None = None
+    rng: random.Random | None = None
+    cpu_task_gpu_node_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cpu_task_gpu_node_factor <= 1.0:
+            raise ValueError(
+                f"cpu_task_gpu_node_factor must be in [0, 1], got {self.cpu_task_gpu_node_factor}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A policy's verdict on one node: its score and the GPUs it would use there."""
+
+    score: float
+    gpu_indices: tuple[int, ...]
+
+
+class Policy(Protocol):
+    """A scoring policy. ``cacheable`` is true when the result depends only on the inputs
+    (not on ``context.rng``), so a caller may remember it per node snapshot."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cacheable(self) -> bool: ...
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice: ...
+
+
+def _clamp(score: float) -> float:
+    return min(MAX_SCORE, max(0.0, score))
+
+
+def _first_set(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
+    sets = gpu_sets(request, node)
+    if not sets:
+        raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
+    return sets[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RandomPolicy:
+    """Uniformly random among feasible nodes (and among fitting GPUs for a share): the
+    baseline every other policy has to beat."""
+
+    name = "random"
+    cacheable = False
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice:
+        if context.rng is None:
+            raise ValueError("the random policy needs PlacementContext(rng=random.Random(...))")
+        gpus = _first_set(request, node)
+        if request.gpus == 1 and request.gpu_milli < MILLI_PER_GPU:
+            gpus = context.rng.choice(gpu_sets(request, node))
+        return Choice(context.rng.random() * MAX_SCORE, gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class LeastLoaded:
+    """Spread work by measured load: low GPU utilisation of the chosen GPUs, low host CPU
+    utilisation, and most capacity left after placement, weighted by the arguments.
+
+    Measurements lag a job that has just started, so reservations (the ``free`` term) keep
+    two back-to-back placements from piling onto the host that still *looks* idle.
+    """
+
+    gpu_utilization: float = 1.0
+    cpu_utilization: float = 1.0
+    free: float = 1.0
+    name = "least_loaded"
+    cacheable = True
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice:
+        by_index = {g.index: g for g in node.gpus}
+        ranked = sorted(
+            eligible_gpus(request, node),
+            key=lambda i: (by_index[i].utilization_pct, -by_index[i].memory_free_mb, i),
+        )
+        gpus = tuple(sorted(ranked[: request.gpus]))
+        looked_at = [by_index[i] for i in gpus] or list(node.gpus)
+        gpu_busy = sum(g.utilization_pct for g in looked_at) / (100.0 * len(looked_at) or 1.0)
+        gpu_idle = 1.0 - gpu_busy
+        cpu_idle = 1.0 - node.cpu_utilization_pct / 100.0
+        left = [
+            (node.cpu_free_milli - request.cpu_milli) / node.cpu_milli if node.cpu_milli else 0.0,
+            (node.memory_free_mb - request.memory_mb) / node.memory_mb if node.memory_mb else 0.0,
+        ]
+        if node.gpus:
+            gpu_left = node.gpu_free_milli - request.gpu_milli_total
+            left.append(gpu_left / (MILLI_PER_GPU * len(node.gpus)))
+        free = sum(left) / len(left)
+        weights = self.gpu_utilization + self.cpu_utilization + self.free
+        raw = self.gpu_utilization * gpu_idle + self.cpu_utilization * cpu_idle + self.free * free
+        return Choice(_clamp(MAX_SCORE * raw / weights) if weights else 0.0, gpus)
+
+
+def _tightest_share(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
+    """For a share, the fitting GPU with least free capacity (packing within the node)."""
+    if request.gpus != 1 or request.gpu_milli >= MILLI_PER_GPU:
+        return _first_set(request, node)
+    free = {g.index: g.free_milli for g in node.gpus}
+    return min(gpu_sets(request, node), key=lambda s: (free[s[0]], s[0]))
+
+
+@dataclass(frozen=True, slots=True)
+class BestFit:
+    """Packing: the node with least CPU and GPU left over after placement.
+
+    Left-over capacity is normalised by ``max_cpu_milli`` / ``max_gpu_milli`` (the largest
+    host shape one expects in the pool) and weighted; a share goes on the fullest GPU that
+    still fits it.
+    """
+
+    cpu: float = 0.5
+    gpu: float = 0.5
+    max_cpu_milli: int = 128_000
+    max_gpu_milli: int = 8 * MILLI_PER_GPU
+    name = "best_fit"
+    cacheable = True
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice:
+        left = (
+            self.cpu * (node.cpu_free_milli - request.cpu_milli) / self.max_cpu_milli
+            + self.gpu * (node.gpu_free_milli - request.gpu_milli_total) / self.max_gpu_milli
+        )
+        weights = self.cpu + self.gpu
+        score = MAX_SCORE * (1.0 - left / weights) if weights else 0.0
+        return Choice(_clamp(score), _tightest_share(request, node))
+
+
+def _sigmoid(x: float) -> float:
+    if x < -700.0:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _mix(request: PlacementRequest, context: PlacementContext) -> TaskMix:
+    if context.task_mix is not None:
+        return context.task_mix
+    return TaskMix((TaskType.of(request),), (1.0,))
+
+
+def _least_fragmenting(
+    request: PlacementRequest, node: NodeState, mix: TaskMix
+) -> tuple[float, tuple[int, ...]]:
+    """(increase of expected fragmentation, GPUs) for the GPU choice that increases it least."""
+    before = mix.fragmentation(node)
+    best: tuple[float, tuple[int, ...]] | None = None
+    for gpus in gpu_sets(request, node):
+        growth = mix.fragmentation(apply(node, request, gpus)) - before
+        if best is None or growth < best[0]:
+            best = (growth, gpus)
+    if best is None:
+        raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
+    return best
+
+
+def _quantised(score: float, resolution: float) -> float:
+    return math.floor(score / resolution) * resolution if resolution > 0 else score
+
+
+@dataclass(frozen=True, slots=True)
+class Fragmentation:
+    """FGD: the node and GPUs where the expected fragmentation grows least.
+
+    The growth (in milli-GPUs) is mapped into [0, 100] by a sigmoid with ``scale`` milli-GPUs
+    per unit, so a placement that *reduces* fragmentation (filling a slice nobody else could
+    use) scores above 50 and one that strands capacity below. Scores are then rounded down to
+    multiples of ``resolution`` points: Kubernetes scores are integers, the study's results
+    were obtained with integer scores, and the rounding matters. It makes placements whose
+    growth differs by a few tens of milli-GPUs tie, and the deterministic tie-break (node
+    order) then keeps filling the same nodes instead of spreading over near-equal ones.
+    ``resolution=0`` keeps the exact score.
+    """
+
+    scale: float = float(MILLI_PER_GPU)
+    resolution: float = 1.0
+    name = "fragmentation"
+    cacheable = True
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice:
+        growth, gpus = _least_fragmenting(request, node, _mix(request, context))
+        score = _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
+        return Choice(score, gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentationPacking:
+    """FGD first, best fit second: among placements that FGD rates alike, pack.
+
+    FGD's growth signal is informative when it is large and mostly noise when two nodes
+    differ by a few tens of milli-GPUs. Rounding (see :class:`Fragmentation`) makes such
+    near-equal nodes tie; instead of leaving the tie to node order, this policy gives it to
+    the node that :class:`BestFit` prefers, i.e. the one left with least CPU and GPU. That
+    keeps emptier nodes whole for the multi-GPU and CPU-heavy tasks that arrive later, which
+    is exactly what the fragmentation measure cannot see for types it rates as rare.
+    The best-fit term is scaled into one rounding step, so it never overrides FGD.
+    """
+
+    scale: float = float(MILLI_PER_GPU)
+    resolution: float = 1.0
+    best_fit: BestFit = BestFit()
+    name = "fragmentation_packing"
+    cacheable = True
+
+    def __call__(
+        self, request: PlacementRequest, node: NodeState, context: PlacementContext
+    ) -> Choice:
+        growth, gpus = _least_fragmenting(request, node, _mix(request, context))
+        primary = _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
+        packing = self.best_fit(request, node, context).score / MAX_SCORE
+        return Choice(_clamp(primary + 0.99 * self.resolution * packing), gpus)
