@@ -62,8 +62,9 @@ class GpuDockerOperator(BaseOperator):
     :param network_mode: ``"none"`` (default: training needs no network), ``"host"`` or
         ``"bridge"``.
     :param host: id of a ``gpu_docker_host`` connection (default: the local engine); used
-        when ``pool`` is not given, as a pool of one.
-    :param pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
+        when ``gpu_pool`` is not given, as a pool of one. (Not ``pool``: that is Airflow's own
+        pool of task slots on every operator.)
+    :param gpu_pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
         task runs on the host placement chooses and reserves (docs/reservations.md).
     :param placement_policy: a name from ``provider.scheduling.POLICIES``.
     :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
@@ -83,7 +84,7 @@ class GpuDockerOperator(BaseOperator):
         "mem_limit",
         "shm_size",
         "host",
-        "pool",
+        "gpu_pool",
         "placement_policy",
     )
     ui_color = "#c6e8d5"
@@ -101,7 +102,7 @@ class GpuDockerOperator(BaseOperator):
         shm_size: int | str | None = None,
         network_mode: str = "none",
         host: str = DEFAULT_HOST_CONN_ID,
-        pool: str | Sequence[str] | None = None,
+        gpu_pool: str | Sequence[str] | None = None,
         placement_policy: str = "least_loaded",
         gpu_milli: int = MILLI_PER_GPU,
         gpu_memory_mb: int = 0,
@@ -129,7 +130,7 @@ class GpuDockerOperator(BaseOperator):
         self.shm_size = shm_size
         self.network_mode = network_mode
         self.host = host
-        self.pool = pool
+        self.gpu_pool = gpu_pool
         self.placement_policy = placement_policy
         self.gpu_milli = gpu_milli
         self.gpu_memory_mb = gpu_memory_mb
@@ -219,8 +220,8 @@ class GpuDockerOperator(BaseOperator):
         A single host without a node agent is used as it is for CPU-only work: there is
         nothing to choose. GPUs need the agent, because only it knows how many there are.
         """
-        hosts = resolve_pool(self.pool if self.pool is not None else self.host, BaseHook.get_connection)
-        if self.pool is None and hosts[0].agent_url is None:
+        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
+        if self.gpu_pool is None and hosts[0].agent_url is None:
             hook = GpuDockerHook(hosts[0])
             hook.check_gpu_runtime(gpus)
             if gpus:

@@ -120,7 +120,7 @@ def test_no_fit_names_every_host_and_reason(cluster: Cluster) -> None:
 
 def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
     op = GpuDockerOperator(
-        task_id="train", image=TESTBOX_IMAGE, pull="never", pool=POOL, gpus=2, gpu_model="T4",
+        task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=2, gpu_model="T4",
         command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"'],
     )
     out = op.execute({"ti": ti})  # type: ignore[arg-type]
@@ -134,14 +134,14 @@ def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI,
 
 
 def test_failed_container_releases_its_gpus(cluster: Cluster, ti: FakeTI) -> None:
-    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", pool=POOL, gpus=1,
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=1,
                            command=["sh", "-c", "exit 4"])
     with pytest.raises(ContainerFailed, match="code 4"):
         op.execute({"ti": ti})  # type: ignore[arg-type]
 
 
 def test_kill_frees_the_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
-    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", pool=POOL, gpus=4,
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=4,
                            command=["sh", "-c", "echo started; sleep 600"])
     errors: list[BaseException] = []
 
