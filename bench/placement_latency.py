@@ -1,8 +1,8 @@
 """Latency of one placement decision over a pool: read every agent, then choose a host.
 
 For 10, 100 and 1000 distinct hosts, each an agent-like server on its own loopback port,
-this times ``NodeMetricsHook.snapshot()`` plus ``provider.scheduling.place`` (``--policy``, default least_loaded), which is the
-work an operator does before it can start a container. The servers answer with the agent's
+this times ``NodeMetricsHook.snapshot()`` plus ``provider.scheduling.place`` (``--policy``,
+default least_loaded), which is the work an operator does before it can start a container. The servers answer with the agent's
 own ``/v1/node`` documents (``NodeSample.to_json`` over simulated GPUs: 8, 4, 2 or no GPUs per
 host) from one helper process, which leaves the other core of a two-core machine to the
 reader; each answer is rendered once, so the measurement is dominated by the reading side,
