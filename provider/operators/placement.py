@@ -33,6 +33,9 @@ from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequ
 
 log = logging.getLogger(__name__)
 
+ENGINE_TIMEOUT_S = 10.0
+"""Seconds an engine may take to list its claims; engines answer slower than agents under load."""
+
 DEFAULT_ATTEMPTS = 8
 """More than the GPUs a contender can lose in a row on a small pool: each lost claim means
 another task won that GPU, and the next snapshot shows it as taken."""
@@ -52,14 +55,14 @@ def pool_state(hosts: Sequence[HostConfig], agent_timeout: float, grace_s: float
     nodes = NodeMetricsHook(hosts=hosts, timeout=agent_timeout).snapshot()
     by_name = {h.name: h for h in hosts}
     with ThreadPoolExecutor(max_workers=min(32, len(nodes)) or 1) as pool:
-        return list(pool.map(lambda n: _with_reservations(by_name[n.name], n, agent_timeout, grace_s), nodes))
+        return list(pool.map(lambda n: _with_reservations(by_name[n.name], n, grace_s), nodes))
 
 
-def _with_reservations(host: HostConfig, node: NodeState, timeout: float, grace_s: float) -> NodeState:
+def _with_reservations(host: HostConfig, node: NodeState, grace_s: float) -> NodeState:
     if node.unreachable is not None:
         return node
     try:
-        claims = Reservations(GpuDockerHook(host, timeout=timeout), grace_s).claims()
+        claims = Reservations(GpuDockerHook(host, timeout=ENGINE_TIMEOUT_S), grace_s).claims()
     except (HostUnreachable, DockerException, requests.exceptions.RequestException) as exc:
         return replace(node, unreachable=(
             f"Docker engine at {host.docker_url} did not answer ({type(exc).__name__}: {exc}); "
