@@ -95,11 +95,12 @@ def operator_for(policy: str, index: int, rng: random.Random, epochs: int) -> Gp
     return GpuDockerOperator(host=host, **common)
 
 
-def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[float], list[str]]:
-    """Start the runs ``gap_s`` apart; return each run's JCT and host."""
+def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[float], list[str], list[Any]]:
+    """Start the runs ``gap_s`` apart; return each run's JCT, host and placement scores."""
     rng = random.Random(seed)
     jct: list[float] = [0.0] * RUNS
     hosts: list[str] = [""] * RUNS
+    scores: list[Any] = [None] * RUNS
     errors: list[BaseException] = []
     start = time.monotonic()
 
@@ -107,12 +108,14 @@ def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[
         op = operator_for(policy, i, rng, epochs)
         arrival = start + i * gap_s
         time.sleep(max(0.0, arrival - time.monotonic()))
+        ti = BenchTI(run_id=f"{policy}-{i}")
         try:
-            out = op.execute({"ti": BenchTI(run_id=f"{policy}-{i}")})  # type: ignore[typeddict-item]
+            out = op.execute({"ti": ti})  # type: ignore[typeddict-item]
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
             return
         jct[i], hosts[i] = time.monotonic() - arrival, out["host"]
+        scores[i] = ti.xcoms["placement"]["scores"] if policy == "least_loaded" else None
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(RUNS)]
     for t in threads:
@@ -121,7 +124,7 @@ def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[
         t.join()
     if errors:
         raise RuntimeError(f"{policy}: {len(errors)} runs failed; first: {errors[0]}")
-    return jct, hosts
+    return jct, hosts, scores
 
 
 def main() -> int:
@@ -139,6 +142,7 @@ def main() -> int:
     mean: dict[str, float] = {}
     worst: dict[str, float] = {}
     placed: dict[str, list[str]] = {}
+    least_loaded_scores: list[Any] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minicluster-")))
         for cpu, name in enumerate(HOSTS):
@@ -157,7 +161,8 @@ def main() -> int:
                 stack.callback(_remove, engine, hog.id)
         time.sleep(2)  # let the agents see the hog
         for policy in policies:
-            jct, hosts = run_policy(policy, args.epochs, args.gap_s, args.seed)
+            jct, hosts, scores = run_policy(policy, args.epochs, args.gap_s, args.seed)
+            least_loaded_scores = scores if policy == "least_loaded" else least_loaded_scores
             mean[policy], worst[policy], placed[policy] = sum(jct) / len(jct), max(jct), hosts
             print(f"{policy:>13}: mean {mean[policy]:6.2f} s  hosts {' '.join(h[-1] for h in hosts)}", flush=True)
     rr = mean["round_robin"]
@@ -170,7 +175,7 @@ def main() -> int:
     if args.json:
         doc = {"mean_jct_s": {k: round(v, 3) for k, v in mean.items()},
                "max_jct_s": {k: round(v, 3) for k, v in worst.items()},
-               "hosts": placed, "epochs": args.epochs, "gap_s": args.gap_s, "runs": RUNS}
+               "hosts": placed, "least_loaded_scores": least_loaded_scores, "epochs": args.epochs, "gap_s": args.gap_s, "runs": RUNS}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0 if ok else 1
 
