@@ -1,8 +1,8 @@
 """Latency of one placement decision over a pool: read every agent, then choose a host.
 
 For 10, 100 and 1000 distinct hosts, each an agent-like server on its own loopback port,
-this times ``NodeMetricsHook.snapshot()`` plus the pool's placement function, which is the
-work an operator does before it can start a container. The servers answer with the agent's
+this times ``NodeMetricsHook.snapshot()`` plus ``provider.scheduling.place`` (``--policy``,
+default least_loaded), which is the work an operator does before it can start a container. The servers answer with the agent's
 own ``/v1/node`` documents (``NodeSample.to_json`` over simulated GPUs: 8, 4, 2 or no GPUs per
 host) from one helper process, which leaves the other core of a two-core machine to the
 reader; each answer is rendered once, so the measurement is dominated by the reading side,
@@ -35,50 +35,14 @@ from provider.agent.sampler import NodeSample  # noqa: E402
 from provider.agent.simulated import SimulatedBackend, SimulatedGpu  # noqa: E402
 from provider.hooks.hosts import HostConfig  # noqa: E402
 from provider.hooks.node_metrics import NodeMetricsHook  # noqa: E402
-from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest  # noqa: E402
+from provider.scheduling import POLICIES, PlacementContext, get_policy, place  # noqa: E402
+from provider.scheduling.model import NodeState, Placement, PlacementRequest  # noqa: E402
 
 SIZES = (10, 100, 1000)
 BARS_MS = {100: 50.0, 1000: 500.0}
 HELPERS = 1
 GPU_SHAPES = ((8, "A100-80GB", 81920), (4, "A100-80GB", 81920), (2, "T4", 16384), (0, "", 0))
 REQUEST = PlacementRequest(gpus=2, cpu_milli=4000, memory_mb=16384)
-
-
-def most_free_gpus(request: PlacementRequest, nodes: Sequence[NodeState]) -> Placement:
-    """Bench stand-in for the pool's placement function: the reachable host with the most
-    free GPU capacity that fits, ties broken by name, and its least-used free GPUs."""
-    scores: dict[str, float] = {}
-    rejections: dict[str, tuple[str, ...]] = {}
-    for node in nodes:
-        free = [g for g in node.gpus if g.free_milli >= request.gpu_milli]
-        reasons = tuple(
-            reason
-            for failed, reason in (
-                (node.unreachable is not None, f"unreachable ({node.unreachable})"),
-                (len(free) < request.gpus, f"gpu free {len(free)} < {request.gpus}"),
-                (node.cpu_free_milli < request.cpu_milli, f"cpu free {node.cpu_free_milli} < {request.cpu_milli}"),
-                (node.memory_free_mb < request.memory_mb, f"memory free {node.memory_free_mb} < {request.memory_mb}"),
-            )
-            if failed
-        )
-        if reasons:
-            rejections[node.name] = reasons
-        else:
-            scores[node.name] = float(node.gpu_free_milli)
-    if not scores:
-        raise NoFit(request, rejections)
-    best = min(scores, key=lambda name: (-scores[name], name))
-    node = next(n for n in nodes if n.name == best)
-    gpus = sorted((g for g in node.gpus if g.free_milli >= request.gpu_milli), key=lambda g: (g.utilization_pct, g.index))
-    return Placement(best, tuple(g.index for g in gpus[: request.gpus]), "bench-most-free-gpus", scores, rejections)
-
-
-try:
-    from provider.scheduling import choose as place  # type: ignore[attr-defined]
-    PLACEMENT_NAME = "provider.scheduling.choose"
-except ImportError:
-    place = most_free_gpus
-    PLACEMENT_NAME = "bench stand-in most_free_gpus"
 
 
 def agent_document(index: int, rng: random.Random) -> bytes:
@@ -175,6 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--reps", type=int, default=50, help="timed runs per size (default 50)")
+    parser.add_argument("--policy", default="least_loaded", choices=sorted(POLICIES), help="placement policy")
     parser.add_argument("--budget-s", type=float, default=40.0, help="time limit per size (default 40 s)")
     args = parser.parse_args()
     total = max(SIZES)
@@ -197,13 +162,19 @@ def main() -> int:
             HostConfig(name=f"gpu-{i:04d}", docker_url="tcp://127.0.0.1:2376", agent_url=f"http://127.0.0.1:{by_index[i]}")
             for i in range(total)
         ]
-        print(f"placement: {PLACEMENT_NAME}; request: {REQUEST}")
+        policy, context = get_policy(args.policy), PlacementContext(rng=random.Random(0))
+        name = f"provider.scheduling.place, policy {args.policy}"
+
+        def decide(request: PlacementRequest, nodes: Sequence[NodeState]) -> Placement:
+            return place(request, nodes, policy, context)
+
+        print(f"placement: {name}; request: {REQUEST}")
         print(f"{'hosts':>6} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'bar p50':>8} {'ok':>4} {'unreach':>7}  chosen")
         p50: dict[str, float] = {}
         p99: dict[str, float] = {}
         ok = True
         for size in SIZES:
-            times, unreachable, chosen = measure(hosts[:size], place, args.reps, args.budget_s)
+            times, unreachable, chosen = measure(hosts[:size], decide, args.reps, args.budget_s)
             p50[str(size)] = round(percentile(times, 50), 2)
             p99[str(size)] = round(percentile(times, 99), 2)
             bar = BARS_MS.get(size)
@@ -219,7 +190,7 @@ def main() -> int:
             if proc.is_alive():
                 proc.kill()
     if args.json:
-        args.json.write_text(json.dumps({"p50_ms": p50, "p99_ms": p99, "placement": PLACEMENT_NAME}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"p50_ms": p50, "p99_ms": p99, "placement": name}, indent=2) + "\n")
     return 0 if ok else 1
 
 

@@ -62,6 +62,10 @@ class FakeTI:
     run_id: str = field(default_factory=lambda: f"test__{uuid.uuid4().hex[:8]}")
     try_number: int = 1
     map_index: int = -1
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
 
 
 @pytest.fixture

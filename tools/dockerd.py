@@ -4,6 +4,13 @@ Each engine has its own socket, data root, exec root and pid file, no bridge net
 iptables rules, so it cannot disturb the machine's own engine or its networking. Images come
 from the tarballs that ``images/build.sh`` saves in ``.cache/images``; an engine is stopped by
 the pid it was started with, and its directories are removed.
+
+``simulated_gpus=True`` gives the engine a stand-in for the NVIDIA driver, for tests of GPU
+placement on machines without GPUs: an ``nvidia`` runtime that is plain ``runc``, and on the
+engine's PATH a ``nvidia-container-runtime-hook`` that accepts every container and attaches no
+device. Docker registers its ``nvidia`` device driver when that hook exists, so a container
+with a GPU device request is created and started exactly as on a GPU host, and sees the
+chosen ids in ``NVIDIA_VISIBLE_DEVICES``; only the device itself is missing.
 """
 
 from __future__ import annotations
@@ -34,11 +41,12 @@ def image_tarball(image: str) -> Path:
 class PrivateDockerd:
     """A dockerd of our own. Use as a context manager, or ``start()``/``stop()``."""
 
-    def __init__(self, name: str = "host", cgroup_parent: str | None = None) -> None:
+    def __init__(self, name: str = "host", cgroup_parent: str | None = None, simulated_gpus: bool = False) -> None:
         # Short paths: the engine's sockets under exec-root must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix=f"gd-{name}-"))
         self.name = name
         self.cgroup_parent = cgroup_parent
+        self.simulated_gpus = simulated_gpus
         self.socket = self.root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -57,8 +65,12 @@ class PrivateDockerd:
         ]
         if self.cgroup_parent:
             cmd.append(f"--cgroup-parent={self.cgroup_parent}")
+        env = dict(os.environ)
+        if self.simulated_gpus:
+            cmd.append("--add-runtime=nvidia=runc")
+            env["PATH"] = f"{self._simulated_driver()}:{env.get('PATH', '/usr/bin:/bin')}"
         log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -72,6 +84,15 @@ class PrivateDockerd:
                 time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"dockerd {self.name} did not answer within {timeout} s: {self.log_tail()}")
+
+    def _simulated_driver(self) -> Path:
+        """A directory holding the stand-in driver hook (see the module docstring)."""
+        bindir = self.root / "bin"
+        bindir.mkdir(exist_ok=True)
+        hook = bindir / "nvidia-container-runtime-hook"
+        hook.write_text("#!/bin/sh\n# Simulated GPU driver: accept the container, attach no device.\ncat >/dev/null\nexit 0\n")
+        hook.chmod(0o755)
+        return bindir
 
     @contextmanager
     def client(self) -> Iterator[docker.DockerClient]:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseHook, BaseOperator, Context
 from docker.errors import NotFound
 
+from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig
+from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, resolve_pool
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, assemble_lines
 from provider.logs.task_log import DEFAULT_TAIL_LINES, TaskLogSink
 from provider.operators.container_spec import (
@@ -28,16 +29,20 @@ from provider.operators.container_spec import (
     task_labels,
 )
 from provider.operators.outcome import ContainerFailed, result_record
+from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
+from provider.scheduling import POLICIES
+from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 
 _PULL_POLICIES = ("missing", "always", "never")
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the container runs: the host and the GPU indices on it."""
+    """Where the container runs: the host, the GPU indices on it, and their reservation."""
 
     host: HostConfig
     gpu_ids: tuple[int, ...]
+    reserved: Reserved | None = None
 
 
 class GpuDockerOperator(BaseOperator):
@@ -48,11 +53,20 @@ class GpuDockerOperator(BaseOperator):
     :param environment: environment variables of the container.
     :param mounts: ``"SOURCE:/path[:ro]"`` strings; SOURCE an absolute host path or a volume.
     :param gpus: number of whole GPUs; they are requested by explicit device id.
+    :param gpu_milli: with ``gpus=1``, the share of the GPU to reserve (1000 = all of it).
+    :param gpu_memory_mb: measured free memory each chosen GPU must have.
+    :param gpu_model: GPU model the host must have (``"A|B"`` accepts either).
+    :param required_labels: labels the host connection must carry, e.g. ``{"zone": "a"}``.
     :param cpus: CPU limit (e.g. ``2`` or ``0.5``); ``mem_limit`` and ``shm_size`` take sizes
         such as ``"8g"``.
     :param network_mode: ``"none"`` (default: training needs no network), ``"host"`` or
         ``"bridge"``.
-    :param host: id of a ``gpu_docker_host`` connection (default: the local engine).
+    :param host: id of a ``gpu_docker_host`` connection (default: the local engine); used
+        when ``gpu_pool`` is not given, as a pool of one. (Not ``pool``: that is Airflow's own
+        pool of task slots on every operator.)
+    :param gpu_pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
+        task runs on the host placement chooses and reserves (docs/reservations.md).
+    :param placement_policy: a name from ``provider.scheduling.POLICIES``.
     :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
     :param result_path: a JSON file the container may write; its content is in the XCom.
     :param tail_lines: lines of output quoted in the error of a failed container.
@@ -70,6 +84,8 @@ class GpuDockerOperator(BaseOperator):
         "mem_limit",
         "shm_size",
         "host",
+        "gpu_pool",
+        "placement_policy",
     )
     ui_color = "#c6e8d5"
 
@@ -86,6 +102,12 @@ class GpuDockerOperator(BaseOperator):
         shm_size: int | str | None = None,
         network_mode: str = "none",
         host: str = DEFAULT_HOST_CONN_ID,
+        gpu_pool: str | Sequence[str] | None = None,
+        placement_policy: str = "least_loaded",
+        gpu_milli: int = MILLI_PER_GPU,
+        gpu_memory_mb: int = 0,
+        gpu_model: str | None = None,
+        required_labels: Mapping[str, str] | None = None,
         pull: str = "missing",
         result_path: str = DEFAULT_RESULT_PATH,
         tail_lines: int = DEFAULT_TAIL_LINES,
@@ -96,6 +118,8 @@ class GpuDockerOperator(BaseOperator):
         super().__init__(**kwargs)
         if pull not in _PULL_POLICIES:
             raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
+        if placement_policy not in POLICIES:
+            raise SpecError(f"placement_policy={placement_policy!r}; use one of {', '.join(sorted(POLICIES))}.")
         self.image = image
         self.command = command
         self.environment = dict(environment or {})
@@ -106,6 +130,12 @@ class GpuDockerOperator(BaseOperator):
         self.shm_size = shm_size
         self.network_mode = network_mode
         self.host = host
+        self.gpu_pool = gpu_pool
+        self.placement_policy = placement_policy
+        self.gpu_milli = gpu_milli
+        self.gpu_memory_mb = gpu_memory_mb
+        self.gpu_model = gpu_model
+        self.required_labels = dict(required_labels or {})
         self.pull = pull
         self.result_path = result_path
         self.tail_lines = tail_lines
@@ -114,22 +144,27 @@ class GpuDockerOperator(BaseOperator):
         # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
         self._running: tuple[GpuDockerHook, str] | None = None
+        self._reserved: Reserved | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self._spec()
         gpus = _gpu_count(self.gpus)
-        target = self._choose_target(gpus)
+        target = self._choose_target(gpus, spec, context)
         hook = GpuDockerHook(target.host)
-        hook.check_gpu_runtime(gpus)
-        hook.ensure_image(spec.image, self.pull)
         labels = task_labels(**_ti_identity(context))
+        if target.reserved is not None and target.reserved.reservation is not None:
+            labels[OWNER_LABEL] = target.reserved.reservation.owner
         self.log.info(
             "Starting %s on host %s (%s) with GPUs %s",
             spec.image, target.host.name, target.host.docker_url, list(target.gpu_ids) or "none",
         )
         kwargs = create_kwargs(spec, api_version=hook.api.api_version, gpu_ids=target.gpu_ids, labels=labels)
         started = datetime.now(timezone.utc)
-        container_id = hook.create(kwargs)
+        try:
+            container_id = hook.create(kwargs)
+        except BaseException:
+            self._release()
+            raise
         self._running = (hook, container_id)
         try:
             hook.start(container_id)
@@ -152,6 +187,7 @@ class GpuDockerOperator(BaseOperator):
         finally:
             self._running = None
             hook.remove(container_id)
+            self._release()
         self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], sink.lines)
         return result_record(
             host=target.host.name,
@@ -178,9 +214,52 @@ class GpuDockerOperator(BaseOperator):
             result_path=self.result_path,
         )
 
-    def _choose_target(self, gpus: int) -> Target:
-        """The host and GPUs for this run: the configured host, its first ``gpus`` GPUs."""
-        return Target(host=GpuDockerHook(self.host).host, gpu_ids=tuple(range(gpus)))
+    def _choose_target(self, gpus: int, spec: ContainerSpec, context: Context) -> Target:
+        """Place the task on the pool (or the one host) and reserve its GPUs there.
+
+        A single host without a node agent is used as it is for CPU-only work: there is
+        nothing to choose. GPUs need the agent, because only it knows how many there are.
+        """
+        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
+        if self.gpu_pool is None and hosts[0].agent_url is None:
+            hook = GpuDockerHook(hosts[0])
+            hook.check_gpu_runtime(gpus)
+            if gpus:
+                raise HostConfigError(
+                    f"Host {hosts[0].name!r} has no agent_url, so its GPUs are unknown and cannot be "
+                    'reserved. Run `python -m provider.agent` there and add {"agent_url": '
+                    '"http://HOST:9400"} to the connection\'s extra, or run with gpus=0.'
+                )
+            hook.ensure_image(spec.image, self.pull)
+            return Target(host=hosts[0], gpu_ids=())
+        request = PlacementRequest(
+            gpus=gpus,
+            gpu_milli=self.gpu_milli,
+            gpu_memory_mb=self.gpu_memory_mb,
+            cpu_milli=round((spec.cpus or 0) * 1000),
+            memory_mb=(spec.mem_limit or 0) // (1024 * 1024),
+            gpu_model=self.gpu_model,
+            labels=self.required_labels,
+        )
+        identity = task_labels(**_ti_identity(context))
+        reserved = place_and_reserve(
+            hosts, request, self.placement_policy, image=spec.image, pull=self.pull, identity=identity
+        )
+        self._reserved = reserved
+        context["ti"].xcom_push(key="placement", value=placement_record(reserved))
+        self.log.info("Placed on %s, GPUs %s, by %s", reserved.host.name, list(reserved.placement.gpu_indices),
+                      reserved.placement.policy)
+        try:
+            GpuDockerHook(reserved.host).check_gpu_runtime(gpus)
+        except BaseException:
+            self._release()
+            raise
+        return Target(host=reserved.host, gpu_ids=reserved.placement.gpu_indices, reserved=reserved)
+
+    def _release(self) -> None:
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None:
+            release(reserved)
 
     def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
         try:
@@ -199,6 +278,7 @@ class GpuDockerOperator(BaseOperator):
             # A client of its own: the interrupted main thread may be inside the other one.
             GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
             self.log.info("Task killed: container %s stopped and removed", container_id[:12])
+        self._release()
 
 
 def _gpu_count(value: Any) -> int:

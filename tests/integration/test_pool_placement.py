@@ -1,0 +1,297 @@
+"""Placement and reservations on a pool of three real engines with real node agents.
+
+Hosts: ``pool_a`` (4 simulated 80 GB GPUs), ``pool_b`` (2 of 16 GB), ``pool_c`` (none). The
+GPUs are simulated at the two boundaries that need hardware: the agents' documented simulated
+backend, and the engines' stand-in NVIDIA driver (``PrivateDockerd(simulated_gpus=True)``),
+so claims are real containers on real engines and GPU containers really start with their
+device request. Every engine, agent and container is started here and removed by id/pid.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import BaseHook
+
+from provider.hooks.claim_rules import CLAIM_LABEL
+from provider.hooks.hosts import resolve_pool
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.operators.outcome import ContainerFailed
+from provider.operators.placement import Reserved, place_and_reserve, pool_state, release
+from provider.scheduling.model import NoFit, PlacementRequest
+from tests.conftest import FakeTI, TaskLog
+from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+
+pytestmark = pytest.mark.integration
+
+POOL = ["pool_a", "pool_b", "pool_c"]
+INVENTORIES: dict[str, list[dict[str, Any]]] = {
+    "pool_a": gpus(4, "A100-80GB", 81920),
+    "pool_b": gpus(2, "T4", 16384),
+    "pool_c": [],
+}
+
+
+@dataclass
+class Cluster:
+    workdir: Path
+    engines: dict[str, PrivateDockerd]
+    agents: dict[str, RunningAgent]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("pool"), {}, {})
+    try:
+        for name, inventory in INVENTORIES.items():
+            c.engines[name] = PrivateDockerd(name, simulated_gpus=True).start()
+            c.engines[name].load(TESTBOX_IMAGE)
+            c.agents[name] = start_agent(c.workdir, name, inventory)
+        yield c
+    finally:
+        for agent in c.agents.values():
+            stop_agent(agent.process)
+        for engine in c.engines.values():
+            engine.stop()
+
+
+def define_host(monkeypatch: pytest.MonkeyPatch, name: str, docker_url: str, agent_url: str | None) -> None:
+    extra = {"agent_url": agent_url} if agent_url else {}
+    conn = {"conn_type": "gpu_docker_host", "host": docker_url, "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(conn))
+
+
+@pytest.fixture(autouse=True)
+def connections(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in POOL:
+        define_host(monkeypatch, name, cluster.engines[name].url, cluster.agents[name].url)
+    yield
+    for engine in cluster.engines.values():  # every test leaves no claim behind
+        assert claims(engine) == []
+
+
+def claims(engine: PrivateDockerd) -> list[str]:
+    with engine.client() as c:
+        return [x.id for x in c.containers.list(all=True, filters={"label": f"{CLAIM_LABEL}=true"})]
+
+
+def reserve(request: PlacementRequest, pool: list[str] = POOL, **kwargs: Any) -> Reserved:
+    hosts = resolve_pool(pool, BaseHook.get_connection)
+    return place_and_reserve(hosts, request, "least_loaded", image=TESTBOX_IMAGE, pull="never", identity={}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("request_", "host", "claimed"),
+    [
+        pytest.param(PlacementRequest(gpus=3), "pool_a", 3, id="3-gpus-only-a-has"),
+        pytest.param(PlacementRequest(gpus=2, gpu_model="T4"), "pool_b", 2, id="model-t4"),
+        pytest.param(PlacementRequest(gpus=1, gpu_memory_mb=40000), "pool_a", 1, id="gpu-memory-40g"),
+        pytest.param(PlacementRequest(gpus=0), "pool_c", 0, id="cpu-only-stays-off-gpu-hosts"),
+    ],
+)
+def test_requests_land_where_they_fit(cluster: Cluster, request_: PlacementRequest, host: str, claimed: int) -> None:
+    reserved = reserve(request_)
+    try:
+        assert reserved.host.name == host
+        assert len(claims(cluster.engines[host])) == claimed
+        assert set(reserved.placement.scores) | set(reserved.placement.rejections) == set(POOL)
+    finally:
+        release(reserved)
+
+
+def test_no_fit_names_every_host_and_reason(cluster: Cluster) -> None:
+    with pytest.raises(NoFit) as err:
+        reserve(PlacementRequest(gpus=5))
+    text = str(err.value)
+    for part in ("pool_a: gpu free 4 < 5", "pool_b: gpu free 2 < 5", "pool_c: gpu free 0 < 5"):
+        assert part in text
+
+
+def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
+    op = GpuDockerOperator(
+        task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=2, gpu_model="T4",
+        command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"'],
+    )
+    out = op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert out["host"] == "pool_b" and out["gpus"] == [0, 1] and out["exit_code"] == 0
+    assert "visible=0,1" in task_log.texts("stdout")
+    placement = ti.xcoms["placement"]
+    assert placement["host"] == "pool_b" and placement["gpu_ids"] == [0, 1]
+    assert placement["policy"] == "least_loaded" and set(placement["scores"]) == {"pool_b"}
+    assert "gpu model A100-80GB != T4" in placement["rejections"]["pool_a"]
+    assert placement["rejections"]["pool_c"]
+
+
+def test_failed_container_releases_its_gpus(cluster: Cluster, ti: FakeTI) -> None:
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=1,
+                           command=["sh", "-c", "exit 4"])
+    with pytest.raises(ContainerFailed, match="code 4"):
+        op.execute({"ti": ti})  # type: ignore[arg-type]
+
+
+def test_kill_frees_the_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=4,
+                           command=["sh", "-c", "echo started; sleep 600"])
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            op.execute({"ti": ti})  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    assert task_log.wait_for("started", timeout=30) is not None
+    assert len(claims(cluster.engines["pool_a"])) == 4
+    with pytest.raises(NoFit, match="pool_a: gpu free 0 < 4"):
+        reserve(PlacementRequest(gpus=4))
+    op.on_kill()
+    worker.join(30)
+    assert not worker.is_alive() and errors and isinstance(errors[0], ContainerFailed)
+    release(again := reserve(PlacementRequest(gpus=4)))
+    assert again.host.name == "pool_a"
+
+
+def contend(pool: list[str], barrier: Any, results: Any) -> None:
+    """One contender: wait for all, place one GPU, report (granted or the no-fit message)."""
+    barrier.wait()
+    try:
+        r = reserve(PlacementRequest(gpus=1), pool)
+    except NoFit as exc:
+        results.put(("nofit", str(exc)))
+        return
+    assert r.reservation is not None
+    results.put(("granted", r.host.name, r.placement.gpu_indices, r.reservation.container_ids))
+
+
+def settle(cluster: Cluster, outcomes: list[tuple[Any, ...]]) -> None:
+    granted = [o for o in outcomes if o[0] == "granted"]
+    try:
+        assert len(outcomes) == 24 and len(granted) == 6
+        assert sorted((o[1], o[2]) for o in granted) == sorted(
+            [("pool_a", (i,)) for i in range(4)] + [("pool_b", (i,)) for i in range(2)]
+        )
+        assert all("No host fits gpus=1" in o[1] for o in outcomes if o[0] == "nofit")
+        assert len(claims(cluster.engines["pool_a"])) == 4 and len(claims(cluster.engines["pool_b"])) == 2
+    finally:
+        for o in granted:
+            with cluster.engines[o[1]].client() as c:
+                for cid in o[3]:
+                    c.containers.get(cid).remove(force=True)
+
+
+def test_24_threads_race_for_6_gpus(cluster: Cluster) -> None:
+    import queue
+
+    barrier, results = threading.Barrier(24), queue.Queue[tuple[Any, ...]]()
+    threads = [threading.Thread(target=contend, args=(POOL, barrier, results)) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    settle(cluster, [results.get_nowait() for _ in range(results.qsize())])
+
+
+def test_24_processes_race_for_6_gpus(cluster: Cluster) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(24), ctx.Queue()
+    procs = [ctx.Process(target=contend, args=(POOL, barrier, results)) for _ in range(24)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=180) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    settle(cluster, outcomes)
+
+
+def test_shares_never_add_up_beyond_one_gpu(cluster: Cluster) -> None:
+    got: list[Reserved | NoFit] = []
+
+    def share() -> None:
+        try:
+            got.append(reserve(PlacementRequest(gpus=1, gpu_milli=600), ["pool_b"]))
+        except NoFit as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=share) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    granted = [r for r in got if isinstance(r, Reserved)]
+    try:
+        assert sorted(r.placement.gpu_indices for r in granted) == [(0,), (1,)]
+        assert all("gpu free 400m < 600m on one GPU" in str(e) for e in got if isinstance(e, NoFit))
+    finally:
+        for r in granted:
+            release(r)
+
+
+def test_agent_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = start_agent(cluster.workdir, "pool_b_gone", INVENTORIES["pool_b"])
+    stop_agent(gone.process)
+    define_host(monkeypatch, "pool_b", cluster.engines["pool_b"].url, gone.url)
+    with pytest.raises(NoFit, match=r"pool_b: unreachable: agent .* refused the connection"):
+        reserve(PlacementRequest(gpus=2, gpu_model="T4"))
+    reserved = reserve(PlacementRequest(gpus=1))
+    release(reserved)
+    assert reserved.host.name == "pool_a" and "pool_b" in reserved.placement.rejections
+
+
+def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = PrivateDockerd("pool_d").start()
+    agent = start_agent(cluster.workdir, "pool_d", gpus(8, "A100-80GB", 81920))
+    try:
+        define_host(monkeypatch, "pool_d", engine.url, agent.url)
+        engine.stop()
+        reserved = reserve(PlacementRequest(gpus=1), [*POOL, "pool_d"])
+        release(reserved)
+        assert reserved.host.name == "pool_a"
+        assert "Docker engine at unix://" in reserved.placement.rejections["pool_d"][0]
+    finally:
+        stop_agent(agent.process)
+        engine.stop()
+
+
+def claim_and_die(pool: list[str], results: Any) -> None:
+    """A worker that reserves two GPUs and is killed before it can release them."""
+    r = reserve(PlacementRequest(gpus=2, gpu_model="T4"), pool)
+    assert r.reservation is not None
+    results.put(r.reservation.container_ids)
+    results.close()
+    results.join_thread()  # the message must be out before the kill
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    worker = ctx.Process(target=claim_and_die, args=(POOL, results))
+    worker.start()
+    orphaned = results.get(timeout=60)
+    worker.join(30)
+    assert worker.exitcode == -signal.SIGKILL
+    assert sorted(claims(cluster.engines["pool_b"])) == sorted(orphaned)
+    with pytest.raises(NoFit, match="pool_b: gpu free 0 < 2"):
+        reserve(PlacementRequest(gpus=2, gpu_model="T4"))  # within the grace period: still held
+    time.sleep(1.2)
+    hosts = resolve_pool(POOL, BaseHook.get_connection)
+    pool_state(hosts, agent_timeout=2.0, grace_s=1.0)  # the next reader reclaims
+    assert claims(cluster.engines["pool_b"]) == []
+    release(reserve(PlacementRequest(gpus=2, gpu_model="T4")))
