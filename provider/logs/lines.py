@@ -46,6 +46,10 @@ class FrameError(ValueError):
     """The byte stream is not Docker's multiplexed format (for example a TTY container)."""
 
 
+class TruncatedStream(FrameError):
+    """The stream stopped inside a frame: the connection dropped, the data may follow later."""
+
+
 def parse_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Reassemble ``(stream id, payload)`` frames from arbitrarily cut chunks of bytes."""
     buf = bytearray()
@@ -69,7 +73,7 @@ def parse_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             yield stream or STDOUT, bytes(buf[start : start + size])
             pos = start + size
     if len(buf) - pos:
-        raise FrameError(f"log stream ended inside a frame ({len(buf) - pos} bytes left over)")
+        raise TruncatedStream(f"log stream ended inside a frame ({len(buf) - pos} bytes left over)")
 
 
 def split_timestamp(payload: bytes) -> tuple[str, bytes]:
