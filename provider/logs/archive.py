@@ -5,7 +5,9 @@ Layout under the archive prefix (any ``ObjectStoragePath``: ``file://``, ``s3://
     chunk-000001.log  chunk-000002.log  …  manifest.json
 
 A chunk is written every ``chunk_s`` seconds or ``chunk_bytes`` bytes, whichever comes first,
-so a worker that dies loses at most the lines of one unwritten chunk. Each record is one line::
+so a worker that dies loses at most the lines of one unwritten chunk. A pulled pipeline only
+runs when a line arrives, so while the container is silent a small ticker thread writes what
+is buffered once it is due (a lock guards the buffer; it is uncontended almost always). Each record is one line::
 
     2026-01-02T03:04:05.123456789Z stdout epoch 1
     2026-01-02T03:04:05.123456790Z stderr+ first 64 KiB of a longer line…
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -115,6 +118,16 @@ class ChunkedArchive:
         self._buf = bytearray()
         self._due = self.clock() + chunk_s
         self._retry_at: float | None = None  # set while storage is failing
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="log-archive-ticker", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(self.chunk_s, 1.0)):
+            with self._lock:
+                if self._buf and self.clock() >= self._due:
+                    self.flush()
 
     @property
     def url(self) -> str:
@@ -122,16 +135,17 @@ class ChunkedArchive:
 
     def add(self, line: LogLine) -> None:
         text = line.text.encode("utf-8")
-        self.streams[line.stream].add(text, line.continued)
         record = encode_record(line, text)
-        self._buf += record
-        self.records += 1
-        self.bytes += len(record)
-        if not self.first_ts:
-            self.first_ts = line.ts
-        self.last_ts = line.ts
-        if len(self._buf) >= self.chunk_bytes or self.clock() >= self._due:
-            self.flush()
+        with self._lock:
+            self.streams[line.stream].add(text, line.continued)
+            self._buf += record
+            self.records += 1
+            self.bytes += len(record)
+            if not self.first_ts:
+                self.first_ts = line.ts
+            self.last_ts = line.ts
+            if len(self._buf) >= self.chunk_bytes or self.clock() >= self._due:
+                self.flush()
 
     def drain(self, lines: Iterable[LogLine]) -> Iterable[LogLine]:
         """Archive each line as it passes: a stage in the pulled pipeline."""
@@ -140,7 +154,9 @@ class ChunkedArchive:
             yield line
 
     def flush(self) -> None:
-        """Write the buffered records as the next chunk (or spool them) and sample the GPUs."""
+        """Write the buffered records as the next chunk (or spool them) and sample the GPUs.
+
+        Called with the lock held (or after the ticker stopped)."""
         self._due = self.clock() + self.chunk_s
         if self.gpu_samples is not None:
             sample = self.gpu_samples()
@@ -155,6 +171,8 @@ class ChunkedArchive:
 
     def finish(self, **facts: Any) -> dict[str, Any]:
         """Write the last chunk and the manifest (with ``facts``: exit code, host, GPUs, …)."""
+        self._stop.set()
+        self._ticker.join()
         self.flush()
         manifest = {
             "format": "ts stream[+] text (see provider.logs.archive)",

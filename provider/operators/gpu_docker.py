@@ -164,9 +164,9 @@ class GpuDockerOperator(BaseOperator):
         try:
             hook.start(container_id)
             shipping = self._log_shipping(identity)
-            shipping.run(hook, container_id)
             exit_code: int | None = None
             try:
+                shipping.run(hook, container_id)
                 exit_code = self._wait(hook, container_id)
             finally:
                 shipped = shipping.finish(
