@@ -48,10 +48,10 @@ else:
                            pull="never", log_live_rate=float(rate) if rate != "none" else None)
 class TI:
     dag_id, task_id, run_id, try_number, map_index = "bench", "bench", f"r{time.time_ns()}", 1, -1
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 out = op.execute({"ti": TI()})
 seconds = time.perf_counter() - t
-record = {"seconds": seconds, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+record = {"seconds": seconds, "cpu_s": time.process_time() - cpu, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 if isinstance(out, dict):
     record["archive"] = out.get("log_manifest")
 print("RESULT " + json.dumps(record))
@@ -129,6 +129,9 @@ def main() -> None:
         five = runs["ours_5m"]
         report["provider"]["rss_growth_mb_5m"] = round((five["maxrss_kb"] - runs["ours_base"]["maxrss_kb"]) / mb, 1)
         report["lost_lines_5m"] = max(5_000_000 - five["task_log_lines"], 5_000_000 - five["archive_lines"])
+    report["cpu_share_of_wall"] = {
+        name: round(r["cpu_s"] / r["seconds"], 2) for name, r in runs.items() if not name.endswith("_base")
+    }
     _print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -146,6 +149,7 @@ def _print_table(r: dict[str, Any]) -> None:
     if "rss_growth_mb_5m" in o:
         print(f"{'RSS growth MB at 5M':28}{'-':>16}{o['rss_growth_mb_5m']:>12}")
     print(f"lost lines: ours {r['lost_lines']}, DockerOperator {r['dockeroperator_lost_lines']}")
+    print(f"operator process CPU / wall: {r['cpu_share_of_wall']}")
 
 
 if __name__ == "__main__":
