@@ -41,12 +41,19 @@ def image_tarball(image: str) -> Path:
 class PrivateDockerd:
     """A dockerd of our own. Use as a context manager, or ``start()``/``stop()``."""
 
-    def __init__(self, name: str = "host", cgroup_parent: str | None = None, simulated_gpus: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "host",
+        cgroup_parent: str | None = None,
+        simulated_gpus: bool = False,
+        live_restore: bool = False,
+    ) -> None:
         # Short paths: the engine's sockets under exec-root must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix=f"gd-{name}-"))
         self.name = name
         self.cgroup_parent = cgroup_parent
         self.simulated_gpus = simulated_gpus
+        self.live_restore = live_restore  # containers survive restart() (dockerd --live-restore)
         self.socket = self.root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,6 +72,8 @@ class PrivateDockerd:
         ]
         if self.cgroup_parent:
             cmd.append(f"--cgroup-parent={self.cgroup_parent}")
+        if self.live_restore:
+            cmd.append("--live-restore")
         env = dict(os.environ)
         if self.simulated_gpus:
             cmd.append("--add-runtime=nvidia=runc")

@@ -28,7 +28,7 @@ from provider.hooks.hosts import (
     HostConfig,
     resolve_pool,
 )
-from provider.logs.lines import parse_frames
+from provider.logs.lines import dechunk, parse_frames
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,9 @@ class GpuDockerHook(BaseHook):
         res = self.api._get(url, params=params, stream=True)
         self.api._raise_for_status(res)
         self.api._disable_socket_timeout(self.api._get_raw_response_socket(res))
+        chunked = res.headers.get("Transfer-Encoding", "").lower() == "chunked"
         try:
-            yield from parse_frames(_chunks(res))
+            yield from parse_frames(dechunk(_socket_reads(res)) if chunked else _chunks(res))
         finally:
             res.close()
 
@@ -246,6 +247,20 @@ def _chunks(res: requests.Response) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def _socket_reads(res: requests.Response) -> Iterator[bytes]:
+    """The body's bytes as they come off the socket, still in HTTP chunked coding.
+
+    Reads the buffered socket file under http.client directly (nothing of the body has been
+    read through it yet with ``stream=True``); :func:`dechunk` decodes it.
+    """
+    fp = res.raw._fp.fp  # http.client.HTTPResponse's socket file
+    while True:
+        data = fp.read1(65536)
+        if not data:
+            return
+        yield data
 
 
 def _explain(exc: BaseException) -> str:

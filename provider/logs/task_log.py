@@ -33,6 +33,7 @@ class TaskLogSink:
         self.lines = 0
 
     def write(self, line: LogLine) -> None:
+        """Log the line and keep it in the tail."""
         text = line.render()
         if line.stream == "stderr":
             self._stderr.info(text)
@@ -41,6 +42,10 @@ class TaskLogSink:
             self._stdout.info(text)
             self.tail.append(text)
         self.lines += 1
+
+    def remember(self, line: LogLine) -> None:
+        """Keep a line the live rate left out of the task log in the tail, for the error message."""
+        self.tail.append("[stderr] " + line.render() if line.stream == "stderr" else line.render())
 
     def drain(self, lines: Iterable[LogLine]) -> Iterator[LogLine]:
         """Pass lines through, writing each one: a stage in a pulled pipeline."""

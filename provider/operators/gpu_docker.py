@@ -18,8 +18,10 @@ from docker.errors import NotFound
 from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, resolve_pool
-from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, assemble_lines
-from provider.logs.task_log import DEFAULT_TAIL_LINES, TaskLogSink
+from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
+from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, GpuSamples, LogShipping
+from provider.logs.task_log import DEFAULT_TAIL_LINES
 from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
@@ -28,6 +30,7 @@ from provider.operators.container_spec import (
     create_kwargs,
     task_labels,
 )
+from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import ContainerFailed, result_record
 from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
 from provider.scheduling import POLICIES
@@ -72,6 +75,18 @@ class GpuDockerOperator(BaseOperator):
     :param tail_lines: lines of output quoted in the error of a failed container.
     :param max_line_bytes: longer lines are split with a visible continuation mark.
     :param stop_grace_s: seconds between SIGTERM and SIGKILL when the task is killed.
+    :param log_archive: where the complete container output is archived (chunks while it runs,
+        a checksummed ``manifest.json`` at the end), as an object-storage URL:
+        ``file://{AIRFLOW_HOME}/container_logs`` (default) or ``s3://CONN_ID@bucket/prefix``;
+        None archives nothing. Storage failures never fail the task: objects are spooled on
+        the worker and uploaded when storage answers again.
+    :param log_archive_conn_id: connection for the archive when the URL does not name one.
+    :param log_live_rate: lines per second shown live in the task log (default None: every
+        line). Lines past the rate are still archived; the task log says how many it left out.
+    :param log_chunk_s: seconds between archive chunks (what a crashed worker can lose).
+    :param log_chunk_bytes: an archive chunk is written early once it holds this many bytes.
+    :param gpu_samples: called once per archive chunk; the GPU utilisation sample it returns
+        (a JSON-able mapping, or None) is recorded in the manifest.
     """
 
     template_fields: Sequence[str] = (
@@ -88,6 +103,7 @@ class GpuDockerOperator(BaseOperator):
         "placement_policy",
     )
     ui_color = "#c6e8d5"
+    operator_extra_links = (ContainerLogLink(),)
 
     def __init__(
         self,
@@ -113,6 +129,12 @@ class GpuDockerOperator(BaseOperator):
         tail_lines: int = DEFAULT_TAIL_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         stop_grace_s: int = 2,
+        log_archive: str | None = DEFAULT_LOG_ARCHIVE,
+        log_archive_conn_id: str | None = None,
+        log_live_rate: float | None = None,
+        log_chunk_s: float = DEFAULT_CHUNK_S,
+        log_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        gpu_samples: GpuSamples | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -141,6 +163,13 @@ class GpuDockerOperator(BaseOperator):
         self.tail_lines = tail_lines
         self.max_line_bytes = max_line_bytes
         self.stop_grace_s = stop_grace_s
+        self.log_archive = log_archive
+        self.log_archive_conn_id = log_archive_conn_id
+        self.log_live_rate = log_live_rate
+        self.log_chunk_s = log_chunk_s
+        self.log_chunk_bytes = log_chunk_bytes
+        self.gpu_samples = gpu_samples
+        self.log_archive_url: str | None = None  # for ContainerLogLink
         # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
         self._running: tuple[GpuDockerHook, str] | None = None
@@ -151,7 +180,8 @@ class GpuDockerOperator(BaseOperator):
         gpus = _gpu_count(self.gpus)
         target = self._choose_target(gpus, spec, context)
         hook = GpuDockerHook(target.host)
-        labels = task_labels(**_ti_identity(context))
+        identity = _ti_identity(context)
+        labels = task_labels(**identity)
         if target.reserved is not None and target.reserved.reservation is not None:
             labels[OWNER_LABEL] = target.reserved.reservation.owner
         self.log.info(
@@ -168,10 +198,16 @@ class GpuDockerOperator(BaseOperator):
         self._running = (hook, container_id)
         try:
             hook.start(container_id)
-            sink = TaskLogSink(self.log, self.tail_lines)
-            for _ in sink.drain(assemble_lines(hook.log_frames(container_id), self.max_line_bytes)):
-                pass
-            exit_code = self._wait(hook, container_id)
+            shipping = self._log_shipping(identity)
+            exit_code: int | None = None
+            try:
+                shipping.run(hook, container_id)
+                exit_code = self._wait(hook, container_id)
+            finally:
+                shipped = shipping.finish(
+                    exit_code=exit_code, host=target.host.name, container_id=container_id,
+                    gpu_ids=list(target.gpu_ids), image=spec.image,
+                )
             finished = datetime.now(timezone.utc)
             if exit_code != 0:
                 raise ContainerFailed(
@@ -180,7 +216,7 @@ class GpuDockerOperator(BaseOperator):
                     container_id=container_id,
                     exit_code=exit_code,
                     duration_s=(finished - started).total_seconds(),
-                    tail=list(sink.tail),
+                    tail=list(shipping.sink.tail),
                     oom_killed=bool(hook.state(container_id).get("OOMKilled")),
                 )
             result = hook.read_json(container_id, spec.result_path)
@@ -188,8 +224,8 @@ class GpuDockerOperator(BaseOperator):
             self._running = None
             hook.remove(container_id)
             self._release()
-        self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], sink.lines)
-        return result_record(
+        self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], shipping.sink.lines)
+        record = result_record(
             host=target.host.name,
             container_id=container_id,
             image=spec.image,
@@ -197,9 +233,10 @@ class GpuDockerOperator(BaseOperator):
             exit_code=exit_code,
             started=started,
             finished=finished,
-            log_lines=sink.lines,
+            log_lines=shipping.sink.lines,
             result=result,
         )
+        return {**record, **shipped}
 
     def _spec(self) -> ContainerSpec:
         return build_spec(
@@ -260,6 +297,26 @@ class GpuDockerOperator(BaseOperator):
         reserved, self._reserved = self._reserved, None
         if reserved is not None:
             release(reserved)
+
+    def _log_shipping(self, identity: Mapping[str, Any]) -> LogShipping:
+        shipping = LogShipping(
+            self.log,
+            archive=self.log_archive,
+            identity=identity,
+            archive_conn_id=self.log_archive_conn_id,
+            live_rate=self.log_live_rate,
+            max_line_bytes=self.max_line_bytes,
+            tail_lines=self.tail_lines,
+            chunk_s=self.log_chunk_s,
+            chunk_bytes=self.log_chunk_bytes,
+            gpu_samples=self.gpu_samples,
+        )
+        self.log_archive_url = shipping.archive.url if shipping.archive is not None else None
+        return shipping
+
+    def _choose_target(self, gpus: int) -> Target:
+        """The host and GPUs for this run: the configured host, its first ``gpus`` GPUs."""
+        return Target(host=GpuDockerHook(self.host).host, gpu_ids=tuple(range(gpus)))
 
     def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
         try:

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fixture's engine as the ``it_host`` connection, defined the way users can."""
+def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The fixture's engine as the ``it_host`` connection, defined the way users can; the
+    default log archive (under AIRFLOW_HOME) in the test's own directory."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     conn = {"conn_type": "gpu_docker_host", "host": dockerd.url}
     monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps(conn))
 

@@ -11,6 +11,7 @@ from provider.logs.lines import (
     FrameError,
     LogLine,
     assemble_lines,
+    dechunk,
     parse_frames,
     split_timestamp,
 )
@@ -121,3 +122,20 @@ def test_render_marks_continuation() -> None:
 def test_max_line_bytes_must_be_sane() -> None:
     with pytest.raises(ValueError, match="at least 4"):
         lines_of([(1, b"x\n")], max_line_bytes=2)
+
+
+def http_chunks(*payloads: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in payloads) + b"0\r\n\r\n"
+
+
+def test_dechunk_survives_every_cut_position() -> None:
+    data = http_chunks(b"hello", b"x" * 300, b"\r\n inside", b"!")
+    expected = b"hello" + b"x" * 300 + b"\r\n inside!"
+    for cut in range(len(data) + 1):
+        assert b"".join(dechunk([data[:cut], data[cut:]])) == expected, cut
+    assert b"".join(dechunk(bytes([b]) for b in data)) == expected
+
+
+def test_dechunk_rejects_a_bad_size_line() -> None:
+    with pytest.raises(FrameError, match="bad HTTP chunk size"):
+        list(dechunk([b"zz\r\nabc\r\n"]))

@@ -1,0 +1,185 @@
+"""The log-shipping pipeline of one container: engine → lines → archive → live task log.
+
+One pulled chain of generator stages, so memory is bounded by a frame, one pending line per
+stream, one archive chunk and the error tail, whatever the number of lines::
+
+    follow_frames (resumes dropped streams) → assemble_lines → ChunkedArchive.drain → live
+
+Every line reaches the archive; the live task log gets them at ``live_rate`` lines per second
+at most (default: all), and says how many it left out and where the full log is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.configuration import get_airflow_home
+from airflow.sdk import ObjectStoragePath
+from docker.errors import NotFound
+from urllib3.exceptions import HTTPError
+
+from provider.hooks.docker_host import GpuDockerHook
+from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S, MANIFEST_NAME, ChunkedArchive
+from provider.logs.follow import Resume, follow_frames
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LogLine, assemble_lines
+from provider.logs.rate import LiveRate
+from provider.logs.spool import Spool
+from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
+
+DEFAULT_LOG_ARCHIVE = "file://{AIRFLOW_HOME}/container_logs"
+# Exceptions that mean "the engine or the connection went away", not "the request was wrong".
+STREAM_DROPS: tuple[type[BaseException], ...] = (OSError, HTTPError)
+GpuSamples = Callable[[], Mapping[str, Any] | None]
+
+
+def archive_prefix(base: str, conn_id: str | None, identity: Mapping[str, Any]) -> ObjectStoragePath:
+    """Where one task attempt's container log goes, laid out like Airflow's own task logs."""
+    if "://" not in base:
+        raise ValueError(
+            f"log_archive={base!r} is not a URL; use file:///absolute/dir or "
+            "s3://CONN_ID@bucket/prefix (or None for no archive)."
+        )
+    root = ObjectStoragePath(base.replace("{AIRFLOW_HOME}", get_airflow_home()), conn_id=conn_id)
+    parts = [f"dag_id={identity['dag_id']}", f"run_id={identity['run_id']}", f"task_id={identity['task_id']}"]
+    if identity.get("map_index", -1) >= 0:
+        parts.append(f"map_index={identity['map_index']}")
+    parts.append(f"attempt={identity['try_number']}")
+    return root.joinpath(*parts)
+
+
+def default_spool_root() -> Path:
+    """One spool per worker, shared by its tasks, so a later task uploads what an earlier left."""
+    return Path(get_airflow_home()) / "container_logs_spool"
+
+
+class LogShipping:
+    """Ships one container's output; ``run`` follows it to the end, ``finish`` seals the archive.
+
+    :param log: the task logger (structlog in a task).
+    :param archive: prefix URL of the archive (``{AIRFLOW_HOME}`` is expanded), or None.
+    :param identity: dag_id, run_id, task_id, map_index, try_number: the archive's sub-path.
+    :param live_rate: lines per second into the task log; None shows every line.
+    """
+
+    def __init__(
+        self,
+        log: LineLogger,
+        *,
+        archive: str | None,
+        identity: Mapping[str, Any],
+        archive_conn_id: str | None = None,
+        live_rate: float | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        tail_lines: int = DEFAULT_TAIL_LINES,
+        chunk_s: float = DEFAULT_CHUNK_S,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        gpu_samples: GpuSamples | None = None,
+        spool_root: Path | None = None,
+    ) -> None:
+        self.log = log
+        self.sink = TaskLogSink(log, tail_lines)
+        self.max_line_bytes = max_line_bytes
+        self.limiter = LiveRate(live_rate) if live_rate is not None else None
+        self.resume = Resume()
+        self.elided = 0
+        self.total_elided = 0
+        self.archive: ChunkedArchive | None = None
+        if archive is not None:
+            spool = Spool(spool_root or default_spool_root())
+            self.archive = ChunkedArchive(
+                archive_prefix(archive, archive_conn_id, identity), spool, log,
+                chunk_s=chunk_s, chunk_bytes=chunk_bytes, gpu_samples=gpu_samples,
+            )
+
+    @property
+    def where(self) -> str:
+        return self.archive.url if self.archive is not None else "(no archive: log_archive=None)"
+
+    def run(self, hook: GpuDockerHook, container_id: str) -> None:
+        """Follow the container until it stops, shipping every line."""
+        if self.archive is not None and self.archive.spool.pending():
+            self._upload_leftovers()
+
+        def is_running() -> bool | None:
+            try:
+                return bool(hook.state(container_id).get("Running"))
+            except NotFound:
+                return None
+
+        frames = follow_frames(
+            lambda since: hook.log_frames(container_id, since), is_running, self.resume, drops=STREAM_DROPS
+        )
+        lines: Iterable[LogLine] = assemble_lines(frames, self.max_line_bytes)
+        if self.archive is not None:
+            lines = self.archive.drain(lines)
+        for _ in self._live(lines):
+            pass
+        self._note_elided()
+        if self.resume.resumes:
+            note = (
+                f"(the log stream dropped {self.resume.resumes} time(s), e.g. the Docker engine "
+                f"restarted; it was resumed and {self.resume.skipped} repeated frames skipped)"
+            )
+            self.log.info(note)
+            self.sink.tail.append(note)
+
+    def _live(self, lines: Iterable[LogLine]) -> Iterable[LogLine]:
+        limiter, sink = self.limiter, self.sink
+        if limiter is None:
+            yield from sink.drain(lines)
+            return
+        clock = time.monotonic
+        for line in lines:
+            if limiter.allow(clock()):
+                if self.elided:
+                    self._note_elided()
+                sink.write(line)
+            else:
+                sink.remember(line)
+                self.elided += 1
+            yield line
+
+    def _note_elided(self) -> None:
+        if self.elided and self.limiter is not None:
+            self.log.info(
+                "%d lines not shown here (log_live_rate=%g lines/s); the full log is at %s",
+                self.elided, self.limiter.rate, self.where,
+            )
+            self.total_elided += self.elided
+            self.elided = 0
+
+    def _upload_leftovers(self) -> None:
+        assert self.archive is not None
+        try:
+            sent = self.archive.spool.flush()
+        except Exception as exc:  # noqa: BLE001 - storage still away; the run spools as well
+            self.log.warning("Spooled container logs in %s could not be uploaded yet: %s", self.archive.spool.root, exc)
+            return
+        self.log.info("Uploaded %d container-log objects spooled by earlier tasks on this worker", sent)
+
+    def finish(self, **facts: Any) -> dict[str, Any]:
+        """Seal the archive with its manifest; the keys this adds to the task's XCom."""
+        out: dict[str, Any] = {
+            "log_lines_elided": self.total_elided,
+            "log_stream_resumes": self.resume.resumes,
+            "log_archive": None,
+            "log_manifest": None,
+        }
+        if self.archive is None:
+            return out
+        manifest = self.archive.finish(
+            stream_resumes=self.resume.resumes, duplicate_frames_skipped=self.resume.skipped,
+            lines_elided_in_task_log=out["log_lines_elided"], **facts,
+        )
+        out["log_archive"] = self.archive.url
+        out["log_manifest"] = str(self.archive.base / MANIFEST_NAME)
+        out["log_sha256"] = manifest["sha256"]
+        self.log.info(
+            "Container log archived: %d lines, %d bytes at %s%s", manifest["lines"], manifest["bytes"],
+            self.archive.url, f" ({self.archive.spooled} objects went through the spool)" if self.archive.spooled else "",
+        )
+        return out
+

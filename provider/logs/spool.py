@@ -1,0 +1,63 @@
+"""A local spool for archive objects that storage did not accept, uploaded when it answers again.
+
+The task's outcome must not depend on object storage, and nothing may be lost while storage is
+away. An object that could not be written is kept on the worker's disk as two files: the bytes
+(``ID.data``) and where they belong (``ID.json``: URL and connection id). The ``.json`` is
+written last, by an atomic rename, so a half-written entry is never uploaded. Any process may
+flush the spool (the task itself during the run and at its end, or the next task on that
+worker); uploading the same bytes to the same key twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from airflow.sdk import ObjectStoragePath
+
+
+def write_object(dest: ObjectStoragePath, data: bytes) -> None:
+    """Write ``data`` at ``dest``, creating local directories (object stores have none)."""
+    if dest.protocol in ("file", "local", ""):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+
+
+class Spool:
+    """Objects waiting for storage, in the directory ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, dest: ObjectStoragePath, data: bytes) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = self.root / uuid.uuid4().hex
+        entry.with_suffix(".data").write_bytes(data)
+        meta = json.dumps({"url": str(dest), "conn_id": dest.conn_id})
+        tmp = entry.with_suffix(".tmp")
+        tmp.write_text(meta)
+        os.replace(tmp, entry.with_suffix(".json"))
+
+    def pending(self) -> int:
+        return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0
+
+    def flush(self) -> int:
+        """Upload spooled objects, oldest first; return how many went. Stops at the first
+        failure and raises it, since storage is evidently still away."""
+        if not self.root.is_dir():
+            return 0
+        entries = sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        done = 0
+        for meta_path in entries:
+            try:
+                meta = json.loads(meta_path.read_text())
+                data = meta_path.with_suffix(".data").read_bytes()
+            except FileNotFoundError:  # another process flushed it meanwhile
+                continue
+            write_object(ObjectStoragePath(meta["url"], conn_id=meta["conn_id"]), data)
+            meta_path.unlink(missing_ok=True)
+            meta_path.with_suffix(".data").unlink(missing_ok=True)
+            done += 1
+        return done
