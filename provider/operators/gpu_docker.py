@@ -314,10 +314,6 @@ class GpuDockerOperator(BaseOperator):
         self.log_archive_url = shipping.archive.url if shipping.archive is not None else None
         return shipping
 
-    def _choose_target(self, gpus: int) -> Target:
-        """The host and GPUs for this run: the configured host, its first ``gpus`` GPUs."""
-        return Target(host=GpuDockerHook(self.host).host, gpu_ids=tuple(range(gpus)))
-
     def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
         try:
             return hook.wait(container_id)
