@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from statistics import fmean
 from typing import Protocol
 
 from provider.scheduling.accounting import apply
@@ -72,11 +73,12 @@ def _clamp(score: float) -> float:
     return min(MAX_SCORE, max(0.0, score))
 
 
-def _first_set(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
+def _sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...], ...]:
+    """The GPU candidates of a node that passed the filter (never empty)."""
     sets = gpu_sets(request, node)
     if not sets:
         raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
-    return sets[0]
+    return sets
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +94,7 @@ class RandomPolicy:
     ) -> Choice:
         if context.rng is None:
             raise ValueError("the random policy needs PlacementContext(rng=random.Random(...))")
-        sets = gpu_sets(request, node)
-        if not sets:
-            raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
+        sets = _sets(request, node)
         gpus = context.rng.choice(sets) if len(sets) > 1 else sets[0]
         return Choice(context.rng.random() * MAX_SCORE, gpus)
 
@@ -124,8 +124,7 @@ class LeastLoaded:
         )
         gpus = tuple(sorted(ranked[: request.gpus]))
         looked_at = [by_index[i] for i in gpus] or list(node.gpus)
-        gpu_busy = sum(g.utilization_pct for g in looked_at) / (100.0 * len(looked_at) or 1.0)
-        gpu_idle = 1.0 - gpu_busy
+        gpu_idle = 1.0 - fmean(g.utilization_pct for g in looked_at) / 100.0 if looked_at else 1.0
         cpu_idle = 1.0 - node.cpu_utilization_pct / 100.0
         left = [
             (node.cpu_free_milli - request.cpu_milli) / node.cpu_milli if node.cpu_milli else 0.0,
@@ -142,10 +141,11 @@ class LeastLoaded:
 
 def _tightest_share(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
     """For a share, the fitting GPU with least free capacity (packing within the node)."""
+    sets = _sets(request, node)
     if request.gpus != 1 or request.gpu_milli >= MILLI_PER_GPU:
-        return _first_set(request, node)
+        return sets[0]
     free = {g.index: g.free_milli for g in node.gpus}
-    return min(gpu_sets(request, node), key=lambda s: (free[s[0]], s[0]))
+    return min(sets, key=lambda s: (free[s[0]], s[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +193,8 @@ def _least_fragmenting(
 ) -> tuple[float, tuple[int, ...]]:
     """(increase of expected fragmentation, GPUs) for the GPU choice that increases it least."""
     before = mix.fragmentation(node)
-    best: tuple[float, tuple[int, ...]] | None = None
-    for gpus in gpu_sets(request, node):
-        growth = mix.fragmentation(apply(node, request, gpus)) - before
-        if best is None or growth < best[0]:
-            best = (growth, gpus)
-    if best is None:
-        raise ValueError(f"{node.name} cannot host the request; filter nodes before scoring")
-    return best
+    growths = ((mix.fragmentation(apply(node, request, g)) - before, g) for g in _sets(request, node))
+    return min(growths, key=lambda pair: pair[0])  # the lowest index among equals
 
 
 def _quantised(score: float, resolution: float) -> float:
@@ -247,8 +241,7 @@ class FragmentationPacking:
     The best-fit term is scaled into one rounding step, so it never overrides FGD.
     """
 
-    scale: float = float(MILLI_PER_GPU)
-    resolution: float = 1.0
+    fragmentation: Fragmentation = Fragmentation()
     best_fit: BestFit = BestFit()
     name = "fragmentation_packing"
     cacheable = True
@@ -256,7 +249,7 @@ class FragmentationPacking:
     def __call__(
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
-        growth, gpus = _least_fragmenting(request, node, _mix(request, context))
-        primary = _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
+        primary = self.fragmentation(request, node, context)
         packing = self.best_fit(request, node, context).score / MAX_SCORE
-        return Choice(_clamp(primary + 0.99 * self.resolution * packing), gpus)
+        step = self.fragmentation.resolution
+        return Choice(_clamp(primary.score + 0.99 * step * packing), primary.gpu_indices)
