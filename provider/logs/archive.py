@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from airflow.sdk import ObjectStoragePath
 
 from provider.logs.lines import LogLine
 from provider.logs.spool import Spool, write_object
+from provider.logs.task_log import LineLogger
 
 DEFAULT_CHUNK_S = 5.0
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -90,7 +90,7 @@ class ChunkedArchive:
         self,
         base: ObjectStoragePath,
         spool: Spool,
-        log: logging.Logger | Any,
+        log: LineLogger,
         chunk_s: float = DEFAULT_CHUNK_S,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         retry_s: float = DEFAULT_RETRY_S,

@@ -101,12 +101,13 @@ def follow_frames(
     ``engine_wait_s`` seconds while it does not answer (a restarting daemon); if it never comes
     back, the last error is raised.
     """
+    broken: tuple[type[BaseException], ...] = (TruncatedStream, *drops)
     final = False
     while True:
         clean = True
         try:
             yield from resume.frames(open_stream(resume.since))
-        except (TruncatedStream, *drops):
+        except broken:
             clean = False
         if final and clean:
             return

@@ -73,7 +73,8 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerd: PrivateDockerd)
             "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
         }
         conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
-        monkeypatch.setenv("AIRFLOW_CONN_S3LOGS", json.dumps(conn))
+        # Airflow caches a filesystem per connection id in the process: one id per server.
+        monkeypatch.setenv(f"AIRFLOW_CONN_S3LOGS{server.port}", json.dumps(conn))
         monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
         monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
         yield server
@@ -81,10 +82,10 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerd: PrivateDockerd)
         server.stop()
 
 
-def op_for(**kwargs: Any) -> GpuDockerOperator:
+def op_for(s3: S3Server, **kwargs: Any) -> GpuDockerOperator:
     return GpuDockerOperator(
         task_id="train", host="it_host", image=TESTBOX_IMAGE, pull="never",
-        log_archive=f"s3://s3logs@{BUCKET}/runs", **kwargs,
+        log_archive=f"s3://s3logs{s3.port}@{BUCKET}/runs", **kwargs,
     )
 
 
@@ -98,7 +99,7 @@ def prefix_of(out: dict[str, Any]) -> str:
 
 
 def test_archive_to_s3_with_manifest(s3: S3Server, ti: FakeTI) -> None:
-    out = op_for(command=["seq", "1", "50000"]).execute({"ti": ti})  # type: ignore[arg-type]
+    out = op_for(s3, command=["seq", "1", "50000"]).execute({"ti": ti})  # type: ignore[arg-type]
     objects = s3.objects(prefix_of(out))
     assert stdout_of(objects) == [b"%d" % i for i in range(1, 50001)]
     manifest = json.loads(objects[prefix_of(out) + "/manifest.json"])
@@ -109,7 +110,7 @@ def test_archive_to_s3_with_manifest(s3: S3Server, ti: FakeTI) -> None:
 
 def test_storage_outage_spools_and_completes_the_archive(s3: S3Server, ti: FakeTI, task_log: TaskLog) -> None:
     script = "i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line $i; sleep 0.01; done"
-    op = op_for(command=["sh", "-c", script], log_chunk_s=0.5)
+    op = op_for(s3, command=["sh", "-c", script], log_chunk_s=0.5)
     out: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: out.update(op.execute({"ti": ti})))  # type: ignore[arg-type]
     worker.start()
