@@ -178,10 +178,10 @@ class GpuDockerOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self._spec()
         gpus = _gpu_count(self.gpus)
-        target = self._choose_target(gpus, spec, context)
-        hook = GpuDockerHook(target.host)
         identity = _ti_identity(context)
         labels = task_labels(**identity)
+        target = self._choose_target(gpus, spec, context, dict(labels))
+        hook = GpuDockerHook(target.host)
         if target.reserved is not None and target.reserved.reservation is not None:
             labels[OWNER_LABEL] = target.reserved.reservation.owner
         self.log.info(
@@ -251,7 +251,9 @@ class GpuDockerOperator(BaseOperator):
             result_path=self.result_path,
         )
 
-    def _choose_target(self, gpus: int, spec: ContainerSpec, context: Context) -> Target:
+    def _choose_target(
+        self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str]
+    ) -> Target:
         """Place the task on the pool (or the one host) and reserve its GPUs there.
 
         A single host without a node agent is used as it is for CPU-only work: there is
@@ -278,7 +280,6 @@ class GpuDockerOperator(BaseOperator):
             gpu_model=self.gpu_model,
             labels=self.required_labels,
         )
-        identity = task_labels(**_ti_identity(context))
         reserved = place_and_reserve(
             hosts, request, self.placement_policy, image=spec.image, pull=self.pull, identity=identity
         )
