@@ -50,6 +50,8 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.operators.gpu_docker"]},
         ],
+        # The api-server rebuilds operator links from serialized DAGs only for registered classes.
+        "extra-links": ["provider.operators.links.ContainerLogLink"],
         "connection-types": [
             {
                 "connection-type": "gpu_docker_host",

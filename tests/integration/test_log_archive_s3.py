@@ -1,6 +1,6 @@
 """The log archive on an S3-protocol server on loopback (moto), including a storage outage.
 
-Needs ``moto[server]`` and ``apache-airflow-providers-amazon[s3fs]``; skipped without them.
+Uses ``moto[server]``, ``s3fs`` and the Amazon provider from the ``test`` extra.
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import server as moto_server
 
 from provider.logs.shipping import default_spool_root
 from provider.logs.spool import Spool
 from provider.operators.gpu_docker import GpuDockerOperator
 from tests.conftest import FakeTI, TaskLog
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
-
-pytest.importorskip("s3fs")
-pytest.importorskip("airflow.providers.amazon")
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
 
 pytestmark = pytest.mark.integration
 BUCKET = "container-logs"
