@@ -50,6 +50,12 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.operators.gpu_docker"]},
         ],
+        "sensors": [
+            {"integration-name": "GPU Docker", "python-modules": ["provider.sensors.gpu_available"]},
+        ],
+        "triggers": [
+            {"integration-name": "GPU Docker", "python-modules": ["provider.triggers.gpu_available"]},
+        ],
         # The api-server rebuilds operator links from serialized DAGs only for registered classes.
         "extra-links": ["provider.operators.links.ContainerLogLink"],
         "connection-types": [

@@ -4,11 +4,8 @@ One coroutine reads one agent; :func:`read_pool` reads many concurrently on one 
 The synchronous hook runs it with ``asyncio.run`` and a trigger awaits it, so both share the
 transport and the mapping.
 
-The transport is a minimal HTTP/1.0 GET over asyncio streams (plain ``http`` or ``https``)
-rather than a general HTTP client: reading a pool of 1000 agents is on the path of every
-placement, and a general client spends about 1 ms of CPU per request where this spends about
-0.2 ms. HTTP/1.0 means the agent answers with a body that ends at end of stream, never with
-chunked encoding, which is all this reader needs to understand.
+The transport is :mod:`provider.hooks.http10` over plain ``http`` or ``https``: reading a
+pool of 1000 agents is on the path of every placement, so each request must be cheap.
 
 A host that cannot be read is never dropped: it comes back as a ``NodeState`` with
 ``unreachable`` set to a sentence naming the cause, the timeout and the fix, so a no-fit
@@ -19,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from provider.hooks.hosts import HostConfig
+from provider.hooks.http10 import ProtocolError, decode_json, exchange
 from provider.scheduling.model import GpuState, NodeState
 
 MIB = 1024 * 1024
-MAX_RESPONSE_BYTES = 4 * MIB
 DEFAULT_MAX_CONCURRENCY = 256
 AGENT_SCHEMA = 1
 
@@ -130,51 +126,26 @@ async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
         raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT")
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
-    request = (
-        f"GET {parts.path.rstrip('/')}/v1/node HTTP/1.0\r\nHost: {parts.netloc}\r\n"
-        "Accept: application/json\r\n"
-        + (f"Authorization: Bearer {token}\r\n" if token else "")
-        + "\r\n"
-    ).encode()
-    reader, writer = await asyncio.open_connection(
-        parts.hostname, port, ssl=_tls_context() if tls else None
-    )
+    reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=_tls_context() if tls else None)
+    what = f"agent {url}"
     try:
-        writer.write(request)
-        raw = await _read_to_end(reader, url)
-    finally:
-        writer.close()
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    fields = status_line.split(" ", 2)
-    if not sep or len(fields) < 2 or not fields[1].isdigit():
-        raise AgentError(f"agent {url} sent no valid HTTP response (first line {status_line[:80]!r})")
-    status = int(fields[1])
-    if status == 401:
-        raise AgentError(
-            f"agent {url} rejected the token (HTTP 401); set the host connection's password to "
-            "the token in the agent's --token-file"
+        status, body = await exchange(
+            reader, writer, "GET", f"{parts.path.rstrip('/')}/v1/node", host=parts.netloc,
+            headers={"Authorization": f"Bearer {token}"} if token else None, what=what,
         )
-    if status != 200:
-        raise AgentError(f"agent {url} answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise AgentError(f"agent {url} sent invalid JSON ({exc}); is agent_url pointing at the agent?") from exc
+        if status == 401:
+            raise AgentError(
+                f"agent {url} rejected the token (HTTP 401); set the host connection's password to "
+                "the token in the agent's --token-file"
+            )
+        if status != 200:
+            raise AgentError(f"agent {url} answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+        doc = decode_json(body, what)
+    except ProtocolError as exc:
+        raise AgentError(f"{exc}; is agent_url pointing at the agent?") from exc
     if not isinstance(doc, dict):
         raise AgentError(f"agent {url} sent JSON that is not an object; is agent_url pointing at the agent?")
     return doc
-
-
-async def _read_to_end(reader: asyncio.StreamReader, url: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await reader.read(65536):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise AgentError(f"agent {url} sent more than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @functools.cache

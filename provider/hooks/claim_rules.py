@@ -13,6 +13,7 @@ from typing import Any
 
 from provider.operators.container_spec import LABEL_PREFIX
 from provider.scheduling.model import MILLI_PER_GPU, NodeState
+from provider.scheduling.waiting import Hold
 
 CLAIM_LABEL = f"{LABEL_PREFIX}.claim"
 LOCK_LABEL = f"{LABEL_PREFIX}.claim-lock"
@@ -22,7 +23,13 @@ CREATED_LABEL = f"{LABEL_PREFIX}.claim.created"
 OWNER_LABEL = f"{LABEL_PREFIX}.claim.owner"
 """Carried by the claims *and* by the task container, which ties a claim to its task."""
 
+HOLD_LABEL = f"{LABEL_PREFIX}.hold"
+HOLD_OWNER_LABEL = f"{LABEL_PREFIX}.hold.owner"
+HOLD_SINCE_LABEL = f"{LABEL_PREFIX}.hold.since"
+HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
+
 NAME_PREFIX = "gpu-docker-claim-gpu"
+HOLD_PREFIX = "gpu-docker-hold-"
 LOCK_PREFIX = "gpu-docker-claim-lock-gpu"
 
 
@@ -133,3 +140,49 @@ def conflict(claims_on_gpu: Sequence[Claim], gpu: int, milli: int, owner: str) -
     if used + milli > MILLI_PER_GPU:
         return f"GPU {gpu} has {MILLI_PER_GPU - used}m unreserved < {milli}m"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    """A hold (:mod:`provider.scheduling.waiting`) as kept on a host: a never-started container."""
+
+    container_id: str
+    expires: float
+    hold: Hold
+
+
+def hold_name(owner: str) -> str:
+    """One hold per waiter and host: a second create by the same waiter is refused (409)."""
+    return f"{HOLD_PREFIX}{owner}"
+
+
+def hold_labels(owner: str, since: float, expires: float, identity: Mapping[str, str]) -> dict[str, str]:
+    """Labels of a hold: the waiting task's identity, its place in line and when the hold lapses.
+
+    ``expires`` is the end of the task's wait (its timeout): a hold whose task was killed
+    without cleaning up lapses then at the latest.
+    """
+    return {
+        **identity,
+        HOLD_LABEL: "true",
+        HOLD_OWNER_LABEL: owner,
+        HOLD_SINCE_LABEL: f"{since:.3f}",
+        HOLD_EXPIRES_LABEL: f"{expires:.3f}",
+    }
+
+
+def parse_hold(host: str, summary: Mapping[str, Any]) -> HoldRecord | None:
+    """A hold from one entry of a host's container list; None for anything else."""
+    labels = summary.get("Labels") or {}
+    if labels.get(HOLD_LABEL) != "true":
+        return None
+    try:
+        task = f"{labels.get(f'{LABEL_PREFIX}.dag_id', '?')}.{labels.get(f'{LABEL_PREFIX}.task_id', '?')} " \
+               f"{labels.get(f'{LABEL_PREFIX}.run_id', '?')}"
+        return HoldRecord(
+            container_id=str(summary["Id"]),
+            expires=float(labels[HOLD_EXPIRES_LABEL]),
+            hold=Hold(host=host, owner=str(labels[HOLD_OWNER_LABEL]), since=float(labels[HOLD_SINCE_LABEL]), task=task),
+        )
+    except (KeyError, ValueError):
+        return None

@@ -82,7 +82,7 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
             f"{HOST_CONN_TYPE!r}."
         )
     url = (conn.host or "").strip()
-    if not url.startswith(("unix://", "tcp://", "ssh://")):
+    if not url.startswith(("unix://", "tcp://")):
         raise HostConfigError(
             f"Connection {conn.conn_id!r}: host must be a Docker URL such as "
             f"unix:///var/run/docker.sock or tcp://NAME:2376, got {url!r}."
@@ -151,3 +151,31 @@ def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike]) -> Co
             f"(Admin > Connections, type 'GPU Docker host' or 'GPU Docker pool') or set "
             f"AIRFLOW_CONN_{conn_id.upper()}."
         ) from exc
+
+
+def host_to_dict(host: HostConfig) -> dict[str, Any]:
+    """A JSON-able form of ``host`` for a trigger's kwargs (Airflow stores them encrypted)."""
+    return {
+        "name": host.name,
+        "docker_url": host.docker_url,
+        "agent_url": host.agent_url,
+        "agent_token": host.agent_token,
+        "labels": dict(host.labels),
+        "tls": None if host.tls is None else {
+            "ca_cert": host.tls.ca_cert, "client_cert": host.tls.client_cert,
+            "client_key": host.tls.client_key, "verify": host.tls.verify,
+        },
+    }
+
+
+def host_from_dict(doc: Mapping[str, Any]) -> HostConfig:
+    """Inverse of :func:`host_to_dict`."""
+    tls = doc.get("tls")
+    return HostConfig(
+        name=doc["name"],
+        docker_url=doc["docker_url"],
+        agent_url=doc.get("agent_url"),
+        agent_token=doc.get("agent_token"),
+        labels=MappingProxyType(dict(doc.get("labels") or {})),
+        tls=None if tls is None else TlsFiles(**tls),
+    )

@@ -17,7 +17,8 @@ engine's containers. One claim per GPU:
 Claims carry the task's identity, the GPU, the milli-GPUs, an owner token and a creation
 time as labels. The task container carries the same owner token. A claim older than
 ``grace_s`` whose owner has no running container is **stale** (the worker died between
-claiming and cleaning up) and is removed by whoever reads the host next.
+claiming and cleaning up) and is removed by whoever reads the host next
+(:mod:`provider.hooks.pool_state`).
 
 The claim container is created from the task's own image, which the operator has made
 present on the host before claiming (``GpuDockerHook.ensure_image``): no extra image needs
@@ -40,14 +41,12 @@ from provider.hooks.claim_rules import (
     CREATED_LABEL,
     GPU_LABEL,
     LOCK_LABEL,
-    OWNER_LABEL,
     Claim,
     claim_labels,
     claim_name,
     conflict,
     lock_name,
     parse_claim,
-    stale_claims,
 )
 from provider.hooks.docker_host import GpuDockerHook
 from provider.scheduling.model import MILLI_PER_GPU
@@ -83,29 +82,12 @@ class Reservations:
     """Claims on one host's engine, through its :class:`GpuDockerHook`.
 
     :param docker: the host's hook (all I/O goes through its API client).
-    :param grace_s: age after which a claim with no running task container is stale.
     :param clock: wall-clock seconds; claims compare times written by different workers.
     """
 
-    def __init__(self, docker: GpuDockerHook, grace_s: float = DEFAULT_GRACE_S,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, docker: GpuDockerHook, clock: Callable[[], float] = time.time) -> None:
         self.docker = docker
-        self.grace_s = grace_s
         self.clock = clock
-
-    def claims(self, reclaim: bool = True) -> list[Claim]:
-        """Every live claim on the host; stale ones are removed first when ``reclaim``."""
-        found = self._list({CLAIM_LABEL: "true"})
-        if not reclaim or not found:
-            return found
-        running = self.docker.api.containers(filters={"label": [OWNER_LABEL], "status": "running"})
-        live = {str((c.get("Labels") or {}).get(OWNER_LABEL)) for c in running}
-        stale = stale_claims(found, live, self.clock(), self.grace_s)
-        for c in stale:
-            log.warning("Reclaiming stale reservation of GPU %s on %s (owner %s, %.0f s old)",
-                        c.gpu, self.docker.host.name, c.owner, self.clock() - c.created)
-            self.docker.remove(c.container_id)
-        return [c for c in found if c not in stale]
 
     def reserve(self, gpu_ids: Sequence[int], milli: int, owner: str, image: str,
                 identity: Mapping[str, str]) -> Reservation:

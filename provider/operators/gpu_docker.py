@@ -7,17 +7,21 @@ code and the result file, and always remove the container.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from docker.errors import NotFound
 
 from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, resolve_pool
+from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, host_to_dict, resolve_pool
+from provider.hooks.reservations import new_owner
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, GpuSamples, LogShipping
@@ -34,9 +38,14 @@ from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import ContainerFailed, result_record
 from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
 from provider.scheduling import POLICIES
-from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, NoFit, PlacementRequest
+from provider.scheduling.waiting import Waiter
+from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
 
 _PULL_POLICIES = ("missing", "always", "never")
+DEFER_MARGIN_S = 60.0
+"""Airflow's own deferral timeout is a backstop past the trigger's deadline, whose event
+carries the better message (every host's reasons)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,15 @@ class GpuDockerOperator(BaseOperator):
     :param log_chunk_bytes: an archive chunk is written early once it holds this many bytes.
     :param gpu_samples: called once per archive chunk; the GPU utilisation sample it returns
         (a JSON-able mapping, or None) is recorded in the manifest.
+    :param wait_for_resources: when nothing fits, wait until something does instead of
+        failing at once. Waiting tasks are served first come, first served; one that has
+        waited ``hold_after_s`` holds a host so that younger ones cannot keep overtaking it
+        (:mod:`provider.scheduling.waiting`).
+    :param deferrable: wait in the triggerer, holding no worker slot (default: Airflow's
+        ``[operators] default_deferrable``); otherwise the worker polls.
+    :param wait_timeout: seconds to wait for room before failing with every host's reasons.
+    :param poll_interval: seconds between two looks at the pool while waiting.
+    :param hold_after_s: seconds of waiting after which the task holds a host; None never holds.
     """
 
     template_fields: Sequence[str] = (
@@ -135,6 +153,11 @@ class GpuDockerOperator(BaseOperator):
         log_chunk_s: float = DEFAULT_CHUNK_S,
         log_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         gpu_samples: GpuSamples | None = None,
+        wait_for_resources: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        wait_timeout: float | timedelta = 3600.0,
+        poll_interval: float = 10.0,
+        hold_after_s: float | None = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -169,6 +192,13 @@ class GpuDockerOperator(BaseOperator):
         self.log_chunk_s = log_chunk_s
         self.log_chunk_bytes = log_chunk_bytes
         self.gpu_samples = gpu_samples
+        self.wait_for_resources = wait_for_resources
+        self.deferrable = deferrable
+        self.wait_timeout_s = wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else float(wait_timeout)
+        self.poll_interval = poll_interval
+        self.hold_after_s = hold_after_s
+        if self.wait_timeout_s <= 0 or poll_interval <= 0:
+            raise SpecError(f"wait_timeout and poll_interval must be > 0, got {wait_timeout!r}, {poll_interval!r}.")
         self.log_archive_url: str | None = None  # for ContainerLogLink
         # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
@@ -176,11 +206,18 @@ class GpuDockerOperator(BaseOperator):
         self._reserved: Reserved | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._execute(context, waiter=None)
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Resumed from :class:`GpuAvailableTrigger`: place again, this time in line."""
+        return self._execute(context, waiter=waiter_from_event(event, self.log))
+
+    def _execute(self, context: Context, waiter: Waiter | None) -> dict[str, Any]:
         spec = self._spec()
         gpus = _gpu_count(self.gpus)
         identity = _ti_identity(context)
         labels = task_labels(**identity)
-        target = self._choose_target(gpus, spec, context, dict(labels))
+        target = self._choose_target(gpus, spec, context, dict(labels), waiter)
         hook = GpuDockerHook(target.host)
         if target.reserved is not None and target.reserved.reservation is not None:
             labels[OWNER_LABEL] = target.reserved.reservation.owner
@@ -252,7 +289,7 @@ class GpuDockerOperator(BaseOperator):
         )
 
     def _choose_target(
-        self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str]
+        self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str], waiter: Waiter | None
     ) -> Target:
         """Place the task on the pool (or the one host) and reserve its GPUs there.
 
@@ -280,9 +317,17 @@ class GpuDockerOperator(BaseOperator):
             gpu_model=self.gpu_model,
             labels=self.required_labels,
         )
-        reserved = place_and_reserve(
-            hosts, request, self.placement_policy, image=spec.image, pull=self.pull, identity=identity
-        )
+        while True:
+            try:
+                reserved = place_and_reserve(
+                    hosts, request, self.placement_policy, image=spec.image, pull=self.pull, identity=identity,
+                    waiter=waiter,
+                )
+                break
+            except NoFit as exc:
+                if not self.wait_for_resources:
+                    raise
+                waiter = self._wait_for_room(hosts, request, spec.image, identity, waiter, exc)
         self._reserved = reserved
         context["ti"].xcom_push(key="placement", value=placement_record(reserved))
         self.log.info("Placed on %s, GPUs %s, by %s", reserved.host.name, list(reserved.placement.gpu_indices),
@@ -293,6 +338,29 @@ class GpuDockerOperator(BaseOperator):
             self._release()
             raise
         return Target(host=reserved.host, gpu_ids=reserved.placement.gpu_indices, reserved=reserved)
+
+    def _wait_for_room(
+        self, hosts: Sequence[HostConfig], request: PlacementRequest, image: str, identity: Mapping[str, str],
+        waiter: Waiter | None, no_fit: NoFit,
+    ) -> Waiter:
+        """Wait until the request fits: deferred to the triggerer, or polling in this worker.
+
+        Both run the same :class:`GpuAvailableTrigger`; the waiter's place in line survives
+        every round, so a task that loses a race for the room it waited for keeps its age.
+        """
+        waiter = waiter or Waiter(new_owner(), time.time())
+        deadline = waiter.since + self.wait_timeout_s
+        trigger = GpuAvailableTrigger(
+            hosts=[host_to_dict(h) for h in hosts], request=request_to_dict(request), policy=self.placement_policy,
+            deadline=deadline, poll_interval=self.poll_interval,
+            waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=self.hold_after_s,
+            image=image, identity=identity,
+        )
+        self.log.info("No room on the pool yet, waiting up to %.0f s more: %s", deadline - time.time(), no_fit)
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete",
+                       timeout=timedelta(seconds=max(0.0, deadline - time.time()) + DEFER_MARGIN_S))
+        return waiter_from_event(asyncio.run(first_event(trigger)), self.log)
 
     def _release(self) -> None:
         reserved, self._reserved = self._reserved, None

@@ -1,10 +1,7 @@
 """Choose a host and GPUs from the pool and reserve them: snapshot, place, claim, retry.
 
-This composes the hooks (agents' metrics, reservations read from each engine) with the pure
-core (:func:`provider.scheduling.place`). The state placement sees is the agents' snapshot
-with every GPU's ``allocated_milli`` taken from the claims on its host, so a GPU reserved a
-second ago counts as busy although its utilisation has not moved yet. A host whose agent or
-engine does not answer stays in the list as unreachable, with the reason, and is skipped.
+This composes the hooks (:mod:`provider.hooks.pool_state`: agents' metrics, claims and holds
+read from each engine) with the pure core (:func:`provider.scheduling.place`).
 
 Between the snapshot and the claim another task may take the chosen GPU. The claim then
 fails atomically (see :mod:`provider.hooks.reservations`) and placement runs again on a fresh
@@ -13,28 +10,22 @@ state, at most ``attempts`` times; after that the task fails with the no-fit mes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import requests
-from docker.errors import DockerException
-
-from provider.hooks.claim_rules import with_claims
-from provider.hooks.docker_host import GpuDockerHook, HostUnreachable
+from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import HostConfig
-from provider.hooks.node_metrics import NodeMetricsHook
+from provider.hooks.pool_state import lift_holds, pool_view
 from provider.hooks.reservations import DEFAULT_GRACE_S, ClaimTaken, Reservation, Reservations, new_owner
 from provider.scheduling import PlacementContext, get_policy, place
-from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest
+from provider.scheduling.model import NoFit, Placement, PlacementRequest
+from provider.scheduling.waiting import Waiter
 
 log = logging.getLogger(__name__)
-
-ENGINE_TIMEOUT_S = 10.0
-"""Seconds an engine may take to list its claims; engines answer slower than agents under load."""
 
 DEFAULT_ATTEMPTS = 8
 """More than the GPUs a contender can lose in a row on a small pool: each lost claim means
@@ -50,27 +41,6 @@ class Reserved:
     reservation: Reservation | None
 
 
-def pool_state(hosts: Sequence[HostConfig], agent_timeout: float, grace_s: float) -> list[NodeState]:
-    """The agents' snapshot with each host's reservations applied (stale ones reclaimed)."""
-    nodes = NodeMetricsHook(hosts=hosts, timeout=agent_timeout).snapshot()
-    by_name = {h.name: h for h in hosts}
-    with ThreadPoolExecutor(max_workers=min(32, len(nodes)) or 1) as pool:
-        return list(pool.map(lambda n: _with_reservations(by_name[n.name], n, grace_s), nodes))
-
-
-def _with_reservations(host: HostConfig, node: NodeState, grace_s: float) -> NodeState:
-    if node.unreachable is not None:
-        return node
-    try:
-        claims = Reservations(GpuDockerHook(host, timeout=ENGINE_TIMEOUT_S), grace_s).claims()
-    except (HostUnreachable, DockerException, requests.exceptions.RequestException) as exc:
-        return replace(node, unreachable=(
-            f"Docker engine at {host.docker_url} did not answer ({type(exc).__name__}: {exc}); "
-            f"start dockerd there or fix the host of connection {host.name!r}"
-        ))
-    return with_claims(node, claims)
-
-
 def place_and_reserve(
     hosts: Sequence[HostConfig],
     request: PlacementRequest,
@@ -79,6 +49,7 @@ def place_and_reserve(
     image: str,
     pull: str,
     identity: Mapping[str, str],
+    waiter: Waiter | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
     agent_timeout: float = 2.0,
     grace_s: float = DEFAULT_GRACE_S,
@@ -86,8 +57,10 @@ def place_and_reserve(
 ) -> Reserved:
     """Place ``request`` on the pool and claim its GPUs there; raise :class:`NoFit` if none fits.
 
-    The image is made present on the chosen host before claiming, because the claim
-    container is created from it and a long pull must not hold GPUs.
+    ``waiter`` is the request's place in line when it has been waiting (None otherwise):
+    hosts held for earlier waiters are not offered to it, and its own hold is lifted once
+    it holds its GPUs. The image is made present on the chosen host before claiming,
+    because the claim container is created from it and a long pull must not hold GPUs.
     """
     policy = get_policy(policy_name)
     context = PlacementContext(rng=rng or random.Random())
@@ -95,22 +68,26 @@ def place_and_reserve(
     milli = min(request.gpu_milli, 1000)
     lost: list[str] = []
     for _ in range(attempts):
-        placement = place(request, pool_state(hosts, agent_timeout, grace_s), policy, context)
+        view = pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
+        placement = place(request, view.nodes, policy, context)
         host = by_name[placement.node]
         docker = GpuDockerHook(host)
         docker.ensure_image(image, pull)
-        if not placement.gpu_indices:
-            return Reserved(host, placement, None)
-        try:
-            reservation = Reservations(docker, grace_s).reserve(
-                placement.gpu_indices, milli, new_owner(), image, identity
-            )
-        except ClaimTaken as exc:
-            log.info("Lost the claim race, placing again: %s", exc)
-            lost.append(str(exc))
-            continue
+        reservation = None
+        if placement.gpu_indices:
+            try:
+                reservation = Reservations(docker).reserve(
+                    placement.gpu_indices, milli, new_owner(), image, identity
+                )
+            except ClaimTaken as exc:
+                log.info("Lost the claim race, placing again: %s", exc)
+                lost.append(str(exc))
+                continue
+        if waiter is not None:
+            asyncio.run(lift_holds(by_name, view.holds, waiter.owner))
         return Reserved(host, placement, reservation)
-    placement = place(request, pool_state(hosts, agent_timeout, grace_s), policy, context)
+    view = pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
+    placement = place(request, view.nodes, policy, context)
     raise NoFit(request, {
         **placement.rejections,
         **{name: (f"fits, but {attempts} claims in a row were taken by concurrent tasks (last: {lost[-1]})",)

@@ -88,7 +88,7 @@ def reasons(request: PlacementRequest, node: NodeState) -> tuple[str, ...]:
     """
     if node.unreachable is not None:
         return (f"unreachable: {node.unreachable}",)
-    found: list[str] = []
+    found: list[str] = [f"held: {node.held}"] if node.held is not None else []
     for key, want in sorted(request.labels.items()):
         have = node.labels.get(key)
         if have != want:

@@ -56,6 +56,8 @@ class NodeState:
     Capacities and reservations decide feasibility; ``cpu_utilization_pct`` and the GPUs'
     measured utilisation only rank feasible nodes. A node the hook could not read keeps its
     place in the list with ``unreachable`` set to the reason, so a no-fit message can name it.
+    ``held`` says why the node is held back for a task that has waited long enough to go
+    first (:mod:`provider.scheduling.waiting`); a held node takes no other request.
     """
 
     name: str
@@ -68,6 +70,7 @@ class NodeState:
     memory_available_mb: int | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     unreachable: str | None = None
+    held: str | None = None
 
     @property
     def cpu_free_milli(self) -> int:

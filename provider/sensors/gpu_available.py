@@ -1,0 +1,123 @@
+"""GpuAvailableSensor: succeed once a GPU request fits on the pool; XCom: the fitting host.
+
+It reserves nothing (a downstream ``GpuDockerOperator`` does, and waits itself with
+``wait_for_resources=True`` if someone else was faster); it gates work that should start
+only when the pool has room, e.g. a data-preparation step before a long training run.
+All three modes read the pool the same way (:mod:`provider.hooks.pool_state`): ``poke`` and
+``reschedule`` from a worker, ``deferrable=True`` from :class:`GpuAvailableTrigger` in the
+triggerer. Hosts held for long-waiting tasks (:mod:`provider.scheduling.waiting`) do not count
+as room. A request no host could take even empty fails at once instead of waiting out the
+timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.configuration import conf
+from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
+from provider.hooks.pool_state import pool_view
+from provider.scheduling import POLICIES, NoFit, PlacementContext, PlacementRequest, get_policy, place
+from provider.scheduling.model import MILLI_PER_GPU
+from provider.scheduling.waiting import never_fits
+from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
+
+
+class GpuAvailableSensor(BaseSensorOperator):
+    """Wait until ``gpus`` GPUs (with ``gpu_memory_mb`` free each, …) fit on ``gpu_pool``.
+
+    :param gpu_pool: a ``gpu_docker_pool`` connection id, a host connection id, or a list of
+        host connection ids.
+    :param gpus: whole GPUs wanted (with ``gpu_milli`` < 1000: one share of one GPU).
+    :param gpu_memory_mb: measured free memory each GPU must have.
+    :param gpu_model: GPU model the host must have (``"A|B"`` accepts either).
+    :param required_labels: labels the host connection must carry.
+    :param placement_policy: the policy whose choice is returned as the fitting host.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param agent_timeout: seconds each node agent may take to answer.
+    """
+
+    template_fields: Sequence[str] = ("gpu_pool", "gpus", "gpu_memory_mb", "gpu_model")
+    ui_color = "#d9ecc6"
+
+    def __init__(
+        self,
+        *,
+        gpu_pool: str | Sequence[str],
+        gpus: int = 1,
+        gpu_milli: int = MILLI_PER_GPU,
+        gpu_memory_mb: int = 0,
+        gpu_model: str | None = None,
+        required_labels: Mapping[str, str] | None = None,
+        placement_policy: str = "least_loaded",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        agent_timeout: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if placement_policy not in POLICIES:
+            raise ValueError(f"placement_policy={placement_policy!r}; use one of {', '.join(sorted(POLICIES))}.")
+        self.gpu_pool = gpu_pool
+        self.gpus = gpus
+        self.gpu_milli = gpu_milli
+        self.gpu_memory_mb = gpu_memory_mb
+        self.gpu_model = gpu_model
+        self.required_labels = dict(required_labels or {})
+        self.placement_policy = placement_policy
+        self.deferrable = deferrable
+        self.agent_timeout = agent_timeout
+
+    def _request(self) -> PlacementRequest:
+        gpus = int(self.gpus)
+        if gpus < 0 or int(self.gpu_memory_mb) < 0:
+            raise AirflowFailException(f"gpus={self.gpus!r} and gpu_memory_mb={self.gpu_memory_mb!r} must be >= 0.")
+        return PlacementRequest(gpus=gpus, gpu_milli=self.gpu_milli, gpu_memory_mb=int(self.gpu_memory_mb),
+                                gpu_model=self.gpu_model, labels=self.required_labels)
+
+    def _hosts(self) -> list[HostConfig]:
+        return resolve_pool(self.gpu_pool, BaseHook.get_connection)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        request = self._request()
+        nodes = pool_view(self._hosts(), agent_timeout=self.agent_timeout).nodes
+        try:
+            placement = place(request, nodes, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
+        except NoFit as exc:
+            if never_fits(request, nodes) is not None:
+                raise AirflowFailException(f"{exc}. No host could take it even empty: ask for less or add a host.")
+            self.log.info("Not yet: %s", exc)
+            return PokeReturnValue(is_done=False)
+        self.log.info("Fits on %s (GPUs %s)", placement.node, list(placement.gpu_indices))
+        return PokeReturnValue(is_done=True, xcom_value=placement.node)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=GpuAvailableTrigger(
+                hosts=[host_to_dict(h) for h in self._hosts()], request=request_to_dict(self._request()),
+                policy=self.placement_policy, deadline=time.time() + float(self.timeout),
+                poll_interval=float(self.poke_interval), agent_timeout=self.agent_timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout) + 60),
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> str:
+        status = event.get("status")
+        if status == "fits":
+            self.log.info("Fits on %s (GPUs %s)", event["host"], event["gpu_ids"])
+            return str(event["host"])
+        if status == "timeout":
+            raise AirflowSensorTimeout(str(event["message"]))
+        raise AirflowFailException(str(event.get("message") or event))

@@ -1,0 +1,177 @@
+"""GpuAvailableTrigger: wait in the triggerer, not in a worker slot, until a request fits.
+
+Every ``poll_interval`` seconds it reads the pool (:func:`provider.hooks.pool_state.read_pool_view`,
+asyncio all the way: agents and engines over non-blocking sockets) and runs the pure
+placement core on it. It fires once, with one of:
+
+* ``{"status": "fits", "host", "gpu_ids", "waiter"}``: the request fits now. Nothing is
+  reserved yet: the task reserves when it resumes, and waits again if it lost the race.
+* ``{"status": "timeout", "message"}``: the deadline passed; the message names every host
+  and what it lacks.
+* ``{"status": "never", "message"}``: no host could take the request even empty.
+
+A waiting task (``waiter`` set) also keeps its place in line: once due it holds a host
+(:mod:`provider.scheduling.waiting`); the hold is lifted when the trigger is cancelled (the
+task was killed or marked failed), and otherwise by the task once it holds its GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from provider.hooks.hosts import HostConfig, host_from_dict, host_to_dict
+from provider.hooks.pool_state import hold_if_due, lift_holds, read_pool_view
+from provider.scheduling import NoFit, PlacementContext, PlacementRequest, get_policy, place
+from provider.scheduling.waiting import Waiter, never_fits
+
+CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
+
+
+def request_to_dict(request: PlacementRequest) -> dict[str, Any]:
+    return {**dataclasses.asdict(request), "labels": dict(request.labels)}
+
+
+class GpuAvailableTrigger(BaseTrigger):
+    """Fires when ``request`` fits on the pool, or at ``deadline`` (Unix time).
+
+    :param hosts: the pool, resolved by the task (so the trigger looks nothing up).
+    :param request: a :class:`PlacementRequest` as a dict.
+    :param policy: placement policy name; the event names the host it would choose.
+    :param waiter: ``{"owner", "since"}`` of a waiting task, or None (a sensor only watches).
+    :param hold_after_s: seconds of waiting after which the waiter holds a host (None: never).
+    :param image: image of the task, to create its hold from (any image on the host will do).
+    :param identity: the task's labels, carried by its hold.
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[Mapping[str, Any]],
+        request: Mapping[str, Any],
+        policy: str,
+        deadline: float,
+        poll_interval: float = 10.0,
+        waiter: Mapping[str, Any] | None = None,
+        hold_after_s: float | None = None,
+        image: str = "",
+        identity: Mapping[str, str] | None = None,
+        agent_timeout: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.hosts = [dict(h) for h in hosts]
+        self.request = dict(request)
+        self.policy = policy
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.waiter = None if waiter is None else dict(waiter)
+        self.hold_after_s = hold_after_s
+        self.image = image
+        self.identity = dict(identity or {})
+        self.agent_timeout = agent_timeout
+        self._fired = False
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return CLASSPATH, {
+            "hosts": self.hosts,
+            "request": self.request,
+            "policy": self.policy,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "waiter": self.waiter,
+            "hold_after_s": self.hold_after_s,
+            "image": self.image,
+            "identity": self.identity,
+            "agent_timeout": self.agent_timeout,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        event = await wait_until_fits(
+            [host_from_dict(h) for h in self.hosts],
+            PlacementRequest(**self.request),
+            self.policy,
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
+            waiter=None if self.waiter is None else Waiter(**self.waiter),
+            hold_after_s=self.hold_after_s,
+            image=self.image,
+            identity=self.identity,
+            agent_timeout=self.agent_timeout,
+            log=self.log,
+        )
+        self._fired = True
+        yield TriggerEvent(event)
+
+    async def cleanup(self) -> None:
+        """A cancelled waiter gives its place in line back; a fired one keeps its hold until
+        its task has reserved (the task lifts it)."""
+        if self.waiter is None or self._fired:
+            return
+        hosts = {h["name"]: host_from_dict(h) for h in self.hosts}
+        view = await read_pool_view(list(hosts.values()), agent_timeout=self.agent_timeout)
+        await lift_holds(hosts, view.holds, self.waiter["owner"])
+
+
+async def wait_until_fits(
+    hosts: Sequence[HostConfig],
+    request: PlacementRequest,
+    policy_name: str,
+    *,
+    deadline: float,
+    poll_interval: float,
+    waiter: Waiter | None,
+    hold_after_s: float | None,
+    image: str,
+    identity: Mapping[str, str],
+    agent_timeout: float,
+    log: Any,
+) -> dict[str, Any]:
+    """Poll the pool until ``request`` fits or the deadline passes; the trigger's event."""
+    policy = get_policy(policy_name)
+    context = PlacementContext(rng=random.Random())
+    by_name = {h.name: h for h in hosts}
+    waiter_doc = None if waiter is None else {"owner": waiter.owner, "since": waiter.since}
+    while True:
+        view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout)
+        try:
+            placement = place(request, view.nodes, policy, context)
+        except NoFit as exc:
+            never = never_fits(request, view.nodes)
+            if never is not None:
+                return {"status": "never", "message": str(NoFit(request, never)) + (
+                    ". No host of the pool could take it even with nothing else running: "
+                    "ask for less or add a larger host.")}
+            if time.time() >= deadline:
+                return {"status": "timeout", "message": f"Still no room at the deadline. {exc}"}
+            if waiter is not None:
+                await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s,
+                                  expires=deadline, image=image, identity=identity)
+            log.info("Waiting for room: %s", exc)
+            await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
+            continue
+        return {"status": "fits", "host": placement.node, "gpu_ids": list(placement.gpu_indices),
+                "waiter": waiter_doc}
+
+
+class NoRoom(RuntimeError):
+    """A wait for room ended without it; the message names every host and what it lacks."""
+
+
+async def first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run a trigger to its first event here (a task that waits in its worker slot)."""
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise RuntimeError(f"{type(trigger).__name__} ended without an event")
+
+
+def waiter_from_event(event: Mapping[str, Any], log: Any) -> Waiter:
+    """The waiter to place again with, or :class:`NoRoom` when the wait ended without room."""
+    if event.get("status") != "fits":
+        raise NoRoom(str(event.get("message") or event))
+    log.info("Room on %s (GPUs %s); placing again", event["host"], event["gpu_ids"])
+    return Waiter(**event["waiter"])

@@ -1,0 +1,200 @@
+"""Waiting for GPUs on a real engine with a real node agent (2 simulated GPUs).
+
+The pool is made full with real reservations; a timer releases them while the sensor, the
+trigger or the operator waits, which must then see the room and go on. Every engine, agent,
+claim and hold is created here and removed by id/pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL
+from provider.hooks.hosts import host_to_dict, resolve_pool
+from provider.hooks.pool_state import pool_view
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.operators.placement import Reserved, place_and_reserve, release
+from provider.scheduling.model import NoFit, PlacementRequest
+from provider.scheduling.waiting import Waiter
+from provider.sensors.gpu_available import GpuAvailableSensor
+from provider.triggers.gpu_available import GpuAvailableTrigger, NoRoom, first_event
+from tests.conftest import FakeTI, TaskLog
+from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+
+pytestmark = pytest.mark.integration
+
+HOST = "wait_a"
+FREED_AFTER_S = 3.0
+
+
+@dataclass
+class Pool:
+    engine: PrivateDockerd
+    agent: RunningAgent
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    workdir: Path = tmp_path_factory.mktemp("wait")
+    engine = PrivateDockerd(HOST, simulated_gpus=True).start()
+    agent = None
+    try:
+        engine.load(TESTBOX_IMAGE)
+        agent = start_agent(workdir, HOST, gpus(2, "A100-80GB", 81920))
+        yield Pool(engine, agent)
+    finally:
+        if agent is not None:
+            stop_agent(agent.process)
+        engine.stop()
+
+
+@pytest.fixture(autouse=True)
+def connection(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    conn = {"conn_type": "gpu_docker_host", "host": pool.engine.url, "extra": {"agent_url": pool.agent.url}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST.upper()}", json.dumps(conn))
+    yield
+    assert labelled(pool.engine, CLAIM_LABEL) == [], "a test left a reservation behind"
+    assert labelled(pool.engine, HOLD_LABEL) == [], "a test left a hold behind"
+
+
+def labelled(engine: PrivateDockerd, label: str) -> list[str]:
+    with engine.client() as c:
+        return [x.id for x in c.containers.list(all=True, filters={"label": f"{label}=true"})]
+
+
+def reserve(gpus_: int, waiter: Waiter | None = None) -> Reserved:
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    return place_and_reserve(hosts, PlacementRequest(gpus=gpus_), "least_loaded", image=TESTBOX_IMAGE,
+                             pull="never", identity={}, waiter=waiter)
+
+
+@pytest.fixture
+def full_then_freed() -> Iterator[threading.Timer]:
+    """Both GPUs reserved now, released after FREED_AFTER_S."""
+    held = reserve(2)
+    timer = threading.Timer(FREED_AFTER_S, release, args=(held,))
+    timer.start()
+    yield timer
+    timer.cancel()
+    release(held)
+
+
+def sensor(**kwargs: Any) -> GpuAvailableSensor:
+    return GpuAvailableSensor(task_id="room", gpu_pool=[HOST], gpus=1, poke_interval=0.5, timeout=60, **kwargs)
+
+
+def run_trigger(trigger: GpuAvailableTrigger) -> dict[str, Any]:
+    return asyncio.run(first_event(trigger))
+
+
+def test_sensor_in_poke_mode_succeeds_once_a_gpu_is_freed(full_then_freed: threading.Timer) -> None:
+    start = time.monotonic()
+    assert sensor(mode="poke").execute({"ti": FakeTI()}) == HOST
+    assert time.monotonic() - start >= FREED_AFTER_S - 0.5
+
+
+def test_deferrable_sensor_defers_and_its_trigger_fires_when_a_gpu_is_freed(full_then_freed: threading.Timer) -> None:
+    s = sensor(deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        s.execute({"ti": FakeTI()})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, GpuAvailableTrigger)
+    classpath, kwargs = trigger.serialize()
+    event = run_trigger(type(trigger)(**kwargs))  # what the triggerer rebuilds from the kwargs
+    assert classpath == "provider.triggers.gpu_available.GpuAvailableTrigger"
+    assert event["status"] == "fits" and event["host"] == HOST
+    assert s.execute_complete({}, event) == HOST
+
+
+def test_sensor_fails_at_once_when_no_host_could_ever_fit() -> None:
+    start = time.monotonic()
+    with pytest.raises(AirflowFailException, match="gpu free 2 < 3.*even empty"):
+        GpuAvailableSensor(task_id="big", gpu_pool=[HOST], gpus=3, poke_interval=0.5, timeout=60).execute({})
+    assert time.monotonic() - start < 10
+
+
+def test_waiting_operator_runs_once_a_gpu_is_freed(full_then_freed: threading.Timer, task_log: TaskLog) -> None:
+    ti = FakeTI()
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, command=["sh", "-c", "echo trained"], gpus=1,
+                           gpu_pool=[HOST], pull="never", log_archive=None, wait_for_resources=True,
+                           deferrable=False, poll_interval=0.5, wait_timeout=60)
+    start = time.monotonic()
+    result = op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert result["exit_code"] == 0 and result["host"] == HOST
+    assert time.monotonic() - start >= FREED_AFTER_S - 0.5
+    assert "trained" in task_log.texts()
+
+
+def test_deferred_operator_resumes_when_the_reservation_is_released(
+    full_then_freed: threading.Timer, task_log: TaskLog
+) -> None:
+    ti = FakeTI()
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, command=["sh", "-c", "echo resumed"], gpus=1,
+                           gpu_pool=[HOST], pull="never", log_archive=None, wait_for_resources=True,
+                           deferrable=True, poll_interval=0.5, wait_timeout=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert deferred.value.method_name == "execute_complete"
+    event = run_trigger(deferred.value.trigger)  # type: ignore[arg-type]
+    result = op.execute_complete({"ti": ti}, event)  # type: ignore[arg-type]
+    assert result["exit_code"] == 0 and "resumed" in task_log.texts()
+
+
+def test_waiting_operator_times_out_with_every_reason() -> None:
+    held = reserve(2)
+    try:
+        op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, gpus=1, gpu_pool=[HOST], pull="never",
+                               log_archive=None, wait_for_resources=True, deferrable=False, poll_interval=0.5,
+                               wait_timeout=2)
+        with pytest.raises(NoRoom, match=f"Still no room at the deadline.*{HOST}: gpu free 0 < 1"):
+            op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    finally:
+        release(held)
+
+
+def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(pool: Pool) -> None:
+    """The large request has waited past hold_after_s: its trigger holds the host; then a
+    1-GPU request that does not wait, and one that waits but came later, are refused there
+    although a GPU is free; once the host drains, the large one gets both GPUs."""
+    small = reserve(1)
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    old = Waiter(owner="bigjob0000000001", since=time.time() - 100)
+    trigger = GpuAvailableTrigger(
+        hosts=[host_to_dict(hosts[0])],
+        request={"gpus": 2}, policy="least_loaded", deadline=time.time() + 60, poll_interval=0.5,
+        waiter={"owner": old.owner, "since": old.since}, hold_after_s=10, image=TESTBOX_IMAGE,
+        identity={"airflow-gpu-docker.dag_id": "big", "airflow-gpu-docker.task_id": "train",
+                  "airflow-gpu-docker.run_id": "r1"},
+    )
+    result: dict[str, Any] = {}
+    waiting = threading.Thread(target=lambda: result.update(run_trigger(trigger)))
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not labelled(pool.engine, HOLD_LABEL) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert labelled(pool.engine, HOLD_LABEL), "the due waiter did not hold the host"
+        with pytest.raises(NoFit, match="held for big.train r1"):
+            reserve(1)
+        with pytest.raises(NoFit, match="held for big.train r1"):
+            reserve(1, waiter=Waiter(owner="young", since=time.time()))
+    finally:
+        release(small)
+    waiting.join(30)
+    assert result["status"] == "fits" and result["gpu_ids"] == [0, 1]
+    big = reserve(2, waiter=old)  # the task resumes, reserves, and lifts its hold
+    release(big)
+    assert labelled(pool.engine, HOLD_LABEL) == []
+    assert pool_view(hosts).nodes[0].held is None
