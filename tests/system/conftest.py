@@ -1,7 +1,9 @@
 """A real Airflow (api-server, scheduler, dag-processor, triggerer) for the system tests.
 
 Its default GPU host is a private Docker engine started here, so the tests never touch the
-machine's own engine. The DAG folder holds the project's example DAGs and the test DAGs.
+machine's own engine. The same engine, with a node agent reporting one simulated GPU, is the
+host of the connection ``gpu_sys_host`` (for the tests that wait for a GPU). The DAG folder
+holds the project's example DAGs and the test DAGs.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from provider.hooks.hosts import HostConfig
 from provider.operators.container_spec import LABEL_PREFIX
+from tests.integration.agents import gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow
 
 pytestmark = pytest.mark.system
 
 
+GPU_HOST = "gpu_sys_host"
+
+
 @pytest.fixture(scope="session")
 def system_engine() -> Iterator[PrivateDockerd]:
-    engine = PrivateDockerd("sys").start()
+    engine = PrivateDockerd("sys", simulated_gpus=True).start()
     try:
         engine.load(TESTBOX_IMAGE, TRAINER_IMAGE)
         yield engine
@@ -31,14 +38,30 @@ def system_engine() -> Iterator[PrivateDockerd]:
 
 
 @pytest.fixture(scope="session")
-def airflow_stack(system_engine: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
+def gpu_host(system_engine: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostConfig]:
+    """The system engine as a GPU host: a node agent with one simulated GPU beside it."""
+    agent = start_agent(tmp_path_factory.mktemp("agent"), GPU_HOST, gpus(1, "A100-80GB", 81920))
+    try:
+        yield HostConfig(name=GPU_HOST, docker_url=system_engine.url, agent_url=agent.url)
+    finally:
+        stop_agent(agent.process)
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(
+    system_engine: PrivateDockerd, gpu_host: HostConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalAirflow]:
     home = tmp_path_factory.mktemp("airflow")
     dags = home / "dags"
     dags.mkdir()
     for src in [*(REPO / "dags").glob("*.py"), *(REPO / "tests" / "system" / "dags").glob("*.py")]:
         shutil.copy(src, dags / src.name)
     conn = json.dumps({"conn_type": "gpu_docker_host", "host": system_engine.url})
-    airflow = LocalAirflow(home, dags_folder=dags, extra_env={"AIRFLOW_CONN_GPU_DOCKER_DEFAULT": conn})
+    gpu_conn = json.dumps({"conn_type": "gpu_docker_host", "host": gpu_host.docker_url,
+                           "extra": {"agent_url": gpu_host.agent_url}})
+    airflow = LocalAirflow(home, dags_folder=dags, extra_env={
+        "AIRFLOW_CONN_GPU_DOCKER_DEFAULT": conn, f"AIRFLOW_CONN_{GPU_HOST.upper()}": gpu_conn,
+    })
     airflow.start()
     try:
         yield airflow

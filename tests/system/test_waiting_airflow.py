@@ -1,0 +1,48 @@
+"""Waiting for a GPU in a real Airflow: reschedule mode, and deferral to a real triggerer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from provider.hooks.hosts import HostConfig
+from provider.operators.placement import place_and_reserve, release
+from provider.scheduling.model import PlacementRequest
+from tests.system.conftest import containers_of_run
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.local_airflow import LocalAirflow
+
+pytestmark = pytest.mark.system
+DAG_ID = "wait_for_gpu"
+WAITING = {"reschedule_sensor": "up_for_reschedule", "deferred_sensor": "deferred", "waiting_train": "deferred"}
+
+
+def states(airflow: LocalAirflow, run_id: str) -> dict[str, str]:
+    tis = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
+    airflow_stack: LocalAirflow, gpu_host: HostConfig, system_engine: PrivateDockerd
+) -> None:
+    held = place_and_reserve([gpu_host], PlacementRequest(gpus=1), "least_loaded", image=TESTBOX_IMAGE,
+                             pull="never", identity={})
+    try:
+        run_id = airflow_stack.trigger(DAG_ID, {})
+        seen: dict[str, set[str]] = {task: set() for task in WAITING}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and any(WAITING[t] not in seen[t] for t in WAITING):
+            for task, state in states(airflow_stack, run_id).items():
+                seen[task].add(str(state))
+            time.sleep(0.5)
+        assert all(WAITING[t] in seen[t] for t in WAITING), f"states seen while the GPU was taken: {seen}"
+    finally:
+        release(held)
+    assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=240) == "success", states(airflow_stack, run_id)
+    assert airflow_stack.xcom(DAG_ID, run_id, "reschedule_sensor") == gpu_host.name
+    assert airflow_stack.xcom(DAG_ID, run_id, "deferred_sensor") == gpu_host.name
+    train = airflow_stack.xcom(DAG_ID, run_id, "waiting_train")
+    assert train["exit_code"] == 0 and train["host"] == gpu_host.name
+    assert "trained" in airflow_stack.task_log_text(DAG_ID, run_id, "waiting_train")
+    assert containers_of_run(system_engine, run_id) == []
