@@ -34,7 +34,8 @@
     return "";
   }
 
-  function meter(label, fraction, text) {
+  // A labelled bar; in a table the column header names it, so `caption` may be omitted.
+  function meter(label, fraction, text, caption = label) {
     const share = Math.max(0, Math.min(1, fraction || 0));
     const fill = el("div", { class: `fill ${level(share)}` });
     fill.style.width = `${(share * 100).toFixed(1)}%`;
@@ -44,7 +45,7 @@
     bar.setAttribute("aria-valuenow", (share * 100).toFixed(0));
     bar.setAttribute("aria-label", label);
     return el("div", { class: "meter" },
-      el("div", { class: "meter-label" }, el("span", { text: label }), el("b", { text })),
+      el("div", { class: "meter-label" }, el("span", { text: caption }), el("b", { text })),
       bar);
   }
 
@@ -88,8 +89,9 @@
       : el("td", { class: "held" }, el("span", { class: "free", text: "free" }));
     return el("tr", {},
       el("td", { class: "gpu" }, el("b", { text: `GPU ${gpu.index}` }), el("div", { class: "muted small", text: gpu.model || "unknown model" })),
-      el("td", { class: "meter-cell" }, meter("utilisation", util, `${gpu.utilization_pct.toFixed(0)} %`)),
-      el("td", { class: "meter-cell" }, meter("memory", mem, `${memory(gpu.memory_used_mb)} / ${memory(gpu.memory_total_mb)}`)),
+      el("td", { class: "meter-cell" }, meter(`GPU ${gpu.index} utilisation`, util, `${gpu.utilization_pct.toFixed(0)} %`, "")),
+      el("td", { class: "meter-cell" }, meter(`GPU ${gpu.index} memory`, mem,
+        `${memory(gpu.memory_used_mb)} / ${memory(gpu.memory_total_mb)}`, "")),
       held);
   }
 
