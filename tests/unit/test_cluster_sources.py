@@ -26,8 +26,9 @@ from provider.ui.cluster_view import TaskRef
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def session() -> Iterator[Session]:
+    """A fresh metadata database per test."""
     import_all_models()
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
@@ -70,3 +71,9 @@ def test_pool_ids_come_from_the_database_and_the_environment(session: Session) -
     environ = {"AIRFLOW_CONN_POOL_IN_ENV": json.dumps({"conn_type": "gpu_docker_pool"}),
                "AIRFLOW_CONN_POOL_IN_DB": json.dumps({"conn_type": "gpu_docker_pool"})}
     assert pool_ids(session, environ) == ["pool_in_db", "pool_in_env"]
+
+
+def test_pools_named_in_the_config_are_shown_too(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    session.execute(insert(Connection.__table__), [{"conn_id": "pool_in_db", "conn_type": "gpu_docker_pool"}])
+    monkeypatch.setenv("AIRFLOW__GPU_DOCKER__CLUSTER_POOLS", "pool_in_vault, pool_in_db")
+    assert pool_ids(session, {}) == ["pool_in_db", "pool_in_vault"]
