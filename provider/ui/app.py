@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
 from fastapi import Depends, FastAPI, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
 
-from provider.ui.cluster_sources import pool_ids, read_hosts, resolve_pools, waiting_tasks
+from provider.ui.cluster_sources import PoolCache, pool_ids, read_hosts, waiting_tasks
 from provider.ui.cluster_view import cluster_document
 from provider.ui.plugin import APP_PREFIX, TITLE, base_path
 
@@ -41,6 +43,11 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
 def create_app() -> FastAPI:
     """The app served under :data:`~provider.ui.plugin.APP_PREFIX`."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    pools = PoolCache()
+
+    def cluster(user: GetUserDep, session: SessionDep, response: Response) -> dict[str, Any]:
+        return cluster_view(user, session, response, pools)
+
     app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route(
         "/api/cluster",
@@ -63,7 +70,7 @@ def page() -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"})
 
 
-def cluster(user: GetUserDep, session: SessionDep, response: Response) -> dict[str, Any]:
+def cluster_view(user: BaseUser, session: Session, response: Response, pool_cache: PoolCache) -> dict[str, Any]:
     """The page's document: pools, hosts with GPUs and holders, waiting tasks.
 
     The metadata database is read first and its connection handed back before the hosts are
@@ -73,7 +80,7 @@ def cluster(user: GetUserDep, session: SessionDep, response: Response) -> dict[s
     ids = pool_ids(session)
     waiting = waiting_tasks(session, readable)
     session.close()
-    pools = resolve_pools(ids)
+    pools = pool_cache.get(ids)
     readings = read_hosts(pools.hosts)
     response.headers["Cache-Control"] = "no-store"
     return cluster_document(

@@ -17,8 +17,9 @@ Which pools are shown (the rule the page documents):
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ ENGINE_TIMEOUT_S = 3.0
 
 MAX_WAITING = 500
 """Rows of the waiting-tasks table; more would not be read by anyone."""
+
+POOLS_TTL_S = 30.0
+"""Seconds a resolved pool (its hosts' connections) is reused; see :class:`PoolCache`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,33 @@ def resolve_pools(ids: Sequence[str]) -> PoolSet:
                 seen.add(host.name)
                 found.hosts.append(host)
     return found
+
+
+class PoolCache:
+    """Resolved pools, kept for ``ttl_s``: connections change rarely, pages refresh often.
+
+    Each look-up of a connection from the secrets backends costs a round trip (and Airflow
+    logs a warning for every connection type with ``_``), so a page refreshed every few seconds
+    by several people would repeat them all the time. A changed connection shows within
+    ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = POOLS_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entry: tuple[float, tuple[str, ...], PoolSet] | None = None
+
+    def get(self, ids: Sequence[str], resolve: Callable[[Sequence[str]], PoolSet] | None = None) -> PoolSet:
+        key = tuple(ids)
+        with self._lock:
+            entry = self._entry
+            if entry is not None and entry[1] == key and self.clock() - entry[0] < self.ttl_s:
+                return entry[2]
+        found = (resolve or resolve_pools)(key)
+        with self._lock:
+            self._entry = (self.clock(), key, found)
+        return found
 
 
 def read_hosts(hosts: Sequence[HostConfig], grace_s: float = DEFAULT_GRACE_S) -> list[HostReading]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,7 +20,7 @@ from airflow.models.taskinstance import TaskInstance
 from sqlalchemy import create_engine, insert
 from sqlalchemy.orm import Session
 
-from provider.ui.cluster_sources import pool_ids, waiting_tasks
+from provider.ui.cluster_sources import PoolCache, PoolSet, pool_ids, waiting_tasks
 from provider.ui.cluster_view import TaskRef
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
@@ -77,3 +77,21 @@ def test_pools_named_in_the_config_are_shown_too(session: Session, monkeypatch: 
     session.execute(insert(Connection.__table__), [{"conn_id": "pool_in_db", "conn_type": "gpu_docker_pool"}])
     monkeypatch.setenv("AIRFLOW__GPU_DOCKER__CLUSTER_POOLS", "pool_in_vault, pool_in_db")
     assert pool_ids(session, {}) == ["pool_in_db", "pool_in_vault"]
+
+
+def test_pool_cache_reuses_resolved_pools_until_they_expire_or_change() -> None:
+    now = [0.0]
+    resolved: list[tuple[str, ...]] = []
+
+    def resolve(ids: Sequence[str]) -> PoolSet:
+        resolved.append(tuple(ids))
+        return PoolSet(pools={i: [] for i in ids})
+
+    cache = PoolCache(ttl_s=30, clock=lambda: now[0])
+    first = cache.get(["a"], resolve)
+    now[0] = 29.0
+    assert cache.get(["a"], resolve) is first
+    assert cache.get(["a", "b"], resolve).pools == {"a": [], "b": []}  # a new pool shows at once
+    now[0] = 60.0
+    cache.get(["a", "b"], resolve)
+    assert resolved == [("a",), ("a", "b"), ("a", "b")]
