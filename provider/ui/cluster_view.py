@@ -1,0 +1,264 @@
+"""The GPU cluster page's document, built from plain values: no Airflow, no Docker, no clock.
+
+:mod:`provider.ui.cluster_sources` reads the pool (agents' metrics, the claims on each
+engine) and Airflow's metadata; this module turns what was read into the JSON the page
+renders. Keeping the shaping pure means every rule the page shows (who holds a GPU, which
+claim is stale, what a user may see of another team's DAG, where a link points) is a
+function of its inputs, tested without a running cluster.
+
+What a user may see: hosts, GPUs and their load are shown to everyone who may open the page;
+which task instance holds a GPU is shown only for DAGs the user may read. A GPU held by any
+other DAG is shown as held, without naming the DAG.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from provider.hooks.claim_rules import Claim, parse_claim, stale_claims
+from provider.hooks.hosts import POOL_CONN_TYPE
+from provider.operators.container_spec import LABEL_PREFIX
+from provider.scheduling.model import GpuState, NodeState
+
+WAITING_STATES = ("deferred", "up_for_reschedule")
+"""Task-instance states in which a task waits for GPUs without holding a worker slot."""
+
+WAITING_OPERATORS = ("GpuDockerOperator", "GpuAvailableSensor")
+"""Operator class names whose waiting task instances the page lists."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """One task instance, as the claim labels and the metadata database name it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldClaim:
+    """A claim read from a host, with the task instance that made it.
+
+    ``holder`` is None for a claim made without task labels (by a script, not a task);
+    ``stale`` marks a claim whose task no longer runs, which the next placement reclaims.
+    """
+
+    claim: Claim
+    holder: TaskRef | None
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostReading:
+    """What one read of a host returned.
+
+    ``node`` is the agent's snapshot (``node.unreachable`` says why there is none);
+    ``engine_problem`` says why the claims could not be listed, when the agent answered but
+    the Docker engine did not: the metrics are still worth showing then.
+    """
+
+    node: NodeState
+    claims: tuple[HeldClaim, ...] = ()
+    engine_problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingTask:
+    """A task instance that waits for GPUs (deferred, or a sensor between pokes)."""
+
+    task: TaskRef
+    state: str
+    operator: str
+    since: datetime | None
+
+
+ENV_PREFIX = "AIRFLOW_CONN_"
+
+
+def pool_ids_in_environment(environ: Mapping[str, str]) -> list[str]:
+    """Ids of the ``gpu_docker_pool`` connections defined as ``AIRFLOW_CONN_*`` variables.
+
+    Airflow looks such a connection up as ``AIRFLOW_CONN_{ID.upper()}``, so the id is the
+    variable's suffix in lower case. The value is JSON (``{"conn_type": ...}``) or a URI whose
+    scheme is the type with ``-`` for ``_`` (``gpu-docker-pool://?hosts=...``).
+    """
+    found = []
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and _conn_type(value) == POOL_CONN_TYPE:
+            found.append(key[len(ENV_PREFIX):].lower())
+    return sorted(found)
+
+
+def _conn_type(value: str) -> str | None:
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        kind = doc.get("conn_type") if isinstance(doc, dict) else None
+        return kind if isinstance(kind, str) else None
+    return urlsplit(text).scheme.replace("-", "_") or None
+
+
+def merged_pool_ids(*sources: Iterable[str]) -> list[str]:
+    """Pool ids from several sources, each once, in the order first seen."""
+    return list(dict.fromkeys(i for source in sources for i in source if i))
+
+
+def task_ref_from_labels(labels: Mapping[str, str]) -> TaskRef | None:
+    """The task instance named by a container's labels; None when they do not name one."""
+    try:
+        return TaskRef(
+            dag_id=labels[f"{LABEL_PREFIX}.dag_id"],
+            task_id=labels[f"{LABEL_PREFIX}.task_id"],
+            run_id=labels[f"{LABEL_PREFIX}.run_id"],
+            map_index=int(labels.get(f"{LABEL_PREFIX}.map_index", "-1")),
+            try_number=int(labels.get(f"{LABEL_PREFIX}.try_number", "0")),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def held_claims(
+    summaries: Iterable[Mapping[str, Any]], running_owners: Set[str], now: float, grace_s: float
+) -> tuple[HeldClaim, ...]:
+    """Claims from an engine's container list, each with its holder and staleness.
+
+    Staleness follows the reservation rule (:func:`~provider.hooks.claim_rules.stale_claims`)
+    so the page shows exactly the claims the next placement would reclaim; the page itself
+    removes nothing.
+    """
+    pairs = [(c, s) for s in summaries if (c := parse_claim(s)) is not None]
+    stale = {c.container_id for c in stale_claims([c for c, _ in pairs], set(running_owners), now, grace_s)}
+    return tuple(
+        HeldClaim(claim=c, holder=task_ref_from_labels(s.get("Labels") or {}), stale=c.container_id in stale)
+        for c, s in sorted(pairs, key=lambda p: (p[0].gpu, p[0].created))
+    )
+
+
+def task_instance_path(base_path: str, task: TaskRef) -> str:
+    """Where the Airflow UI shows ``task``: ``/dags/D/runs/R/tasks/T[/mapped/I]``.
+
+    Every part is percent-encoded: run ids carry ``:`` and ``+`` (``manual__2026-...+00:00``).
+    """
+    parts = ["dags", task.dag_id, "runs", task.run_id, "tasks", task.task_id]
+    if task.map_index >= 0:
+        parts += ["mapped", str(task.map_index)]
+    return base_path.rstrip("/") + "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def task_document(task: TaskRef, base_path: str) -> dict[str, Any]:
+    """A task instance as the page links it."""
+    return {
+        "dag_id": task.dag_id,
+        "task_id": task.task_id,
+        "run_id": task.run_id,
+        "map_index": task.map_index,
+        "try_number": task.try_number,
+        "url": task_instance_path(base_path, task),
+    }
+
+
+def holder_document(held: HeldClaim, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+    """Who holds (a share of) a GPU; the task is named only when its DAG is readable."""
+    doc: dict[str, Any] = {"milli": held.claim.milli, "stale": held.stale, "task": None, "hidden": False}
+    if held.holder is not None:
+        if readable(held.holder.dag_id):
+            doc["task"] = task_document(held.holder, base_path)
+        else:
+            doc["hidden"] = True
+    return doc
+
+
+def gpu_document(
+    gpu: GpuState, claims: Sequence[HeldClaim], readable: Callable[[str], bool], base_path: str
+) -> dict[str, Any]:
+    """One GPU row: measured load, reserved share, and the task instances holding it."""
+    mine = [h for h in claims if h.claim.gpu == gpu.index]
+    return {
+        "index": gpu.index,
+        "model": gpu.model,
+        "utilization_pct": round(gpu.utilization_pct, 1),
+        "memory_used_mb": gpu.memory_used_mb,
+        "memory_total_mb": gpu.memory_total_mb,
+        "reserved_milli": min(1000, sum(h.claim.milli for h in mine)),
+        "holders": [holder_document(h, readable, base_path) for h in mine],
+    }
+
+
+def host_document(
+    reading: HostReading, pools: Sequence[str], readable: Callable[[str], bool], base_path: str
+) -> dict[str, Any]:
+    """One host card: reachable or why not, CPU and memory use, and a row per GPU."""
+    node = reading.node
+    doc: dict[str, Any] = {
+        "name": node.name,
+        "pools": list(pools),
+        "labels": dict(node.labels),
+        "reachable": node.unreachable is None and reading.engine_problem is None,
+        "problem": node.unreachable or reading.engine_problem,
+        "cpu": None,
+        "memory": None,
+        "gpus": [],
+    }
+    if node.unreachable is not None:
+        return doc
+    available = node.memory_available_mb if node.memory_available_mb is not None else node.memory_mb
+    doc["cpu"] = {"count": node.cpu_milli // 1000, "utilization_pct": round(node.cpu_utilization_pct, 1)}
+    doc["memory"] = {"used_mb": max(0, node.memory_mb - available), "total_mb": node.memory_mb}
+    doc["gpus"] = [gpu_document(g, reading.claims, readable, base_path) for g in node.gpus]
+    return doc
+
+
+def waiting_document(waiting: WaitingTask, base_path: str) -> dict[str, Any]:
+    """One row of the "Waiting tasks" table."""
+    return {
+        **task_document(waiting.task, base_path),
+        "state": waiting.state,
+        "operator": waiting.operator,
+        "since": waiting.since.isoformat() if waiting.since else None,
+    }
+
+
+def pools_of_hosts(pools: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """For each host, the pools it belongs to, in pool order: hosts are read once each."""
+    by_host: dict[str, list[str]] = {}
+    for pool, hosts in pools.items():
+        for host in hosts:
+            by_host.setdefault(host, [])
+            if pool not in by_host[host]:
+                by_host[host].append(pool)
+    return by_host
+
+
+def cluster_document(
+    *,
+    pools: Mapping[str, Sequence[str]],
+    readings: Sequence[HostReading],
+    waiting: Sequence[WaitingTask],
+    problems: Sequence[str],
+    readable: Callable[[str], bool],
+    base_path: str,
+    generated_at: datetime,
+) -> dict[str, Any]:
+    """The whole page: pools, one card per host, waiting tasks, and configuration problems.
+
+    ``waiting`` must already be limited to DAGs the user may read (the query does that).
+    """
+    member = pools_of_hosts(pools)
+    return {
+        "generated_at": generated_at.isoformat(),
+        "pools": [{"name": p, "hosts": list(h)} for p, h in pools.items()],
+        "hosts": [host_document(r, member.get(r.node.name, []), readable, base_path) for r in readings],
+        "waiting": [waiting_document(w, base_path) for w in waiting],
+        "problems": list(problems),
+    }

@@ -1,0 +1,68 @@
+"""What the ``gpu_cluster`` Airflow plugin declares, at the cost of a few imports.
+
+Every Airflow process imports the plugins folder, task processes included, but only the
+api-server serves the page. So the FastAPI app (and with it the api-server's authentication
+machinery, about a second of imports) is built on the first request that reaches it, by
+:class:`LazyAsgiApp`, never when a task starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.configuration import conf
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+APP_PREFIX = "/gpu-cluster"
+"""Where the api-server mounts the app, below its base URL."""
+
+URL_ROUTE = "gpu-cluster"
+"""The page's route in the Airflow UI: ``/plugin/gpu-cluster``."""
+
+TITLE = "GPU cluster"
+
+
+def base_path() -> str:
+    """The path part of ``[api] base_url`` ("" at the root), which every link starts with."""
+    return urlsplit(conf.get("api", "base_url", fallback="/") or "/").path.rstrip("/")
+
+
+def nav_view() -> dict[str, Any]:
+    """The navigation entry: a top-level item whose page the UI shows in a frame."""
+    page = f"{base_path()}{APP_PREFIX}"
+    return {
+        "name": TITLE,
+        "href": f"{page}/",
+        "destination": "nav",
+        "url_route": URL_ROUTE,
+        "nav_top_level": True,
+        "icon": f"{page}/static/gpu.svg",
+    }
+
+
+class LazyAsgiApp:
+    """An ASGI app that builds the real one from ``factory`` when the first request comes."""
+
+    def __init__(self, factory: Callable[[], ASGIApp]) -> None:
+        self._factory = factory
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+def _build() -> ASGIApp:
+    from provider.ui.app import create_app
+
+    return create_app()
+
+
+def fastapi_app() -> dict[str, Any]:
+    """The ``fastapi_apps`` entry of the plugin."""
+    return {"app": LazyAsgiApp(_build), "url_prefix": APP_PREFIX, "name": TITLE}

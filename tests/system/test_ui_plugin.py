@@ -1,0 +1,251 @@
+"""The GPU cluster page in a real Airflow: its API needs a login, and a person sees who holds a GPU.
+
+The pool ``gpu_ui_pool`` has two hosts: ``ui_gpu_a``, a private engine with the stand-in NVIDIA
+driver and a node agent reporting two simulated GPUs (no GPU here; see README "Tests"), and
+``ui_gpu_b``, whose agent is down. A DAG runs one container with ``gpus=1`` on the pool for a
+minute; while it runs, the API and a headless Chromium, signed in to the Airflow UI like a
+person, must show that task instance holding a GPU of ``ui_gpu_a``, and ``ui_gpu_b`` as
+unreachable with the reason. The screenshot is kept: under ``$GPU_DOCKER_ARTIFACTS`` (default:
+the test's temporary directory), and as ``docs/gpu_cluster.png`` when
+``GPU_DOCKER_UPDATE_SCREENSHOT=1``.
+
+Everything started here (engine, agent, Airflow, browser) is stopped by pid or id, and the DAG
+run is marked failed at the end so its container and claims go away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+
+from provider.hooks.claim_rules import CLAIM_LABEL
+from provider.operators.container_spec import LABEL_PREFIX
+from tests.integration.agents import gpus, start_agent, stop_agent
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.local_airflow import REPO, LocalAirflow, free_port
+
+pytestmark = pytest.mark.system
+
+DAG_ID, TASK_ID = "gpu_cluster_sleeper", "train_on_gpu"
+POOL, HOST_UP, HOST_DOWN = "gpu_ui_pool", "ui_gpu_a", "ui_gpu_b"
+API = "/gpu-cluster/api/cluster"
+START_TIMEOUT_S = 180.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class Cluster:
+    airflow: LocalAirflow
+    engine: PrivateDockerd
+
+
+def connections(engine: PrivateDockerd, agent_url: str, workdir: Path) -> dict[str, str]:
+    """The pool and its hosts as ``AIRFLOW_CONN_*`` variables of every Airflow component."""
+    def host(docker_url: str, agent: str) -> str:
+        return json.dumps({"conn_type": "gpu_docker_host", "host": docker_url, "extra": {"agent_url": agent}})
+
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the agent is down
+    return {
+        f"AIRFLOW_CONN_{HOST_UP.upper()}": host(engine.url, agent_url),
+        f"AIRFLOW_CONN_{HOST_DOWN.upper()}": host(f"unix://{workdir / 'no-engine.sock'}", nobody),
+        f"AIRFLOW_CONN_{POOL.upper()}": json.dumps({"conn_type": "gpu_docker_pool", "extra": {"hosts": [HOST_UP, HOST_DOWN]}}),
+        # Nothing here may fall back to the machine's own engine.
+        "AIRFLOW_CONN_GPU_DOCKER_DEFAULT": json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}),
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("ui")
+    with ExitStack() as stack:
+        engine = PrivateDockerd("ui", simulated_gpus=True)
+        stack.callback(engine.stop)
+        engine.start()
+        engine.load(TESTBOX_IMAGE)
+        agent = start_agent(workdir, HOST_UP, gpus(2, "A100-80GB", 81920, util=35.0))
+        stack.callback(stop_agent, agent.process)
+        dags = workdir / "dags"
+        dags.mkdir()
+        shutil.copy(REPO / "tests" / "system" / "dags" / f"{DAG_ID}.py", dags)
+        airflow = LocalAirflow(workdir / "airflow", dags_folder=dags, extra_env=connections(engine, agent.url, workdir))
+        stack.callback(airflow.stop)
+        airflow.start(timeout=240)
+        yield Cluster(airflow, engine)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} within {timeout:g} s")
+
+
+def claims_of_run(engine: PrivateDockerd, run_id: str) -> list[Any]:
+    with engine.client() as c:
+        return list(c.containers.list(all=True, filters={"label": [f"{CLAIM_LABEL}=true", f"{LABEL_PREFIX}.run_id={run_id}"]}))
+
+
+@pytest.fixture(scope="module")
+def running(cluster: Cluster) -> Iterator[str]:
+    """The sleeper's run id, once its task runs and holds its GPU; failed and cleaned up after."""
+    airflow, engine = cluster.airflow, cluster.engine
+    run_id = airflow.trigger(DAG_ID, {})
+    ti_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}"
+    try:
+        wait_for(
+            "the GPU task did not run and claim its GPU",
+            lambda: airflow.request("GET", ti_path)["state"] == "running" and claims_of_run(engine, run_id),
+            START_TIMEOUT_S,
+        )
+        yield run_id
+    finally:
+        airflow.request("PATCH", ti_path, {"new_state": "failed"})
+        wait_for("the cancelled task's claims were not released", lambda: not claims_of_run(engine, run_id), 60)
+
+
+def get(url: str, token: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_api_refuses_requests_without_a_valid_token(cluster: Cluster) -> None:
+    assert get(cluster.airflow.url + API)[0] == 401
+    assert get(cluster.airflow.url + API, token="not-a-jwt")[0] == 403
+
+
+def test_api_shows_the_gpu_held_by_the_running_task(cluster: Cluster, running: str) -> None:
+    status, doc = get(cluster.airflow.url + API, token=cluster.airflow.token())
+    assert status == 200, doc
+    assert doc["pools"] == [{"name": POOL, "hosts": [HOST_UP, HOST_DOWN]}]
+    up, down = doc["hosts"]
+    assert (up["name"], up["reachable"], up["pools"]) == (HOST_UP, True, [POOL])
+    assert up["cpu"]["count"] >= 1 and up["memory"]["total_mb"] > 0
+    assert [g["model"] for g in up["gpus"]] == ["A100-80GB", "A100-80GB"]
+    held = [g for g in up["gpus"] if g["holders"]]
+    assert len(held) == 1, up["gpus"]
+    task = held[0]["holders"][0]["task"]
+    assert (task["dag_id"], task["task_id"], task["run_id"], task["map_index"]) == (DAG_ID, TASK_ID, running, -1)
+    assert task["url"] == f"/dags/{DAG_ID}/runs/{quote(running, safe='')}/tasks/{TASK_ID}"
+    assert (down["name"], down["reachable"]) == (HOST_DOWN, False)
+    assert "refused" in down["problem"], down
+    assert doc["waiting"] == [] and doc["problems"] == []
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    path = Path(os.environ.get("GPU_DOCKER_ARTIFACTS") or tmp_path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_a_signed_in_person_sees_the_host_and_the_task_in_the_airflow_ui(
+    cluster: Cluster, running: str, tmp_path: Path
+) -> None:
+    browser = Browser.start()
+    try:
+        browser.sign_in(cluster.airflow.url, "admin", cluster.airflow.password())
+        frame_text = browser.open_cluster_page(cluster.airflow.url, expect=[HOST_UP, TASK_ID, HOST_DOWN])
+        assert "refused" in frame_text and "A100-80GB" in frame_text
+        artifacts = artifacts_dir(tmp_path)
+        browser.driver.save_screenshot(str(artifacts / "gpu_cluster.png"))
+        if os.environ.get("GPU_DOCKER_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(artifacts / "gpu_cluster.png", REPO / "docs" / "gpu_cluster.png")
+        browser.follow_task_link(f"/dags/{DAG_ID}/runs/{quote(running, safe='')}/tasks/{TASK_ID}", expect=TASK_ID)
+        browser.driver.save_screenshot(str(artifacts / "gpu_cluster_task_link.png"))
+    finally:
+        browser.quit()
+
+
+class Browser:
+    """Debian's headless Chromium through chromedriver, signed in like a person."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    @classmethod
+    def start(cls) -> Browser:
+        chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+        if not (chromium and chromedriver):
+            pytest.skip("needs Debian's chromium and chromium-driver (./run installs them)")
+        webdriver = pytest.importorskip("selenium.webdriver")
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--window-size=1440,1000"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+        driver.set_page_load_timeout(120)
+        return cls(driver)
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+    def wait(self, what: str, condition: Callable[[Any], Any], timeout: float = 120) -> Any:
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition)
+        except TimeoutException:
+            raise AssertionError(f"{what} within {timeout:g} s; page: {self.driver.current_url}\n"
+                                 f"{self.driver.find_element('tag name', 'body').text[:2000]}") from None
+
+    def sign_in(self, url: str, username: str, password: str) -> None:
+        """The simple auth manager's sign-in form, as a person fills it in."""
+        from selenium.webdriver.common.by import By
+
+        self.driver.get(f"{url}/auth/login")
+        field = self.wait("the sign-in form did not appear", lambda d: d.find_elements(By.NAME, "username"))
+        field[0].send_keys(username)
+        self.driver.find_element(By.NAME, "password").send_keys(password)
+        self.driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        self.wait("signing in did not set the UI's token cookie", lambda d: d.get_cookie("_token"))
+
+    def open_cluster_page(self, url: str, expect: list[str]) -> str:
+        """Follow the "GPU cluster" navigation entry; return the framed page's text."""
+        from selenium.webdriver.common.by import By
+
+        self.driver.get(f"{url}/")
+        entry = self.wait("the navigation has no GPU cluster entry",
+                          lambda d: d.find_elements(By.CSS_SELECTOR, "a[href$='/plugin/gpu-cluster']"))
+        entry[0].click()
+        frame = self.wait("the GPU cluster page was not framed in the UI",
+                          lambda d: d.find_elements(By.CSS_SELECTOR, "iframe[title='GPU cluster']"))
+        self.driver.switch_to.frame(frame[0])
+        text: str = self.wait(
+            f"the page did not show {expect}",
+            lambda d: (t := d.find_element(By.TAG_NAME, "body").text) and all(e in t for e in expect) and t,
+        )
+        return text
+
+    def follow_task_link(self, path: str, expect: str) -> None:
+        """A click on the holder's link opens its task instance in the Airflow UI itself."""
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.CSS_SELECTOR, "a[data-airflow-link]").click()
+        self.driver.switch_to.default_content()
+        self.wait("the task link did not open the task instance", lambda d: d.current_url.endswith(path))
+        self.wait(f"the task instance page did not show {expect}",
+                  lambda d: not d.find_elements(By.CSS_SELECTOR, "iframe[title='GPU cluster']")
+                  and expect in d.find_element(By.TAG_NAME, "body").text)

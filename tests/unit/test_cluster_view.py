@@ -1,0 +1,173 @@
+"""The GPU cluster page's document: holders, staleness, visibility, links, the pool rule."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from provider.hooks.claim_rules import claim_labels, claim_name
+from provider.operators.container_spec import task_labels
+from provider.scheduling.model import GpuState, NodeState
+from provider.ui.cluster_view import (
+    HostReading,
+    TaskRef,
+    WaitingTask,
+    cluster_document,
+    held_claims,
+    merged_pool_ids,
+    pool_ids_in_environment,
+    task_instance_path,
+    task_ref_from_labels,
+)
+
+NOW = 1_800_000_000.0
+RUN = "manual__2026-11-24T20:27:59.736437+00:00"
+
+
+def claim_summary(gpu: int, owner: str, *, milli: int = 1000, age_s: float = 5.0, dag_id: str | None = "train",
+                  map_index: int = -1) -> dict[str, Any]:
+    """A claim as the engine lists it: what Reservations creates, read back."""
+    identity = task_labels(dag_id, "fit", RUN, 1, map_index) if dag_id else {}
+    labels = claim_labels(gpu, milli, owner, NOW - age_s, identity)
+    return {"Id": f"id-{claim_name(gpu, milli, owner)}", "Names": [f"/{claim_name(gpu, milli, owner)}"], "Labels": labels}
+
+
+def node(gpus: int = 2) -> NodeState:
+    return NodeState(
+        name="gpu-a", cpu_milli=8000, memory_mb=32768, memory_available_mb=8192, cpu_utilization_pct=41.26,
+        gpus=tuple(GpuState(index=i, model="A100-80GB", memory_total_mb=81920, memory_used_mb=1024 * i,
+                            utilization_pct=50.0 * i) for i in range(gpus)),
+    )
+
+
+def document(readings: list[HostReading], readable: set[str] = frozenset({"train"}),  # type: ignore[assignment]
+             waiting: list[WaitingTask] | None = None, base_path: str = "") -> dict[str, Any]:
+    return cluster_document(
+        pools={"main": [r.node.name for r in readings]}, readings=readings, waiting=waiting or [], problems=[],
+        readable=readable.__contains__, base_path=base_path, generated_at=datetime(2026, 11, 24, tzinfo=timezone.utc),
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "base", "path"),
+    [
+        pytest.param(TaskRef("train", "fit", RUN), "",
+                     "/dags/train/runs/manual__2026-11-24T20%3A27%3A59.736437%2B00%3A00/tasks/fit", id="unmapped"),
+        pytest.param(TaskRef("train", "fit", "r1", map_index=3), "", "/dags/train/runs/r1/tasks/fit/mapped/3",
+                     id="mapped"),
+        pytest.param(TaskRef("train", "fit", "r1"), "/airflow/", "/airflow/dags/train/runs/r1/tasks/fit",
+                     id="base-url-with-path"),
+        pytest.param(TaskRef("a/b", "g.t", "r 1"), "", "/dags/a%2Fb/runs/r%201/tasks/g.t", id="odd-characters"),
+    ],
+)
+def test_task_instance_path(task: TaskRef, base: str, path: str) -> None:
+    assert task_instance_path(base, task) == path
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        pytest.param(task_labels("d", "t", "r", 2, 4), TaskRef("d", "t", "r", 4, 2), id="full"),
+        pytest.param({}, None, id="no-task-labels"),
+        pytest.param({**task_labels("d", "t", "r", 2, 4), "airflow-gpu-docker.map_index": "x"}, None, id="malformed"),
+    ],
+)
+def test_task_ref_from_labels(labels: dict[str, str], expected: TaskRef | None) -> None:
+    assert task_ref_from_labels(labels) == expected
+
+
+def test_held_claims_name_the_task_and_mark_stale_ones() -> None:
+    summaries = [
+        claim_summary(1, "live", age_s=500),
+        claim_summary(0, "gone", age_s=500),
+        claim_summary(0, "young", age_s=5, milli=500),
+        {"Id": "not-a-claim", "Labels": {"something": "else"}},
+    ]
+    held = held_claims(summaries, running_owners={"live"}, now=NOW, grace_s=120)
+    assert [(h.claim.gpu, h.claim.owner, h.stale) for h in held] == [(0, "gone", True), (0, "young", False),
+                                                                       (1, "live", False)]
+    assert held[0].holder == TaskRef("train", "fit", RUN, -1, 1)
+
+
+def test_host_document_has_bars_gpus_and_holders_with_links() -> None:
+    held = held_claims([claim_summary(1, "o1", map_index=2)], {"o1"}, NOW, 120)
+    doc = document([HostReading(node=node(), claims=held)])
+    host = doc["hosts"][0]
+    assert host["reachable"] is True and host["problem"] is None and host["pools"] == ["main"]
+    assert host["cpu"] == {"count": 8, "utilization_pct": 41.3}
+    assert host["memory"] == {"used_mb": 24576, "total_mb": 32768}
+    free, taken = host["gpus"]
+    assert free["holders"] == [] and free["reserved_milli"] == 0
+    assert taken["utilization_pct"] == 50.0 and taken["memory_used_mb"] == 1024 and taken["reserved_milli"] == 1000
+    assert taken["holders"] == [{
+        "milli": 1000, "stale": False, "hidden": False,
+        "task": {"dag_id": "train", "task_id": "fit", "run_id": RUN, "map_index": 2, "try_number": 1,
+                 "url": task_instance_path("", TaskRef("train", "fit", RUN, 2))},
+    }]
+    json.dumps(doc)  # the endpoint returns it as JSON
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "readable", "task_named", "hidden"),
+    [
+        pytest.param("train", {"train"}, True, False, id="readable-dag"),
+        pytest.param("secret", {"train"}, False, True, id="other-teams-dag"),
+        pytest.param(None, set(), False, False, id="claim-without-task-labels"),
+    ],
+)
+def test_holder_is_named_only_for_readable_dags(dag_id: str | None, readable: set[str], task_named: bool,
+                                                hidden: bool) -> None:
+    held = held_claims([claim_summary(0, "o", dag_id=dag_id)], {"o"}, NOW, 120)
+    holder = document([HostReading(node=node(1), claims=held)], readable=readable)["hosts"][0]["gpus"][0]["holders"][0]
+    assert (holder["task"] is not None, holder["hidden"]) == (task_named, hidden)
+
+
+def test_shares_of_one_gpu_add_up_and_list_every_holder() -> None:
+    held = held_claims([claim_summary(0, "a", milli=300), claim_summary(0, "b", milli=500)], {"a", "b"}, NOW, 120)
+    gpu = document([HostReading(node=node(1), claims=held)])["hosts"][0]["gpus"][0]
+    assert gpu["reserved_milli"] == 800 and [h["milli"] for h in gpu["holders"]] == [300, 500]
+
+
+@pytest.mark.parametrize(
+    ("reading", "problem", "has_metrics"),
+    [
+        pytest.param(HostReading(node=NodeState(name="gpu-a", unreachable="agent refused")), "agent refused", False,
+                     id="agent-down"),
+        pytest.param(HostReading(node=node(), engine_problem="engine down"), "engine down", True,
+                     id="engine-down-metrics-kept"),
+    ],
+)
+def test_unreachable_host_says_why(reading: HostReading, problem: str, has_metrics: bool) -> None:
+    host = document([reading])["hosts"][0]
+    assert host["reachable"] is False and host["problem"] == problem
+    assert (host["cpu"] is not None, bool(host["gpus"])) == (has_metrics, has_metrics)
+
+
+def test_waiting_rows_link_to_the_task_instance() -> None:
+    since = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
+    waiting = [WaitingTask(TaskRef("train", "wait_gpu", "r1", 0, 1), "up_for_reschedule", "GpuAvailableSensor", since)]
+    row = document([], waiting=waiting)["waiting"][0]
+    assert row["url"] == "/dags/train/runs/r1/tasks/wait_gpu/mapped/0"
+    assert (row["state"], row["operator"], row["since"]) == ("up_for_reschedule", "GpuAvailableSensor",
+                                                             "2026-11-24T20:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("environ", "ids"),
+    [
+        pytest.param({"AIRFLOW_CONN_GPU_POOL_MAIN": json.dumps({"conn_type": "gpu_docker_pool", "extra": {}})},
+                     ["gpu_pool_main"], id="json"),
+        pytest.param({"AIRFLOW_CONN_EDGE": "gpu-docker-pool://?hosts=a"}, ["edge"], id="uri"),
+        pytest.param({"AIRFLOW_CONN_GPU_A": json.dumps({"conn_type": "gpu_docker_host", "host": "unix:///x"}),
+                      "AIRFLOW_CONN_BROKEN": "{not json", "PATH": "/usr/bin"}, [], id="hosts-and-noise-ignored"),
+    ],
+)
+def test_pool_ids_in_environment(environ: dict[str, str], ids: list[str]) -> None:
+    assert pool_ids_in_environment(environ) == ids
+
+
+def test_merged_pool_ids_keep_first_seen_order_once() -> None:
+    assert merged_pool_ids(["b", "a"], ["a", "c"], ["", "b"]) == ["b", "a", "c"]
