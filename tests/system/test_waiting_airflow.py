@@ -37,6 +37,12 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
                 seen[task].add(str(state))
             time.sleep(0.5)
         assert all(WAITING[t] in seen[t] for t in WAITING), f"states seen while the GPU was taken: {seen}"
+        # The GPU cluster page lists the tasks that wait (the sensor in reschedule mode only
+        # between pokes, so it may or may not be caught waiting at this instant).
+        listed = {w["task_id"]: w for w in airflow_stack.request("GET", "/gpu-cluster/api/cluster")["waiting"]
+                  if w["run_id"] == run_id}
+        assert {"deferred_sensor", "waiting_train"} <= set(listed), listed
+        assert listed["waiting_train"]["state"] == "deferred"
     finally:
         release(held)
     assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=240) == "success", states(airflow_stack, run_id)
