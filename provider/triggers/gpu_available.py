@@ -26,6 +26,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from provider.hooks.engine_async import EngineError
 from provider.hooks.hosts import HostConfig, host_from_dict, host_to_dict
 from provider.hooks.pool_state import hold_if_due, lift_holds, read_pool_view
 from provider.scheduling import NoFit, PlacementContext, PlacementRequest, get_policy, place
@@ -149,8 +150,11 @@ async def wait_until_fits(
             if time.time() >= deadline:
                 return {"status": "timeout", "message": f"Still no room at the deadline. {exc}"}
             if waiter is not None:
-                await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s,
-                                  expires=deadline, image=image, identity=identity)
+                try:
+                    await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s,
+                                      expires=deadline, image=image, identity=identity)
+                except EngineError as hold_failed:  # the wait goes on; the next poll tries again
+                    log.warning("Could not hold a host yet: %s", hold_failed)
             log.info("Waiting for room: %s", exc)
             await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
             continue
