@@ -165,24 +165,30 @@ class GpuDockerHook(BaseHook):
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
 
-    def log_frames(self, container_id: str, since: str | None = None) -> Iterator[tuple[int, bytes]]:
-        """Follow the container's output as ``(stream id, timestamped payload)`` frames.
+    def attach_frames(self, container_id: str) -> Iterator[tuple[int, bytes]]:
+        """Attach to the container's stdout and stderr; call before starting it.
 
-        The stream has no read timeout, so a container that is silent for an hour is still
-        followed; it ends when the container stops or the engine drops the connection.
+        The connection is made here, not on first iteration, so nothing the container prints
+        after ``start`` is missed. The stream has no read timeout (a container may be silent
+        for an hour) and ends when the container's output closes or the connection drops.
         """
-        params: dict[str, Any] = {"follow": 1, "stdout": 1, "stderr": 1, "timestamps": 1}
-        if since:
-            params["since"] = since
+        params = {"stdout": 1, "stderr": 1, "stream": 1}
+        url = self.api._url("/containers/{0}/attach", container_id)
+        res = self.api._post(url, params=params, stream=True, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        self.api._raise_for_status(res)
+        sock = self.api._get_raw_response_socket(res)
+        self.api._disable_socket_timeout(sock)
+        return _closing(parse_frames(_socket_reads(res)), res)
+
+    def log_frames(self, container_id: str, follow: bool) -> Iterator[tuple[int, bytes]]:
+        """The container's log from its start as ``(stream id, payload)`` frames (to resume)."""
+        params: dict[str, Any] = {"follow": int(follow), "stdout": 1, "stderr": 1}
         url = self.api._url("/containers/{0}/logs", container_id)
         res = self.api._get(url, params=params, stream=True)
         self.api._raise_for_status(res)
         self.api._disable_socket_timeout(self.api._get_raw_response_socket(res))
         chunked = res.headers.get("Transfer-Encoding", "").lower() == "chunked"
-        try:
-            yield from parse_frames(dechunk(_socket_reads(res)) if chunked else _chunks(res))
-        finally:
-            res.close()
+        return _closing(parse_frames(dechunk(_socket_reads(res)) if chunked else _chunks(res)), res)
 
     def wait(self, container_id: str) -> int:
         """Block until the container exits; return its exit code."""
@@ -239,6 +245,13 @@ class GpuDockerHook(BaseHook):
         return list(self.api.containers(all=True, filters={"label": flt}))
 
 
+def _closing(frames: Iterator[tuple[int, bytes]], res: requests.Response) -> Iterator[tuple[int, bytes]]:
+    try:
+        yield from frames
+    finally:
+        res.close()
+
+
 def _chunks(res: requests.Response) -> Iterator[bytes]:
     """Bytes as the engine sends them, without waiting to fill a buffer (live output)."""
     raw = res.raw
@@ -250,10 +263,11 @@ def _chunks(res: requests.Response) -> Iterator[bytes]:
 
 
 def _socket_reads(res: requests.Response) -> Iterator[bytes]:
-    """The body's bytes as they come off the socket, still in HTTP chunked coding.
+    """The body's bytes as they come off the socket (for the logs endpoint still in HTTP
+    chunked coding, which :func:`dechunk` decodes; the attach stream is raw after the upgrade).
 
-    Reads the buffered socket file under http.client directly (nothing of the body has been
-    read through it yet with ``stream=True``); :func:`dechunk` decodes it.
+    Reads the buffered socket file under http.client directly: nothing of the body has been
+    read through it yet with ``stream=True``.
     """
     fp = res.raw._fp.fp  # http.client.HTTPResponse's socket file
     while True:

@@ -12,7 +12,7 @@ is buffered once it is due (a lock guards the buffer; it is uncontended almost a
     2026-01-02T03:04:05.123456789Z stdout epoch 1
     2026-01-02T03:04:05.123456790Z stderr+ first 64 KiB of a longer line…
 
-``ts`` is the engine's timestamp, then the stream; a ``+`` after the stream means the line was
+``ts`` is the time the line arrived from the engine, then the stream; a ``+`` after the stream means the line was
 longer than the split limit and continues in the next record of the same stream (join the texts
 without a newline). Text is the container's output decoded as UTF-8 (invalid bytes become
 U+FFFD), without the newline.
@@ -36,7 +36,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from provider.logs.lines import LogLine
+from provider.logs.lines import LineBatch
 from provider.logs.spool import Spool, write_object
 from provider.logs.task_log import LineLogger
 
@@ -57,22 +57,23 @@ class StreamDigest:
         self.bytes = 0
         self._sha = hashlib.sha256()
 
-    def add(self, text: bytes, continued: bool) -> None:
+    def add(self, text: bytes, lines: int, continued: bool) -> None:
+        """``text``: ``lines`` lines joined by newlines, the last followed by one unless
+        ``continued`` (a piece of a longer line, whose rest comes next)."""
+        if not continued:
+            text += b"\n"
+            self.lines += lines
         self._sha.update(text)
         self.bytes += len(text)
-        if not continued:
-            self._sha.update(b"\n")
-            self.bytes += 1
-            self.lines += 1
 
     def summary(self) -> dict[str, Any]:
         return {"lines": self.lines, "bytes": self.bytes, "sha256": self._sha.hexdigest()}
 
 
-def encode_record(line: LogLine, text: bytes) -> bytes:
-    """One archive record (with its newline) for ``line`` whose text is encoded as ``text``."""
-    tag = b"+ " if line.continued else b" "
-    return b"".join((line.ts.encode("ascii"), b" ", line.stream.encode("ascii"), tag, text, b"\n"))
+def encode_records(batch: LineBatch, body: bytes) -> bytes:
+    """The archive records of ``batch``, whose texts joined by newlines encode as ``body``."""
+    prefix = b"".join((batch.ts.encode("ascii"), b" ", batch.stream.encode("ascii"), b"+ " if batch.continued else b" "))
+    return prefix + body.replace(b"\n", b"\n" + prefix) + b"\n"
 
 
 class ChunkedArchive:
@@ -133,25 +134,25 @@ class ChunkedArchive:
     def url(self) -> str:
         return str(self.base)
 
-    def add(self, line: LogLine) -> None:
-        text = line.text.encode("utf-8")
-        record = encode_record(line, text)
+    def add(self, batch: LineBatch) -> None:
+        body = "\n".join(batch.texts).encode("utf-8")
+        records = encode_records(batch, body)
         with self._lock:
-            self.streams[line.stream].add(text, line.continued)
-            self._buf += record
-            self.records += 1
-            self.bytes += len(record)
+            self.streams[batch.stream].add(body, len(batch.texts), batch.continued)
+            self._buf += records
+            self.records += len(batch.texts)
+            self.bytes += len(records)
             if not self.first_ts:
-                self.first_ts = line.ts
-            self.last_ts = line.ts
+                self.first_ts = batch.ts
+            self.last_ts = batch.ts
             if len(self._buf) >= self.chunk_bytes or self.clock() >= self._due:
                 self.flush()
 
-    def drain(self, lines: Iterable[LogLine]) -> Iterable[LogLine]:
-        """Archive each line as it passes: a stage in the pulled pipeline."""
-        for line in lines:
-            self.add(line)
-            yield line
+    def drain(self, batches: Iterable[LineBatch]) -> Iterable[LineBatch]:
+        """Archive each batch as it passes: a stage in the pulled pipeline."""
+        for batch in batches:
+            self.add(batch)
+            yield batch
 
     def flush(self) -> None:
         """Write the buffered records as the next chunk (or spool them) and sample the GPUs.

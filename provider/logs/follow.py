@@ -1,139 +1,152 @@
 """Follow a container's frames across dropped streams, without loss and without duplicates.
 
-A log stream ends when the engine restarts or a connection drops, while the container may go
-on printing. Reopening the stream with Docker's ``since`` resumes it, but ``since`` is
-*inclusive* at its timestamp: the frames already read at exactly the last timestamp come again.
-:class:`Resume` remembers the last timestamp and how many frames carried it, and skips that many
-when the new stream starts. Deduplication works on frames, below line assembly, so a line that
-was cut in the middle by the drop is reassembled exactly (the assembler's pending bytes survive
-because one :func:`assemble_lines` runs over the joined frame stream).
+The live source is the **attach** stream, opened before the container starts: it carries
+what the container writes as it writes it, in large payloads, and it is what the stock
+DockerOperator reads too. It ends when the container's output is closed, or early when the
+engine restarts or the connection drops while the container may go on printing.
 
-When the stream ends and the container no longer runs, following ends: the frames read so far
-are all the container printed, and the operator reports the exit code. A container that is gone
-(an engine restart without live-restore kills and may remove containers) ends it too.
+Then following goes on from the engine's **log** of the container (the logs endpoint), which
+holds everything printed so far. That log is read from its start, and :class:`Resume` skips
+per stream exactly as many bytes as were already passed on, so nothing is lost or repeated;
+skipping works on bytes below line assembly, so a line that a drop cut in the middle is
+reassembled exactly. (The engine's json-file log stores text: output that is not valid UTF-8
+can come back altered, which shifts the skip after a drop; valid text resumes exactly.)
+
+When the attach stream ends cleanly and the container exited by itself (exit code below
+128), everything has been read. When it was killed by a signal, possibly by an engine that
+shut down, one last pass over the log picks up anything the attach stream did not deliver.
+A container that is gone (an engine restart without live-restore may remove it) ends
+following too.
 """
 
 from __future__ import annotations
 
-import calendar
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from provider.logs.lines import TruncatedStream
+from provider.logs.lines import STDERR, STDOUT, TruncatedStream
 
 Frame = tuple[int, bytes]
-# Opens the stream from a Docker ``since`` value (None: from the start).
-OpenStream = Callable[[str | None], Iterable[Frame]]
-# True while the container runs, False once it stopped, None when it no longer exists; raises
-# ``OSError`` (or a subclass such as requests' ConnectionError) while the engine does not answer.
-IsRunning = Callable[[], bool | None]
+# Opens the container's log from its start; True: follow it while the container runs.
+OpenLog = Callable[[bool], Iterable[Frame]]
 
 
-def docker_since(ts: bytes) -> str:
-    """Docker's ``since`` value (``seconds.nanoseconds``) of an RFC 3339 engine timestamp.
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What following needs to know of the container after a stream ended."""
 
-    The engine writes UTC with up to nine fraction digits and trims trailing zeros
-    (``2026-01-02T03:04:05.1Z``); the API does not accept that form back, only a Unix time.
-    """
-    text = ts.decode("ascii")
-    if len(text) < 20 or text[-1] != "Z" or text[10] != "T":
-        raise ValueError(f"not an engine timestamp (RFC 3339 UTC, ending in Z): {text!r}")
-    seconds = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
-    fraction = text[20:-1] if text[19] == "." else ""
-    return f"{seconds}.{fraction.ljust(9, '0')[:9]}"
+    running: bool
+    exit_code: int | None = None
+
+    @property
+    def exited_by_itself(self) -> bool:
+        return not self.running and self.exit_code is not None and 0 <= self.exit_code < 128
+
+
+# The container's status, None once it no longer exists; raises ``OSError`` (or a subclass
+# such as requests' ConnectionError) while the engine does not answer.
+GetStatus = Callable[[], Status | None]
+SETTLE_S = 2.0
+"""How long a cleanly ended attach stream may wait for the engine to report the exit."""
 
 
 @dataclass(slots=True)
 class Resume:
-    """Where a followed stream stands: the last timestamp, and the frames read at exactly it.
+    """Bytes passed on per stream; ``skipped`` bytes and ``resumes`` go into the manifest."""
 
-    ``skipped`` counts the frames dropped as duplicates over all resumptions; ``resumes`` the
-    reopened streams. Both end up in the manifest, so a reader sees what the follower did.
-    """
-
-    last_ts: bytes = b""
-    at_last_ts: int = 0
+    passed: dict[int, int] = field(default_factory=lambda: {STDOUT: 0, STDERR: 0})
     skipped: int = 0
     resumes: int = 0
 
-    @property
-    def since(self) -> str | None:
-        return docker_since(self.last_ts) if self.last_ts else None
-
-    def frames(self, stream: Iterable[Frame]) -> Iterator[Frame]:
-        """Pass the frames of one (re)opened stream, skipping the ones already passed."""
-        to_skip = self.at_last_ts if self.last_ts else 0
-        last, count = self.last_ts, self.at_last_ts
-        try:
-            for frame in stream:
-                payload = frame[1]
-                space = payload.find(b" ", 0, 40)
-                ts = payload[:space] if space >= 20 else b""
-                if to_skip:
-                    if ts == last:
-                        to_skip -= 1
-                        self.skipped += 1
-                        continue
-                    to_skip = 0
-                if ts == last:
-                    count += 1
-                else:
-                    last, count = ts, 1
-                yield frame
-        finally:
-            self.last_ts, self.at_last_ts = last, count
+    def frames(self, stream: Iterable[Frame], from_start: bool) -> Iterator[Frame]:
+        """Pass one stream's frames on; one read ``from_start`` skips what was passed before."""
+        skip = dict(self.passed) if from_start else {}
+        passed = self.passed
+        for sid, payload in stream:
+            sid = sid or STDOUT
+            left = skip.get(sid, 0)
+            if left:
+                size = len(payload)
+                if size <= left:
+                    skip[sid] = left - size
+                    self.skipped += size
+                    continue
+                payload = payload[left:]
+                skip[sid] = 0
+                self.skipped += left
+            passed[sid] = passed.get(sid, 0) + len(payload)
+            yield sid, payload
 
 
 def follow_frames(
-    open_stream: OpenStream,
-    is_running: IsRunning,
+    attached: Iterable[Frame],
+    open_log: OpenLog,
+    status: GetStatus,
     resume: Resume,
     engine_wait_s: float = 120.0,
     drops: tuple[type[BaseException], ...] = (OSError,),
     sleep: Callable[[float], object] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Frame]:
-    """All frames of a container, reopening the stream after each drop until the container stops.
+    """All frames of a container: the attach stream, then the log after a drop, until it stops.
 
-    ``drops`` are the exceptions that mean "the connection broke" (the hook passes requests' and
-    urllib3's); a stream truncated inside a frame is one too. The engine is polled for up to
-    ``engine_wait_s`` seconds while it does not answer (a restarting daemon); if it never comes
-    back, the last error is raised.
+    ``drops`` are the exceptions that mean "the connection broke" (the hook passes requests'
+    and urllib3's); a stream truncated inside a frame is one too. The engine is polled for up
+    to ``engine_wait_s`` seconds while it does not answer (a restarting daemon); if it never
+    comes back, the last error is raised.
     """
     broken: tuple[type[BaseException], ...] = (TruncatedStream, *drops)
-    final = False
+    stream, from_start, final = attached, False, False
     while True:
         clean = True
         try:
-            yield from resume.frames(open_stream(resume.since))
+            yield from resume.frames(stream, from_start)
         except broken:
             clean = False
         if final and clean:
             return
-        running = _poll(is_running, engine_wait_s, drops, sleep, clock)
-        if running is None:
+        now = _poll(status, engine_wait_s, drops, sleep, clock)
+        if now is not None and clean and not from_start and now.running:
+            now = _settle(status, now, engine_wait_s, drops, sleep, clock)
+        if now is None:
             return
-        if running or not clean:
+        if clean and not from_start and now.exited_by_itself:
+            return
+        if now.running or not clean:
             resume.resumes += 1
-        # A followed stream can end before the engine delivered all of a stopped container's
+        # A followed log can end before the engine delivered all of a stopped container's
         # output (seen with json-file when the reader lags behind): once the container has
-        # stopped, one more pass from the last timestamp reads what is left, then ends.
-        final = not running
+        # stopped, one more pass reads what is left, then ends.
+        final = not now.running
+        stream, from_start = open_log(now.running), True
+
+
+def _settle(
+    status: GetStatus, now: Status, wait_s: float, drops: tuple[type[BaseException], ...],
+    sleep: Callable[[float], object], clock: Callable[[], float],
+) -> Status | None:
+    """The attach stream ends a moment before the engine reports the exit: wait for it."""
+    deadline = clock() + SETTLE_S
+    current: Status | None = now
+    while current is not None and current.running and clock() < deadline:
+        sleep(0.05)
+        current = _poll(status, wait_s, drops, sleep, clock)
+    return current
 
 
 def _poll(
-    is_running: IsRunning,
+    status: GetStatus,
     wait_s: float,
     drops: tuple[type[BaseException], ...],
     sleep: Callable[[float], object],
     clock: Callable[[], float],
-) -> bool | None:
+) -> Status | None:
     deadline = clock() + wait_s
     delay = 0.1
     while True:
         try:
-            return is_running()
+            return status()
         except drops:
             if clock() >= deadline:
                 raise

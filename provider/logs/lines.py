@@ -1,19 +1,23 @@
-"""Pure stages that turn Docker's log stream into tagged lines.
+"""Pure stages that turn Docker's multiplexed output stream into batches of tagged lines.
 
 The Docker engine sends a container's output as *frames*: an 8-byte header (stream id, three
-zero bytes, big-endian payload length) and the payload. Asked with ``timestamps=1``, every
-payload starts with the engine's RFC 3339 nanosecond timestamp and a space. The engine cuts
-lines longer than 16 KiB into several frames, the last of which ends with a newline.
+zero bytes, big-endian payload length) and the payload. On the attach stream a payload is
+whatever the container wrote in one go (often many lines, or part of one); on the logs
+endpoint it is one logged message. Lines are cut here, per stream, at ``\n``.
 
-These stages are generators that pull, so memory stays bounded by one frame plus one
-pending line per stream, whatever the number of lines. They take bytes and return values;
-no socket, logger or clock is touched here.
+The unit passed on is a :class:`LineBatch`, the whole lines of one payload, so the work per
+line is a slice of bulk ``bytes.split``/``decode``/``join`` rather than a Python loop: a
+training job that prints a million lines must not cost more than the stock operator does.
+These stages are generators that pull, so memory stays bounded by one frame plus one pending
+line per stream, whatever the number of lines. They take bytes and return values; the only
+outside input is the ``now`` function that stamps each batch with its arrival time.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 STDOUT, STDERR = 1, 2
@@ -24,22 +28,23 @@ _HEADER = struct.Struct(">BxxxL")
 
 
 @dataclass(frozen=True, slots=True)
-class LogLine:
-    """One line of container output.
+class LineBatch:
+    """Consecutive lines of one stream that arrived together.
 
-    ``ts`` is the engine's timestamp of the line's first frame (RFC 3339, nanoseconds), used to
-    resume a dropped stream. ``continued`` is true when the line was longer than the limit and
-    the rest follows in the next :class:`LogLine` of the same stream.
+    ``ts`` is the arrival time of the payload that completed them (RFC 3339 UTC, nanoseconds),
+    or of the payload that started a line cut in pieces. ``continued`` is true when the batch
+    is one piece of a line longer than the limit: its single text goes on in the next batch of
+    the same stream. No text contains a newline.
     """
 
     stream: str
     ts: str
-    text: str
+    texts: list[str]
     continued: bool = False
 
-    def render(self) -> str:
-        """The text as shown to people: a split line carries a visible continuation mark."""
-        return self.text + CONTINUATION_MARK if self.continued else self.text
+    def rendered(self) -> list[str]:
+        """The texts as shown to people: a cut piece carries a visible continuation mark."""
+        return [self.texts[0] + CONTINUATION_MARK] if self.continued else self.texts
 
 
 class FrameError(ValueError):
@@ -126,57 +131,83 @@ def parse_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         raise TruncatedStream(f"log stream ended inside a frame ({len(buf) - pos} bytes left over)")
 
 
-def split_timestamp(payload: bytes) -> tuple[str, bytes]:
-    """Split ``b"2024-01-01T00:00:00.000000001Z text"`` into the timestamp and the text."""
-    space = payload.find(b" ", 0, 40)
-    if space < 20:
-        return "", payload
-    return payload[:space].decode("ascii", "replace"), payload[space + 1 :]
-
-
 def assemble_lines(
     frames: Iterable[tuple[int, bytes]],
+    now: Callable[[], str],
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[LogLine]:
-    """Join timestamped frames into whole lines per stream.
+) -> Iterator[LineBatch]:
+    """Cut frames into lines per stream, in batches.
 
     A partial line is held until its newline arrives; one that grows past ``max_line_bytes``
-    is emitted in pieces marked ``continued``. Invalid UTF-8 becomes U+FFFD, never an error.
-    A partial line left when the stream ends is emitted as it is.
+    is emitted in pieces marked ``continued``, cut at a UTF-8 character boundary. Invalid UTF-8
+    becomes U+FFFD, never an error. A partial line left when the stream ends is emitted as it
+    is. Decoding whole lines together is exact: ``\n`` never occurs inside a UTF-8 sequence.
     """
     if max_line_bytes < 4:
         raise ValueError(f"max_line_bytes must be at least 4, got {max_line_bytes}")
     pending: dict[int, bytearray] = {}
     pending_ts: dict[int, str] = {}
     for stream, payload in frames:
-        ts, body = split_timestamp(payload)
+        ts = now()
         name = STREAM_NAMES.get(stream, "stdout")
-        parts = body.split(b"\n")
-        # Every element but the last ends a line; the last is the start of the next one.
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if last and not part:
-                break
+        end = payload.rfind(b"\n")
+        if end < 0:
             buf = pending.get(stream)
             if buf is None:
-                if not last and len(part) <= max_line_bytes:
-                    # The common case, one whole line in one frame: no copy into a buffer.
-                    yield LogLine(name, ts, part.decode("utf-8", "replace"))
-                    continue
                 buf = pending[stream] = bytearray()
                 pending_ts[stream] = ts
-            buf += part
-            while len(buf) > max_line_bytes:
-                cut = _utf8_boundary(buf, max_line_bytes)
-                yield LogLine(name, pending_ts[stream], buf[:cut].decode("utf-8", "replace"), True)
-                del buf[:cut]
-                pending_ts[stream] = ts
-            if not last:
-                yield LogLine(name, pending_ts.pop(stream), buf.decode("utf-8", "replace"))
-                del pending[stream]
+            buf += payload
+            if len(buf) > max_line_bytes:
+                pending_ts[stream] = yield from _cut(name, pending_ts[stream], ts, buf, max_line_bytes)
+            continue
+        whole = payload[:end]
+        buf = pending.pop(stream, None)
+        if buf is not None:  # the first line completes the pending one
+            first = whole.find(b"\n")
+            buf += whole if first < 0 else whole[:first]
+            line_ts = pending_ts.pop(stream)
+            if len(buf) > max_line_bytes:
+                line_ts = yield from _cut(name, line_ts, ts, buf, max_line_bytes)
+            yield LineBatch(name, line_ts, [buf.decode("utf-8", "replace")])
+            whole = None if first < 0 else whole[first + 1 :]
+        if whole is not None:
+            yield from _whole_lines(name, ts, whole, max_line_bytes)
+        rest = payload[end + 1 :]
+        if rest:
+            pending[stream] = bytearray(rest)
+            pending_ts[stream] = ts
+            if len(rest) > max_line_bytes:
+                pending_ts[stream] = yield from _cut(name, ts, ts, pending[stream], max_line_bytes)
     for stream, buf in pending.items():
         if buf:
-            yield LogLine(STREAM_NAMES.get(stream, "stdout"), pending_ts[stream], buf.decode("utf-8", "replace"))
+            yield LineBatch(STREAM_NAMES.get(stream, "stdout"), pending_ts[stream], [buf.decode("utf-8", "replace")])
+
+
+def _whole_lines(name: str, ts: str, whole: bytes, max_line_bytes: int) -> Iterator[LineBatch]:
+    """``whole``: complete lines joined by newlines, the last one's newline removed."""
+    if len(whole) <= max_line_bytes:
+        yield LineBatch(name, ts, whole.decode("utf-8", "replace").split("\n"))
+        return
+    parts = whole.split(b"\n")
+    if max(map(len, parts)) <= max_line_bytes:
+        yield LineBatch(name, ts, whole.decode("utf-8", "replace").split("\n"))
+        return
+    for part in parts:
+        buf = bytearray(part)
+        line_ts = ts
+        if len(buf) > max_line_bytes:
+            line_ts = yield from _cut(name, ts, ts, buf, max_line_bytes)
+        yield LineBatch(name, line_ts, [buf.decode("utf-8", "replace")])
+
+
+def _cut(name: str, ts: str, next_ts: str, buf: bytearray, max_line_bytes: int) -> Generator[LineBatch, None, str]:
+    """Emit pieces of an over-long line until ``buf`` fits; returns the rest's timestamp."""
+    while len(buf) > max_line_bytes:
+        cut = _utf8_boundary(buf, max_line_bytes)
+        yield LineBatch(name, ts, [buf[:cut].decode("utf-8", "replace")], continued=True)
+        del buf[:cut]
+        ts = next_ts
+    return ts
 
 
 def _utf8_boundary(buf: bytearray, limit: int) -> int:
@@ -188,3 +219,10 @@ def _utf8_boundary(buf: bytearray, limit: int) -> int:
         else:
             return cut
     return cut if cut > 0 else limit
+
+
+def arrival_time() -> str:
+    """Now as an RFC 3339 UTC timestamp with nanoseconds: the ``now`` of :func:`assemble_lines`."""
+    ns = time.time_ns()
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"

@@ -3,7 +3,8 @@
 One pulled chain of generator stages, so memory is bounded by a frame, one pending line per
 stream, one archive chunk and the error tail, whatever the number of lines::
 
-    follow_frames (resumes dropped streams) → assemble_lines → ChunkedArchive.drain → live
+    follow_frames (attach stream; the engine's log after a drop) → assemble_lines (batches)
+        → ChunkedArchive.drain → live
 
 Every line reaches the archive; the live task log gets them at ``live_rate`` lines per second
 at most (default: all), and says how many it left out and where the full log is.
@@ -12,19 +13,20 @@ at most (default: all), and says how many it left out and where the full log is.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from airflow.configuration import get_airflow_home
 from airflow.sdk import ObjectStoragePath
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 from urllib3.exceptions import HTTPError
 
 from provider.hooks.docker_host import GpuDockerHook
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S, MANIFEST_NAME, ChunkedArchive
-from provider.logs.follow import Resume, follow_frames
-from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LogLine, assemble_lines
+from provider.logs.follow import Frame, Resume, Status, follow_frames
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LineBatch, arrival_time, assemble_lines
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
@@ -98,49 +100,69 @@ class LogShipping:
     def where(self) -> str:
         return self.archive.url if self.archive is not None else "(no archive: log_archive=None)"
 
-    def run(self, hook: GpuDockerHook, container_id: str) -> None:
-        """Follow the container until it stops, shipping every line."""
+    def run(self, hook: GpuDockerHook, container_id: str, attached: Iterable[Frame]) -> None:
+        """Follow the container until it stops, shipping every line.
+
+        ``attached`` is the attach stream, opened before the container was started.
+        """
         if self.archive is not None and self.archive.spool.pending():
             self._upload_leftovers()
 
-        def is_running() -> bool | None:
+        def status() -> Status | None:
             try:
-                return bool(hook.state(container_id).get("Running"))
+                state = hook.state(container_id)
             except NotFound:
                 return None
+            return Status(running=bool(state.get("Running")), exit_code=state.get("ExitCode"))
 
-        frames = follow_frames(
-            lambda since: hook.log_frames(container_id, since), is_running, self.resume, drops=STREAM_DROPS
-        )
-        lines: Iterable[LogLine] = assemble_lines(frames, self.max_line_bytes)
+        def open_log(follow: bool) -> Iterable[Frame]:
+            try:
+                return hook.log_frames(container_id, follow)
+            except NotFound:
+                return ()
+            except APIError as exc:
+                if exc.status_code == 409:  # being removed: the task was killed
+                    return ()
+                raise
+
+        frames = follow_frames(attached, open_log, status, self.resume, drops=STREAM_DROPS)
+        batches: Iterable[LineBatch] = assemble_lines(frames, arrival_time, self.max_line_bytes)
         if self.archive is not None:
-            lines = self.archive.drain(lines)
-        for _ in self._live(lines):
+            batches = self.archive.drain(batches)
+        for _ in self._live(batches):
             pass
         self._note_elided()
         if self.resume.resumes:
             note = (
                 f"(the log stream dropped {self.resume.resumes} time(s), e.g. the Docker engine "
-                f"restarted; it was resumed and {self.resume.skipped} repeated frames skipped)"
+                f"restarted; it was resumed from the engine's log, {self.resume.skipped} bytes already "
+                "shipped were skipped)"
             )
             self.log.info(note)
             self.sink.tail.append(note)
 
-    def _live(self, lines: Iterable[LogLine]) -> Iterable[LogLine]:
+    def _live(self, batches: Iterable[LineBatch]) -> Iterable[LineBatch]:
         limiter, sink = self.limiter, self.sink
         if limiter is None:
-            yield from sink.drain(lines)
+            yield from sink.drain(batches)
             return
         clock = time.monotonic
-        for line in lines:
-            if limiter.allow(clock()):
-                if self.elided:
-                    self._note_elided()
-                sink.write(line)
-            else:
-                sink.remember(line)
-                self.elided += 1
-            yield line
+        for batch in batches:
+            shown: list[str] = []
+            for text in batch.rendered():
+                if limiter.allow(clock()):
+                    if self.elided:  # nothing is in ``shown`` yet: the elision flushed it
+                        self._note_elided()
+                    shown.append(text)
+                else:
+                    if shown:
+                        sink.write(replace(batch, texts=shown, continued=False))
+                        shown = []
+                    sink.remember(batch.stream, text)
+                    self.elided += 1
+            if shown:
+                sink.write(replace(batch, texts=shown, continued=False))
+            yield batch
 
     def _note_elided(self) -> None:
         if self.elided and self.limiter is not None:
@@ -171,7 +193,7 @@ class LogShipping:
         if self.archive is None:
             return out
         manifest = self.archive.finish(
-            stream_resumes=self.resume.resumes, duplicate_frames_skipped=self.resume.skipped,
+            stream_resumes=self.resume.resumes, resumed_bytes_skipped=self.resume.skipped,
             lines_elided_in_task_log=out["log_lines_elided"], **facts,
         )
         out["log_archive"] = self.archive.url

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from provider.logs.lines import LogLine
+from provider.logs.lines import LineBatch
 
 DEFAULT_TAIL_LINES = 20
 
@@ -32,25 +32,30 @@ class TaskLogSink:
         self._stdout = logger
         self._stderr = logger.bind(stream="stderr")
         self.tail: deque[str] = deque(maxlen=tail_lines)
+        self._keep = max(tail_lines, 1)  # a slice [-0:] would be everything
         self.lines = 0
 
-    def write(self, line: LogLine) -> None:
-        """Log the line and keep it in the tail."""
-        text = line.render()
-        if line.stream == "stderr":
-            self._stderr.info(text)
-            self.tail.append("[stderr] " + text)
+    def write(self, batch: LineBatch) -> None:
+        """Log the batch's lines one event each, and keep the last ones in the tail."""
+        texts = batch.rendered()
+        if batch.stream == "stderr":
+            info = self._stderr.info
+            for text in texts:
+                info(text)
+            self.tail.extend("[stderr] " + t for t in texts[-self._keep:])
         else:
-            self._stdout.info(text)
-            self.tail.append(text)
-        self.lines += 1
+            info = self._stdout.info
+            for text in texts:
+                info(text)
+            self.tail.extend(texts[-self._keep:])
+        self.lines += len(texts)
 
-    def remember(self, line: LogLine) -> None:
+    def remember(self, stream: str, text: str) -> None:
         """Keep a line the live rate left out of the task log in the tail, for the error message."""
-        self.tail.append("[stderr] " + line.render() if line.stream == "stderr" else line.render())
+        self.tail.append("[stderr] " + text if stream == "stderr" else text)
 
-    def drain(self, lines: Iterable[LogLine]) -> Iterator[LogLine]:
-        """Pass lines through, writing each one: a stage in a pulled pipeline."""
-        for line in lines:
-            self.write(line)
-            yield line
+    def drain(self, batches: Iterable[LineBatch]) -> Iterator[LineBatch]:
+        """Pass batches through, writing each one: a stage in a pulled pipeline."""
+        for batch in batches:
+            self.write(batch)
+            yield batch

@@ -234,11 +234,12 @@ class GpuDockerOperator(BaseOperator):
             raise
         self._running = (hook, container_id)
         try:
+            attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
             hook.start(container_id)
             shipping = self._log_shipping(identity)
             exit_code: int | None = None
             try:
-                shipping.run(hook, container_id)
+                shipping.run(hook, container_id, attached)
                 exit_code = self._wait(hook, container_id)
             finally:
                 shipped = shipping.finish(

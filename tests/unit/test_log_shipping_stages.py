@@ -10,120 +10,131 @@ from pathlib import Path
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from provider.logs.archive import ChunkedArchive, StreamDigest, encode_record
-from provider.logs.follow import Frame, Resume, docker_since, follow_frames
-from provider.logs.lines import LogLine, TruncatedStream, assemble_lines
+from provider.logs.archive import ChunkedArchive, StreamDigest, encode_records
+from provider.logs.follow import Frame, Resume, Status, follow_frames
+from provider.logs.lines import LineBatch, TruncatedStream, assemble_lines
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 
-T1, T2, T3 = "2026-01-02T03:04:05.1Z", "2026-01-02T03:04:05.123456789Z", "2026-01-02T03:04:06Z"
-
-
-def fr(ts: str, text: str, stream: int = 1) -> Frame:
-    return stream, f"{ts} {text}".encode()
-
-
-@pytest.mark.parametrize(
-    "ts, since",
-    [
-        pytest.param(T1, "1767323045.100000000", id="trimmed-fraction"),
-        pytest.param(T2, "1767323045.123456789", id="nanoseconds"),
-        pytest.param(T3, "1767323046.000000000", id="no-fraction"),
-    ],
-)
-def test_docker_since_converts_engine_timestamps(ts: str, since: str) -> None:
-    assert docker_since(ts.encode()) == since
-
-
-def test_docker_since_rejects_what_is_not_an_engine_timestamp() -> None:
-    with pytest.raises(ValueError, match="RFC 3339 UTC"):
-        docker_since(b"2026-01-02 03:04:05")
+T1, T2 = "2026-01-02T03:04:05.100000000Z", "2026-01-02T03:04:06.000000000Z"
 
 
 class Engine:
-    """A container's output as the engine serves it: ``since`` is inclusive, streams may drop."""
+    """A container's output as the engine serves it: the attach stream (large payloads, may
+    drop), and the log, read from its start (one payload per line, may drop too)."""
 
-    def __init__(self, frames: list[Frame], drops_after: list[int], running: list[bool | None]) -> None:
-        self.frames = frames
-        self.drops_after = list(drops_after)
-        self.running = list(running)
-        self.sinces: list[str | None] = []
+    def __init__(self, out: bytes, err: bytes, drops: list[int], statuses: list[Status | None]) -> None:
+        self.log = [(1, line) for line in out.splitlines(keepends=True)] + [
+            (2, line) for line in err.splitlines(keepends=True)
+        ]
+        self.attach = [(1, out[:7]), (2, err), (1, out[7:])]
+        self.drops = list(drops)  # frames each stream delivers before it breaks (-1: never)
+        self.statuses = list(statuses)
+        self.opened: list[bool] = []
 
-    def open(self, since: str | None) -> Iterator[Frame]:
-        self.sinces.append(since)
-        start = 0
-        if since is not None:
-            start = next(i for i, f in enumerate(self.frames) if docker_since(f[1][: f[1].index(b" ")]) >= since)
-        drop = self.drops_after.pop(0) if self.drops_after else None
-        for n, frame in enumerate(self.frames[start:]):
-            if drop is not None and n == drop:
+    def _serve(self, frames: list[Frame]) -> Iterator[Frame]:
+        drop = self.drops.pop(0) if self.drops else -1
+        for n, frame in enumerate(frames):
+            if n == drop:
                 raise ConnectionResetError("engine went away")
             yield frame
 
-    def is_running(self) -> bool | None:
-        return self.running.pop(0) if self.running else False
+    def attached(self) -> Iterator[Frame]:
+        return self._serve(self.attach)
+
+    def open_log(self, follow: bool) -> Iterator[Frame]:
+        self.opened.append(follow)
+        return self._serve(self.log)
+
+    def status(self) -> Status | None:
+        return self.statuses.pop(0) if self.statuses else Status(running=False, exit_code=0)
 
 
-FRAMES = [fr(T1, "a\n"), fr(T2, "b\n"), fr(T2, "c\n"), fr(T2, "d\n", 2), fr(T3, "e\n")]
+OUT, ERR = b"line 1\nline 2\nline 3\n", b"oops\n"
+EXITED, KILLED, RUNNING = Status(False, 0), Status(False, 137), Status(True)
+
+
+def followed(engine: Engine, resume: Resume) -> dict[int, bytes]:
+    got: dict[int, bytes] = {1: b"", 2: b""}
+    for sid, payload in follow_frames(engine.attached(), engine.open_log, engine.status, resume,
+                                      sleep=lambda s: None):
+        got[sid] += payload
+    return got
 
 
 @pytest.mark.parametrize(
-    "drops_after, running, resumes, skipped",
+    "drops, statuses, opened, resumes",
     [
-        pytest.param([], [False], 0, 1, id="no-drop-then-final-pass"),
-        pytest.param([2], [True, False], 1, 2, id="drop-inside-a-timestamp"),
-        pytest.param([1, 1, 1], [True, True, True, False], 3, 4, id="three-drops"),
-        pytest.param([4], [False], 1, 3, id="drop-then-stopped"),
-        pytest.param([2], [None], 0, 0, id="container-gone"),
+        pytest.param([], [EXITED], [], 0, id="attach-alone-when-the-container-exited-by-itself"),
+        pytest.param([], [KILLED], [False], 0, id="killed-a-last-pass-over-the-log"),
+        pytest.param([1], [RUNNING, EXITED], [True, False], 1, id="drop-then-follow-the-log"),
+        pytest.param([2, 3], [RUNNING, RUNNING, EXITED], [True, True, False], 2, id="the-log-drops-too"),
+        pytest.param([1], [EXITED], [False], 1, id="drop-after-exit"),
     ],
 )
 def test_follow_resumes_without_loss_or_duplicates(
-    drops_after: list[int], running: list[bool | None], resumes: int, skipped: int
+    drops: list[int], statuses: list[Status | None], opened: list[bool], resumes: int
 ) -> None:
-    engine = Engine(FRAMES, drops_after, running)
+    engine, resume = Engine(OUT, ERR, drops, statuses), Resume()
+    assert followed(engine, resume) == {1: OUT, 2: ERR}
+    assert engine.opened == opened and resume.resumes == resumes
+    assert resume.passed == {1: len(OUT), 2: len(ERR)}
+
+
+def test_follow_ends_when_the_container_is_gone() -> None:
+    engine = Engine(OUT, ERR, [1], [None])
+    assert followed(engine, Resume()) == {1: OUT[:7], 2: b""}
+    assert engine.opened == []
+
+
+def test_a_clean_end_waits_for_the_engine_to_report_the_exit() -> None:
+    engine = Engine(OUT, ERR, [], [RUNNING, RUNNING, EXITED])
+    assert followed(engine, Resume()) == {1: OUT, 2: ERR}
+    assert engine.opened == []  # not mistaken for a drop
+
+
+def test_resume_skips_exactly_the_bytes_already_passed_inside_a_payload() -> None:
     resume = Resume()
-    got = list(follow_frames(engine.open, engine.is_running, resume, sleep=lambda s: None))
-    expected = FRAMES[:2] if running == [None] else FRAMES
-    assert got == expected
-    assert (resume.resumes, resume.skipped) == (resumes, skipped)
+    assert list(resume.frames([(1, b"abc"), (2, b"x")], from_start=False)) == [(1, b"abc"), (2, b"x")]
+    again = list(resume.frames([(1, b"a"), (1, b"bcde"), (2, b"xy")], from_start=True))
+    assert again == [(1, b"de"), (2, b"y")]
+    assert resume.skipped == 4 and resume.passed == {1: 5, 2: 2}
 
 
 def test_follow_waits_for_a_restarting_engine_then_gives_up() -> None:
     calls = {"n": 0}
 
-    def is_running() -> bool | None:
+    def status() -> Status | None:
         calls["n"] += 1
         if calls["n"] < 3:
             raise ConnectionRefusedError("restarting")
-        return False
+        return EXITED
+
+    got = list(follow_frames(iter([(1, b"a\n")]), lambda f: iter(()), status, Resume(), sleep=lambda s: None))
+    assert got == [(1, b"a\n")] and calls["n"] == 3
+
+    def down() -> Status | None:
+        raise ConnectionRefusedError("still down")
 
     now = [0.0]
-    got = list(follow_frames(lambda since: iter([FRAMES[0]]), is_running, Resume(), sleep=lambda s: None))
-    assert got == [FRAMES[0]] and calls["n"] == 3
-
-    def down() -> bool | None:
-        raise ConnectionRefusedError("still down")
 
     def sleep(s: float) -> None:
         now[0] += s
 
     with pytest.raises(ConnectionRefusedError):
-        list(follow_frames(lambda since: iter(()), down, Resume(), engine_wait_s=5, sleep=sleep, clock=lambda: now[0]))
+        list(follow_frames(iter(()), lambda f: iter(()), down, Resume(), engine_wait_s=5, sleep=sleep,
+                           clock=lambda: now[0]))
 
 
 def test_a_line_cut_by_a_drop_is_reassembled_exactly() -> None:
-    frames = [fr(T1, "hel"), fr(T2, "lo\n")]
+    def attached() -> Iterator[Frame]:
+        yield 1, b"hel"
+        raise TruncatedStream("cut")
 
-    def open_stream(since: str | None) -> Iterator[Frame]:
-        if since is None:
-            yield frames[0]
-            raise TruncatedStream("cut")
-        # since is inclusive: from T1 the first frame comes again
-        yield from (f for f in frames if docker_since(f[1].split(b" ")[0]) >= since)
-
-    running = iter([True, False])
-    lines = list(assemble_lines(follow_frames(open_stream, lambda: next(running), Resume())))
-    assert [(x.text, x.ts) for x in lines] == [("hello", T1)]
+    statuses = iter([RUNNING, EXITED])
+    frames = follow_frames(attached(), lambda follow: iter([(1, b"hello\n")]), lambda: next(statuses), Resume(),
+                           sleep=lambda s: None)
+    assert [(b.texts, b.ts) for b in assemble_lines(frames, lambda: "T")] == [(["hello"], "T")]
 
 
 @pytest.mark.parametrize(
@@ -148,28 +159,30 @@ def test_live_rate_rejects_non_positive_rates(rate: float) -> None:
 @pytest.mark.parametrize(
     "pieces, lines, content",
     [
-        pytest.param([("1", False), ("2", False)], 2, b"1\n2\n", id="whole-lines"),
-        pytest.param([("ab", True), ("cd", True), ("e", False)], 1, b"abcde\n", id="joined-pieces"),
-        pytest.param([("", False)], 1, b"\n", id="empty-line"),
-        pytest.param([("é", False)], 1, "é\n".encode(), id="utf-8"),
+        pytest.param([(["1", "2"], False)], 2, b"1\n2\n", id="whole-lines"),
+        pytest.param([(["ab"], True), (["cd"], True), (["e"], False)], 1, b"abcde\n", id="joined-pieces"),
+        pytest.param([([""], False)], 1, b"\n", id="empty-line"),
+        pytest.param([(["é"], False)], 1, "é\n".encode(), id="utf-8"),
     ],
 )
-def test_stream_digest_hashes_joined_lines(pieces: list[tuple[str, bool]], lines: int, content: bytes) -> None:
+def test_stream_digest_hashes_joined_lines(pieces: list[tuple[list[str], bool]], lines: int, content: bytes) -> None:
     digest = StreamDigest()
-    for text, continued in pieces:
-        digest.add(text.encode(), continued)
+    for texts, continued in pieces:
+        digest.add("\n".join(texts).encode(), len(texts), continued)
     assert digest.summary() == {"lines": lines, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
 
 
 @pytest.mark.parametrize(
-    "line, record",
+    "batch, records",
     [
-        pytest.param(LogLine("stdout", T1, "x y"), f"{T1} stdout x y\n", id="stdout"),
-        pytest.param(LogLine("stderr", T2, "boom", True), f"{T2} stderr+ boom\n", id="continued-stderr"),
+        pytest.param(LineBatch("stdout", T1, ["x y"]), f"{T1} stdout x y\n", id="stdout"),
+        pytest.param(LineBatch("stdout", T1, ["a", "", "b"]), f"{T1} stdout a\n{T1} stdout \n{T1} stdout b\n",
+                     id="several-lines"),
+        pytest.param(LineBatch("stderr", T2, ["boom"], True), f"{T2} stderr+ boom\n", id="continued-stderr"),
     ],
 )
-def test_encode_record(line: LogLine, record: str) -> None:
-    assert encode_record(line, line.text.encode()) == record.encode()
+def test_encode_records(batch: LineBatch, records: str) -> None:
+    assert encode_records(batch, "\n".join(batch.texts).encode()) == records.encode()
 
 
 class Log:
@@ -193,7 +206,7 @@ def test_archive_spools_while_storage_fails_and_uploads_when_it_answers(tmp_path
     )
     for i in range(5):
         now[0] = float(i)
-        archive.add(LogLine("stdout", T1, str(i)))
+        archive.add(LineBatch("stdout", T1, [str(i)]))
     assert archive.spooled == 4 and archive.spool.pending() == 4
     assert "spooling to" in log.messages[0]
     blocker.unlink()  # storage answers again
