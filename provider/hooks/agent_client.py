@@ -152,3 +152,28 @@ async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
 def _tls_context() -> ssl.SSLContext:
     """Built once: creating a default context loads the CA store (milliseconds)."""
     return ssl.create_default_context()
+
+
+SAMPLE_TIMEOUT_S = 1.0
+"""A GPU sample is taken while the log pipeline waits: it must never hold it up for long."""
+
+
+def gpu_sample(host: HostConfig, gpu_ids: Sequence[int], timeout: float = SAMPLE_TIMEOUT_S) -> dict[str, Any] | None:
+    """Utilisation and memory of ``gpu_ids`` on ``host`` now, from its agent; None if unreadable.
+
+    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``.
+    """
+    if not host.agent_url:
+        return None
+    try:
+        doc = asyncio.run(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
+    except (OSError, AgentError, asyncio.TimeoutError):
+        return None
+    wanted = set(gpu_ids)
+    return {
+        "t": doc.get("sampled_at"),
+        "gpus": [
+            {"index": g["index"], "utilization_pct": g.get("utilization_pct"), "memory_used_mib": g.get("memory_used_mib")}
+            for g in doc.get("gpus", []) if g.get("index") in wanted
+        ],
+    }

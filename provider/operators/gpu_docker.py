@@ -8,6 +8,7 @@ code and the result file, and always remove the container.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from docker.errors import NotFound
 
+from provider.hooks.agent_client import gpu_sample
 from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, host_to_dict, resolve_pool
 from provider.hooks.reservations import new_owner
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
-from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, GpuSamples, LogShipping
+from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
 from provider.logs.task_log import DEFAULT_TAIL_LINES
 from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
@@ -94,8 +96,6 @@ class GpuDockerOperator(BaseOperator):
         line). Lines past the rate are still archived; the task log says how many it left out.
     :param log_chunk_s: seconds between archive chunks (what a crashed worker can lose).
     :param log_chunk_bytes: an archive chunk is written early once it holds this many bytes.
-    :param gpu_samples: called once per archive chunk; the GPU utilisation sample it returns
-        (a JSON-able mapping, or None) is recorded in the manifest.
     :param wait_for_resources: when nothing fits, wait until something does instead of
         failing at once. Waiting tasks are served first come, first served; one that has
         waited ``hold_after_s`` holds a host so that younger ones cannot keep overtaking it
@@ -152,7 +152,6 @@ class GpuDockerOperator(BaseOperator):
         log_live_rate: float | None = None,
         log_chunk_s: float = DEFAULT_CHUNK_S,
         log_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        gpu_samples: GpuSamples | None = None,
         wait_for_resources: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         wait_timeout: float | timedelta = 3600.0,
@@ -191,7 +190,6 @@ class GpuDockerOperator(BaseOperator):
         self.log_live_rate = log_live_rate
         self.log_chunk_s = log_chunk_s
         self.log_chunk_bytes = log_chunk_bytes
-        self.gpu_samples = gpu_samples
         self.wait_for_resources = wait_for_resources
         self.deferrable = deferrable
         self.wait_timeout_s = wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else float(wait_timeout)
@@ -236,7 +234,7 @@ class GpuDockerOperator(BaseOperator):
         try:
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
             hook.start(container_id)
-            shipping = self._log_shipping(identity)
+            shipping = self._log_shipping(identity, target)
             exit_code: int | None = None
             try:
                 shipping.run(hook, container_id, attached)
@@ -368,7 +366,12 @@ class GpuDockerOperator(BaseOperator):
         if reserved is not None:
             release(reserved)
 
-    def _log_shipping(self, identity: Mapping[str, Any]) -> LogShipping:
+    def _log_shipping(self, identity: Mapping[str, Any], target: Target) -> LogShipping:
+        """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
+        their utilisation in the manifest."""
+        samples = None
+        if target.gpu_ids and target.host.agent_url:
+            samples = functools.partial(gpu_sample, target.host, target.gpu_ids)
         shipping = LogShipping(
             self.log,
             archive=self.log_archive,
@@ -379,7 +382,7 @@ class GpuDockerOperator(BaseOperator):
             tail_lines=self.tail_lines,
             chunk_s=self.log_chunk_s,
             chunk_bytes=self.log_chunk_bytes,
-            gpu_samples=self.gpu_samples,
+            gpu_samples=samples,
         )
         self.log_archive_url = shipping.archive.url if shipping.archive is not None else None
         return shipping

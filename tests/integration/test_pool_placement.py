@@ -122,7 +122,7 @@ def test_no_fit_names_every_host_and_reason(cluster: Cluster) -> None:
 def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
     op = GpuDockerOperator(
         task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=2, gpu_model="T4",
-        command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"'],
+        command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"; sleep 1.5'], log_chunk_s=0.5,
     )
     out = op.execute({"ti": ti})  # type: ignore[arg-type]
     assert out["host"] == "pool_b" and out["gpus"] == [0, 1] and out["exit_code"] == 0
@@ -132,6 +132,10 @@ def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI,
     assert placement["policy"] == "least_loaded" and set(placement["scores"]) == {"pool_b"}
     assert "gpu model A100-80GB != T4" in placement["rejections"]["pool_a"]
     assert placement["rejections"]["pool_c"]
+    # The archive's manifest records the chosen GPUs' utilisation, sampled from the host's agent.
+    samples = json.loads(Path(out["log_manifest"].removeprefix("file://")).read_text())["gpu_samples"]
+    assert samples and all([g["index"] for g in s["gpus"]] == [0, 1] for s in samples)
+    assert samples[0]["gpus"][0]["utilization_pct"] == 10.0  # the simulated inventory's value
 
 
 def test_failed_container_releases_its_gpus(cluster: Cluster, ti: FakeTI) -> None:
