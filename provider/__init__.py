@@ -56,6 +56,9 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.triggers.gpu_available"]},
         ],
+        # Remote task logs on ObjectStoragePath; needs [logging] logging_config_class =
+        # provider.logs.remote_logging.LOGGING_CONFIG (see that module).
+        "remote-logging": [{"classpath": "provider.logs.remote_logging.ObjectStorageRemoteLogIO", "scheme": "file"}],
         # The api-server rebuilds operator links from serialized DAGs only for registered classes.
         "extra-links": ["provider.operators.links.ContainerLogLink"],
         "connection-types": [
