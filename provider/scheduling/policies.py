@@ -229,8 +229,11 @@ class Fragmentation:
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
         growth, gpus, _ = _least_fragmenting(request, node, _mix(request, context))
-        score = _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
-        return Choice(score, gpus)
+        return Choice(self.score_of(growth), gpus)
+
+    def score_of(self, growth: float) -> float:
+        """The rounded score of a fragmentation growth of ``growth`` milli-GPUs."""
+        return _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +262,6 @@ class FragmentationBalanced:
         mix = _mix(request, context)
         growth, gpus, after = _least_fragmenting(request, node, mix)
         frag = self.fragmentation
-        score = _quantised(MAX_SCORE * _sigmoid(-growth / frag.scale), frag.resolution)
         unfed_growth = mix.unfed(after) - mix.unfed(node)
         balance = _sigmoid(-unfed_growth / frag.scale)  # in (0, 1): 0.5 when unchanged
-        return Choice(_clamp(score + _TIE_SHARE * frag.resolution * balance), gpus)
+        return Choice(_clamp(frag.score_of(growth) + _TIE_SHARE * frag.resolution * balance), gpus)
