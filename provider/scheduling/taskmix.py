@@ -85,6 +85,8 @@ class _Class:
     model: str | None
     members: tuple[tuple[int, int, float], ...]  # (cpu_milli, memory_mb, popularity)
     popularity: float
+    cpu_most: int  # the largest CPU and memory need among the members
+    memory_most: int
 
 
 def _sort_key(item: tuple[TaskType, float]) -> tuple[float, int, int, int, int, str]:
@@ -128,7 +130,10 @@ class TaskMix:
                 (t.cpu_milli, t.memory_mb, p)
             )
         classes = tuple(
-            _Class(k[0], k[1], k[2], tuple(v), sum(m[2] for m in v))
+            _Class(
+                k[0], k[1], k[2], tuple(v), sum(m[2] for m in v),
+                max(m[0] for m in v), max(m[1] for m in v),
+            )
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
         )
         object.__setattr__(self, "_classes", classes)
@@ -202,8 +207,10 @@ class TaskMix:
         for c in self._classes:
             if not model_matches(c.model, model) or sum(1 for f in frees if f >= c.milli) < c.gpus:
                 continue
-            fitting = sum(f for f in frees if f >= c.milli)
             slots = _slots(c, frees)
+            if c.cpu_most * slots <= cpu and c.memory_most * slots <= memory:
+                continue  # every member is fed: the common case, and the cheap one
+            fitting = sum(f for f in frees if f >= c.milli)
             for cpu_need, memory_need, p in c.members:
                 if cpu_need <= cpu and memory_need <= memory:
                     fed = min(slots, _times(cpu, cpu_need, slots), _times(memory, memory_need, slots))
@@ -215,7 +222,7 @@ def _remembered(
     memo: dict[_StateKey, float], node: NodeState, measure: Callable[[str, int, int, tuple[int, ...]], float]
 ) -> float:
     """``measure`` of the node's resource state, remembered per distinct state."""
-    frees = tuple(sorted(g.free_milli for g in node.gpus))
+    frees = tuple(sorted([g.free_milli for g in node.gpus]))
     key = (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, frees)
     cached = memo.get(key)
     if cached is None:
