@@ -68,7 +68,7 @@ TRACE_ENV = "PLACEMENT_TRACE_DIR"
 NODES_FILE = "openb_node_list_gpu_node.csv"
 PUBLISHED_FILE = "published_fgd_allocation.csv"
 WORKLOADS = ("default", "gpushare40", "multigpu50", "cpu100")
-POLICIES = ("random", "best_fit", "fragmentation", "least_loaded", "fragmentation_packing")
+POLICIES = ("random", "best_fit", "fragmentation", "least_loaded", "fragmentation_balanced")
 CHECKPOINTS = (100, 110, 120, 130)
 PUBLISHED_NAMES = {"random": "01-Random", "best_fit": "05-BestFit", "fragmentation": "06-FGD"}
 ANCHOR = "06-FGD"  # policies without a published counterpart are compared with FGD
@@ -233,7 +233,7 @@ def workload_name(pods: Path) -> str:
 
 
 def table(results: list[dict[str, Any]], anchors: dict[tuple[str, str], dict[str, float]]) -> str:
-    head = (f"{'workload':<26} {'policy':<14} {'alloc@100':>15} {'alloc@130':>15} "
+    head = (f"{'workload':<26} {'policy':<22} {'alloc@100':>15} {'alloc@130':>15} "
             f"{'published@130':>22} {'ratio':>6} {'s/seed':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -244,7 +244,7 @@ def table(results: list[dict[str, Any]], anchors: dict[tuple[str, str], dict[str
         pub = f"{anchor:6.2f} ({ref})" if anchor is not None else "n/a"
         ratio = f"{got / anchor:6.3f}" if anchor and got is not None else "   n/a"
         lines.append(
-            f"{r['workload']:<26} {r['policy']:<14} {_pm(m100):>15} {_pm(m130):>15} "
+            f"{r['workload']:<26} {r['policy']:<22} {_pm(m100):>15} {_pm(m130):>15} "
             f"{pub:>22} {ratio:>6} {r['seconds'] / max(1, len(r['seeds'])):7.1f}"
         )
     return "\n".join(lines)

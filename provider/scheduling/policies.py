@@ -23,6 +23,9 @@ from provider.scheduling.taskmix import TaskMix, TaskType
 
 MAX_SCORE = 100.0
 
+_TIE_SHARE = 0.99
+"""Share of one rounding step a tie-break term may use, so it never reorders FGD's scores."""
+
 
 @dataclass(frozen=True, slots=True)
 class PlacementContext:
@@ -190,11 +193,13 @@ def _mix(request: PlacementRequest, context: PlacementContext) -> TaskMix:
 
 def _least_fragmenting(
     request: PlacementRequest, node: NodeState, mix: TaskMix
-) -> tuple[float, tuple[int, ...]]:
-    """(increase of expected fragmentation, GPUs) for the GPU choice that increases it least."""
+) -> tuple[float, tuple[int, ...], NodeState]:
+    """(increase of expected fragmentation, GPUs, node after) for the GPU choice that
+    increases it least."""
     before = mix.fragmentation(node)
-    growths = ((mix.fragmentation(apply(node, request, g)) - before, g) for g in _sets(request, node))
-    return min(growths, key=lambda pair: pair[0])  # the lowest index among equals
+    afters = ((g, apply(node, request, g)) for g in _sets(request, node))
+    growths = ((mix.fragmentation(after) - before, g, after) for g, after in afters)
+    return min(growths, key=lambda triple: triple[0])  # the lowest index among equals
 
 
 def _quantised(score: float, resolution: float) -> float:
@@ -223,33 +228,40 @@ class Fragmentation:
     def __call__(
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
-        growth, gpus = _least_fragmenting(request, node, _mix(request, context))
-        score = _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
-        return Choice(score, gpus)
+        growth, gpus, _ = _least_fragmenting(request, node, _mix(request, context))
+        return Choice(self.score_of(growth), gpus)
+
+    def score_of(self, growth: float) -> float:
+        """The rounded score of a fragmentation growth of ``growth`` milli-GPUs."""
+        return _quantised(MAX_SCORE * _sigmoid(-growth / self.scale), self.resolution)
 
 
 @dataclass(frozen=True, slots=True)
-class FragmentationPacking:
-    """FGD first, best fit second: among placements that FGD rates alike, pack.
+class FragmentationBalanced:
+    """FGD first; among placements FGD rates alike, keep CPU and memory able to feed the GPUs.
 
-    FGD's growth signal is informative when it is large and mostly noise when two nodes
-    differ by a few tens of milli-GPUs. Rounding (see :class:`Fragmentation`) makes such
-    near-equal nodes tie; instead of leaving the tie to node order, this policy gives it to
-    the node that :class:`BestFit` prefers, i.e. the one left with least CPU and GPU. That
-    keeps emptier nodes whole for the multi-GPU and CPU-heavy tasks that arrive later, which
-    is exactly what the fragmentation measure cannot see for types it rates as rare.
-    The best-fit term is scaled into one rounding step, so it never overrides FGD.
+    FGD counts a task type as able to use every GPU slice it fits once the node has CPU and
+    memory for *one* such task, so it cannot tell a host that keeps enough cores for its
+    free GPUs from one that keeps two cores per GPU too few: both look unfragmented until
+    the cores run out and the last GPUs strand. :meth:`TaskMix.unfed` measures the GPU
+    capacity that the mix's types fit but the node could not feed. Within one rounding step
+    of FGD's score (see :class:`Fragmentation`) this policy prefers the placement where
+    that measure grows least, so CPU-heavy tasks go where cores are plentiful per free GPU
+    and CPU-light tasks use the hosts where cores are scarce. The term is mapped into less
+    than one rounding step, so it never overrides FGD, and where it is equal (plenty of
+    CPU everywhere) ties still go by node order as in FGD.
     """
 
     fragmentation: Fragmentation = Fragmentation()
-    best_fit: BestFit = BestFit()
-    name = "fragmentation_packing"
+    name = "fragmentation_balanced"
     cacheable = True
 
     def __call__(
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
-        primary = self.fragmentation(request, node, context)
-        packing = self.best_fit(request, node, context).score / MAX_SCORE
-        step = self.fragmentation.resolution
-        return Choice(_clamp(primary.score + 0.99 * step * packing), primary.gpu_indices)
+        mix = _mix(request, context)
+        growth, gpus, after = _least_fragmenting(request, node, mix)
+        frag = self.fragmentation
+        unfed_growth = mix.unfed(after) - mix.unfed(node)
+        balance = _sigmoid(-unfed_growth / frag.scale)  # in (0, 1): 0.5 when unchanged
+        return Choice(_clamp(frag.score_of(growth) + _TIE_SHARE * frag.resolution * balance), gpus)

@@ -11,7 +11,7 @@ from typing import Any
 from provider.scheduling.policies import (
     BestFit,
     Fragmentation,
-    FragmentationPacking,
+    FragmentationBalanced,
     LeastLoaded,
     Policy,
     RandomPolicy,
@@ -23,7 +23,7 @@ POLICIES: Mapping[str, Callable[..., Policy]] = MappingProxyType(
         "least_loaded": LeastLoaded,
         "best_fit": BestFit,
         "fragmentation": Fragmentation,
-        "fragmentation_packing": FragmentationPacking,
+        "fragmentation_balanced": FragmentationBalanced,
     }
 )
 

@@ -13,6 +13,17 @@ memory left, a GPU model it does not accept, too few GPUs with enough free capac
 needs no GPU), and otherwise cannot use the free slices of GPUs too small for one part of
 ``m``. Placement then prefers the node and GPUs where F grows least.
 
+F has a blind spot: a type that fits *once* counts as able to use every GPU slice it fits,
+however many of them the node's CPU and memory could actually feed. Eight free GPUs beside
+sixteen free cores are eight usable GPUs to F, but only two for a type that asks for eight
+cores each. :meth:`TaskMix.unfed` measures that second part, the GPU capacity that types
+fit but the node cannot feed:
+
+    U(node) = sum over m that fit of p_m * (GPU capacity m fits) * (1 - fed_m / slots_m)
+
+where ``slots_m`` is how many tasks of ``m`` the free GPUs could take at once and ``fed_m``
+how many of those the free CPU and memory can carry (at most ``slots_m``).
+
 Evaluating F is the inner loop of every fragmentation-aware placement, so the mix is
 precomputed once by *GPU-demand class* (GPU count, milli-GPUs per GPU, accepted models):
 the GPU part of the test is done once per class and only the CPU/memory thresholds once per
@@ -23,7 +34,7 @@ not change what the function returns.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from provider.scheduling.filters import model_matches
@@ -33,6 +44,10 @@ DEFAULT_COVERAGE = 0.95
 """Share of the workload that the most popular task types must cover (FGD's default)."""
 
 _MEMO_LIMIT = 500_000
+
+_StateKey = tuple[str, int, int, tuple[int, ...]]
+"""A node's resource state as the measures see it: GPU model, free CPU, free memory, free
+milli-GPUs per GPU (sorted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +85,8 @@ class _Class:
     model: str | None
     members: tuple[tuple[int, int, float], ...]  # (cpu_milli, memory_mb, popularity)
     popularity: float
+    cpu_most: int  # the largest CPU and memory need among the members
+    memory_most: int
 
 
 def _sort_key(item: tuple[TaskType, float]) -> tuple[float, int, int, int, int, str]:
@@ -85,7 +102,10 @@ class TaskMix:
     popularity: tuple[float, ...]
     _classes: tuple[_Class, ...] = field(init=False, repr=False, compare=False)
     _gpuless: float = field(init=False, repr=False, compare=False)
-    _memo: dict[tuple[str, int, int, tuple[int, ...]], float] = field(
+    _memo: dict[_StateKey, float] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _unfed_memo: dict[_StateKey, float] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -110,7 +130,10 @@ class TaskMix:
                 (t.cpu_milli, t.memory_mb, p)
             )
         classes = tuple(
-            _Class(k[0], k[1], k[2], tuple(v), sum(m[2] for m in v))
+            _Class(
+                k[0], k[1], k[2], tuple(v), sum(m[2] for m in v),
+                max(m[0] for m in v), max(m[1] for m in v),
+            )
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
         )
         object.__setattr__(self, "_classes", classes)
@@ -157,15 +180,13 @@ class TaskMix:
 
     def fragmentation(self, node: NodeState) -> float:
         """Expected unusable GPU capacity of ``node`` in milli-GPUs (see the module text)."""
-        frees = tuple(sorted(g.free_milli for g in node.gpus))
-        key = (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, frees)
-        cached = self._memo.get(key)
-        if cached is None:
-            cached = self._fragmentation(*key)
-            if len(self._memo) >= _MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = cached
-        return cached
+        return _remembered(self._memo, node, self._fragmentation)
+
+    def unfed(self, node: NodeState) -> float:
+        """Expected GPU capacity of ``node``, in milli-GPUs, that the mix's types fit but the
+        node's free CPU and memory could not feed (U in the module text). A type that does
+        not fit at all is not counted here, :meth:`fragmentation` already counts it whole."""
+        return _remembered(self._unfed_memo, node, self._unfed)
 
     def _fragmentation(self, model: str, cpu: int, memory: int, frees: tuple[int, ...]) -> float:
         idle = sum(frees)
@@ -180,3 +201,45 @@ class TaskMix:
             for cpu_need, memory_need, p in c.members:
                 total += p * (stranded if cpu_need <= cpu and memory_need <= memory else idle)
         return total
+
+    def _unfed(self, model: str, cpu: int, memory: int, frees: tuple[int, ...]) -> float:
+        total = 0.0
+        for c in self._classes:
+            if not model_matches(c.model, model) or sum(1 for f in frees if f >= c.milli) < c.gpus:
+                continue
+            slots = _slots(c, frees)
+            if c.cpu_most * slots <= cpu and c.memory_most * slots <= memory:
+                continue  # every member is fed: the common case, and the cheap one
+            fitting = sum(f for f in frees if f >= c.milli)
+            for cpu_need, memory_need, p in c.members:
+                if cpu_need <= cpu and memory_need <= memory:
+                    fed = min(slots, _times(cpu, cpu_need, slots), _times(memory, memory_need, slots))
+                    total += p * fitting * (1.0 - fed / slots)
+        return total
+
+
+def _remembered(
+    memo: dict[_StateKey, float], node: NodeState, measure: Callable[[str, int, int, tuple[int, ...]], float]
+) -> float:
+    """``measure`` of the node's resource state, remembered per distinct state."""
+    frees = tuple(sorted([g.free_milli for g in node.gpus]))
+    key = (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, frees)
+    cached = memo.get(key)
+    if cached is None:
+        cached = measure(*key)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = cached
+    return cached
+
+
+def _slots(c: _Class, frees: tuple[int, ...]) -> int:
+    """How many tasks of class ``c`` the free GPUs could take at once (>= 1 when it fits)."""
+    if c.milli < MILLI_PER_GPU:
+        return sum(f // c.milli for f in frees)
+    return sum(1 for f in frees if f >= MILLI_PER_GPU) // c.gpus
+
+
+def _times(free: int, need: int, limit: int) -> int:
+    """How many times ``need`` fits into ``free``, at most ``limit`` (no need: ``limit``)."""
+    return min(limit, free // need) if need else limit

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import placement_sim  # noqa: E402
 
-POLICIES = "random,best_fit,fragmentation,least_loaded,fragmentation_packing"
+POLICIES = "random,best_fit,fragmentation,least_loaded,fragmentation_balanced"
 
 
 @pytest.fixture
