@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from provider.scheduling.filters import reasons
+from provider.scheduling.filters import gpu_sets, reasons
 from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest
-from provider.scheduling.policies import Choice, PlacementContext, Policy
+from provider.scheduling.policies import Choice, PlacementContext, Policy, RandomPolicy
 
 _RequestKey = Hashable
 
@@ -28,6 +28,7 @@ _RequestKey = Hashable
 class _Verdict:
     reasons: tuple[str, ...]
     choice: Choice | None
+    sets: tuple[tuple[int, ...], ...] = ()  # the random policy's GPU candidates
 
 
 def request_key(request: PlacementRequest) -> _RequestKey:
@@ -65,9 +66,13 @@ class PlacementMemo:
 
 
 def _score(
-    request: PlacementRequest, node: NodeState, policy: Policy, context: PlacementContext
+    request: PlacementRequest, node: NodeState, policy: Policy, context: PlacementContext,
+    sets: tuple[tuple[int, ...], ...] = (),
 ) -> Choice:
-    choice = policy(request, node, context)
+    if sets and isinstance(policy, RandomPolicy):
+        choice = policy.draw(sets, context)
+    else:
+        choice = policy(request, node, context)
     if request.gpus == 0 and node.gpus and context.cpu_task_gpu_node_factor != 1.0:
         return Choice(choice.score * context.cpu_task_gpu_node_factor, choice.gpu_indices)
     return choice
@@ -92,13 +97,14 @@ def _judge_all(
         if verdict is None:
             found = reasons(request, node)
             keep = None if found or not policy.cacheable else _score(request, node, policy, context)
-            verdict = known[shape] = _Verdict(found, keep)
+            sets = gpu_sets(request, node) if not found and isinstance(policy, RandomPolicy) else ()
+            verdict = known[shape] = _Verdict(found, keep, sets)
         if verdict.reasons:
             rejections[node.name] = verdict.reasons
         elif verdict.choice is not None:
             choices[node.name] = verdict.choice
         else:
-            choices[node.name] = _score(request, node, policy, context)
+            choices[node.name] = _score(request, node, policy, context, verdict.sets)
 
 
 def place(

@@ -95,9 +95,13 @@ class RandomPolicy:
     def __call__(
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
+        return self.draw(_sets(request, node), context)
+
+    def draw(self, sets: tuple[tuple[int, ...], ...], context: PlacementContext) -> Choice:
+        """The random part alone: a trace replay remembers a node's GPU ``sets`` (they depend
+        only on the node and the request's shape) and draws afresh for every task."""
         if context.rng is None:
             raise ValueError("the random policy needs PlacementContext(rng=random.Random(...))")
-        sets = _sets(request, node)
         gpus = context.rng.choice(sets) if len(sets) > 1 else sets[0]
         return Choice(context.rng.random() * MAX_SCORE, gpus)
 
