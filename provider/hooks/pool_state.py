@@ -68,9 +68,18 @@ async def read_pool_view(
     return PoolView(apply_holds([n for n, _ in read], [h.hold for h in holds], waiter), holds)
 
 
-def pool_view(hosts: Sequence[HostConfig], waiter: Waiter | None = None, **kwargs: float) -> PoolView:
+def pool_view(
+    hosts: Sequence[HostConfig],
+    waiter: Waiter | None = None,
+    *,
+    agent_timeout: float = 2.0,
+    engine_timeout: float = ENGINE_TIMEOUT_S,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> PoolView:
     """:func:`read_pool_view` for synchronous callers (the operator and the sensor's poke)."""
-    return asyncio.run(read_pool_view(hosts, waiter, **kwargs))  # type: ignore[arg-type]
+    return asyncio.run(read_pool_view(
+        hosts, waiter, agent_timeout=agent_timeout, engine_timeout=engine_timeout, grace_s=grace_s,
+    ))
 
 
 async def _engine_side(
