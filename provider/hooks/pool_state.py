@@ -6,8 +6,8 @@ is marked ``held`` for everyone behind it (:mod:`provider.scheduling.waiting`). 
 agent or engine does not answer stays in the list as unreachable, with the reason.
 
 Reading also tidies: a stale claim (docs/reservations.md) or a lapsed hold is removed by
-whoever reads the host next. The reader is a coroutine, so the operator (``asyncio.run``)
-and a trigger (``await``) share it.
+whoever reads the host next. The reader is a coroutine, so the operator and the sensor
+(``asyncio.run``) and the trigger (``await``) share it.
 """
 
 from __future__ import annotations
@@ -66,20 +66,6 @@ async def read_pool_view(
     read = await asyncio.gather(*(_engine_side(by_name[n.name], n, engine_timeout, grace_s) for n in nodes))
     holds = [h for _, found in read for h in found]
     return PoolView(apply_holds([n for n, _ in read], [h.hold for h in holds], waiter), holds)
-
-
-def pool_view(
-    hosts: Sequence[HostConfig],
-    waiter: Waiter | None = None,
-    *,
-    agent_timeout: float = 2.0,
-    engine_timeout: float = ENGINE_TIMEOUT_S,
-    grace_s: float = DEFAULT_GRACE_S,
-) -> PoolView:
-    """:func:`read_pool_view` for synchronous callers (the operator and the sensor's poke)."""
-    return asyncio.run(read_pool_view(
-        hosts, waiter, agent_timeout=agent_timeout, engine_timeout=engine_timeout, grace_s=grace_s,
-    ))
 
 
 async def _engine_side(

@@ -19,7 +19,7 @@ from typing import Any
 
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import HostConfig
-from provider.hooks.pool_state import lift_holds, pool_view
+from provider.hooks.pool_state import lift_holds, read_pool_view
 from provider.hooks.reservations import DEFAULT_GRACE_S, ClaimTaken, Reservation, Reservations, new_owner
 from provider.scheduling import PlacementContext, get_policy, place
 from provider.scheduling.model import NoFit, Placement, PlacementRequest
@@ -68,7 +68,7 @@ def place_and_reserve(
     milli = min(request.gpu_milli, 1000)
     lost: list[str] = []
     for _ in range(attempts):
-        view = pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
+        view = asyncio.run(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
         placement = place(request, view.nodes, policy, context)
         host = by_name[placement.node]
         docker = GpuDockerHook(host)
@@ -86,7 +86,7 @@ def place_and_reserve(
         if waiter is not None:
             asyncio.run(lift_holds(by_name, view.holds, waiter.owner))
         return Reserved(host, placement, reservation)
-    view = pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
+    view = asyncio.run(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
     placement = place(request, view.nodes, policy, context)
     raise NoFit(request, {
         **placement.rejections,

@@ -12,6 +12,7 @@ timeout.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
-from provider.hooks.pool_state import pool_view
+from provider.hooks.pool_state import read_pool_view
 from provider.scheduling import POLICIES, NoFit, PlacementContext, PlacementRequest, get_policy, place
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.waiting import never_fits
@@ -86,7 +87,7 @@ class GpuAvailableSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         request = self._request()
-        nodes = pool_view(self._hosts(), agent_timeout=self.agent_timeout).nodes
+        nodes = asyncio.run(read_pool_view(self._hosts(), agent_timeout=self.agent_timeout)).nodes
         try:
             placement = place(request, nodes, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
         except NoFit as exc:

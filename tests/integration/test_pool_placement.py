@@ -9,6 +9,8 @@ device request. Every engine, agent and container is started here and removed by
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import multiprocessing
 import os
@@ -27,7 +29,7 @@ from provider.hooks.claim_rules import CLAIM_LABEL
 from provider.hooks.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.outcome import ContainerFailed
-from provider.hooks.pool_state import pool_view
+from provider.hooks.pool_state import read_pool_view
 from provider.operators.placement import Reserved, place_and_reserve, release
 from provider.scheduling.model import NoFit, PlacementRequest
 from tests.conftest import FakeTI, TaskLog
@@ -297,6 +299,6 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
         reserve(PlacementRequest(gpus=2, gpu_model="T4"))  # within the grace period: still held
     time.sleep(1.2)
     hosts = resolve_pool(POOL, BaseHook.get_connection)
-    pool_view(hosts, agent_timeout=2.0, grace_s=1.0)  # the next reader reclaims
+    asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []
     release(reserve(PlacementRequest(gpus=2, gpu_model="T4")))

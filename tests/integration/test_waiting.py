@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL
 from provider.hooks.hosts import host_to_dict, resolve_pool
-from provider.hooks.pool_state import pool_view
+from provider.hooks.pool_state import read_pool_view
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.placement import Reserved, place_and_reserve, release
 from provider.scheduling.model import NoFit, PlacementRequest
@@ -197,4 +197,4 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
     big = reserve(2, waiter=old)  # the task resumes, reserves, and lifts its hold
     release(big)
     assert labelled(pool.engine, HOLD_LABEL) == []
-    assert pool_view(hosts).nodes[0].held is None
+    assert asyncio.run(read_pool_view(hosts)).nodes[0].held is None
