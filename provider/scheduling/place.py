@@ -14,12 +14,12 @@ judged again next time. Snapshots are immutable, so a remembered verdict cannot 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from provider.scheduling.filters import gpu_sets, reasons
 from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest
-from provider.scheduling.policies import Choice, PlacementContext, Policy, RandomPolicy
+from provider.scheduling.policies import Choice, PlacementContext, Policy
 
 _RequestKey = Hashable
 
@@ -28,7 +28,7 @@ _RequestKey = Hashable
 class _Verdict:
     reasons: tuple[str, ...]
     choice: Choice | None
-    sets: tuple[tuple[int, ...], ...] = ()  # the random policy's GPU candidates
+    sets: tuple[tuple[int, ...], ...] = ()  # GPU candidates, for a policy that draws
 
 
 def request_key(request: PlacementRequest) -> _RequestKey:
@@ -65,14 +65,15 @@ class PlacementMemo:
         return self._shapes.setdefault(request_key(request), len(self._shapes))
 
 
-def _score(
-    request: PlacementRequest, node: NodeState, policy: Policy, context: PlacementContext,
-    sets: tuple[tuple[int, ...], ...] = (),
-) -> Choice:
-    if sets and isinstance(policy, RandomPolicy):
-        choice = policy.draw(sets, context)
-    else:
-        choice = policy(request, node, context)
+Draw = Callable[[tuple[tuple[int, ...], ...], PlacementContext], Choice]
+
+
+def _score(request: PlacementRequest, node: NodeState, policy: Policy, context: PlacementContext) -> Choice:
+    return _adjusted(request, node, policy(request, node, context), context)
+
+
+def _adjusted(request: PlacementRequest, node: NodeState, choice: Choice, context: PlacementContext) -> Choice:
+    """Steer CPU-only tasks off GPU nodes by the context's factor."""
     if request.gpus == 0 and node.gpus and context.cpu_task_gpu_node_factor != 1.0:
         return Choice(choice.score * context.cpu_task_gpu_node_factor, choice.gpu_indices)
     return choice
@@ -87,6 +88,7 @@ def _judge_all(
 ) -> None:
     """The memoised filter-and-score loop, the hot path of a trace replay."""
     policy, context, shape = memo.policy, memo.context, memo.shape(request)
+    draw: Draw | None = None if policy.cacheable else getattr(policy, "draw", None)
     remembered = memo._nodes
     for node in nodes:
         entry = remembered.get(node.name)
@@ -97,14 +99,16 @@ def _judge_all(
         if verdict is None:
             found = reasons(request, node)
             keep = None if found or not policy.cacheable else _score(request, node, policy, context)
-            sets = gpu_sets(request, node) if not found and isinstance(policy, RandomPolicy) else ()
+            sets = gpu_sets(request, node) if not found and draw is not None else ()
             verdict = known[shape] = _Verdict(found, keep, sets)
         if verdict.reasons:
             rejections[node.name] = verdict.reasons
         elif verdict.choice is not None:
             choices[node.name] = verdict.choice
+        elif draw is not None:
+            choices[node.name] = _adjusted(request, node, draw(verdict.sets, context), context)
         else:
-            choices[node.name] = _score(request, node, policy, context, verdict.sets)
+            choices[node.name] = _score(request, node, policy, context)
 
 
 def place(

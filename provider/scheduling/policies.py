@@ -59,7 +59,12 @@ class Choice:
 
 class Policy(Protocol):
     """A scoring policy. ``cacheable`` is true when the result depends only on the inputs
-    (not on ``context.rng``), so a caller may remember it per node snapshot."""
+    (not on ``context.rng``), so a caller may remember it per node snapshot.
+
+    A policy that is not cacheable may also offer ``draw(sets, context) -> Choice``: its
+    random part alone, given the node's GPU candidates (:func:`~provider.scheduling.filters.gpu_sets`),
+    which depend only on the node and the request's shape and so can be remembered instead.
+    """
 
     @property
     def name(self) -> str: ...
