@@ -118,6 +118,19 @@ def with_claims(node: NodeState, claims: Iterable[Claim]) -> NodeState:
     return replace(node, gpus=gpus)
 
 
+def claims_and_live_owners(owned: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], set[str]]:
+    """Split an engine's list of containers carrying ``OWNER_LABEL`` (one API call) into the
+    claim entries and the owners whose task container is running."""
+    claims, live = [], set()
+    for c in owned:
+        labels = c.get("Labels") or {}
+        if labels.get(CLAIM_LABEL) == "true":
+            claims.append(c)
+        elif c.get("State") == "running":
+            live.add(str(labels.get(OWNER_LABEL)))
+    return claims, live
+
+
 def stale_claims(claims: Sequence[Claim], live_owners: set[str], now: float, grace_s: float) -> list[Claim]:
     """Claims whose task no longer runs: no running container carries their owner, and
     they are older than ``grace_s`` (the window between claiming and starting the task)."""

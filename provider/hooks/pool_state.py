@@ -26,6 +26,7 @@ from provider.hooks.claim_rules import (
     hold_name,
     OWNER_LABEL,
     HoldRecord,
+    claims_and_live_owners,
     parse_claim,
     parse_hold,
     stale_claims,
@@ -79,8 +80,8 @@ async def _engine_side(
             engine_async.containers(host, [f"{HOLD_LABEL}=true"], timeout),
         )
         now = time.time()
-        claims = [c for c in map(parse_claim, owned) if c is not None]
-        live = {str((c.get("Labels") or {}).get(OWNER_LABEL)) for c in owned if c.get("State") == "running"}
+        entries, live = claims_and_live_owners(owned)
+        claims = [c for c in map(parse_claim, entries) if c is not None]
         stale = stale_claims(claims, live, now, grace_s)
         holds = [h for h in (parse_hold(host.name, c) for c in held) if h is not None]
         lapsed = [h for h in holds if h.expires < now]

@@ -1,8 +1,9 @@
 """What the GPU cluster page reads: pool connections, hosts, claims, waiting task instances.
 
 This runs inside Airflow's api-server, in a worker thread of its request pool (the endpoint
-is synchronous), so blocking reads are fine here as long as each is bounded: agents are read
-concurrently with a per-host timeout, engines concurrently with a short API timeout.
+is synchronous). Agents and engines are read as placement reads them
+(:mod:`provider.hooks.agent_client`, :mod:`provider.hooks.engine_async`), concurrently with
+per-host timeouts, but the page only looks: it removes no stale claim.
 
 Which pools are shown (the rule the page documents):
 
@@ -16,25 +17,24 @@ Which pools are shown (the rule the page documents):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Set
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import requests
 from airflow.configuration import conf
 from airflow.models.connection import Connection
 from airflow.models.taskinstance import TaskInstance
-from docker.errors import DockerException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provider.hooks.claim_rules import CLAIM_LABEL, OWNER_LABEL
-from provider.hooks.docker_host import GpuDockerHook, HostUnreachable
+from provider.hooks import engine_async
+from provider.hooks.agent_client import read_pool
+from provider.hooks.claim_rules import OWNER_LABEL, claims_and_live_owners
+from provider.hooks.engine_async import EngineError
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, HostConfigError, resolve_pool
-from provider.hooks.node_metrics import NodeMetricsHook
 from provider.hooks.reservations import DEFAULT_GRACE_S
 from provider.scheduling.model import NodeState
 from provider.ui.cluster_view import (
@@ -133,29 +133,27 @@ class PoolCache:
 
 
 def read_hosts(hosts: Sequence[HostConfig], grace_s: float = DEFAULT_GRACE_S) -> list[HostReading]:
-    """Every host's metrics (agents, concurrently) and claims (engines, concurrently)."""
+    """Every host's metrics and claims, read as placement reads them; nothing is removed."""
     if not hosts:
         return []
-    nodes = NodeMetricsHook(hosts=hosts, timeout=AGENT_TIMEOUT_S).snapshot()
+    return asyncio.run(_read_hosts(hosts, grace_s))
+
+
+async def _read_hosts(hosts: Sequence[HostConfig], grace_s: float) -> list[HostReading]:
+    nodes = await read_pool(hosts, AGENT_TIMEOUT_S)
     by_name = {h.name: h for h in hosts}
     now = time.time()
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-        return list(pool.map(lambda n: _with_claims(by_name[n.name], n, now, grace_s), nodes))
+    return list(await asyncio.gather(*(_with_claims(by_name[n.name], n, now, grace_s) for n in nodes)))
 
 
-def _with_claims(host: HostConfig, node: NodeState, now: float, grace_s: float) -> HostReading:
+async def _with_claims(host: HostConfig, node: NodeState, now: float, grace_s: float) -> HostReading:
     if node.unreachable is not None:
         return HostReading(node=node)
-    docker = GpuDockerHook(host, timeout=ENGINE_TIMEOUT_S)
     try:
-        summaries = docker.containers({CLAIM_LABEL: "true"})
-        running = docker.api.containers(filters={"label": [OWNER_LABEL], "status": "running"}) if summaries else []
-    except (HostUnreachable, DockerException, requests.exceptions.RequestException) as exc:
-        return HostReading(node=node, engine_problem=(
-            f"Docker engine at {host.docker_url} did not answer ({type(exc).__name__}: {exc}); "
-            "its GPU reservations are unknown"
-        ))
-    owners = {str((c.get("Labels") or {}).get(OWNER_LABEL)) for c in running}
+        owned = await engine_async.containers(host, [OWNER_LABEL], ENGINE_TIMEOUT_S)
+    except EngineError as exc:
+        return HostReading(node=node, engine_problem=f"{exc}; its GPU reservations are unknown")
+    summaries, owners = claims_and_live_owners(owned)
     return HostReading(node=node, claims=held_claims(summaries, owners, now, grace_s))
 
 

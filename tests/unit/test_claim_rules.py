@@ -7,8 +7,11 @@ from typing import Any
 import pytest
 
 from provider.hooks.claim_rules import (
+    CLAIM_LABEL,
+    OWNER_LABEL,
     Claim,
     claim_labels,
+    claims_and_live_owners,
     claim_name,
     conflict,
     parse_claim,
@@ -84,3 +87,13 @@ def test_conflict(others: list[Claim], milli: int, expected: str | None) -> None
     mine = claim(0, milli, "me")
     reason = conflict([*others, mine], 0, milli, "me")
     assert (reason is None) if expected is None else (reason is not None and expected in reason)
+
+
+def test_claims_and_live_owners_split_one_container_list() -> None:
+    owned = [
+        {"Id": "c1", "State": "created", "Labels": {CLAIM_LABEL: "true", OWNER_LABEL: "a"}},
+        {"Id": "t1", "State": "running", "Labels": {OWNER_LABEL: "a"}},
+        {"Id": "t2", "State": "exited", "Labels": {OWNER_LABEL: "b"}},
+    ]
+    claims, live = claims_and_live_owners(owned)
+    assert [c["Id"] for c in claims] == ["c1"] and live == {"a"}
