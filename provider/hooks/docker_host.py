@@ -201,6 +201,14 @@ class GpuDockerHook(BaseHook):
     def state(self, container_id: str) -> dict[str, Any]:
         return dict(self.api.inspect_container(container_id)["State"])
 
+    def oom_killed(self, container_id: str) -> bool:
+        """Whether the kernel's OOM killer ended the container. False once it is gone: a task's
+        ``on_kill`` may remove it between its exit and this look (killed, not out of memory)."""
+        try:
+            return bool(self.state(container_id).get("OOMKilled"))
+        except NotFound:
+            return False
+
     def read_json(self, container_id: str, path: str) -> dict[str, Any] | None:
         """The JSON document at ``path`` inside the (stopped) container, or None if absent."""
         try:

@@ -253,7 +253,7 @@ class GpuDockerOperator(BaseOperator):
                     exit_code=exit_code,
                     duration_s=(finished - started).total_seconds(),
                     tail=list(shipping.sink.tail),
-                    oom_killed=bool(hook.state(container_id).get("OOMKilled")),
+                    oom_killed=hook.oom_killed(container_id),
                 )
             result = hook.read_json(container_id, spec.result_path)
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.docker_host import HostUnreachable, ImageMissing, NoGpuRuntime
+from provider.hooks.docker_host import GpuDockerHook, HostUnreachable, ImageMissing, NoGpuRuntime
 from provider.operators.container_spec import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.outcome import ContainerFailed
@@ -127,6 +127,22 @@ def test_kill_during_run_removes_the_container(dockerd: PrivateDockerd, ti: Fake
     assert not worker.is_alive()
     assert leftovers(dockerd, ti) == []
     assert errors and isinstance(errors[0], ContainerFailed)
+
+
+def test_out_of_memory_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    op = HostOperator(dockerd, mem_limit="32m",
+                      command=sh("echo filling; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo never"))
+    with pytest.raises(ContainerFailed, match=r"killed for running out of memory: raise mem_limit"):
+        run(op, ti)
+    assert leftovers(dockerd, ti) == []
+
+
+def test_oom_look_at_a_removed_container_is_no(dockerd: PrivateDockerd) -> None:
+    """``on_kill`` may remove the container between its exit and the operator's OOM look."""
+    with dockerd.client() as c:
+        container = c.containers.create(TESTBOX_IMAGE, ["true"], network_mode="none")
+        container.remove(force=True)
+    assert GpuDockerHook("it_host").oom_killed(container.id) is False
 
 
 def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
