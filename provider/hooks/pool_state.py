@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from provider.hooks import engine_async
 from provider.hooks.agent_client import read_pool
@@ -69,16 +70,23 @@ async def read_pool_view(
     return PoolView(apply_holds([n for n, _ in read], [h.hold for h in holds], waiter), holds)
 
 
+async def engine_entries(host: HostConfig, timeout: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A host's containers that carry a reservation owner (claims and task containers) and its
+    holds, listed concurrently: everything placement and the cluster page read of an engine."""
+    owned, held = await asyncio.gather(
+        engine_async.containers(host, [OWNER_LABEL], timeout),
+        engine_async.containers(host, [f"{HOLD_LABEL}=true"], timeout),
+    )
+    return owned, held
+
+
 async def _engine_side(
     host: HostConfig, node: NodeState, timeout: float, grace_s: float
 ) -> tuple[NodeState, list[HoldRecord]]:
     if node.unreachable is not None:
         return node, []
     try:
-        owned, held = await asyncio.gather(
-            engine_async.containers(host, [OWNER_LABEL], timeout),
-            engine_async.containers(host, [f"{HOLD_LABEL}=true"], timeout),
-        )
+        owned, held = await engine_entries(host, timeout)
         now = time.time()
         entries, live = claims_and_live_owners(owned)
         claims = [c for c in map(parse_claim, entries) if c is not None]

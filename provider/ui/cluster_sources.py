@@ -30,11 +30,11 @@ from airflow.models.taskinstance import TaskInstance
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provider.hooks import engine_async
 from provider.hooks.agent_client import read_pool
-from provider.hooks.claim_rules import OWNER_LABEL, claims_and_live_owners
+from provider.hooks.claim_rules import claims_and_live_owners
 from provider.hooks.engine_async import EngineError
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, HostConfigError, resolve_pool
+from provider.hooks.pool_state import engine_entries
 from provider.hooks.reservations import DEFAULT_GRACE_S
 from provider.scheduling.model import NodeState
 from provider.ui.cluster_view import (
@@ -44,6 +44,7 @@ from provider.ui.cluster_view import (
     TaskRef,
     WaitingTask,
     held_claims,
+    host_holds,
     merged_pool_ids,
     pool_ids_in_environment,
 )
@@ -150,11 +151,11 @@ async def _with_claims(host: HostConfig, node: NodeState, now: float, grace_s: f
     if node.unreachable is not None:
         return HostReading(node=node)
     try:
-        owned = await engine_async.containers(host, [OWNER_LABEL], ENGINE_TIMEOUT_S)
+        owned, held = await engine_entries(host, ENGINE_TIMEOUT_S)
     except EngineError as exc:
         return HostReading(node=node, engine_problem=f"{exc}; its GPU reservations are unknown")
     summaries, owners = claims_and_live_owners(owned)
-    return HostReading(node=node, claims=held_claims(summaries, owners, now, grace_s))
+    return HostReading(node=node, claims=held_claims(summaries, owners, now, grace_s), holds=host_holds(held))
 
 
 def waiting_tasks(session: Session, readable_dags: Set[str]) -> list[WaitingTask]:

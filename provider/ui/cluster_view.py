@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from provider.hooks.claim_rules import Claim, parse_claim, stale_claims
+from provider.hooks.claim_rules import Claim, parse_claim, parse_hold, stale_claims
 from provider.hooks.hosts import POOL_CONN_TYPE
 from provider.operators.container_spec import LABEL_PREFIX
 from provider.scheduling.model import GpuState, NodeState
@@ -67,7 +67,22 @@ class HostReading:
 
     node: NodeState
     claims: tuple[HeldClaim, ...] = ()
+    holds: tuple[HostHold, ...] = ()
     engine_problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostHold:
+    """A hold on a host (``docs/waiting.md``): the task that has waited longest keeps the host
+    for itself, so placements of tasks that came later skip it until the holder starts.
+
+    ``since`` is when the holder began to wait and ``expires`` when the hold lapses (both
+    seconds since the epoch); ``holder`` is None when the labels name no task instance.
+    """
+
+    holder: TaskRef | None
+    since: float
+    expires: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +160,17 @@ def held_claims(
     )
 
 
+def host_holds(summaries: Iterable[Mapping[str, Any]]) -> tuple[HostHold, ...]:
+    """The holds among an engine's container list, oldest waiter first."""
+    found = []
+    for s in summaries:
+        record = parse_hold("", s)
+        if record is not None:
+            holder = task_ref_from_labels(s.get("Labels") or {})
+            found.append(HostHold(holder=holder, since=record.hold.since, expires=record.expires))
+    return tuple(sorted(found, key=lambda h: h.since))
+
+
 def task_instance_path(base_path: str, task: TaskRef) -> str:
     """Where the Airflow UI shows ``task``: ``/dags/D/runs/R/tasks/T[/mapped/I]``.
 
@@ -168,15 +194,27 @@ def task_document(task: TaskRef, base_path: str) -> dict[str, Any]:
     }
 
 
+def named_task(task: TaskRef | None, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+    """``task`` and ``hidden`` of a holder: the task is named only when its DAG is readable."""
+    if task is None:
+        return {"task": None, "hidden": False}
+    if readable(task.dag_id):
+        return {"task": task_document(task, base_path), "hidden": False}
+    return {"task": None, "hidden": True}
+
+
 def holder_document(held: HeldClaim, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
-    """Who holds (a share of) a GPU; the task is named only when its DAG is readable."""
-    doc: dict[str, Any] = {"milli": held.claim.milli, "stale": held.stale, "task": None, "hidden": False}
-    if held.holder is not None:
-        if readable(held.holder.dag_id):
-            doc["task"] = task_document(held.holder, base_path)
-        else:
-            doc["hidden"] = True
-    return doc
+    """Who holds (a share of) a GPU."""
+    return {"milli": held.claim.milli, "stale": held.stale, **named_task(held.holder, readable, base_path)}
+
+
+def hold_document(hold: HostHold, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+    """For whom a host is held, since and until when."""
+    return {**named_task(hold.holder, readable, base_path), "since": _iso(hold.since), "expires": _iso(hold.expires)}
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat()
 
 
 def gpu_document(
@@ -209,6 +247,7 @@ def host_document(
         "cpu": None,
         "memory": None,
         "gpus": [],
+        "holds": [hold_document(h, readable, base_path) for h in reading.holds],
     }
     if node.unreachable is not None:
         return doc

@@ -2,15 +2,17 @@
 
 The pool ``gpu_ui_pool`` has two hosts: ``ui_gpu_a``, a private engine with the stand-in NVIDIA
 driver and a node agent reporting two simulated GPUs (no GPU here; see README "Tests"), and
-``ui_gpu_b``, whose agent is down. A DAG runs one container with ``gpus=1`` on the pool for a
-minute; while it runs, the API and a headless Chromium, signed in to the Airflow UI like a
-person, must show that task instance holding a GPU of ``ui_gpu_a``, and ``ui_gpu_b`` as
-unreachable with the reason. The screenshot is kept: under ``$GPU_DOCKER_ARTIFACTS`` (default:
-the test's temporary directory), and as ``docs/gpu_cluster.png`` when
-``GPU_DOCKER_UPDATE_SCREENSHOT=1``.
+``ui_gpu_b``, whose agent is down. A DAG runs one container with ``gpus=1`` on the pool; while it
+runs, the API and a headless Chromium, signed in to the Airflow UI like a person, must show that
+task instance holding a GPU of ``ui_gpu_a``, and ``ui_gpu_b`` as unreachable with the reason.
+A second DAG then asks for both GPUs of ``ui_gpu_a``: it defers and holds the host
+(``docs/waiting.md``), and the page lists it as waiting and names it on the host it holds;
+marked failed, its trigger is cancelled and the hold lifted. The screenshot is kept: under
+``$GPU_DOCKER_ARTIFACTS`` (default: the test's temporary directory), and as
+``docs/gpu_cluster.png`` when ``GPU_DOCKER_UPDATE_SCREENSHOT=1``.
 
 Everything started here (engine, agent, Airflow, browser) is stopped by pid or id, and the DAG
-run is marked failed at the end so its container and claims go away.
+runs are marked failed at the end so their containers, claims and holds go away.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +32,7 @@ from urllib.parse import quote
 
 import pytest
 
-from provider.hooks.claim_rules import CLAIM_LABEL
+from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL
 from provider.operators.container_spec import LABEL_PREFIX
 from tests.integration.agents import gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -39,6 +41,7 @@ from tools.local_airflow import REPO, LocalAirflow, free_port
 pytestmark = pytest.mark.system
 
 DAG_ID, TASK_ID = "gpu_cluster_sleeper", "train_on_gpu"
+WAITER_DAG, WAITER_TASK = "gpu_cluster_waiter", "train_on_two"
 POOL, HOST_UP, HOST_DOWN = "gpu_ui_pool", "ui_gpu_a", "ui_gpu_b"
 API = "/gpu-cluster/api/cluster"
 START_TIMEOUT_S = 180.0
@@ -101,22 +104,46 @@ def claims_of_run(engine: PrivateDockerd, run_id: str) -> list[Any]:
         return list(c.containers.list(all=True, filters={"label": [f"{CLAIM_LABEL}=true", f"{LABEL_PREFIX}.run_id={run_id}"]}))
 
 
-@pytest.fixture(scope="module")
-def running(cluster: Cluster) -> Iterator[str]:
-    """The sleeper's run id, once its task runs and holds its GPU; failed and cleaned up after."""
-    airflow, engine = cluster.airflow, cluster.engine
-    run_id = airflow.trigger(DAG_ID, {})
-    ti_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}"
+@contextmanager
+def run_in(airflow: LocalAirflow, dag_id: str, task_id: str, ready: Callable[[str, str], object],
+           gone: Callable[[str], object], what: str) -> Iterator[str]:
+    """Trigger ``dag_id`` and yield its run id once ``ready(state of task_id, run id)``; after,
+    mark the task failed and wait until ``gone(run id)``: nothing it made is left."""
+    run_id = airflow.trigger(dag_id, {})
+    ti_path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
     try:
-        wait_for(
-            "the GPU task did not run and claim its GPU",
-            lambda: airflow.request("GET", ti_path)["state"] == "running" and claims_of_run(engine, run_id),
-            START_TIMEOUT_S,
-        )
+        wait_for(f"{what} did not start", lambda: ready(airflow.request("GET", ti_path)["state"], run_id),
+                 START_TIMEOUT_S)
         yield run_id
     finally:
         airflow.request("PATCH", ti_path, {"new_state": "failed"})
-        wait_for("the cancelled task's claims were not released", lambda: not claims_of_run(engine, run_id), 60)
+        wait_for(f"what {what} made was not removed after it was failed", lambda: gone(run_id), 60)
+
+
+def holds_on(engine: PrivateDockerd) -> list[Any]:
+    with engine.client() as c:
+        return list(c.containers.list(all=True, filters={"label": f"{HOLD_LABEL}=true"}))
+
+
+@pytest.fixture(scope="module")
+def running(cluster: Cluster) -> Iterator[str]:
+    """The sleeper's run id, once its task runs and holds its GPU; its claims released after."""
+    engine = cluster.engine
+    with run_in(cluster.airflow, DAG_ID, TASK_ID,
+                ready=lambda state, run_id: state == "running" and claims_of_run(engine, run_id),
+                gone=lambda run_id: not claims_of_run(engine, run_id), what="the GPU task") as run_id:
+        yield run_id
+
+
+@pytest.fixture(scope="module")
+def waiting(cluster: Cluster, running: str) -> Iterator[str]:
+    """The waiter's run id, once its task is deferred and holds ``ui_gpu_a``. Failed after, the
+    triggerer cancels its trigger, whose clean-up must lift the hold."""
+    engine = cluster.engine
+    with run_in(cluster.airflow, WAITER_DAG, WAITER_TASK,
+                ready=lambda state, _: state == "deferred" and holds_on(engine),
+                gone=lambda _: not holds_on(engine), what="the waiting two-GPU task") as run_id:
+        yield run_id
 
 
 def get(url: str, token: str | None = None) -> tuple[int, Any]:
@@ -153,6 +180,18 @@ def test_api_shows_the_gpu_held_by_the_running_task(cluster: Cluster, running: s
     assert doc["waiting"] == [] and doc["problems"] == []
 
 
+def test_api_shows_the_waiting_task_and_the_host_it_holds(cluster: Cluster, running: str, waiting: str) -> None:
+    status, doc = get(cluster.airflow.url + API, token=cluster.airflow.token())
+    assert status == 200, doc
+    up, down = doc["hosts"]
+    assert len(up["holds"]) == 1 and down["holds"] == [], up
+    task = up["holds"][0]["task"]
+    assert (task["dag_id"], task["task_id"], task["run_id"]) == (WAITER_DAG, WAITER_TASK, waiting)
+    assert [(w["dag_id"], w["task_id"], w["run_id"], w["state"]) for w in doc["waiting"]] == [
+        (WAITER_DAG, WAITER_TASK, waiting, "deferred")
+    ]
+
+
 def artifacts_dir(tmp_path: Path) -> Path:
     path = Path(os.environ.get("GPU_DOCKER_ARTIFACTS") or tmp_path)
     path.mkdir(parents=True, exist_ok=True)
@@ -160,13 +199,14 @@ def artifacts_dir(tmp_path: Path) -> Path:
 
 
 def test_a_signed_in_person_sees_the_host_and_the_task_in_the_airflow_ui(
-    cluster: Cluster, running: str, tmp_path: Path
+    cluster: Cluster, running: str, waiting: str, tmp_path: Path
 ) -> None:
     browser = Browser.start()
     try:
         browser.sign_in(cluster.airflow.url, "admin", cluster.airflow.password())
-        frame_text = browser.open_cluster_page(cluster.airflow.url, expect=[HOST_UP, TASK_ID, HOST_DOWN])
+        frame_text = browser.open_cluster_page(cluster.airflow.url, expect=[HOST_UP, TASK_ID, HOST_DOWN, WAITER_TASK])
         assert "refused" in frame_text and "A100-80GB" in frame_text
+        assert f"Held for {WAITER_DAG} / {WAITER_TASK}" in frame_text and "deferred" in frame_text
         artifacts = artifacts_dir(tmp_path)
         browser.driver.save_screenshot(str(artifacts / "gpu_cluster.png"))
         if os.environ.get("GPU_DOCKER_UPDATE_SCREENSHOT") == "1":
@@ -243,7 +283,9 @@ class Browser:
         """A click on the holder's link opens its task instance in the Airflow UI itself."""
         from selenium.webdriver.common.by import By
 
-        self.driver.find_element(By.CSS_SELECTOR, "a[data-airflow-link]").click()
+        links = self.driver.find_elements(By.CSS_SELECTOR, "a[data-airflow-link]")
+        [link] = [a for a in links if (a.get_attribute("href") or "").endswith(path)]
+        link.click()
         self.driver.switch_to.default_content()
         self.wait("the task link did not open the task instance", lambda d: d.current_url.endswith(path))
         self.wait(f"the task instance page did not show {expect}",

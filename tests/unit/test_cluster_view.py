@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.claim_rules import claim_labels, claim_name
+from provider.hooks.claim_rules import claim_labels, claim_name, hold_labels, hold_name
 from provider.operators.container_spec import task_labels
 from provider.scheduling.model import GpuState, NodeState
 from provider.ui.cluster_view import (
@@ -17,6 +17,7 @@ from provider.ui.cluster_view import (
     WaitingTask,
     cluster_document,
     held_claims,
+    host_holds,
     merged_pool_ids,
     pool_ids_in_environment,
     task_instance_path,
@@ -123,6 +124,23 @@ def test_holder_is_named_only_for_readable_dags(dag_id: str | None, readable: se
     held = held_claims([claim_summary(0, "o", dag_id=dag_id)], {"o"}, NOW, 120)
     holder = document([HostReading(node=node(1), claims=held)], readable=readable)["hosts"][0]["gpus"][0]["holders"][0]
     assert (holder["task"] is not None, holder["hidden"]) == (task_named, hidden)
+
+
+def hold_summary(owner: str, since: float, dag_id: str = "train") -> dict[str, Any]:
+    """A hold as the engine lists it: what the waiting path creates, read back."""
+    labels = hold_labels(owner, since, since + 3600, task_labels(dag_id, "fit", RUN, 1, -1))
+    return {"Id": f"id-{hold_name(owner)}", "Names": [f"/{hold_name(owner)}"], "Labels": labels}
+
+
+def test_holds_name_their_task_oldest_first_and_hide_unreadable_dags() -> None:
+    summaries = [hold_summary("late", NOW - 60, dag_id="secret"), {"Id": "x", "Labels": {}}, hold_summary("early", NOW - 900)]
+    holds = host_holds(summaries)
+    assert [h.since for h in holds] == [NOW - 900, NOW - 60]
+    doc = document([HostReading(node=node(1), holds=holds)], readable={"train"})["hosts"][0]["holds"]
+    assert doc[0]["task"]["url"] == task_instance_path("", TaskRef("train", "fit", RUN))
+    assert doc[0]["since"] == datetime.fromtimestamp(NOW - 900, tz=timezone.utc).isoformat()
+    assert doc[0]["expires"] == datetime.fromtimestamp(NOW + 2700, tz=timezone.utc).isoformat()
+    assert (doc[1]["task"], doc[1]["hidden"]) == (None, True)
 
 
 def test_shares_of_one_gpu_add_up_and_list_every_holder() -> None:

@@ -101,6 +101,14 @@
     return el("table", { class: "gpus" }, el("thead", {}, head), el("tbody", {}, ...gpus.map(gpuRow)));
   }
 
+  function holdNote(h) {
+    const who = h.task ? taskLink(h.task)
+      : el("span", { text: h.hidden ? "a task of a DAG you cannot read" : "a task without task labels" });
+    return el("div", { class: "hold" }, el("span", { text: "Held for " }), who,
+      el("div", { class: "muted small", title: `lapses ${h.expires}`,
+        text: `waiting since ${ago(h.since)}; tasks that came later are placed on other hosts until it starts` }));
+  }
+
   function hostCard(host) {
     const head = el("div", { class: "host-head" },
       el("h3", { text: host.name }),
@@ -109,6 +117,7 @@
       ...Object.entries(host.labels).map(([k, v]) => el("span", { class: "tag", text: `${k}=${v}` })));
     const card = el("article", { class: `host${host.reachable ? "" : " down"}`, "data-host": host.name }, head);
     if (host.problem) card.append(el("p", { class: "reason", text: host.problem }));
+    card.append(...(host.holds || []).map(holdNote));
     if (host.cpu && host.memory) {
       const cores = `${host.cpu.count} core${host.cpu.count === 1 ? "" : "s"}`;
       card.append(el("div", { class: "meters" },
