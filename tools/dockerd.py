@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class PrivateDockerd:
         cgroup_parent: str | None = None,
         simulated_gpus: bool = False,
         live_restore: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         # Short paths: the engine's sockets under exec-root must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix=f"gd-{name}-"))
@@ -54,6 +55,7 @@ class PrivateDockerd:
         self.cgroup_parent = cgroup_parent
         self.simulated_gpus = simulated_gpus
         self.live_restore = live_restore  # containers survive restart() (dockerd --live-restore)
+        self.extra_args = list(extra_args)  # e.g. a TLS-protected --host=tcp://127.0.0.1:PORT
         self.socket = self.root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +76,7 @@ class PrivateDockerd:
             cmd.append(f"--cgroup-parent={self.cgroup_parent}")
         if self.live_restore:
             cmd.append("--live-restore")
+        cmd += self.extra_args
         env = dict(os.environ)
         if self.simulated_gpus:
             cmd.append("--add-runtime=nvidia=runc")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import ssl
 import tarfile
 from collections.abc import Iterator, Mapping
 from functools import cached_property
@@ -27,6 +28,7 @@ from provider.hooks.hosts import (
     HOST_CONN_TYPE,
     HostConfig,
     resolve_pool,
+    tls_failure_fix,
 )
 from provider.logs.lines import dechunk, parse_frames
 
@@ -46,6 +48,30 @@ class ImageMissing(LookupError):
 
 class NoGpuRuntime(RuntimeError):
     """GPUs were asked for on a host whose engine has no NVIDIA runtime."""
+
+
+def _caused_by_tls(exc: BaseException | None) -> bool:
+    """Whether a TLS failure is somewhere in ``exc``'s chain (docker-py wraps requests' errors)."""
+    while exc is not None:
+        if isinstance(exc, (ssl.SSLError, requests.exceptions.SSLError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _TlsFromConnection(APIClient):
+    """An engine client that verifies the engine with the connection's CA file, whatever the
+    environment says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's CA file on every
+    request, so on a worker with a company-wide bundle in its environment the engine's own CA
+    would be ignored and every call fail with "unable to get local issuer certificate".
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged["verify"] = self.verify
+        return merged
 
 
 class GpuDockerHook(BaseHook):
@@ -82,15 +108,18 @@ class GpuDockerHook(BaseHook):
         if url.startswith("tcp://") and tls:
             url = "https://" + url[len("tcp://") :]
         try:
-            return APIClient(base_url=url, version="auto", timeout=self.timeout, tls=tls)
+            api = _TlsFromConnection(base_url=url, version="auto", timeout=self.timeout, tls=tls) if tls \
+                else APIClient(base_url=url, version="auto", timeout=self.timeout)
         except docker.errors.DockerException as exc:
             raise self._unreachable(exc) from exc
+        return api
 
     def _unreachable(self, exc: BaseException) -> HostUnreachable:
-        return HostUnreachable(
-            f"Docker engine of host {self.host.name!r} at {self.host.docker_url} did not answer: "
-            f"{exc}. Check that dockerd runs there and that the connection's Docker URL is right."
-        )
+        fix = "Check that dockerd runs there and that the connection's Docker URL is right."
+        if _caused_by_tls(exc):
+            fix = tls_failure_fix(self.host)
+        where = f"Docker engine of host {self.host.name!r} at {self.host.docker_url}"
+        return HostUnreachable(f"{where} did not answer: {exc}. {fix}")
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI's connection test: ping the engine and report its version and runtimes."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from provider.hooks.hosts import HostConfig
+from provider.hooks.hosts import HostConfig, tls_failure_fix
 from provider.hooks.http10 import ProtocolError, decode_json, exchange
 
 
@@ -34,6 +34,8 @@ async def call(host: HostConfig, method: str, path: str, body: Any = None, timeo
         )
     except asyncio.TimeoutError:
         raise EngineError(f"{what} did not answer within {timeout:g} s; check that dockerd runs there") from None
+    except ssl.SSLError as exc:
+        raise EngineError(f"{what} refused the TLS connection ({exc}). {tls_failure_fix(host)}") from exc
     except (OSError, ProtocolError) as exc:
         raise EngineError(f"{what} did not answer ({exc}); start dockerd there or fix connection {host.name!r}") from exc
     return status, (decode_json(content, what) if content.strip() else None)

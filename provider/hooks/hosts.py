@@ -69,6 +69,15 @@ class HostConfigError(ValueError):
     """A host or pool connection is missing or malformed; the message says how to fix it."""
 
 
+def tls_failure_fix(host: HostConfig) -> str:
+    """What to check when the TLS handshake with ``host``'s engine fails."""
+    return (
+        f"The TLS handshake failed: check that tls_ca_cert of connection {host.name!r} is the CA that "
+        "signed the engine's certificate (dockerd --tlscert), and that tls_client_cert and "
+        "tls_client_key are a client certificate signed by the CA the engine trusts (dockerd --tlscacert)."
+    )
+
+
 def local_host(name: str = DEFAULT_HOST_CONN_ID) -> HostConfig:
     """The engine of this machine, as Docker's own client would find it."""
     return HostConfig(name=name, docker_url=os.environ.get("DOCKER_HOST") or LOCAL_DOCKER_URL)

@@ -1,0 +1,200 @@
+"""A GPU host whose Docker engine listens on tcp:// with mutual TLS, as remote hosts of a pool do.
+
+The engine is a private dockerd (``--tlsverify``) on 127.0.0.1 with certificates made here:
+a CA, a server certificate for 127.0.0.1, a client certificate, and a second CA that the
+engine does not trust. Both ways the provider talks to an engine go through TLS: docker-py
+(the operator's container, the claims) and the asyncio reader placement uses to list claims.
+The engine and the agent are stopped by pid, every container removed by id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provider.hooks.docker_host import HostUnreachable
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.scheduling.model import NoFit
+from tests.conftest import FakeTI, TaskLog
+from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.local_airflow import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    stranger_ca: Path  # a CA that neither side trusts
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def _write_cert(cert: x509.Certificate, path: Path) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
+                 usage: ExtendedKeyUsageOID | None = None) -> x509.Certificate:
+    """Self-signed CA when ``issuer`` is None; otherwise a leaf for ``usage`` signed by it."""
+    now = dt.datetime.now(dt.timezone.utc)
+    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
+    builder = (
+        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer_name))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False), critical=True)
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    else:
+        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(d: Path) -> Pki:
+    ca_key, server_key, client_key, stranger_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    ca = ("test-ca", ca_key)
+    return Pki(
+        ca=_write_cert(_certificate("test-ca", ca_key, None), d / "ca.pem"),
+        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH), d / "server.pem"),
+        server_key=_write_key(server_key, d / "server-key.pem"),
+        client_cert=_write_cert(_certificate("worker", client_key, ca, ExtendedKeyUsageOID.CLIENT_AUTH), d / "cert.pem"),
+        client_key=_write_key(client_key, d / "key.pem"),
+        stranger_ca=_write_cert(_certificate("stranger-ca", stranger_key, None), d / "stranger-ca.pem"),
+    )
+
+
+@dataclass
+class TlsHost:
+    pki: Pki
+    engine: PrivateDockerd
+    url: str
+    agent: RunningAgent
+
+
+@pytest.fixture(scope="module")
+def tls_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsHost]:
+    workdir = tmp_path_factory.mktemp("tls")
+    pki = make_pki(workdir)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    engine = PrivateDockerd("tls", simulated_gpus=True, extra_args=[
+        f"--host={url}", "--tlsverify", f"--tlscacert={pki.ca}", f"--tlscert={pki.server_cert}",
+        f"--tlskey={pki.server_key}",
+    ])
+    agent: RunningAgent | None = None
+    try:
+        engine.start()
+        engine.load(TESTBOX_IMAGE)
+        agent = start_agent(workdir, "tls_host", gpus(2, "A100-80GB", 81920))
+        yield TlsHost(pki, engine, url, agent)
+    finally:
+        if agent is not None:
+            stop_agent(agent.process)
+        engine.stop()
+
+
+def define(monkeypatch: pytest.MonkeyPatch, h: TlsHost, **tls: Any) -> None:
+    """The ``tls_host`` connection: the engine's tcp:// URL, the agent, and the TLS files."""
+    extra = {"agent_url": h.agent.url, "tls_ca_cert": str(h.pki.ca), "tls_client_cert": str(h.pki.client_cert),
+             "tls_client_key": str(h.pki.client_key), **tls}
+    conn = {"conn_type": "gpu_docker_host", "host": h.url, "extra": {k: v for k, v in extra.items() if v is not None}}
+    monkeypatch.setenv("AIRFLOW_CONN_TLS_HOST", json.dumps(conn))
+
+
+@pytest.fixture(autouse=True)
+def nothing_left(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    # As on many company workers: a CA bundle for requests in the environment, which must not
+    # replace the connection's own CA file.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    yield
+    with tls_host.engine.client() as c:
+        assert c.containers.list(all=True) == []
+
+
+def run(ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
+    op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", **kwargs)
+    return op.execute({"ti": ti})  # type: ignore[arg-type]
+
+
+def test_operator_runs_on_a_tls_engine(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, ti: FakeTI,
+                                       task_log: TaskLog) -> None:
+    define(monkeypatch, tls_host)
+    out = run(ti, host="tls_host", command=["sh", "-c", "echo over tls"])
+    assert (out["host"], out["exit_code"]) == ("tls_host", 0)
+    assert "over tls" in task_log.texts("stdout")
+
+
+def test_placement_reads_and_claims_over_tls(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, ti: FakeTI,
+                                             task_log: TaskLog) -> None:
+    define(monkeypatch, tls_host)
+    out = run(ti, gpu_pool=["tls_host"], gpus=2, command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"'])
+    assert (out["host"], out["gpus"], out["exit_code"]) == ("tls_host", [0, 1], 0)
+    assert "visible=0,1" in task_log.texts("stdout")
+    assert ti.xcoms["placement"]["scores"].keys() == {"tls_host"}
+
+
+@pytest.mark.parametrize(
+    ("tls", "why"),
+    [
+        pytest.param({"tls_ca_cert": "stranger"}, "certificate verify failed", id="engine-not-signed-by-our-ca"),
+        pytest.param({"tls_client_cert": None, "tls_client_key": None}, "bad certificate|certificate required",
+                     id="no-client-certificate"),  # the alert's name depends on the TLS version
+    ],
+)
+def test_tls_failures_name_the_host_the_cause_and_what_to_check(
+    tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, ti: FakeTI, tls: dict[str, Any], why: str
+) -> None:
+    if tls.get("tls_ca_cert") == "stranger":
+        tls["tls_ca_cert"] = str(tls_host.pki.stranger_ca)
+    fix = "The TLS handshake failed: check that tls_ca_cert of connection 'tls_host'"
+    # Without an agent the operator talks to the engine through docker-py only ...
+    define(monkeypatch, tls_host, agent_url=None, **tls)
+    with pytest.raises(HostUnreachable, match=r"host 'tls_host' at tcp://127\.0\.0\.1:\d+") as direct:
+        run(ti, host="tls_host", command=["true"])
+    assert re.search(why, str(direct.value)) and fix in str(direct.value)
+    # ... with one, placement reads the engine's claims with the asyncio client first.
+    define(monkeypatch, tls_host, **tls)
+    with pytest.raises(NoFit) as placed:
+        run(ti, gpu_pool=["tls_host"], gpus=1, command=["true"])
+    assert "tls_host: unreachable" in str(placed.value) and fix in str(placed.value)
+    assert re.search(why, str(placed.value)), placed.value
