@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -134,13 +134,17 @@ async def hold_if_due(
     return target
 
 
-async def lift_holds(hosts: Mapping[str, HostConfig], holds: Sequence[HoldRecord], owner: str) -> None:
-    """Remove ``owner``'s holds (it has its GPUs, or stopped waiting); a host that does not
-    answer keeps the hold until it lapses."""
-    mine = [h for h in holds if h.hold.owner == owner]
+async def lift_holds(hosts: Iterable[HostConfig], owner: str) -> None:
+    """Remove ``owner``'s hold (it has its GPUs, or stopped waiting) from each of ``hosts``.
+
+    A hold is named after its owner (:func:`hold_name`), so it is removed by name without
+    reading anything first; a host without it answers 404, which is fine. A host that does not
+    answer keeps the hold until it lapses.
+    """
+    targets = list(hosts)
     results = await asyncio.gather(
-        *(engine_async.remove(hosts[h.hold.host], h.container_id) for h in mine), return_exceptions=True
+        *(engine_async.remove(h, hold_name(owner)) for h in targets), return_exceptions=True
     )
-    for h, result in zip(mine, results):
+    for host, result in zip(targets, results):
         if isinstance(result, Exception):
-            log.warning("Could not lift the hold on %s (%s); it lapses by itself", h.hold.host, result)
+            log.warning("Could not lift the hold on %s (%s); it lapses by itself", host.name, result)

@@ -84,7 +84,8 @@ def place_and_reserve(
                 lost.append(str(exc))
                 continue
         if waiter is not None:
-            asyncio.run(lift_holds(by_name, view.holds, waiter.owner))
+            mine = {h.hold.host for h in view.holds if h.hold.owner == waiter.owner}
+            asyncio.run(lift_holds([by_name[name] for name in sorted(mine)], waiter.owner))
         return Reserved(host, placement, reservation)
     view = asyncio.run(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
     placement = place(request, view.nodes, policy, context)

@@ -113,9 +113,7 @@ class GpuAvailableTrigger(BaseTrigger):
         its task has reserved (the task lifts it)."""
         if self.waiter is None or self._fired:
             return
-        hosts = {h["name"]: host_from_dict(h) for h in self.hosts}
-        view = await read_pool_view(list(hosts.values()), agent_timeout=self.agent_timeout)
-        await lift_holds(hosts, view.holds, self.waiter["owner"])
+        await lift_holds([host_from_dict(h) for h in self.hosts], self.waiter["owner"])
 
 
 async def wait_until_fits(
