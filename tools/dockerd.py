@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -114,6 +115,17 @@ class PrivateDockerd:
             yield c
         finally:
             c.close()
+
+    def containers(self, *labels: str) -> list[dict[str, Any]]:
+        """The engine's list entries (``Id``, ``State``, ``Labels``, ...) of every container,
+        running or not, carrying all ``labels`` (``key`` or ``key=value``).
+
+        One list call and nothing more: docker-py's ``containers.list`` inspects each entry
+        afterwards, and a container that another thread is creating or removing at that moment
+        is listed but not yet (or no longer) inspectable, which fails with 404.
+        """
+        with self.client() as c:
+            return list(c.api.containers(all=True, filters={"label": list(labels)} if labels else None))
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.root / "dockerd.log"

@@ -39,9 +39,8 @@ def run(op: GpuDockerOperator, ti: FakeTI) -> dict[str, Any]:
     return op.execute({"ti": ti})  # type: ignore[arg-type]
 
 
-def leftovers(engine: PrivateDockerd, ti: FakeTI) -> list[Any]:
-    with engine.client() as c:
-        return c.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run_id={ti.run_id}"})
+def leftovers(engine: PrivateDockerd, ti: FakeTI) -> list[dict[str, Any]]:
+    return engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}")
 
 
 def sh(script: str) -> list[str]:
@@ -95,7 +94,7 @@ def test_lines_reach_the_log_while_the_container_runs(
     worker = threading.Thread(target=run, args=(op, ti))
     worker.start()
     epoch1 = task_log.wait_for("epoch 1", timeout=30)
-    status = [c.status for c in leftovers(dockerd, ti)]
+    status = [c["State"] for c in leftovers(dockerd, ti)]
     epoch2 = task_log.wait_for("epoch 2", timeout=30)
     worker.join(60)
     assert epoch1 is not None and status == ["running"]
@@ -121,7 +120,7 @@ def test_kill_during_run_removes_the_container(dockerd: PrivateDockerd, ti: Fake
     worker = threading.Thread(target=target)
     worker.start()
     assert task_log.wait_for("started", timeout=30) is not None
-    assert [c.status for c in leftovers(dockerd, ti)] == ["running"]
+    assert [c["State"] for c in leftovers(dockerd, ti)] == ["running"]
     op.on_kill()
     worker.join(30)
     assert not worker.is_alive()
@@ -153,13 +152,11 @@ def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
 
 
 def test_gpus_without_nvidia_runtime_fail_before_creating(dockerd: PrivateDockerd, ti: FakeTI) -> None:
-    with dockerd.client() as c:
-        before = {x.id for x in c.containers.list(all=True)}
+    before = {x["Id"] for x in dockerd.containers()}
     op = HostOperator(dockerd, gpus=1, command=sh("echo never"))
     with pytest.raises(NoGpuRuntime, match="no NVIDIA runtime.*nvidia-ctk runtime configure"):
         run(op, ti)
-    with dockerd.client() as c:
-        assert {x.id for x in c.containers.list(all=True)} == before
+    assert {x["Id"] for x in dockerd.containers()} == before
 
 
 def test_unreachable_host_is_named(ti: FakeTI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,8 +85,7 @@ def connections(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 def claims(engine: PrivateDockerd) -> list[str]:
-    with engine.client() as c:
-        return [x.id for x in c.containers.list(all=True, filters={"label": f"{CLAIM_LABEL}=true"})]
+    return [x["Id"] for x in engine.containers(f"{CLAIM_LABEL}=true")]
 
 
 def reserve(request: PlacementRequest, pool: list[str] = POOL, **kwargs: Any) -> Reserved:

@@ -147,8 +147,7 @@ def nothing_left(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     # replace the connection's own CA file.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     yield
-    with tls_host.engine.client() as c:
-        assert c.containers.list(all=True) == []
+    assert tls_host.engine.containers() == []
 
 
 def run(ti: FakeTI, **kwargs: Any) -> dict[str, Any]:

@@ -70,8 +70,7 @@ def connection(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def labelled(engine: PrivateDockerd, label: str) -> list[str]:
-    with engine.client() as c:
-        return [x.id for x in c.containers.list(all=True, filters={"label": f"{label}=true"})]
+    return [x["Id"] for x in engine.containers(f"{label}=true")]
 
 
 def reserve(gpus_: int, waiter: Waiter | None = None) -> Reserved:

@@ -12,6 +12,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,9 +70,8 @@ def airflow_stack(
         airflow.stop()
 
 
-def containers_of_run(engine: PrivateDockerd, run_id: str) -> list[object]:
-    with engine.client() as c:
-        return list(c.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.run_id={run_id}"}))
+def containers_of_run(engine: PrivateDockerd, run_id: str) -> list[dict[str, Any]]:
+    return engine.containers(f"{LABEL_PREFIX}.run_id={run_id}")
 
 
 def dag_file(name: str) -> Path:

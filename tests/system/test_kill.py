@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -22,14 +23,14 @@ def running_task(airflow: LocalAirflow, engine: PrivateDockerd) -> tuple[str, di
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
-        running = [c for c in containers_of_run(engine, run_id) if c.status == "running"]  # type: ignore[attr-defined]
+        running = [c for c in containers_of_run(engine, run_id) if c["State"] == "running"]
         if ti["state"] == "running" and running and ti.get("pid"):
             return run_id, ti
         time.sleep(0.5)
     raise TimeoutError(f"the sleeper's container did not start: {ti}")
 
 
-def wait_gone(engine: PrivateDockerd, run_id: str, timeout: float = 60) -> list[object]:
+def wait_gone(engine: PrivateDockerd, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while containers_of_run(engine, run_id) and time.monotonic() < deadline:
         time.sleep(0.5)

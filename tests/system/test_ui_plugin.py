@@ -100,8 +100,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
 
 
 def claims_of_run(engine: PrivateDockerd, run_id: str) -> list[Any]:
-    with engine.client() as c:
-        return list(c.containers.list(all=True, filters={"label": [f"{CLAIM_LABEL}=true", f"{LABEL_PREFIX}.run_id={run_id}"]}))
+    return engine.containers(f"{CLAIM_LABEL}=true", f"{LABEL_PREFIX}.run_id={run_id}")
 
 
 @contextmanager
@@ -121,8 +120,7 @@ def run_in(airflow: LocalAirflow, dag_id: str, task_id: str, ready: Callable[[st
 
 
 def holds_on(engine: PrivateDockerd) -> list[Any]:
-    with engine.client() as c:
-        return list(c.containers.list(all=True, filters={"label": f"{HOLD_LABEL}=true"}))
+    return engine.containers(f"{HOLD_LABEL}=true")
 
 
 @pytest.fixture(scope="module")
