@@ -170,8 +170,11 @@ class PrivateDockerd:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 with self.client() as c:
-                    for ctr in c.containers.list(all=True):
-                        ctr.remove(force=True, v=True)
+                    for entry in c.api.containers(all=True):
+                        try:
+                            c.api.remove_container(entry["Id"], force=True, v=True)
+                        except docker.errors.NotFound:
+                            pass
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
         self._terminate()
