@@ -98,7 +98,8 @@ async def _engine_side(
                         c.gpu, host.name, c.owner, now - c.created)
         for h in lapsed:
             log.warning("Removing lapsed hold of %s on %s", h.hold.task, host.name)
-        await asyncio.gather(*(engine_async.remove(host, x.container_id, timeout) for x in [*stale, *lapsed]))
+        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed]
+        await asyncio.gather(*(engine_async.remove(host, container_id, timeout) for container_id in gone))
     except EngineError as exc:
         return replace(node, unreachable=str(exc)), []
     return with_claims(node, [c for c in claims if c not in stale]), [h for h in holds if h not in lapsed]

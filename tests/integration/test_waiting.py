@@ -20,9 +20,10 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL
+from provider.hooks import engine_async
+from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL, hold_labels, hold_name
 from provider.hooks.hosts import host_to_dict, resolve_pool
-from provider.hooks.pool_state import read_pool_view
+from provider.hooks.pool_state import lift_holds, read_pool_view
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.placement import Reserved, place_and_reserve, release
 from provider.scheduling.model import NoFit, PlacementRequest
@@ -196,4 +197,25 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
     big = reserve(2, waiter=old)  # the task resumes, reserves, and lifts its hold
     release(big)
     assert labelled(pool.engine, HOLD_LABEL) == []
+    assert asyncio.run(read_pool_view(hosts)).nodes[0].held is None
+
+
+def test_a_lapsed_hold_is_removed_by_the_next_read_and_frees_the_host(pool: Pool) -> None:
+    """A hold whose task died without its clean-up lapses at the end of that task's wait:
+    whoever reads the host next removes it, and the host serves everyone again."""
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    now = time.time()
+    identity = {"airflow-gpu-docker.dag_id": "gone", "airflow-gpu-docker.task_id": "t",
+                "airflow-gpu-docker.run_id": "r"}
+    for owner, expires in (("lapsed00000001", now - 1), ("current0000001", now + 60)):
+        labels = hold_labels(owner, now - 120, expires, identity)
+        assert asyncio.run(engine_async.create_idle(hosts[0], hold_name(owner), TESTBOX_IMAGE, labels)) is not None
+    try:
+        view = asyncio.run(read_pool_view(hosts))
+        assert [h.hold.owner for h in view.holds] == ["current0000001"]
+        left = [x["Names"] for x in pool.engine.containers(f"{HOLD_LABEL}=true")]
+        assert left == [["/" + hold_name("current0000001")]]
+        assert view.nodes[0].held is not None  # the live hold still keeps the host
+    finally:
+        asyncio.run(lift_holds(hosts, "current0000001"))
     assert asyncio.run(read_pool_view(hosts)).nodes[0].held is None
