@@ -116,6 +116,8 @@ class ChunkedArchive:
         self.bytes = 0
         self.chunks = 0
         self.spooled = 0
+        self.lost: list[str] = []  # objects neither storage nor the spool took (both disks full)
+        self.lost_bytes = 0
         self._buf = bytearray()
         self._due = self.clock() + chunk_s
         self._retry_at: float | None = None  # set while storage is failing
@@ -186,6 +188,7 @@ class ChunkedArchive:
             "first_ts": self.first_ts or None,
             "last_ts": self.last_ts or None,
             "chunks": self.chunks,
+            "chunks_lost": list(self.lost),
             "gpu_samples": list(self.samples),
             **facts,
         }
@@ -196,20 +199,37 @@ class ChunkedArchive:
 
     def _put(self, dest: ObjectStoragePath, data: bytes) -> None:
         if self._retry_at is not None and not self._retry():
-            self.spool.put(dest, data)
-            self.spooled += 1
+            self._spool(dest, data)
             return
         try:
             write_object(dest, data)
         except Exception as exc:  # noqa: BLE001 - any storage failure: spool, never fail the task
-            self.spool.put(dest, data)
-            self.spooled += 1
             self._retry_at = self.clock() + self.retry_s
             self.log.warning(
                 "Log archive storage %s failed (%s: %s); spooling to %s and retrying every %.0f s. "
-                "The task goes on; nothing is lost.",
+                "The task goes on.",
                 self.base, type(exc).__name__, exc, self.spool.root, self.retry_s,
             )
+            self._spool(dest, data)
+
+    def _spool(self, dest: ObjectStoragePath, data: bytes) -> None:
+        """Keep what storage refused; when the spool's disk refuses as well (full), give the
+        object up rather than the task: its lines are in the task log, the loss is named there,
+        in the manifest and in the XCom."""
+        try:
+            self.spool.put(dest, data)
+        except OSError as exc:
+            if not self.lost:
+                self.log.error(
+                    "Log archive: %s could be neither stored nor spooled to %s (%s). The archive of "
+                    "this task is incomplete from here on; the task log still has the lines it shows. "
+                    "Free space there (or set log_archive to storage with room) for the next tasks.",
+                    dest, self.spool.root, exc,
+                )
+            self.lost.append(dest.name)
+            self.lost_bytes += len(data)
+            return
+        self.spooled += 1
 
     def _retry(self, force: bool = False) -> bool:
         """Try to empty the spool (when due, or ``force``); True when storage answers again."""

@@ -199,6 +199,15 @@ class LogShipping:
         out["log_archive"] = self.archive.url
         out["log_manifest"] = str(self.archive.base / MANIFEST_NAME)
         out["log_sha256"] = manifest["sha256"]
+        out["log_archive_complete"] = not self.archive.lost
+        if self.archive.lost:
+            self.log.error(
+                "Container log archive at %s is INCOMPLETE: %d of %d objects (%d bytes) were taken by "
+                "neither storage nor this worker's spool (%s); the sha256 of the full output is %s.",
+                self.archive.url, len(self.archive.lost), self.archive.chunks + 1, self.archive.lost_bytes,
+                ", ".join(self.archive.lost[:5]) + (" …" if len(self.archive.lost) > 5 else ""), manifest["sha256"],
+            )
+            return out
         self.log.info(
             "Container log archived: %d lines, %d bytes at %s%s", manifest["lines"], manifest["bytes"],
             self.archive.url, f" ({self.archive.spooled} objects went through the spool)" if self.archive.spooled else "",

@@ -19,10 +19,24 @@ from airflow.sdk import ObjectStoragePath
 
 
 def write_object(dest: ObjectStoragePath, data: bytes) -> None:
-    """Write ``data`` at ``dest``, creating local directories (object stores have none)."""
-    if dest.protocol in ("file", "local", ""):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(data)
+    """Write ``data`` at ``dest``, whole or not at all.
+
+    An object store stores a PUT whole or not at all. A local file is written next to its place
+    and renamed there, so a disk that fills up mid-write leaves no truncated chunk behind (and
+    local directories are created: object stores have none).
+    """
+    if dest.protocol not in ("file", "local", ""):
+        dest.write_bytes(data)
+        return
+    path = Path(dest.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_bytes(data)
+        os.replace(part, path)
+    except OSError:
+        part.unlink(missing_ok=True)
+        raise
 
 
 class Spool:
@@ -32,13 +46,19 @@ class Spool:
         self.root = root
 
     def put(self, dest: ObjectStoragePath, data: bytes) -> None:
+        """Keep ``data`` for ``dest``; on failure (a full disk) leave no partial entry behind."""
         self.root.mkdir(parents=True, exist_ok=True)
         entry = self.root / uuid.uuid4().hex
-        entry.with_suffix(".data").write_bytes(data)
         meta = json.dumps({"url": str(dest), "conn_id": dest.conn_id})
         tmp = entry.with_suffix(".tmp")
-        tmp.write_text(meta)
-        os.replace(tmp, entry.with_suffix(".json"))
+        try:
+            entry.with_suffix(".data").write_bytes(data)
+            tmp.write_text(meta)
+            os.replace(tmp, entry.with_suffix(".json"))
+        except OSError:
+            entry.with_suffix(".data").unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            raise
 
     def pending(self) -> int:
         return sum(1 for _ in self.root.glob("*.json")) if self.root.is_dir() else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +239,44 @@ def test_stream_dropped_by_a_restart_resumes_without_loss_or_duplicates(
     assert [t for t in task_log.texts() if t.startswith("line ")] == [f"line {i}" for i in range(1, 3001)]
     assert any("log stream dropped" in t for t in task_log.texts())
 
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """AIRFLOW_HOME on a 1 MiB tmpfs of its own: the archive and the spool share a disk that
+    fills up during the run, as on a worker whose only disk is full."""
+    home = tmp_path / "small-disk"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(home)], check=True)
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", str(home)], check=True)
+
+
+def test_a_full_disk_costs_the_archive_chunks_not_the_task(full_disk: Path, task_log: TaskLog, ti: FakeTI) -> None:
+    op = op_for(command=sh("seq 1 100000"), log_chunk_bytes=64 * 1024)
+    out = op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert out["exit_code"] == 0 and out["log_archive_complete"] is False
+    assert [t for t in task_log.texts("stdout") if t.isdigit()] == [str(i) for i in range(1, 100001)]
+    expected = hashlib.sha256(b"".join(b"%d\n" % i for i in range(1, 100001))).hexdigest()
+    assert out["log_sha256"] == expected  # computed on the way, whatever storage kept
+    errors = [t for t in task_log.texts() if "could be neither stored nor spooled" in t]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "Free space there" in errors[0]
+    incomplete = [t for t in task_log.texts() if "INCOMPLETE" in t]
+    assert incomplete and expected in incomplete[0]
+    # The chunks that fitted are on the disk, numbered from 1 without a gap; the first that did
+    # not is named in the task log.
+    kept = sorted(p.name for p in archive_dir(out).glob("chunk-*.log"))
+    assert kept == [f"chunk-{i:06d}.log" for i in range(1, len(kept) + 1)]
+    assert f"chunk-{len(kept) + 1:06d}.log" in errors[0]
+    # What was written is whole: the stored chunks hold complete lines in order, and the spool
+    # (on the same full disk) has no half-written entry.
+    stored = list(joined(archive_dir(out), "stdout"))
+    assert 0 < len(stored) < 100000 and stored == [b"%d" % i for i in range(1, len(stored) + 1)]
+    assert not list(archive_dir(out).glob("*.part"))
+    spool = full_disk / "container_logs_spool"
+    entries = sorted(spool.iterdir()) if spool.exists() else []
+    assert all(p.suffix in (".data", ".json") for p in entries), entries
+    assert {p.stem for p in entries if p.suffix == ".data"} == {p.stem for p in entries if p.suffix == ".json"}
