@@ -50,6 +50,11 @@ class NoGpuRuntime(RuntimeError):
     """GPUs were asked for on a host whose engine has no NVIDIA runtime."""
 
 
+class EngineRefused(RuntimeError):
+    """The engine would not create or start the container (a command that does not exist in
+    the image, a bind mount whose source is missing, a full data root, ...)."""
+
+
 def _caused_by_tls(exc: BaseException | None) -> bool:
     """Whether a TLS failure is somewhere in ``exc``'s chain (docker-py wraps requests' errors)."""
     while exc is not None:
@@ -190,9 +195,26 @@ class GpuDockerHook(BaseHook):
                 f"Image {create_kwargs.get('image')!r} is not on host {self.host.name!r}: "
                 f"{_explain(exc)}"
             ) from exc
+        except APIError as exc:
+            raise self._refused("create a container from", create_kwargs.get("image"), exc) from exc
 
-    def start(self, container_id: str) -> None:
-        self.api.start(container_id)
+    def start(self, container_id: str, image: str | None = None) -> None:
+        try:
+            self.api.start(container_id)
+        except APIError as exc:
+            raise self._refused("start the container of", image, exc) from exc
+
+    def _refused(self, what: str, image: Any, exc: APIError) -> EngineRefused:
+        why = _explain(exc)
+        if "no space left on device" in why.lower():
+            fix = "Free disk space in the engine's data root on that host (docker system df, docker system prune)."
+        elif "bind source path does not exist" in why:
+            fix = "Create that directory on the host, or fix the operator's mounts."
+        elif "exec:" in why and ("executable file not found" in why or "no such file or directory" in why):
+            fix = "The command is not in the image: check the operator's command and the image's PATH."
+        else:
+            fix = "Check the operator's arguments (command, mounts, limits, devices) against this message."
+        return EngineRefused(f"Docker engine of host {self.host.name!r} would not {what} {image!r}: {why}. {fix}")
 
     def attach_frames(self, container_id: str) -> Iterator[tuple[int, bytes]]:
         """Attach to the container's stdout and stderr; call before starting it.

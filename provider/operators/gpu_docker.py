@@ -233,7 +233,7 @@ class GpuDockerOperator(BaseOperator):
         self._running = (hook, container_id)
         try:
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
-            hook.start(container_id)
+            hook.start(container_id, spec.image)
             shipping = self._log_shipping(identity, target)
             exit_code: int | None = None
             try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.docker_host import GpuDockerHook, HostUnreachable, ImageMissing, NoGpuRuntime
+from provider.hooks.docker_host import EngineRefused, GpuDockerHook, HostUnreachable, ImageMissing, NoGpuRuntime
 from provider.operators.container_spec import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.outcome import ContainerFailed
@@ -142,6 +142,27 @@ def test_oom_look_at_a_removed_container_is_no(dockerd: PrivateDockerd) -> None:
         container = c.containers.create(TESTBOX_IMAGE, ["true"], network_mode="none")
         container.remove(force=True)
     assert GpuDockerHook("it_host").oom_killed(container.id) is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why", "fix"),
+    [
+        pytest.param({"command": ["no-such-program", "--epochs", "3"]}, "executable file not found",
+                     "The command is not in the image", id="command-not-in-image"),
+        pytest.param({"mounts": ["{tmp}/no-such-dir:/data"]}, "bind source path does not exist",
+                     "Create that directory on the host", id="missing-bind-source"),
+    ],
+)
+def test_an_engine_refusal_names_host_image_cause_and_fix(
+    dockerd: PrivateDockerd, ti: FakeTI, tmp_path: Any, kwargs: dict[str, Any], why: str, fix: str
+) -> None:
+    if "mounts" in kwargs:
+        kwargs = {"mounts": [m.format(tmp=tmp_path) for m in kwargs["mounts"]]}
+    op = HostOperator(dockerd, **kwargs)
+    with pytest.raises(EngineRefused, match=rf"host 'it_host' would not .* '{TESTBOX_IMAGE}': .*{why}") as err:
+        run(op, ti)
+    assert fix in str(err.value)
+    assert leftovers(dockerd, ti) == []
 
 
 def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
