@@ -7,14 +7,19 @@ operator (both in the triggerer). When the test releases the GPU, all three go o
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import DAG
 
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.sensors.gpu_available import GpuAvailableSensor
 
 with DAG(dag_id="wait_for_gpu", schedule=None, catchup=False, tags=["test"]):
+    # Airflow 3.3's scheduler can fail a reschedule-mode sensor when the executor's report of
+    # one poke arrives after the next poke was queued (apache/airflow#71172); the retry that
+    # docs/waiting.md recommends for such sensors covers it.
     GpuAvailableSensor(task_id="reschedule_sensor", gpu_pool="gpu_sys_host", gpus=1, mode="reschedule",
-                       poke_interval=2, timeout=300)
+                       poke_interval=2, timeout=300, retries=2, retry_delay=timedelta(seconds=1))
     GpuAvailableSensor(task_id="deferred_sensor", gpu_pool="gpu_sys_host", gpus=1, deferrable=True,
                        poke_interval=1, timeout=300)
     GpuDockerOperator(task_id="waiting_train", image="gpu-docker-testbox:0.1", command=["sh", "-c", "echo trained"],
