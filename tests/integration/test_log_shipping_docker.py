@@ -266,16 +266,24 @@ def test_a_full_disk_costs_the_archive_chunks_not_the_task(full_disk: Path, task
     assert len(errors) == 1 and "No space left on device" in errors[0] and "Free space there" in errors[0]
     incomplete = [t for t in task_log.texts() if "INCOMPLETE" in t]
     assert incomplete and expected in incomplete[0]
-    # The chunks that fitted are on the disk, numbered from 1 without a gap; the first that did
-    # not is named in the task log.
-    kept = sorted(p.name for p in archive_dir(out).glob("chunk-*.log"))
-    assert kept == [f"chunk-{i:06d}.log" for i in range(1, len(kept) + 1)]
-    assert f"chunk-{len(kept) + 1:06d}.log" in errors[0]
-    # What was written is whole: the stored chunks hold complete lines in order, and the spool
-    # (on the same full disk) has no half-written entry.
-    stored = list(joined(archive_dir(out), "stdout"))
-    assert 0 < len(stored) < 100000 and stored == [b"%d" % i for i in range(1, len(stored) + 1)]
-    assert not list(archive_dir(out).glob("*.part"))
+    # The chunks that fitted are on the disk: chunk 1 up to the first that did not fit (named
+    # in the task log), then any later one that fitted again (the small last one, say). Each
+    # holds whole lines, consecutive, continuing where the previous kept chunk left off when no
+    # chunk is missing between them.
+    base = archive_dir(out)
+    numbers = [int(p.stem.split("-")[1]) for p in sorted(base.glob("chunk-*.log"))]
+    first_lost = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
+    assert first_lost > 1 and f"chunk-{first_lost:06d}.log" in errors[0]
+    previous: tuple[int, int] | None = None  # (chunk number, its last line)
+    for number in numbers:
+        lines = [int(raw.split(b" ", 2)[2]) for raw in (base / f"chunk-{number:06d}.log").read_bytes().splitlines()]
+        assert lines == list(range(lines[0], lines[0] + len(lines)))
+        if previous is None:
+            assert lines[0] == 1
+        elif previous[0] == number - 1:
+            assert lines[0] == previous[1] + 1
+        previous = (number, lines[-1])
+    assert not list(base.glob("*.part"))
     spool = full_disk / "container_logs_spool"
     entries = sorted(spool.iterdir()) if spool.exists() else []
     assert all(p.suffix in (".data", ".json") for p in entries), entries
