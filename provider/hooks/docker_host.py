@@ -249,16 +249,17 @@ class GpuDockerHook(BaseHook):
         finally:
             self.api.timeout = self.timeout
 
-    def state(self, container_id: str) -> dict[str, Any]:
-        return dict(self.api.inspect_container(container_id)["State"])
+    def state(self, container_id: str) -> dict[str, Any] | None:
+        """The container's ``State`` (running, exit code, OOM kill); None once it is gone: the
+        task's ``on_kill`` may remove it at any moment after it exits."""
+        try:
+            return dict(self.api.inspect_container(container_id)["State"])
+        except NotFound:
+            return None
 
     def oom_killed(self, container_id: str) -> bool:
-        """Whether the kernel's OOM killer ended the container. False once it is gone: a task's
-        ``on_kill`` may remove it between its exit and this look (killed, not out of memory)."""
-        try:
-            return bool(self.state(container_id).get("OOMKilled"))
-        except NotFound:
-            return False
+        """Whether the kernel's OOM killer ended the container (False once it is gone: killed)."""
+        return bool((self.state(container_id) or {}).get("OOMKilled"))
 
     def read_json(self, container_id: str, path: str) -> dict[str, Any] | None:
         """The JSON document at ``path`` inside the (stopped) container, or None if absent."""

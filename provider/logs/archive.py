@@ -12,9 +12,9 @@ is buffered once it is due (a lock guards the buffer; it is uncontended almost a
     2026-01-02T03:04:05.123456789Z stdout epoch 1
     2026-01-02T03:04:05.123456790Z stderr+ first 64 KiB of a longer line…
 
-``ts`` is the time the line arrived from the engine, then the stream; a ``+`` after the stream means the line was
-longer than the split limit and continues in the next record of the same stream (join the texts
-without a newline). Text is the container's output decoded as UTF-8 (invalid bytes become
+``ts`` is the time the line arrived from the engine, then the stream; a ``+`` after the stream
+means the line was longer than the split limit and continues in the next record of the same
+stream (join the texts without a newline). Text is the container's output decoded as UTF-8 (invalid bytes become
 U+FFFD), without the newline.
 
 The manifest's ``sha256`` per stream is the hash of that stream's lines, each joined from its

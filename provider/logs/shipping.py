@@ -109,9 +109,8 @@ class LogShipping:
             self._upload_leftovers()
 
         def status() -> Status | None:
-            try:
-                state = hook.state(container_id)
-            except NotFound:
+            state = hook.state(container_id)
+            if state is None:
                 return None
             return Status(running=bool(state.get("Running")), exit_code=state.get("ExitCode"))
 

@@ -30,6 +30,12 @@ def write_object(dest: ObjectStoragePath, data: bytes) -> None:
         return
     path = Path(dest.path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_whole(path, data)
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write a local file under a temporary name and rename it into place; on failure (a full
+    disk) remove the partial file and raise."""
     part = path.with_name(path.name + ".part")
     try:
         part.write_bytes(data)
@@ -49,15 +55,12 @@ class Spool:
         """Keep ``data`` for ``dest``; on failure (a full disk) leave no partial entry behind."""
         self.root.mkdir(parents=True, exist_ok=True)
         entry = self.root / uuid.uuid4().hex
-        meta = json.dumps({"url": str(dest), "conn_id": dest.conn_id})
-        tmp = entry.with_suffix(".tmp")
+        meta = json.dumps({"url": str(dest), "conn_id": dest.conn_id}).encode()
+        write_whole(entry.with_suffix(".data"), data)
         try:
-            entry.with_suffix(".data").write_bytes(data)
-            tmp.write_text(meta)
-            os.replace(tmp, entry.with_suffix(".json"))
+            write_whole(entry.with_suffix(".json"), meta)
         except OSError:
             entry.with_suffix(".data").unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
             raise
 
     def pending(self) -> int:
