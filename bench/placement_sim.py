@@ -48,10 +48,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from provider.errors import NoFit  # noqa: E402
 from provider.scheduling import (  # noqa: E402
     GpuState,
     NodeState,
-    NoFit,
     PlacementContext,
     PlacementMemo,
     PlacementRequest,

@@ -21,17 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from provider.errors import AgentError, ProtocolError
 from provider.hooks.hosts import HostConfig
-from provider.hooks.http10 import ProtocolError, decode_json, exchange
+from provider.hooks.http10 import decode_json, exchange
 from provider.scheduling.model import GpuState, NodeState
 
 MIB = 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 256
 AGENT_SCHEMA = 1
-
-
-class AgentError(Exception):
-    """An agent could not be read; the message is the ``unreachable`` reason."""
 
 
 def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from provider.operators.container_spec import LABEL_PREFIX
+from provider.reservations.labels import LABEL_PREFIX
 from provider.scheduling.model import MILLI_PER_GPU, NodeState
 from provider.scheduling.waiting import Hold
 

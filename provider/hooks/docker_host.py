@@ -23,6 +23,7 @@ from docker import APIClient
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.tls import TLSConfig
 
+from provider.errors import EngineRefused, HostUnreachable, ImageMissing, NoGpuRuntime
 from provider.hooks.hosts import (
     DEFAULT_HOST_CONN_ID,
     HOST_CONN_TYPE,
@@ -36,23 +37,6 @@ log = logging.getLogger(__name__)
 
 NVIDIA_RUNTIME = "nvidia"
 MAX_RESULT_BYTES = 1024 * 1024
-
-
-class HostUnreachable(ConnectionError):
-    """The Docker engine of a host did not answer."""
-
-
-class ImageMissing(LookupError):
-    """The image is neither on the host nor pullable from a registry the host reaches."""
-
-
-class NoGpuRuntime(RuntimeError):
-    """GPUs were asked for on a host whose engine has no NVIDIA runtime."""
-
-
-class EngineRefused(RuntimeError):
-    """The engine would not create or start the container (a command that does not exist in
-    the image, a bind mount whose source is missing, a full data root, ...)."""
 
 
 def _caused_by_tls(exc: BaseException | None) -> bool:

@@ -16,12 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from provider.errors import EngineError, ProtocolError
 from provider.hooks.hosts import HostConfig, tls_failure_fix
-from provider.hooks.http10 import ProtocolError, decode_json, exchange
-
-
-class EngineError(Exception):
-    """The engine could not be asked or refused; the message names the host and the fix."""
+from provider.hooks.http10 import decode_json, exchange
 
 
 async def call(host: HostConfig, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:

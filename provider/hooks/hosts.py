@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from provider.errors import HostConfigError
+
 HOST_CONN_TYPE = "gpu_docker_host"
 POOL_CONN_TYPE = "gpu_docker_pool"
 DEFAULT_HOST_CONN_ID = "gpu_docker_default"
@@ -63,10 +65,6 @@ class HostConfig:
     agent_token: str | None = field(default=None, repr=False)
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tls: TlsFiles | None = None
-
-
-class HostConfigError(ValueError):
-    """A host or pool connection is missing or malformed; the message says how to fix it."""
 
 
 def tls_failure_fix(host: HostConfig) -> str:

@@ -14,11 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from provider.errors import ProtocolError
+
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
-
-
-class ProtocolError(Exception):
-    """The peer answered, but not with what was asked for; the message says what came back."""
 
 
 async def exchange(

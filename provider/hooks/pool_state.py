@@ -33,7 +33,7 @@ from provider.hooks.claim_rules import (
     stale_claims,
     with_claims,
 )
-from provider.hooks.engine_async import EngineError
+from provider.errors import EngineError
 from provider.hooks.hosts import HostConfig
 from provider.hooks.reservations import DEFAULT_GRACE_S
 from provider.scheduling.model import NodeState, PlacementRequest

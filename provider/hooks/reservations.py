@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import requests
 from docker.errors import APIError, NotFound
 
+from provider.errors import ClaimTaken
 from provider.hooks.claim_rules import (
     CLAIM_LABEL,
     CREATED_LABEL,
@@ -56,10 +57,6 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 120.0
 LOCK_STALE_S = 30.0
 LOCK_WAIT_S = 10.0
-
-
-class ClaimTaken(RuntimeError):
-    """Another task reserved the GPU between the snapshot and this claim; place again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from provider.logs.lines import STDERR, STDOUT, TruncatedStream
+from provider.errors import TruncatedStream
+from provider.logs.lines import STDERR, STDOUT
 
 Frame = tuple[int, bytes]
 # Opens the container's log from its start; True: follow it while the container runs.

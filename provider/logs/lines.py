@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
+from provider.errors import FrameError, TruncatedStream
+
 STDOUT, STDERR = 1, 2
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
@@ -45,14 +47,6 @@ class LineBatch:
     def rendered(self) -> list[str]:
         """The texts as shown to people: a cut piece carries a visible continuation mark."""
         return [self.texts[0] + CONTINUATION_MARK] if self.continued else self.texts
-
-
-class FrameError(ValueError):
-    """The byte stream is not Docker's multiplexed format (for example a TTY container)."""
-
-
-class TruncatedStream(FrameError):
-    """The stream stopped inside a frame: the connection dropped, the data may follow later."""
 
 
 def dechunk(data: Iterable[bytes]) -> Iterator[bytes]:

@@ -15,8 +15,8 @@ from typing import Any
 from docker.types import DeviceRequest, HostConfig, Mount
 from docker.utils import parse_bytes
 
-LABEL_PREFIX = "airflow-gpu-docker"
-MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
+from provider.errors import SpecError
+
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
 
@@ -28,10 +28,6 @@ IMAGE_REF_PATTERN = (
 )
 _IMAGE_RE = re.compile(IMAGE_REF_PATTERN)
 _NETWORK_MODES = ("none", "host", "bridge")
-
-
-class SpecError(ValueError):
-    """An operator argument is invalid; the message names it and says what is accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +130,6 @@ def _parse_mount(text: str) -> Mount:
         raise SpecError(f"mount {text!r}: mode must be 'ro' or 'rw', got {mode!r}.")
     kind = "bind" if parts[0].startswith("/") else "volume"
     return Mount(target=parts[1], source=parts[0], type=kind, read_only=mode == "ro")
-
-
-def task_labels(
-    dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int
-) -> dict[str, str]:
-    """Labels that tie a container to its task instance (used for clean-up and reservations)."""
-    return {
-        MANAGED_LABEL: "true",
-        f"{LABEL_PREFIX}.dag_id": dag_id,
-        f"{LABEL_PREFIX}.task_id": task_id,
-        f"{LABEL_PREFIX}.run_id": run_id,
-        f"{LABEL_PREFIX}.try_number": str(try_number),
-        f"{LABEL_PREFIX}.map_index": str(map_index),
-    }
 
 
 def create_kwargs(

@@ -19,10 +19,11 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from docker.errors import NotFound
 
+from provider.errors import ContainerFailed, HostConfigError, NoFit, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, HostConfigError, host_to_dict, resolve_pool
+from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
 from provider.hooks.reservations import new_owner
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
@@ -31,16 +32,15 @@ from provider.logs.task_log import DEFAULT_TAIL_LINES
 from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
-    SpecError,
     build_spec,
     create_kwargs,
-    task_labels,
 )
+from provider.reservations.labels import task_labels
 from provider.operators.links import ContainerLogLink
-from provider.operators.outcome import ContainerFailed, result_record
+from provider.operators.outcome import result_record
 from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
 from provider.scheduling import POLICIES
-from provider.scheduling.model import MILLI_PER_GPU, NoFit, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
 

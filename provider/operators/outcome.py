@@ -6,33 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
-
-
-class ContainerFailed(AirflowException):
-    """A training container exited non-zero; the message carries what is needed to act on it."""
-
-    def __init__(
-        self,
-        *,
-        image: str,
-        host: str,
-        container_id: str,
-        exit_code: int,
-        duration_s: float,
-        tail: Sequence[str],
-        oom_killed: bool = False,
-    ) -> None:
-        self.exit_code = exit_code
-        self.tail = list(tail)
-        why = " (killed for running out of memory: raise mem_limit)" if oom_killed else ""
-        lines = "\n".join(f"  {line}" for line in tail) or "  (the container printed nothing)"
-        super().__init__(
-            f"Container {container_id[:12]} of image {image!r} on host {host!r} exited with code "
-            f"{exit_code}{why} after {duration_s:.1f} s. Last {len(tail)} lines of its output:\n"
-            f"{lines}"
-        )
-
 
 def result_record(
     *,

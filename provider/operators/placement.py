@@ -17,12 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from provider.errors import ClaimTaken, NoFit
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import HostConfig
 from provider.hooks.pool_state import lift_holds, read_pool_view
-from provider.hooks.reservations import DEFAULT_GRACE_S, ClaimTaken, Reservation, Reservations, new_owner
+from provider.hooks.reservations import DEFAULT_GRACE_S, Reservation, Reservations, new_owner
 from provider.scheduling import PlacementContext, get_policy, place
-from provider.scheduling.model import NoFit, Placement, PlacementRequest
+from provider.scheduling.model import Placement, PlacementRequest
 from provider.scheduling.waiting import Waiter
 
 log = logging.getLogger(__name__)

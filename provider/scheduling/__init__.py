@@ -5,13 +5,13 @@ operator and the trace simulator (``bench/placement_sim.py``) both call :func:`p
 :func:`apply`, so what the benchmark measures is what production runs.
 """
 
+from provider.errors import NoFit
 from provider.scheduling.accounting import apply, release
 from provider.scheduling.filters import eligible_gpus, gpu_sets, reasons
 from provider.scheduling.model import (
     MILLI_PER_GPU,
     GpuState,
     NodeState,
-    NoFit,
     Placement,
     PlacementRequest,
 )

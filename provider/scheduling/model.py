@@ -125,6 +125,16 @@ class PlacementRequest:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
+    def describe(self) -> str:
+        """The request as a DAG author wrote it, e.g. ``gpus=1 gpu_milli=500 cpu_milli=2000``."""
+        asked = f"gpus={self.gpus}"
+        if self.gpus == 1 and self.gpu_milli < MILLI_PER_GPU:
+            asked += f" gpu_milli={self.gpu_milli}"
+        for name in ("gpu_memory_mb", "cpu_milli", "memory_mb"):
+            if getattr(self, name):
+                asked += f" {name}={getattr(self, name)}"
+        return asked
+
     @property
     def gpu_milli_total(self) -> int:
         """Total milli-GPUs asked for (a share counts as its fraction)."""
@@ -144,32 +154,3 @@ class Placement:
     policy: str
     scores: Mapping[str, float]
     rejections: Mapping[str, tuple[str, ...]]
-
-
-class NoFit(Exception):
-    """No node can take the request; the message names every node and every reason."""
-
-    def __init__(self, request: PlacementRequest, rejections: Mapping[str, tuple[str, ...]]):
-        self.request = request
-        self.rejections = dict(rejections)
-        super().__init__(request, self.rejections)
-
-    def __str__(self) -> str:
-        # Built on demand: a simulator that counts misfits never pays for the text.
-        return self._message()
-
-    def _message(self) -> str:
-        r = self.request
-        asked = f"gpus={r.gpus}"
-        if r.gpus == 1 and r.gpu_milli < MILLI_PER_GPU:
-            asked += f" gpu_milli={r.gpu_milli}"
-        if r.gpu_memory_mb:
-            asked += f" gpu_memory_mb={r.gpu_memory_mb}"
-        if r.cpu_milli:
-            asked += f" cpu_milli={r.cpu_milli}"
-        if r.memory_mb:
-            asked += f" memory_mb={r.memory_mb}"
-        if not self.rejections:
-            return f"No host fits {asked}: the pool is empty. Add hosts to the pool."
-        parts = [f"{node}: {'; '.join(reasons)}" for node, reasons in sorted(self.rejections.items())]
-        return f"No host fits {asked}: " + " | ".join(parts)

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+from provider.errors import NoFit
 from provider.scheduling.filters import gpu_sets, reasons
-from provider.scheduling.model import NodeState, NoFit, Placement, PlacementRequest
+from provider.scheduling.model import NodeState, Placement, PlacementRequest
 from provider.scheduling.policies import Choice, PlacementContext, Policy
 
 _RequestKey = Hashable

@@ -23,9 +23,10 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
+from provider.errors import NoFit
 from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
 from provider.hooks.pool_state import read_pool_view
-from provider.scheduling import POLICIES, NoFit, PlacementContext, PlacementRequest, get_policy, place
+from provider.scheduling import POLICIES, PlacementContext, PlacementRequest, get_policy, place
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.waiting import never_fits
 from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict

@@ -26,10 +26,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from provider.hooks.engine_async import EngineError
-from provider.hooks.hosts import HostConfig, host_from_dict, host_to_dict
+from provider.errors import EngineError, NoFit, NoRoom
+from provider.hooks.hosts import HostConfig, host_from_dict
 from provider.hooks.pool_state import hold_if_due, lift_holds, read_pool_view
-from provider.scheduling import NoFit, PlacementContext, PlacementRequest, get_policy, place
+from provider.scheduling import PlacementContext, PlacementRequest, get_policy, place
 from provider.scheduling.waiting import Waiter, never_fits
 
 CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
@@ -158,10 +158,6 @@ async def wait_until_fits(
             continue
         return {"status": "fits", "host": placement.node, "gpu_ids": list(placement.gpu_indices),
                 "waiter": waiter_doc}
-
-
-class NoRoom(RuntimeError):
-    """A wait for room ended without it; the message names every host and what it lacks."""
 
 
 async def first_event(trigger: BaseTrigger) -> dict[str, Any]:

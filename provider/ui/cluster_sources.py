@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 
 from provider.hooks.agent_client import read_pool
 from provider.hooks.claim_rules import claims_and_live_owners
-from provider.hooks.engine_async import EngineError
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, HostConfigError, resolve_pool
+from provider.errors import EngineError, HostConfigError
+from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
 from provider.hooks.pool_state import engine_entries
 from provider.hooks.reservations import DEFAULT_GRACE_S
 from provider.scheduling.model import NodeState

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from provider.hooks.claim_rules import Claim, parse_claim, parse_hold, stale_claims
 from provider.hooks.hosts import POOL_CONN_TYPE
-from provider.operators.container_spec import LABEL_PREFIX
+from provider.reservations.labels import LABEL_PREFIX
 from provider.scheduling.model import GpuState, NodeState
 
 WAITING_STATES = ("deferred", "up_for_reschedule")

@@ -17,7 +17,7 @@ import structlog
 
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.links import ContainerLogLink
-from provider.operators.outcome import ContainerFailed
+from provider.errors import ContainerFailed
 from tests.conftest import FakeTI, TaskLog
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
 
-from provider.hooks.docker_host import EngineRefused, GpuDockerHook, HostUnreachable, ImageMissing, NoGpuRuntime
-from provider.operators.container_spec import LABEL_PREFIX
+from provider.hooks.docker_host import GpuDockerHook
+from provider.reservations.labels import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.operators.outcome import ContainerFailed
+from provider.errors import ContainerFailed, EngineRefused, HostUnreachable, ImageMissing, NoGpuRuntime
 from tests.conftest import FakeTI, TaskLog
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 

@@ -28,10 +28,10 @@ from airflow.sdk import BaseHook
 from provider.hooks.claim_rules import CLAIM_LABEL
 from provider.hooks.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.operators.outcome import ContainerFailed
+from provider.errors import ContainerFailed, NoFit
 from provider.hooks.pool_state import read_pool_view
 from provider.operators.placement import Reserved, place_and_reserve, release
-from provider.scheduling.model import NoFit, PlacementRequest
+from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd

@@ -25,9 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provider.hooks.docker_host import HostUnreachable
+from provider.errors import HostUnreachable, NoFit
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.scheduling.model import NoFit
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd

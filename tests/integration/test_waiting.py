@@ -20,16 +20,17 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from provider.errors import NoFit, NoRoom
 from provider.hooks import engine_async
 from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL, hold_labels, hold_name
 from provider.hooks.hosts import host_to_dict, resolve_pool
 from provider.hooks.pool_state import lift_holds, read_pool_view
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.placement import Reserved, place_and_reserve, release
-from provider.scheduling.model import NoFit, PlacementRequest
+from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
-from provider.triggers.gpu_available import GpuAvailableTrigger, NoRoom, first_event
+from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from provider.hooks.claim_rules import claim_labels, claim_name, hold_labels, hold_name
-from provider.operators.container_spec import task_labels
+from provider.reservations.labels import task_labels
 from provider.scheduling.model import GpuState, NodeState
 from provider.ui.cluster_view import (
     HostReading,

@@ -7,16 +7,10 @@ from typing import Any
 
 import pytest
 
-from provider.operators.container_spec import (
-    IMAGE_REF_PATTERN,
-    MANAGED_LABEL,
-    SpecError,
-    build_spec,
-    create_kwargs,
-    task_labels,
-)
+from provider.errors import ContainerFailed, SpecError
+from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_kwargs
 from provider.operators.gpu_docker import _gpu_count
-from provider.operators.outcome import ContainerFailed
+from provider.reservations.labels import MANAGED_LABEL, task_labels
 
 
 @pytest.mark.parametrize(

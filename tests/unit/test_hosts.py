@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
+from provider.errors import HostConfigError
 from provider import get_provider_info
 from provider.hooks.hosts import (
     LOCAL_DOCKER_URL,
-    HostConfigError,
     host_from_connection,
     resolve_pool,
 )

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
+from provider.errors import FrameError
 from provider.logs.lines import (
     CONTINUATION_MARK,
-    FrameError,
     LineBatch,
     arrival_time,
     assemble_lines,

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+from provider.errors import TruncatedStream
 from provider.logs.archive import ChunkedArchive, StreamDigest, encode_records
 from provider.logs.follow import Frame, Resume, Status, follow_frames
-from provider.logs.lines import LineBatch, TruncatedStream, assemble_lines
+from provider.logs.lines import LineBatch, assemble_lines
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provider.operators.container_spec import SpecError
+from provider.errors import SpecError
 from provider.operators.gpu_docker import GpuDockerOperator
 
 

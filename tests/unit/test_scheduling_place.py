@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from provider.errors import NoFit
 from provider.scheduling import (
     POLICIES,
     BestFit,
@@ -13,7 +14,6 @@ from provider.scheduling import (
     GpuState,
     LeastLoaded,
     NodeState,
-    NoFit,
     PlacementContext,
     PlacementMemo,
     PlacementRequest,

@@ -11,12 +11,12 @@ import re
 
 import pytest
 
+from provider.errors import NoFit
 from provider.scheduling import (
     Fragmentation,
     FragmentationBalanced,
     GpuState,
     NodeState,
-    NoFit,
     PlacementContext,
     PlacementRequest,
     TaskMix,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provider.scheduling import GpuState, NodeState, PlacementRequest, place, get_policy, NoFit
+from provider.errors import NoFit
+from provider.scheduling import GpuState, NodeState, PlacementRequest, place, get_policy
 from provider.scheduling.policies import PlacementContext
 from provider.scheduling.waiting import Hold, Waiter, apply_holds, hold_host, is_due, never_fits
 

@@ -6,9 +6,10 @@ from types import MappingProxyType
 
 import pytest
 
+from provider.errors import NoRoom
 from provider.hooks.hosts import HostConfig, TlsFiles, host_from_dict, host_to_dict
 from provider.scheduling import PlacementRequest
-from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, NoRoom, request_to_dict, waiter_from_event
+from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, request_to_dict, waiter_from_event
 
 HOSTS = [
     HostConfig("a", "unix:///run/a.sock", "http://127.0.0.1:9400", "s3cret", MappingProxyType({"zone": "x"})),

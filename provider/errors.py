@@ -1,0 +1,134 @@
+"""Every error this provider raises, under one root: :class:`GpuDockerError`.
+
+A DAG author sees these in a task log with nothing else to go on, so each message names the
+cause (which host, which argument, which limit) and the fix. One root lets a caller catch
+"anything this provider refused" in one clause, as docker-py's ``DockerException`` does; the
+second bases keep the built-in meaning (``ValueError`` for a bad argument, ``ConnectionError``
+for a host that does not answer) for callers that already catch those.
+
+Pure: no Airflow, Docker or network imports, so the placement core raises from here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from provider.scheduling.model import PlacementRequest
+
+
+class GpuDockerError(Exception):
+    """Root of every error of this provider."""
+
+
+class SpecError(GpuDockerError, ValueError):
+    """An operator argument is invalid; the message names it and says what is accepted."""
+
+
+class HostConfigError(GpuDockerError, ValueError):
+    """A host or pool connection is missing or malformed; the message says how to fix it."""
+
+
+class EngineError(GpuDockerError):
+    """A Docker engine could not do what was asked; subclasses say whether it did not answer
+    or answered no."""
+
+
+class HostUnreachable(EngineError, ConnectionError):
+    """The Docker engine of a host did not answer (refused, timed out, TLS failed)."""
+
+
+class EngineRefused(EngineError, RuntimeError):
+    """The engine answered, but would not do it (create, start, remove, ...): the message
+    carries the engine's own reason."""
+
+
+class ImageMissing(EngineError, LookupError):
+    """The image is neither on the host nor pullable from a registry the host reaches."""
+
+
+class NoGpuRuntime(EngineError):
+    """GPUs were asked for on a host whose engine cannot give them to a container."""
+
+
+class AgentError(GpuDockerError):
+    """A node agent could not be read; the message is the host's ``unreachable`` reason."""
+
+
+class ProtocolError(GpuDockerError):
+    """A peer answered, but not with what was asked for; the message says what came back."""
+
+
+class FrameError(GpuDockerError, ValueError):
+    """The engine's multiplexed output stream is malformed."""
+
+
+class TruncatedStream(FrameError):
+    """The stream ended in the middle of a frame (the connection dropped)."""
+
+
+class ClaimTaken(GpuDockerError):
+    """Another task reserved the resources between the pool read and this claim; place again."""
+
+
+class NoRoom(GpuDockerError):
+    """A wait for room ended without it; the message names every host and what it lacks."""
+
+
+class ContainerFailed(GpuDockerError):
+    """A training container exited non-zero; the message carries what is needed to act on it."""
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        host: str,
+        container_id: str,
+        exit_code: int,
+        duration_s: float,
+        tail: list[str],
+        oom_killed: bool = False,
+    ) -> None:
+        self.exit_code = exit_code
+        self.tail = list(tail)
+        why = " (killed for running out of memory: raise mem_limit)" if oom_killed else ""
+        lines = "\n".join(f"  {line}" for line in tail) or "  (the container printed nothing)"
+        super().__init__(
+            f"Container {container_id[:12]} of image {image!r} on host {host!r} exited with code "
+            f"{exit_code}{why} after {duration_s:.1f} s. Last {len(tail)} lines of its output:\n"
+            f"{lines}"
+        )
+
+
+class NoFit(GpuDockerError):
+    """No node can take the request; the message names every node and every reason.
+
+    ``holders`` names, per host, the tasks whose reservations take its resources, so a full
+    pool says who holds it rather than only that it is full.
+    """
+
+    def __init__(
+        self,
+        request: PlacementRequest,
+        rejections: Mapping[str, tuple[str, ...]],
+        holders: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.request = request
+        self.rejections = dict(rejections)
+        self.holders = dict(holders or {})
+        super().__init__(request, self.rejections)
+
+    def __str__(self) -> str:
+        # Built on demand: a simulator that counts misfits never pays for the text.
+        return self._message()
+
+    def _message(self) -> str:
+        asked = self.request.describe()
+        if not self.rejections:
+            return f"No host fits {asked}: the pool is empty. Add hosts to the pool."
+        parts = []
+        for node, why in sorted(self.rejections.items()):
+            held = self.holders.get(node)
+            parts.append(f"{node}: {'; '.join(why)}" + (f" (held by {', '.join(held)})" if held else ""))
+        return f"No host fits {asked}: " + " | ".join(parts)

@@ -1,0 +1,55 @@
+"""The names this provider writes on containers: the bottom of the reservation layer.
+
+Every container the provider creates on an engine carries labels under ``LABEL_PREFIX``:
+the task container, the claims that reserve resources for it, the holds of waiting tasks and
+the short-lived lock that orders claims on one engine. Whoever reads an engine (placement, the
+cluster page, the tests) finds them by these names, so they are defined once, here, and
+imported downward by everything else.
+"""
+
+from __future__ import annotations
+
+LABEL_PREFIX = "airflow-gpu-docker"
+MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
+
+DAG_ID_LABEL = f"{LABEL_PREFIX}.dag_id"
+TASK_ID_LABEL = f"{LABEL_PREFIX}.task_id"
+RUN_ID_LABEL = f"{LABEL_PREFIX}.run_id"
+TRY_NUMBER_LABEL = f"{LABEL_PREFIX}.try_number"
+MAP_INDEX_LABEL = f"{LABEL_PREFIX}.map_index"
+
+OWNER_LABEL = f"{LABEL_PREFIX}.claim.owner"
+"""Carried by a claim *and* by its task container, which ties the claim to a running task."""
+
+CLAIM_LABEL = f"{LABEL_PREFIX}.claim"
+CLAIM_GPUS_LABEL = f"{LABEL_PREFIX}.claim.gpus"
+CLAIM_MILLI_LABEL = f"{LABEL_PREFIX}.claim.milli"
+CLAIM_CPU_LABEL = f"{LABEL_PREFIX}.claim.cpu-milli"
+CLAIM_MEMORY_LABEL = f"{LABEL_PREFIX}.claim.memory-mb"
+CREATED_LABEL = f"{LABEL_PREFIX}.claim.created"
+
+LOCK_LABEL = f"{LABEL_PREFIX}.claim-lock"
+
+HOLD_LABEL = f"{LABEL_PREFIX}.hold"
+HOLD_OWNER_LABEL = f"{LABEL_PREFIX}.hold.owner"
+HOLD_SINCE_LABEL = f"{LABEL_PREFIX}.hold.since"
+HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
+
+RESERVATION_LABEL = f"{LABEL_PREFIX}.reservation"
+"""On claims, holds and the lock: one label filter lists all of a host's reservation state."""
+
+CLAIM_PREFIX = "gpu-docker-claim-"
+HOLD_PREFIX = "gpu-docker-hold-"
+LOCK_NAME = "gpu-docker-claim-lock"
+
+
+def task_labels(dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int) -> dict[str, str]:
+    """Labels that tie a container to its task instance (clean-up, reservations, the page)."""
+    return {
+        MANAGED_LABEL: "true",
+        DAG_ID_LABEL: dag_id,
+        TASK_ID_LABEL: task_id,
+        RUN_ID_LABEL: run_id,
+        TRY_NUMBER_LABEL: str(try_number),
+        MAP_INDEX_LABEL: str(map_index),
+    }
