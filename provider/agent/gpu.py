@@ -8,6 +8,11 @@ work still runs there) and must keep reporting CPU, memory and disk.
 :class:`NvmlBackend` guards every NVML call on its own: a field the device does not support
 (``NVMLError_NotSupported``, common for power and temperature on some boards and in MIG mode)
 becomes ``None`` for that field only, instead of losing the whole GPU or the whole sample.
+
+Memory is read as ``nvidia-smi`` shows it: NVML's v2 memory structure separates the memory the
+driver reserves for itself (``reserved``) from ``used``, while the v1 structure counts it as
+used (615 MiB on an idle H200). A driver or binding without v2 falls back to v1 for good, per
+device, where ``used`` then includes the reserved memory and ``memory_reserved_mib`` is None.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class GpuSample:
     name: str | None = None
     memory_total_mib: int | None = None
     memory_used_mib: int | None = None
+    memory_reserved_mib: int | None = None
+    memory_free_mib: int | None = None
     utilization_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
@@ -62,12 +69,24 @@ class GpuBackend(Protocol):
     def read(self) -> list[GpuSample]: ...
 
 
+class _Memory(NamedTuple):
+    """One device's memory in MiB; ``reserved_mib`` is None from the v1 structure."""
+
+    total_mib: int
+    used_mib: int
+    free_mib: int
+    reserved_mib: int | None
+
+
 class NvmlBackend:
     """Reads NVIDIA GPUs through NVML (``pynvml`` from ``nvidia-ml-py``).
 
     ``nvml`` is the library module; tests pass a stand-in because no GPU exists on the
     machines that run them. Initialisation is retried on every read until it succeeds, so an
-    agent started before the driver finished loading recovers without a restart.
+    agent started before the driver finished loading recovers without a restart. A device
+    whose driver answers the v2 memory call with "function not found" or "not supported" is
+    read with v1 from then on, so a v1-only host pays one failed call per device, not one per
+    sample.
     """
 
     name = "nvml"
@@ -80,6 +99,14 @@ class NvmlBackend:
         self._nvml: Any = nvml
         self._initialised = False
         self.reason: str | None = None
+        self._memory_v2: int | None = getattr(nvml, "nvmlMemory_v2", None)
+        self._memory_v1_only: set[int] = set()
+        if self._memory_v2 is None:
+            log.warning(
+                "NVML: this nvidia-ml-py has no nvmlMemory_v2, so GPU memory used includes the "
+                "driver's reserved memory and memory_reserved_mib is null; upgrade nvidia-ml-py "
+                "to report memory as nvidia-smi does."
+            )
 
     def read(self) -> list[GpuSample]:
         nvml = self._nvml
@@ -109,7 +136,7 @@ class NvmlBackend:
         handle = self._field(index, "handle", nvml.nvmlDeviceGetHandleByIndex, index)
         if handle is None:
             return GpuSample(index=index)
-        memory = self._field(index, "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = self._read_memory(index, handle)
         rates = self._field(index, "utilization", nvml.nvmlDeviceGetUtilizationRates, handle)
         temperature = self._field(
             index, "temperature", nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
@@ -120,19 +147,48 @@ class NvmlBackend:
             index=index,
             uuid=_text(self._field(index, "uuid", nvml.nvmlDeviceGetUUID, handle)),
             name=_text(self._field(index, "name", nvml.nvmlDeviceGetName, handle)),
-            memory_total_mib=None if memory is None else int(memory.total) // MIB,
-            memory_used_mib=None if memory is None else int(memory.used) // MIB,
+            memory_total_mib=None if memory is None else memory.total_mib,
+            memory_used_mib=None if memory is None else memory.used_mib,
+            memory_reserved_mib=None if memory is None else memory.reserved_mib,
+            memory_free_mib=None if memory is None else memory.free_mib,
             utilization_pct=None if rates is None else float(rates.gpu),
             temperature_c=None if temperature is None else float(temperature),
             power_w=None if power_mw is None else float(power_mw) / 1000.0,
             processes=tuple(
                 GpuProcess(
                     pid=int(p.pid),
-                    used_memory_mib=None if p.usedGpuMemory is None else int(p.usedGpuMemory) // MIB,
+                    used_memory_mib=None if p.usedGpuMemory is None else _mib(p.usedGpuMemory),
                 )
                 for p in procs or ()
             ),
         )
+
+    def _read_memory(self, index: int, handle: Any) -> _Memory | None:
+        """v2 memory where the device offers it, else v1 (see the module docstring).
+
+        Only "this driver has no v2" errors switch a device to v1; any other error costs this
+        sample's memory fields, and v2 is tried again next time.
+        """
+        nvml = self._nvml
+        if self._memory_v2 is not None and index not in self._memory_v1_only:
+            try:
+                m = nvml.nvmlDeviceGetMemoryInfo(handle, version=self._memory_v2)
+            except (nvml.NVMLError_FunctionNotFound, nvml.NVMLError_NotSupported) as exc:
+                self._memory_v1_only.add(index)
+                log.warning(
+                    "NVML: GPU %s offers no v2 memory information (%s), so its memory used "
+                    "includes the driver's reserved memory and memory_reserved_mib is null; "
+                    "update the NVIDIA driver to report memory as nvidia-smi does.",
+                    index,
+                    exc,
+                )
+            except nvml.NVMLError as exc:
+                log.debug("NVML: GPU %s: reading memory failed: %s", index, exc)
+                return None
+            else:
+                return _Memory(_mib(m.total), _mib(m.used), _mib(m.free), _mib(m.reserved))
+        m = self._field(index, "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        return None if m is None else _Memory(_mib(m.total), _mib(m.used), _mib(m.free), None)
 
     def _field(self, index: int, what: str, call: Callable[..., T], *args: Any) -> T | None:
         """One NVML call; an error costs only this field (logged unless merely unsupported)."""
@@ -144,6 +200,11 @@ class NvmlBackend:
         except nvml.NVMLError as exc:
             log.debug("NVML: GPU %s: reading %s failed: %s", index, what, exc)
             return None
+
+
+def _mib(value: int) -> int:
+    """NVML counts bytes; the document counts whole MiB, rounded down."""
+    return int(value) // MIB
 
 
 def _text(value: str | bytes | None) -> str | None:

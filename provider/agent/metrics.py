@@ -76,7 +76,15 @@ def _gpu_families(gpus: tuple[GpuSample, ...]) -> Iterator[Metric]:
     info = GaugeMetricFamily("gpu_info", "GPU identity.", labels=[*labels, "model"])
     families = {
         "memory_total": GaugeMetricFamily("gpu_memory_total_bytes", "GPU memory.", labels=labels),
-        "memory_used": GaugeMetricFamily("gpu_memory_used_bytes", "GPU memory in use.", labels=labels),
+        "memory_used": GaugeMetricFamily(
+            "gpu_memory_used_bytes",
+            "GPU memory in use, as nvidia-smi shows it; includes the driver's reserved memory "
+            "only where gpu_memory_reserved_bytes is absent (drivers without NVML memory v2).",
+            labels=labels,
+        ),
+        "memory_reserved": GaugeMetricFamily(
+            "gpu_memory_reserved_bytes", "GPU memory the driver reserves for itself.", labels=labels
+        ),
         "util": GaugeMetricFamily("gpu_utilization_ratio", "Share of time a kernel ran.", labels=labels),
         "temp": GaugeMetricFamily("gpu_temperature_celsius", "GPU core temperature.", labels=labels),
         "power": GaugeMetricFamily("gpu_power_watts", "GPU power draw.", labels=labels),
@@ -88,6 +96,7 @@ def _gpu_families(gpus: tuple[GpuSample, ...]) -> Iterator[Metric]:
         for name, value in (
             ("memory_total", None if g.memory_total_mib is None else g.memory_total_mib * MIB),
             ("memory_used", None if g.memory_used_mib is None else g.memory_used_mib * MIB),
+            ("memory_reserved", None if g.memory_reserved_mib is None else g.memory_reserved_mib * MIB),
             ("util", None if g.utilization_pct is None else g.utilization_pct / 100.0),
             ("temp", g.temperature_c),
             ("power", g.power_w),

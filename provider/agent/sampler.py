@@ -87,6 +87,8 @@ class NodeSample:
                     "name": g.name,
                     "memory_total_mib": g.memory_total_mib,
                     "memory_used_mib": g.memory_used_mib,
+                    "memory_reserved_mib": g.memory_reserved_mib,
+                    "memory_free_mib": g.memory_free_mib,
                     "utilization_pct": g.utilization_pct,
                     "temperature_c": g.temperature_c,
                     "power_w": g.power_w,

@@ -14,7 +14,9 @@ Inventory: a JSON list, one object per GPU::
 ``timeline`` entries are ``[seconds_since_start, utilisation_pct, memory_used_mb]`` in
 ascending time: from t=0 s the GPU is 10 % busy with 2000 MiB used, from t=30 s 90 % with
 60000 MiB. Optional per-GPU keys: ``uuid`` (default ``GPU-SIM-<prefix>-<index>``),
-``temperature_c`` and ``power_w`` (constants; absent means "not reported").
+``temperature_c`` and ``power_w`` (constants; absent means "not reported"), and
+``memory_reserved_mb`` (default 0), the memory a real driver keeps for itself: it is reported
+apart from ``used``, as NVML's v2 memory does, and memory in use is capped at what is left.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class SimulatedGpu:
     uuid: str | None = None
     temperature_c: float | None = None
     power_w: float | None = None
+    memory_reserved_mb: int = 0
 
     def at(self, elapsed_s: float) -> tuple[float, int]:
         """Utilisation and memory in use at ``elapsed_s``: the last step that has started."""
@@ -79,13 +82,16 @@ class SimulatedBackend:
         samples = []
         for index, gpu in enumerate(self._gpus):
             util, mem = gpu.at(elapsed)
+            used = min(mem, gpu.memory_total_mb - gpu.memory_reserved_mb)
             samples.append(
                 GpuSample(
                     index=index,
                     uuid=gpu.uuid or f"GPU-SIM-{self._uuid_prefix}-{index}",
                     name=gpu.model,
                     memory_total_mib=gpu.memory_total_mb,
-                    memory_used_mib=min(mem, gpu.memory_total_mb),
+                    memory_used_mib=used,
+                    memory_reserved_mib=gpu.memory_reserved_mb,
+                    memory_free_mib=gpu.memory_total_mb - gpu.memory_reserved_mb - used,
                     utilization_pct=util,
                     temperature_c=gpu.temperature_c,
                     power_w=gpu.power_w,
@@ -107,11 +113,17 @@ def parse_inventory(doc: Any, source: str = "inventory") -> list[SimulatedGpu]:
             model = str(entry["model"])
             total = int(entry["memory_total_mb"])
             steps = tuple((float(t), float(u), int(m)) for t, u, m in entry.get("timeline") or [[0, 0, 0]])
+            reserved = int(entry.get("memory_reserved_mb", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f'{where}: needs "model", "memory_total_mb" and a "timeline" of '
-                f"[seconds, utilisation_pct, memory_used_mb] triples ({exc!r})."
+                f"[seconds, utilisation_pct, memory_used_mb] triples, and a whole number "
+                f'"memory_reserved_mb" if any ({exc!r}).'
             ) from exc
+        if not 0 <= reserved <= total:
+            raise ValueError(
+                f'{where}: "memory_reserved_mb" must be between 0 and "memory_total_mb" ({total}), got {reserved}.'
+            )
         if any(b[0] <= a[0] for a, b in zip(steps, steps[1:])):
             raise ValueError(f"{where}: timeline times must increase, got {[s[0] for s in steps]}.")
         gpus.append(
@@ -122,6 +134,7 @@ def parse_inventory(doc: Any, source: str = "inventory") -> list[SimulatedGpu]:
                 uuid=entry.get("uuid"),
                 temperature_c=entry.get("temperature_c"),
                 power_w=entry.get("power_w"),
+                memory_reserved_mb=reserved,
             )
         )
     return gpus

@@ -45,7 +45,10 @@ def test_docker_disk_path(tmp_path: Path, exists: bool, expected: str) -> None:
 
 
 def _sampler(tmp_path: Path, cpus: list[int] | None = None) -> Sampler:
-    inventory = [{"model": "A100-80GB", "memory_total_mb": 81920, "temperature_c": 55, "timeline": [[0, 25, 4096]]}]
+    inventory = [
+        {"model": "A100-80GB", "memory_total_mb": 81920, "memory_reserved_mb": 512, "temperature_c": 55,
+         "timeline": [[0, 25, 4096]]}
+    ]
     backend = SimulatedBackend(parse_inventory(inventory), lambda: 0.0, uuid_prefix="t")
     return Sampler("node-t", backend, cpus=cpus, docker_root=str(tmp_path / "absent"), interval_s=0.05)
 
@@ -70,6 +73,8 @@ def test_sample_document(tmp_path: Path) -> None:
             "name": "A100-80GB",
             "memory_total_mib": 81920,
             "memory_used_mib": 4096,
+            "memory_reserved_mib": 512,
+            "memory_free_mib": 81920 - 512 - 4096,
             "utilization_pct": 25.0,
             "temperature_c": 55,
             "power_w": None,
@@ -109,6 +114,7 @@ def test_metrics_exposition(tmp_path: Path) -> None:
     gpu_util = families["gpu_utilization_ratio"].samples
     assert [(s.labels, s.value) for s in gpu_util] == [({"gpu": "0", "uuid": "GPU-SIM-t-0"}, 0.25)]
     assert families["gpu_memory_used_bytes"].samples[0].value == 4096 * 1024 * 1024
+    assert families["gpu_memory_reserved_bytes"].samples[0].value == 512 * 1024 * 1024
     assert families["gpu_temperature_celsius"].samples[0].value == 55
     assert families["gpu_power_watts"].samples == []
     assert families["gpu_info"].samples[0].labels["model"] == "A100-80GB"
