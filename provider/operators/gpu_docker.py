@@ -33,7 +33,7 @@ from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
     build_spec,
-    create_kwargs,
+    create_body,
 )
 from provider.reservations.labels import task_labels
 from provider.operators.links import ContainerLogLink
@@ -223,10 +223,10 @@ class GpuDockerOperator(BaseOperator):
             "Starting %s on host %s (%s) with GPUs %s",
             spec.image, target.host.name, target.host.docker_url, list(target.gpu_ids) or "none",
         )
-        kwargs = create_kwargs(spec, api_version=hook.api.api_version, gpu_ids=target.gpu_ids, labels=labels)
+        body = create_body(spec, gpu_ids=target.gpu_ids, labels=labels)
         started = datetime.now(timezone.utc)
         try:
-            container_id = hook.create(kwargs)
+            container_id = hook.create(body)
         except BaseException:
             self._release()
             raise
