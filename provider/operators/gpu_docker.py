@@ -33,13 +33,13 @@ from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
     build_spec,
+    check_placement_policy,
     create_body,
 )
 from provider.reservations.labels import task_labels
 from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import result_record
 from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
-from provider.scheduling import POLICIES
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
@@ -80,7 +80,8 @@ class GpuDockerOperator(BaseOperator):
         pool of task slots on every operator.)
     :param gpu_pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
         task runs on the host placement chooses and reserves (docs/reservations.md).
-    :param placement_policy: a name from ``provider.scheduling.POLICIES``.
+    :param placement_policy: a name from ``provider.scheduling.POLICIES``; checked when the
+        task runs, after rendering, so it may be a template such as ``"{{ params.policy }}"``.
     :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
     :param result_path: a JSON file the container may write; its content is in the XCom.
     :param tail_lines: lines of output quoted in the error of a failed container.
@@ -162,8 +163,6 @@ class GpuDockerOperator(BaseOperator):
         super().__init__(**kwargs)
         if pull not in _PULL_POLICIES:
             raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
-        if placement_policy not in POLICIES:
-            raise SpecError(f"placement_policy={placement_policy!r}; use one of {', '.join(sorted(POLICIES))}.")
         self.image = image
         self.command = command
         self.environment = dict(environment or {})
@@ -275,6 +274,13 @@ class GpuDockerOperator(BaseOperator):
         return {**record, **shipped}
 
     def _spec(self) -> ContainerSpec:
+        """Check the rendered arguments and return the container they describe.
+
+        The first step of every run, before any connection or engine is touched: template
+        fields are rendered only now, so a bad value (``placement_policy`` included) fails
+        here with its fix, not halfway through placement.
+        """
+        check_placement_policy(self.placement_policy)
         return build_spec(
             image=self.image,
             command=self.command,
