@@ -34,18 +34,22 @@ _NETWORK_MODES = ("none", "host", "bridge")
 # (either case, optionally followed by b), e.g. "512m", "4g", "1.5g", "4GB".
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)b?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# USER of a Dockerfile: a user name or uid, optionally with ":group" or ":gid".
+_USER_RE = re.compile(r"[^:\s]+(?::[^:\s]+)?")
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """A validated container request, independent of the host it will run on.
 
-    ``command`` is an argument vector (a string was split as a shell would, but no shell runs
-    it); None keeps the image's CMD.
+    ``command`` and ``entrypoint`` are argument vectors (a string was split as a shell would,
+    but no shell runs it). ``entrypoint=None`` keeps the image's ENTRYPOINT, ``()`` resets it;
+    ``user`` and ``working_dir`` of None keep the image's USER and WORKDIR.
     """
 
     image: str
     command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     mounts: tuple[str, ...] = ()
     cpus: float | None = None
@@ -61,13 +65,14 @@ def build_spec(
     *,
     image: str,
     command: Sequence[Any] | str | None = None,
+    entrypoint: Sequence[Any] | str | None = None,
     environment: Mapping[str, Any] | None = None,
     mounts: Sequence[str] = (),
     cpus: float | str | None = None,
     mem_limit: int | str | None = None,
     shm_size: int | str | None = None,
     network_mode: str = "none",
-    user: str | None = None,
+    user: str | int | None = None,
     working_dir: str | None = None,
     result_path: str = DEFAULT_RESULT_PATH,
 ) -> ContainerSpec:
@@ -76,6 +81,12 @@ def build_spec(
         raise SpecError(
             f"image={image!r} is not a Docker image reference; expected e.g. "
             "'gpu-docker-trainer:0.1' or 'registry.example.com/team/trainer:1.2'."
+        )
+    entry = _argv("entrypoint", entrypoint)
+    if entry and not entry[0]:
+        raise SpecError(
+            f"entrypoint={entrypoint!r} names no program (its first item is empty); use [] or '' "
+            "to reset the image's ENTRYPOINT, or None to keep it."
         )
     env = {str(k): str(v) for k, v in (environment or {}).items()}
     for key in env:
@@ -101,14 +112,15 @@ def build_spec(
     return ContainerSpec(
         image=image,
         command=_argv("command", command),
+        entrypoint=entry,
         environment=MappingProxyType(env),
         mounts=tuple(mounts),
         cpus=cpu_value,
         mem_limit=_bytes("mem_limit", mem_limit),
         shm_size=_bytes("shm_size", shm_size),
         network_mode=network_mode,
-        user=user,
-        working_dir=working_dir,
+        user=_user(user),
+        working_dir=_working_dir(working_dir),
         result_path=result_path,
     )
 
@@ -157,6 +169,30 @@ def _bytes(name: str, value: int | float | str | None) -> int | None:
     return parsed
 
 
+def _user(value: str | int | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and _USER_RE.fullmatch(value):
+        return value
+    raise SpecError(
+        f"user={value!r} must be a user name or uid, optionally with a group name or gid, e.g. "
+        "'1000', '1000:1000' or 'trainer'; None keeps the image's USER."
+    )
+
+
+def _working_dir(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise SpecError(
+            f"working_dir={value!r} must be an absolute path in the container, e.g. '/workspace' "
+            "(the engine creates it if the image lacks it); None keeps the image's WORKDIR."
+        )
+    return value
+
+
 def _parse_mount(text: str) -> dict[str, Any]:
     """``SRC:DST[:ro|rw]`` as an Engine API mount: SRC an absolute host path (bind) or a volume name."""
     parts = text.split(":") if isinstance(text, str) else []
@@ -184,7 +220,7 @@ def create_body(
     the GPUs placement chose. An anonymous volume at the result directory (a mount with no
     ``Source``) lets the operator read the result file back after exit on any host, with no
     shared filesystem; a mount of the user's at that directory replaces it. Fields left out
-    keep the image's settings (CMD, USER, WORKDIR).
+    keep the image's settings (ENTRYPOINT, CMD, USER, WORKDIR).
     """
     mounts = [_parse_mount(m) for m in spec.mounts]
     result_dir = _dirname(spec.result_path)
@@ -215,6 +251,8 @@ def create_body(
     }
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint)
     if spec.user:
         body["User"] = spec.user
     if spec.working_dir:

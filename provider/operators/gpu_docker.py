@@ -63,7 +63,18 @@ class GpuDockerOperator(BaseOperator):
     """Run ``image`` on a GPU Docker host and stream its output into the task log.
 
     :param image: Docker image reference.
-    :param command: command (list or string) passed to the image's entrypoint.
+    :param command: arguments passed to the image's ENTRYPOINT, in place of the image's CMD
+        (None keeps the CMD): a list, or a string split into words as a shell would, though no
+        shell runs it. With an image whose ENTRYPOINT is ``["python3", "train.py"]``,
+        ``command=["--epochs", "40"]`` runs ``python3 train.py --epochs 40``; to run another
+        program there, set ``entrypoint`` too.
+    :param entrypoint: replaces the image's ENTRYPOINT (list or string, as ``command``); the
+        image's CMD is then not used, only ``command``. ``[]`` or ``""`` resets it: ``command``
+        is the program, or without ``command`` the image's CMD. None (default) keeps it.
+    :param user: user the container runs as: a name or uid, optionally ``:group`` or ``:gid``
+        (``"1000:1000"``); None keeps the image's USER. A name must exist in the image.
+    :param working_dir: absolute path the command starts in (created if the image lacks it);
+        None keeps the image's WORKDIR.
     :param environment: environment variables of the container.
     :param mounts: ``"SOURCE:/path[:ro]"`` strings; SOURCE an absolute host path or a volume.
     :param gpus: number of whole GPUs; they are requested by explicit device id.
@@ -111,6 +122,9 @@ class GpuDockerOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "image",
         "command",
+        "entrypoint",
+        "user",
+        "working_dir",
         "environment",
         "mounts",
         "gpus",
@@ -129,6 +143,9 @@ class GpuDockerOperator(BaseOperator):
         *,
         image: str,
         command: Sequence[str] | str | None = None,
+        entrypoint: Sequence[str] | str | None = None,
+        user: str | int | None = None,
+        working_dir: str | None = None,
         environment: Mapping[str, Any] | None = None,
         mounts: Sequence[str] = (),
         gpus: int = 0,
@@ -165,6 +182,9 @@ class GpuDockerOperator(BaseOperator):
             raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
         self.image = image
         self.command = command
+        self.entrypoint = entrypoint
+        self.user = user
+        self.working_dir = working_dir
         self.environment = dict(environment or {})
         self.mounts = list(mounts)
         self.gpus = gpus
@@ -284,12 +304,15 @@ class GpuDockerOperator(BaseOperator):
         return build_spec(
             image=self.image,
             command=self.command,
+            entrypoint=self.entrypoint,
             environment=self.environment,
             mounts=self.mounts,
             cpus=self.cpus,
             mem_limit=self.mem_limit,
             shm_size=self.shm_size,
             network_mode=self.network_mode,
+            user=self.user,
+            working_dir=self.working_dir,
             result_path=self.result_path,
         )
 

@@ -9,7 +9,7 @@ import pytest
 
 from provider.errors import ContainerFailed, SpecError
 from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_body
-from provider.operators.gpu_docker import _gpu_count
+from provider.operators.gpu_docker import GpuDockerOperator, _gpu_count
 from provider.reservations.labels import MANAGED_LABEL, task_labels
 
 
@@ -29,6 +29,14 @@ from provider.reservations.labels import MANAGED_LABEL, task_labels
         pytest.param({"image": "a:b", "shm_size": "-1g"}, "shm_size='-1g'", id="negative-shm-text"),
         pytest.param({"image": "a:b", "command": "echo 'open"}, "close the quote", id="unclosed-quote"),
         pytest.param({"image": "a:b", "command": 3}, "list of arguments or a string", id="number-command"),
+        pytest.param({"image": "a:b", "entrypoint": "sh -c 'x"}, "entrypoint=\"sh -c 'x\" cannot be split",
+                     id="entrypoint-unclosed-quote"),
+        pytest.param({"image": "a:b", "entrypoint": [""]}, "use [] or '' to reset", id="entrypoint-no-program"),
+        pytest.param({"image": "a:b", "user": "a b"}, "user='a b' must be a user name or uid", id="user-space"),
+        pytest.param({"image": "a:b", "user": "1:2:3"}, "'1000:1000'", id="user-two-colons"),
+        pytest.param({"image": "a:b", "user": ":1000"}, "user=':1000'", id="user-no-name"),
+        pytest.param({"image": "a:b", "user": -1}, "user=-1", id="negative-uid"),
+        pytest.param({"image": "a:b", "working_dir": "work"}, "absolute path in the container", id="relative-workdir"),
         pytest.param({"image": "a:b", "mounts": ["/data"]}, "must read 'SOURCE", id="mount-no-target"),
         pytest.param({"image": "a:b", "mounts": ["/d:/in:rx"]}, "mode must be", id="mount-bad-mode"),
         pytest.param({"image": "a:b", "network_mode": "wifi"}, "network_mode='wifi'", id="bad-network"),
@@ -126,15 +134,57 @@ def test_create_body_keeps_environment_result_path_and_moves_the_result_volume()
         pytest.param({"command": "python train.py --name 'run 1'"},
                      {"Cmd": ["python", "train.py", "--name", "run 1"]}, id="command-string-split"),
         pytest.param({"command": []}, {"Cmd": []}, id="command-empty-list"),
-        pytest.param({"user": "1000:1000", "working_dir": "/workspace"}, {"User": "1000:1000", "WorkingDir": "/workspace"},
-                     id="user-and-working-dir"),
+        pytest.param({"entrypoint": ["python3", "-u"]}, {"Entrypoint": ["python3", "-u"]}, id="entrypoint-list"),
+        pytest.param({"entrypoint": "python3 -m trainer"}, {"Entrypoint": ["python3", "-m", "trainer"]},
+                     id="entrypoint-string-split"),
+        pytest.param({"entrypoint": []}, {"Entrypoint": []}, id="entrypoint-reset-list"),
+        pytest.param({"entrypoint": ""}, {"Entrypoint": []}, id="entrypoint-reset-string"),
+        pytest.param({"entrypoint": ["sh", "-c"], "command": ["echo $HOME"]},
+                     {"Entrypoint": ["sh", "-c"], "Cmd": ["echo $HOME"]}, id="entrypoint-and-command"),
+        pytest.param({"user": "trainer"}, {"User": "trainer"}, id="user-name"),
+        pytest.param({"user": "1000:1000"}, {"User": "1000:1000"}, id="user-uid-gid"),
+        pytest.param({"user": "trainer:video"}, {"User": "trainer:video"}, id="user-name-group"),
+        pytest.param({"user": 0}, {"User": "0"}, id="user-int-uid"),
+        pytest.param({"user": ""}, {}, id="user-empty-keeps-image"),
+        pytest.param({"working_dir": "/workspace/run"}, {"WorkingDir": "/workspace/run"}, id="working-dir"),
+        pytest.param({"working_dir": ""}, {}, id="working-dir-empty-keeps-image"),
     ],
 )
 def test_create_body_process_fields(kwargs: dict[str, Any], fields: dict[str, Any]) -> None:
-    """Fields left out of the body keep the image's CMD, USER and WORKDIR."""
+    """Fields left out of the body keep the image's ENTRYPOINT, CMD, USER and WORKDIR."""
     body = create_body(build_spec(image="a:b", **kwargs))
     process = {k: body[k] for k in ("Cmd", "Entrypoint", "User", "WorkingDir") if k in body}
     assert process == fields
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        pytest.param(
+            {"ep": "python3 -u", "uid": "1000:1000", "run": "r1"},
+            {"Entrypoint": ["python3", "-u"], "Cmd": ["train.py", "--run", "r1"], "User": "1000:1000",
+             "WorkingDir": "/runs/r1"},
+            id="rendered",
+        ),
+        pytest.param({"ep": "", "uid": "", "run": "r1"}, {"Entrypoint": [], "Cmd": ["train.py", "--run", "r1"],
+                      "WorkingDir": "/runs/r1"}, id="rendered-empty-resets-entrypoint-keeps-user"),
+        pytest.param({"ep": "sh", "uid": "a b", "run": "r1"}, "user='a b'", id="rendered-bad-user"),
+    ],
+)
+def test_operator_process_arguments_are_templated_and_checked_when_run(
+    params: dict[str, str], expected: dict[str, Any] | str
+) -> None:
+    op = GpuDockerOperator(
+        task_id="t", image="trainer:1", entrypoint="{{ params.ep }}", command=["train.py", "--run", "{{ params.run }}"],
+        user="{{ params.uid }}", working_dir="/runs/{{ params.run }}",
+    )
+    op.render_template_fields({"params": params})  # type: ignore[arg-type]
+    if isinstance(expected, str):
+        with pytest.raises(SpecError, match=re.escape(expected)):
+            op._spec()
+        return
+    body = create_body(op._spec())
+    assert {k: body[k] for k in ("Entrypoint", "Cmd", "User", "WorkingDir") if k in body} == expected
 
 
 def test_task_labels_identify_the_task_instance() -> None:
