@@ -170,17 +170,18 @@ class GpuDockerHook(BaseHook):
         except (APIError, requests.exceptions.RequestException) as exc:
             raise self._unreachable(exc) from exc
 
-    def create(self, create_kwargs: Mapping[str, Any]) -> str:
-        """Create a container from :func:`provider.operators.container_spec` output."""
+    def create(self, body: Mapping[str, Any]) -> str:
+        """Create a container from the ``POST /containers/create`` body that
+        :func:`provider.operators.container_spec.create_body` built."""
         try:
-            return str(self.api.create_container(**create_kwargs)["Id"])
+            return str(self.api.create_container_from_config(dict(body))["Id"])
         except ImageNotFound as exc:
             raise ImageMissing(
-                f"Image {create_kwargs.get('image')!r} is not on host {self.host.name!r}: "
+                f"Image {body.get('Image')!r} is not on host {self.host.name!r}: "
                 f"{_explain(exc)}"
             ) from exc
         except APIError as exc:
-            raise self._refused("create a container from", create_kwargs.get("image"), exc) from exc
+            raise self._refused("create a container from", body.get("Image"), exc) from exc
 
     def start(self, container_id: str, image: str | None = None) -> None:
         try:

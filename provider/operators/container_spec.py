@@ -1,21 +1,23 @@
-"""Pure mapping from what a DAG author writes to what the Docker API takes.
+"""Pure mapping from what a DAG author writes to what the Docker Engine API takes.
 
 Kept free of I/O so every rule (validation, labels, GPU device requests) is tested with plain
-values, the way docker-py maps ``containers.run`` keyword arguments in one pure function.
+values. :func:`create_body` returns the JSON body of ``POST /containers/create`` itself (API
+1.41 field names) rather than a client library's keyword arguments, so what is tested is
+exactly what the engine receives.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from docker.types import DeviceRequest, HostConfig, Mount
-from docker.utils import parse_bytes
-
 from provider.errors import SpecError
+from provider.scheduling.registry import POLICIES
 
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
@@ -28,14 +30,26 @@ IMAGE_REF_PATTERN = (
 )
 _IMAGE_RE = re.compile(IMAGE_REF_PATTERN)
 _NETWORK_MODES = ("none", "host", "bridge")
+# The sizes ``docker run --memory`` takes: bytes, or a number with a binary unit k, m or g
+# (either case, optionally followed by b), e.g. "512m", "4g", "1.5g", "4GB".
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)b?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+# USER of a Dockerfile: a user name or uid, optionally with ":group" or ":gid".
+_USER_RE = re.compile(r"[^:\s]+(?::[^:\s]+)?")
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
-    """A validated container request, independent of the host it will run on."""
+    """A validated container request, independent of the host it will run on.
+
+    ``command`` and ``entrypoint`` are argument vectors (a string was split as a shell would,
+    but no shell runs it). ``entrypoint=None`` keeps the image's ENTRYPOINT, ``()`` resets it;
+    ``user`` and ``working_dir`` of None keep the image's USER and WORKDIR.
+    """
 
     image: str
-    command: tuple[str, ...] | str | None = None
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     mounts: tuple[str, ...] = ()
     cpus: float | None = None
@@ -50,14 +64,15 @@ class ContainerSpec:
 def build_spec(
     *,
     image: str,
-    command: Sequence[str] | str | None = None,
+    command: Sequence[Any] | str | None = None,
+    entrypoint: Sequence[Any] | str | None = None,
     environment: Mapping[str, Any] | None = None,
     mounts: Sequence[str] = (),
     cpus: float | str | None = None,
     mem_limit: int | str | None = None,
     shm_size: int | str | None = None,
     network_mode: str = "none",
-    user: str | None = None,
+    user: str | int | None = None,
     working_dir: str | None = None,
     result_path: str = DEFAULT_RESULT_PATH,
 ) -> ContainerSpec:
@@ -67,8 +82,12 @@ def build_spec(
             f"image={image!r} is not a Docker image reference; expected e.g. "
             "'gpu-docker-trainer:0.1' or 'registry.example.com/team/trainer:1.2'."
         )
-    if command is not None and not isinstance(command, str):
-        command = tuple(str(c) for c in command)
+    entry = _argv("entrypoint", entrypoint)
+    if entry and not entry[0]:
+        raise SpecError(
+            f"entrypoint={entrypoint!r} names no program (its first item is empty); use [] or '' "
+            "to reset the image's ENTRYPOINT, or None to keep it."
+        )
     env = {str(k): str(v) for k, v in (environment or {}).items()}
     for key in env:
         if not key or "=" in key:
@@ -81,7 +100,7 @@ def build_spec(
             cpu_value = float(cpus)
         except (TypeError, ValueError):
             cpu_value = -1.0
-        if not cpu_value > 0:
+        if not (cpu_value > 0 and math.isfinite(cpu_value)):
             raise SpecError(f"cpus={cpus!r} must be a positive number of CPUs, e.g. 2 or 0.5.")
     if network_mode not in _NETWORK_MODES and not network_mode.startswith("container:"):
         raise SpecError(
@@ -92,33 +111,90 @@ def build_spec(
         raise SpecError(f"result_path={result_path!r} must be an absolute path in the container.")
     return ContainerSpec(
         image=image,
-        command=command,
+        command=_argv("command", command),
+        entrypoint=entry,
         environment=MappingProxyType(env),
         mounts=tuple(mounts),
         cpus=cpu_value,
         mem_limit=_bytes("mem_limit", mem_limit),
         shm_size=_bytes("shm_size", shm_size),
         network_mode=network_mode,
-        user=user,
-        working_dir=working_dir,
+        user=_user(user),
+        working_dir=_working_dir(working_dir),
         result_path=result_path,
     )
 
 
-def _bytes(name: str, value: int | str | None) -> int | None:
+def check_placement_policy(name: object) -> str:
+    """``name`` if it is a placement policy; otherwise a :class:`SpecError` listing them all.
+
+    Called once templates are rendered, not in ``__init__``: ``placement_policy`` is a
+    template field, so while the DAG is parsed it may still read ``{{ params.policy }}``.
+    """
+    if not isinstance(name, str) or name not in POLICIES:
+        raise SpecError(f"placement_policy={name!r}; use one of {', '.join(sorted(POLICIES))}.")
+    return name
+
+
+def _argv(name: str, value: Sequence[Any] | str | None) -> tuple[str, ...] | None:
+    """An argument vector: a string is split as a shell would (quotes group words), so
+    ``"python train.py --name 'run 1'"`` is four arguments; a list is taken item by item."""
     if value is None:
         return None
-    try:
-        parsed = int(parse_bytes(value))
-    except Exception:  # noqa: BLE001 - docker-py raises its own error types for bad units
-        parsed = -1
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise SpecError(
+                f"{name}={value!r} cannot be split into arguments ({exc}); close the quote or "
+                "pass a list of arguments instead."
+            ) from exc
+    if not isinstance(value, Sequence):
+        raise SpecError(f"{name}={value!r} must be a list of arguments or a string.")
+    return tuple(str(v) for v in value)
+
+
+def _bytes(name: str, value: int | float | str | None) -> int | None:
+    if value is None:
+        return None
+    parsed = -1
+    if isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value)
+        if match:
+            parsed = int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        parsed = int(value)
     if parsed <= 0:
         raise SpecError(f"{name}={value!r} must be a positive size such as '4g', '512m' or 1073741824.")
     return parsed
 
 
-def _parse_mount(text: str) -> Mount:
-    """``SRC:DST[:ro|rw]``: SRC an absolute host path (bind) or a volume name."""
+def _user(value: str | int | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and _USER_RE.fullmatch(value):
+        return value
+    raise SpecError(
+        f"user={value!r} must be a user name or uid, optionally with a group name or gid, e.g. "
+        "'1000', '1000:1000' or 'trainer'; None keeps the image's USER."
+    )
+
+
+def _working_dir(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise SpecError(
+            f"working_dir={value!r} must be an absolute path in the container, e.g. '/workspace' "
+            "(the engine creates it if the image lacks it); None keeps the image's WORKDIR."
+        )
+    return value
+
+
+def _parse_mount(text: str) -> dict[str, Any]:
+    """``SRC:DST[:ro|rw]`` as an Engine API mount: SRC an absolute host path (bind) or a volume name."""
     parts = text.split(":") if isinstance(text, str) else []
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
         raise SpecError(
@@ -129,59 +205,59 @@ def _parse_mount(text: str) -> Mount:
     if mode not in ("ro", "rw"):
         raise SpecError(f"mount {text!r}: mode must be 'ro' or 'rw', got {mode!r}.")
     kind = "bind" if parts[0].startswith("/") else "volume"
-    return Mount(target=parts[1], source=parts[0], type=kind, read_only=mode == "ro")
+    return {"Type": kind, "Source": parts[0], "Target": parts[1], "ReadOnly": mode == "ro"}
 
 
-def create_kwargs(
+def create_body(
     spec: ContainerSpec,
     *,
-    api_version: str,
     gpu_ids: Sequence[int] = (),
     labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``APIClient.create_container``.
+    """The JSON body of ``POST /containers/create`` (Engine API 1.41) for ``spec``.
 
     GPUs are requested by explicit device id, never as a count, so the container gets exactly
-    the GPUs placement chose. An anonymous volume at the result directory lets the operator
-    read the result file back after exit on any host, with no shared filesystem.
+    the GPUs placement chose. An anonymous volume at the result directory (a mount with no
+    ``Source``) lets the operator read the result file back after exit on any host, with no
+    shared filesystem; a mount of the user's at that directory replaces it. Fields left out
+    keep the image's settings (ENTRYPOINT, CMD, USER, WORKDIR).
     """
     mounts = [_parse_mount(m) for m in spec.mounts]
-    if not any(m["Target"] == _dirname(spec.result_path) for m in mounts):
-        mounts.append(Mount(target=_dirname(spec.result_path), source=None, type="volume"))
-    host_config = HostConfig(
-        version=api_version,
-        network_mode=spec.network_mode,
-        mounts=mounts,
-        nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
-        mem_limit=spec.mem_limit,
-        shm_size=spec.shm_size,
-        device_requests=[
-            DeviceRequest(
-                driver="nvidia",
-                device_ids=[str(i) for i in gpu_ids],
-                capabilities=[["gpu"]],
-            )
+    result_dir = _dirname(spec.result_path)
+    if not any(m["Target"] == result_dir for m in mounts):
+        mounts.append({"Type": "volume", "Target": result_dir, "ReadOnly": False})
+    host_config: dict[str, Any] = {"NetworkMode": spec.network_mode, "Mounts": mounts}
+    if spec.cpus:
+        host_config["NanoCpus"] = round(spec.cpus * 1e9)
+    if spec.mem_limit:
+        host_config["Memory"] = spec.mem_limit
+    if spec.shm_size:
+        host_config["ShmSize"] = spec.shm_size
+    if gpu_ids:
+        host_config["DeviceRequests"] = [
+            {"Driver": "nvidia", "DeviceIDs": [str(i) for i in gpu_ids], "Capabilities": [["gpu"]]}
         ]
-        if gpu_ids
-        else None,
-    )
     env = dict(spec.environment)
     env.setdefault("RESULT_PATH", spec.result_path)
-    kwargs: dict[str, Any] = {
-        "image": spec.image,
-        "command": list(spec.command) if isinstance(spec.command, tuple) else spec.command,
-        "environment": env,
-        "labels": dict(labels or {}),
-        "host_config": host_config,
-        "detach": True,
-        "tty": False,
-        "stdin_open": False,
+    body: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "Labels": dict(labels or {}),
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": False,
+        "OpenStdin": False,
+        "HostConfig": host_config,
     }
+    if spec.command is not None:
+        body["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint)
     if spec.user:
-        kwargs["user"] = spec.user
+        body["User"] = spec.user
     if spec.working_dir:
-        kwargs["working_dir"] = spec.working_dir
-    return kwargs
+        body["WorkingDir"] = spec.working_dir
+    return body
 
 
 def _dirname(path: str) -> str:

@@ -33,13 +33,13 @@ from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
     build_spec,
-    create_kwargs,
+    check_placement_policy,
+    create_body,
 )
 from provider.reservations.labels import task_labels
 from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import result_record
 from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
-from provider.scheduling import POLICIES
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
@@ -63,7 +63,18 @@ class GpuDockerOperator(BaseOperator):
     """Run ``image`` on a GPU Docker host and stream its output into the task log.
 
     :param image: Docker image reference.
-    :param command: command (list or string) passed to the image's entrypoint.
+    :param command: arguments passed to the image's ENTRYPOINT, in place of the image's CMD
+        (None keeps the CMD): a list, or a string split into words as a shell would, though no
+        shell runs it. With an image whose ENTRYPOINT is ``["python3", "train.py"]``,
+        ``command=["--epochs", "40"]`` runs ``python3 train.py --epochs 40``; to run another
+        program there, set ``entrypoint`` too.
+    :param entrypoint: replaces the image's ENTRYPOINT (list or string, as ``command``); the
+        image's CMD is then not used, only ``command``. ``[]`` or ``""`` resets it: ``command``
+        is the program, or without ``command`` the image's CMD. None (default) keeps it.
+    :param user: user the container runs as: a name or uid, optionally ``:group`` or ``:gid``
+        (``"1000:1000"``); None keeps the image's USER. A name must exist in the image.
+    :param working_dir: absolute path the command starts in (created if the image lacks it);
+        None keeps the image's WORKDIR.
     :param environment: environment variables of the container.
     :param mounts: ``"SOURCE:/path[:ro]"`` strings; SOURCE an absolute host path or a volume.
     :param gpus: number of whole GPUs; they are requested by explicit device id.
@@ -80,7 +91,8 @@ class GpuDockerOperator(BaseOperator):
         pool of task slots on every operator.)
     :param gpu_pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
         task runs on the host placement chooses and reserves (docs/reservations.md).
-    :param placement_policy: a name from ``provider.scheduling.POLICIES``.
+    :param placement_policy: a name from ``provider.scheduling.POLICIES``; checked when the
+        task runs, after rendering, so it may be a template such as ``"{{ params.policy }}"``.
     :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
     :param result_path: a JSON file the container may write; its content is in the XCom.
     :param tail_lines: lines of output quoted in the error of a failed container.
@@ -110,6 +122,9 @@ class GpuDockerOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "image",
         "command",
+        "entrypoint",
+        "user",
+        "working_dir",
         "environment",
         "mounts",
         "gpus",
@@ -128,6 +143,9 @@ class GpuDockerOperator(BaseOperator):
         *,
         image: str,
         command: Sequence[str] | str | None = None,
+        entrypoint: Sequence[str] | str | None = None,
+        user: str | int | None = None,
+        working_dir: str | None = None,
         environment: Mapping[str, Any] | None = None,
         mounts: Sequence[str] = (),
         gpus: int = 0,
@@ -162,10 +180,11 @@ class GpuDockerOperator(BaseOperator):
         super().__init__(**kwargs)
         if pull not in _PULL_POLICIES:
             raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
-        if placement_policy not in POLICIES:
-            raise SpecError(f"placement_policy={placement_policy!r}; use one of {', '.join(sorted(POLICIES))}.")
         self.image = image
         self.command = command
+        self.entrypoint = entrypoint
+        self.user = user
+        self.working_dir = working_dir
         self.environment = dict(environment or {})
         self.mounts = list(mounts)
         self.gpus = gpus
@@ -223,10 +242,10 @@ class GpuDockerOperator(BaseOperator):
             "Starting %s on host %s (%s) with GPUs %s",
             spec.image, target.host.name, target.host.docker_url, list(target.gpu_ids) or "none",
         )
-        kwargs = create_kwargs(spec, api_version=hook.api.api_version, gpu_ids=target.gpu_ids, labels=labels)
+        body = create_body(spec, gpu_ids=target.gpu_ids, labels=labels)
         started = datetime.now(timezone.utc)
         try:
-            container_id = hook.create(kwargs)
+            container_id = hook.create(body)
         except BaseException:
             self._release()
             raise
@@ -275,15 +294,25 @@ class GpuDockerOperator(BaseOperator):
         return {**record, **shipped}
 
     def _spec(self) -> ContainerSpec:
+        """Check the rendered arguments and return the container they describe.
+
+        The first step of every run, before any connection or engine is touched: template
+        fields are rendered only now, so a bad value (``placement_policy`` included) fails
+        here with its fix, not halfway through placement.
+        """
+        check_placement_policy(self.placement_policy)
         return build_spec(
             image=self.image,
             command=self.command,
+            entrypoint=self.entrypoint,
             environment=self.environment,
             mounts=self.mounts,
             cpus=self.cpus,
             mem_limit=self.mem_limit,
             shm_size=self.shm_size,
             network_mode=self.network_mode,
+            user=self.user,
+            working_dir=self.working_dir,
             result_path=self.result_path,
         )
 

@@ -26,7 +26,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 from provider.errors import NoFit
 from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
 from provider.hooks.pool_state import read_pool_view
-from provider.scheduling import POLICIES, PlacementContext, PlacementRequest, get_policy, place
+from provider.operators.container_spec import check_placement_policy
+from provider.scheduling import PlacementContext, PlacementRequest, get_policy, place
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.waiting import never_fits
 from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
@@ -41,12 +42,14 @@ class GpuAvailableSensor(BaseSensorOperator):
     :param gpu_memory_mb: measured free memory each GPU must have.
     :param gpu_model: GPU model the host must have (``"A|B"`` accepts either).
     :param required_labels: labels the host connection must carry.
-    :param placement_policy: the policy whose choice is returned as the fitting host.
+    :param placement_policy: the policy whose choice is returned as the fitting host; checked
+        when the task runs, after rendering, so it may be a template such as
+        ``"{{ params.policy }}"``.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param agent_timeout: seconds each node agent may take to answer.
     """
 
-    template_fields: Sequence[str] = ("gpu_pool", "gpus", "gpu_memory_mb", "gpu_model")
+    template_fields: Sequence[str] = ("gpu_pool", "gpus", "gpu_memory_mb", "gpu_model", "placement_policy")
     ui_color = "#d9ecc6"
 
     def __init__(
@@ -64,8 +67,6 @@ class GpuAvailableSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if placement_policy not in POLICIES:
-            raise ValueError(f"placement_policy={placement_policy!r}; use one of {', '.join(sorted(POLICIES))}.")
         self.gpu_pool = gpu_pool
         self.gpus = gpus
         self.gpu_milli = gpu_milli
@@ -100,6 +101,7 @@ class GpuAvailableSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=placement.node)
 
     def execute(self, context: Context) -> Any:
+        check_placement_policy(self.placement_policy)  # rendered now; before any pool is read
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)

@@ -1,4 +1,4 @@
-"""Mapping operator arguments to Docker API arguments."""
+"""Mapping operator arguments to the Docker Engine API's container-create body."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from provider.errors import ContainerFailed, SpecError
-from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_kwargs
-from provider.operators.gpu_docker import _gpu_count
+from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_body
+from provider.operators.gpu_docker import GpuDockerOperator, _gpu_count
 from provider.reservations.labels import MANAGED_LABEL, task_labels
 
 
@@ -20,8 +20,23 @@ from provider.reservations.labels import MANAGED_LABEL, task_labels
         pytest.param({"image": ""}, "not a Docker image reference", id="empty-image"),
         pytest.param({"image": "a:b", "cpus": 0}, "cpus=0 must be a positive", id="zero-cpus"),
         pytest.param({"image": "a:b", "cpus": "many"}, "cpus='many'", id="text-cpus"),
+        pytest.param({"image": "a:b", "cpus": "inf"}, "cpus='inf'", id="infinite-cpus"),
         pytest.param({"image": "a:b", "mem_limit": "lots"}, "mem_limit='lots'", id="bad-mem"),
+        pytest.param({"image": "a:b", "mem_limit": "4t"}, "such as '4g'", id="unknown-unit"),
+        pytest.param({"image": "a:b", "mem_limit": "0.5"}, "mem_limit='0.5'", id="under-a-byte"),
+        pytest.param({"image": "a:b", "mem_limit": True}, "mem_limit=True", id="bool-mem"),
         pytest.param({"image": "a:b", "shm_size": -1}, "shm_size=-1", id="negative-shm"),
+        pytest.param({"image": "a:b", "shm_size": "-1g"}, "shm_size='-1g'", id="negative-shm-text"),
+        pytest.param({"image": "a:b", "command": "echo 'open"}, "close the quote", id="unclosed-quote"),
+        pytest.param({"image": "a:b", "command": 3}, "list of arguments or a string", id="number-command"),
+        pytest.param({"image": "a:b", "entrypoint": "sh -c 'x"}, "entrypoint=\"sh -c 'x\" cannot be split",
+                     id="entrypoint-unclosed-quote"),
+        pytest.param({"image": "a:b", "entrypoint": [""]}, "use [] or '' to reset", id="entrypoint-no-program"),
+        pytest.param({"image": "a:b", "user": "a b"}, "user='a b' must be a user name or uid", id="user-space"),
+        pytest.param({"image": "a:b", "user": "1:2:3"}, "'1000:1000'", id="user-two-colons"),
+        pytest.param({"image": "a:b", "user": ":1000"}, "user=':1000'", id="user-no-name"),
+        pytest.param({"image": "a:b", "user": -1}, "user=-1", id="negative-uid"),
+        pytest.param({"image": "a:b", "working_dir": "work"}, "absolute path in the container", id="relative-workdir"),
         pytest.param({"image": "a:b", "mounts": ["/data"]}, "must read 'SOURCE", id="mount-no-target"),
         pytest.param({"image": "a:b", "mounts": ["/d:/in:rx"]}, "mode must be", id="mount-bad-mode"),
         pytest.param({"image": "a:b", "network_mode": "wifi"}, "network_mode='wifi'", id="bad-network"),
@@ -49,33 +64,127 @@ def test_image_reference_pattern(image: str, ok: bool) -> None:
     assert bool(re.match(IMAGE_REF_PATTERN, image)) is ok
 
 
-def test_create_kwargs_defaults() -> None:
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        pytest.param(1073741824, 1 << 30, id="int-bytes"),
+        pytest.param(1.9, 1, id="float-bytes-truncated"),
+        pytest.param("1024", 1024, id="text-bytes"),
+        pytest.param("1024b", 1024, id="b-suffix"),
+        pytest.param("64k", 64 << 10, id="kibibytes"),
+        pytest.param("512m", 512 << 20, id="mebibytes"),
+        pytest.param("4g", 4 << 30, id="gibibytes"),
+        pytest.param("4G", 4 << 30, id="upper-case-unit"),
+        pytest.param("4gb", 4 << 30, id="gb-suffix"),
+        pytest.param("4 GB", 4 << 30, id="space-before-unit"),
+        pytest.param("1.5g", 3 << 29, id="fraction"),
+        pytest.param(".5m", 1 << 19, id="leading-point"),
+    ],
+)
+def test_sizes_read_as_docker_run_reads_them(value: Any, expected: int) -> None:
+    assert build_spec(image="a:b", mem_limit=value).mem_limit == expected
+
+
+def test_create_body_defaults() -> None:
     spec = build_spec(image="trainer:1", command=["--epochs", 3], environment={"SEED": 1})
-    kw = create_kwargs(spec, api_version="1.41", labels={"k": "v"})
-    hc = kw["host_config"]
-    assert kw["command"] == ["--epochs", "3"]
-    assert kw["environment"] == {"SEED": "1", "RESULT_PATH": "/output/result.json"}
-    assert kw["tty"] is False and kw["labels"] == {"k": "v"}
-    assert hc["NetworkMode"] == "none"
-    assert "DeviceRequests" not in hc
-    assert [(m["Target"], m["Type"], m["Source"]) for m in hc["Mounts"]] == [("/output", "volume", None)]
+    assert create_body(spec, labels={"k": "v"}) == {
+        "Image": "trainer:1",
+        "Cmd": ["--epochs", "3"],
+        "Env": ["SEED=1", "RESULT_PATH=/output/result.json"],
+        "Labels": {"k": "v"},
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": False,
+        "OpenStdin": False,
+        # The anonymous volume (no Source) that keeps the result file readable after exit.
+        "HostConfig": {"NetworkMode": "none", "Mounts": [{"Type": "volume", "Target": "/output", "ReadOnly": False}]},
+    }
 
 
-def test_create_kwargs_gpus_limits_and_mounts() -> None:
+def test_create_body_gpus_limits_and_mounts() -> None:
     spec = build_spec(
         image="trainer:1", cpus="1.5", mem_limit="2g", shm_size="1g",
         mounts=["/data/digits:/data:ro", "models:/output"], network_mode="host",
     )
-    hc = create_kwargs(spec, api_version="1.41", gpu_ids=[2, 3])["host_config"]
-    assert hc["DeviceRequests"] == [
-        {"Driver": "nvidia", "Count": 0, "DeviceIDs": ["2", "3"], "Capabilities": [["gpu"]], "Options": {}}
-    ]
-    assert hc["NanoCpus"] == 1_500_000_000
-    assert hc["Memory"] == 2 << 30 and hc["ShmSize"] == 1 << 30
-    assert hc["NetworkMode"] == "host"
-    mounts = [(m["Source"], m["Target"], m["Type"], m["ReadOnly"]) for m in hc["Mounts"]]
-    # The user's volume at /output replaces the anonymous result volume.
-    assert mounts == [("/data/digits", "/data", "bind", True), ("models", "/output", "volume", False)]
+    assert create_body(spec, gpu_ids=[2, 3])["HostConfig"] == {
+        "NetworkMode": "host",
+        # The user's volume at /output replaces the anonymous result volume.
+        "Mounts": [
+            {"Type": "bind", "Source": "/data/digits", "Target": "/data", "ReadOnly": True},
+            {"Type": "volume", "Source": "models", "Target": "/output", "ReadOnly": False},
+        ],
+        "NanoCpus": 1_500_000_000,
+        "Memory": 2 << 30,
+        "ShmSize": 1 << 30,
+        "DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["2", "3"], "Capabilities": [["gpu"]]}],
+    }
+
+
+def test_create_body_keeps_environment_result_path_and_moves_the_result_volume() -> None:
+    spec = build_spec(image="a:b", environment={"RESULT_PATH": "/mine"}, result_path="/results/metrics.json")
+    body = create_body(spec)
+    assert body["Env"] == ["RESULT_PATH=/mine"]
+    assert body["HostConfig"]["Mounts"] == [{"Type": "volume", "Target": "/results", "ReadOnly": False}]
+
+
+@pytest.mark.parametrize(
+    "kwargs, fields",
+    [
+        pytest.param({}, {}, id="image-defaults-kept"),
+        pytest.param({"command": "python train.py --name 'run 1'"},
+                     {"Cmd": ["python", "train.py", "--name", "run 1"]}, id="command-string-split"),
+        pytest.param({"command": []}, {"Cmd": []}, id="command-empty-list"),
+        pytest.param({"entrypoint": ["python3", "-u"]}, {"Entrypoint": ["python3", "-u"]}, id="entrypoint-list"),
+        pytest.param({"entrypoint": "python3 -m trainer"}, {"Entrypoint": ["python3", "-m", "trainer"]},
+                     id="entrypoint-string-split"),
+        pytest.param({"entrypoint": []}, {"Entrypoint": []}, id="entrypoint-reset-list"),
+        pytest.param({"entrypoint": ""}, {"Entrypoint": []}, id="entrypoint-reset-string"),
+        pytest.param({"entrypoint": ["sh", "-c"], "command": ["echo $HOME"]},
+                     {"Entrypoint": ["sh", "-c"], "Cmd": ["echo $HOME"]}, id="entrypoint-and-command"),
+        pytest.param({"user": "trainer"}, {"User": "trainer"}, id="user-name"),
+        pytest.param({"user": "1000:1000"}, {"User": "1000:1000"}, id="user-uid-gid"),
+        pytest.param({"user": "trainer:video"}, {"User": "trainer:video"}, id="user-name-group"),
+        pytest.param({"user": 0}, {"User": "0"}, id="user-int-uid"),
+        pytest.param({"user": ""}, {}, id="user-empty-keeps-image"),
+        pytest.param({"working_dir": "/workspace/run"}, {"WorkingDir": "/workspace/run"}, id="working-dir"),
+        pytest.param({"working_dir": ""}, {}, id="working-dir-empty-keeps-image"),
+    ],
+)
+def test_create_body_process_fields(kwargs: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Fields left out of the body keep the image's ENTRYPOINT, CMD, USER and WORKDIR."""
+    body = create_body(build_spec(image="a:b", **kwargs))
+    process = {k: body[k] for k in ("Cmd", "Entrypoint", "User", "WorkingDir") if k in body}
+    assert process == fields
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        pytest.param(
+            {"ep": "python3 -u", "uid": "1000:1000", "run": "r1"},
+            {"Entrypoint": ["python3", "-u"], "Cmd": ["train.py", "--run", "r1"], "User": "1000:1000",
+             "WorkingDir": "/runs/r1"},
+            id="rendered",
+        ),
+        pytest.param({"ep": "", "uid": "", "run": "r1"}, {"Entrypoint": [], "Cmd": ["train.py", "--run", "r1"],
+                      "WorkingDir": "/runs/r1"}, id="rendered-empty-resets-entrypoint-keeps-user"),
+        pytest.param({"ep": "sh", "uid": "a b", "run": "r1"}, "user='a b'", id="rendered-bad-user"),
+    ],
+)
+def test_operator_process_arguments_are_templated_and_checked_when_run(
+    params: dict[str, str], expected: dict[str, Any] | str
+) -> None:
+    op = GpuDockerOperator(
+        task_id="t", image="trainer:1", entrypoint="{{ params.ep }}", command=["train.py", "--run", "{{ params.run }}"],
+        user="{{ params.uid }}", working_dir="/runs/{{ params.run }}",
+    )
+    op.render_template_fields({"params": params})  # type: ignore[arg-type]
+    if isinstance(expected, str):
+        with pytest.raises(SpecError, match=re.escape(expected)):
+            op._spec()
+        return
+    body = create_body(op._spec())
+    assert {k: body[k] for k in ("Entrypoint", "Cmd", "User", "WorkingDir") if k in body} == expected
 
 
 def test_task_labels_identify_the_task_instance() -> None:
