@@ -1,16 +1,22 @@
-"""Latency of one placement decision over a pool: read every agent, then choose a host.
+"""Latency of one placement decision over a pool: read every agent and engine, then decide.
 
-For 10, 100 and 1000 distinct hosts, each an agent-like server on its own loopback port,
-this times ``NodeMetricsHook.snapshot()`` plus ``provider.scheduling.place`` (``--policy``,
-default least_loaded), which is the work an operator does before it can start a container. The servers answer with the agent's
-own ``/v1/node`` documents (``NodeSample.to_json`` over simulated GPUs: 8, 4, 2 or no GPUs per
-host) from one helper process, which leaves the other core of a two-core machine to the
-reader; each answer is rendered once, so the measurement is dominated by the reading side,
-as it is when every agent runs on its own host.
+For 10, 100 and 1000 distinct hosts, each with an agent-like and an engine-like server on
+loopback ports of their own, this times what an operator does before it can claim: the one
+pool reader (:func:`provider.reservations.pool.read_pool_view`, tidying, as placement reads:
+every agent's ``/v1/node`` and every engine's list of reservation containers) plus the room
+decision (:func:`provider.reservations.room.room`, ``--policy``, default least_loaded). Beside
+it, the agents alone plus ``place()`` (what an operator did before engines' claims were
+counted). The agents answer with the agent's own ``/v1/node`` documents (``NodeSample.to_json``
+over simulated GPUs: 8, 4, 2 or no GPUs per host); the engines with the container list a
+Docker engine sends for 0 to 3 claims made by :func:`provider.reservations.rules.claim_labels`,
+and its ``/info`` with an ``nvidia`` runtime (asked once per engine and process, as the reader
+does). One helper process serves them all, which leaves the other core of a two-core machine to
+the reader; each answer is rendered once, so the measurement is dominated by the reading side,
+as it is when every host is a machine of its own.
 
-    python bench/placement_latency.py [--json PATH] [--reps N] [--budget-s S]
+    python -m bench.placement_latency [--json PATH] [--reps N] [--budget-s S]
 
-Bars: p50 <= 50 ms at 100 hosts and <= 500 ms at 1000 hosts.
+Bars: p50 <= 50 ms at 100 hosts and <= 500 ms at 1000 hosts, with the engines' claims.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,10 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provider.agent.sampler import NodeSample  # noqa: E402
 from provider.agent.simulated import SimulatedBackend, SimulatedGpu  # noqa: E402
+from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents  # noqa: E402
+from provider.hooks.engine import run_sync  # noqa: E402
 from provider.hooks.hosts import HostConfig  # noqa: E402
-from provider.hooks.node_metrics import NodeMetricsHook  # noqa: E402
-from provider.scheduling import POLICIES, PlacementContext, get_policy, place  # noqa: E402
-from provider.scheduling.model import NodeState, Placement, PlacementRequest  # noqa: E402
+from provider.reservations.pool import read_pool_view  # noqa: E402
+from provider.reservations.room import room  # noqa: E402
+from provider.reservations.rules import claim_labels  # noqa: E402
+from provider.scheduling import POLICIES, PlacementContext, Policy, get_policy, place  # noqa: E402
+from provider.scheduling.model import PlacementRequest  # noqa: E402
 
 SIZES = (10, 100, 1000)
 BARS_MS = {100: 50.0, 1000: 500.0}
@@ -75,25 +85,47 @@ def agent_document(index: int, rng: random.Random) -> bytes:
     return head.encode() + body
 
 
+def http_response(doc: object) -> bytes:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    head = f"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def engine_documents(index: int, rng: random.Random) -> tuple[bytes, bytes]:
+    """An engine's answers: its container list (0 to 3 claims of young tasks) and its ``/info``."""
+    count = GPU_SHAPES[index % len(GPU_SHAPES)][0]
+    claims = []
+    for n in range(min(count, rng.randrange(4))):
+        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), f"owner{index}x{n}", time.time(), {})
+        claims.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
+                       "Labels": labels})
+    return http_response(claims), http_response({"Runtimes": {"nvidia": {}, "runc": {}}, "ServerVersion": "20.10"})
+
+
 def serve(indices: Sequence[int], conn: Connection) -> None:
-    """Helper process: one loopback listener per host; sends its ports, serves until told to stop."""
+    """Helper process: an agent and an engine listener per host; sends their ports, serves until told to stop."""
     async def main() -> None:
         rng = random.Random(indices[0] if indices else 0)
         servers = []
-        for index in indices:
-            response = agent_document(index, rng)
 
-            async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: bytes = response) -> None:
+        def answering(*responses: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+            """A server that sends ``responses[0]``, or ``responses[1]`` to a request for ``/info``."""
+            async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 try:
-                    await reader.readuntil(b"\r\n\r\n")
-                    writer.write(response)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    writer.write(responses[1] if b"/info " in head else responses[0])
                     await writer.drain()
                 except (asyncio.IncompleteReadError, ConnectionError):
                     pass
                 finally:
                     writer.close()
+            return answer
 
-            servers.append(await asyncio.start_server(answer, "127.0.0.1", 0, backlog=512))
+        for index in indices:
+            agent = agent_document(index, rng)
+            servers.append(await asyncio.start_server(answering(agent, agent), "127.0.0.1", 0, backlog=512))
+            servers.append(await asyncio.start_server(answering(*engine_documents(index, rng)), "127.0.0.1", 0,
+                                                      backlog=512))
         conn.send([s.sockets[0].getsockname()[1] for s in servers])
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         for s in servers:
@@ -116,22 +148,39 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def measure(hosts: Sequence[HostConfig], decide: Callable[[PlacementRequest, Sequence[NodeState]], Placement],
-            reps: int, budget_s: float) -> tuple[list[float], int, str]:
-    """Time snapshot + decision ``reps`` times (2 warm-up runs first), within ``budget_s``."""
-    hook = NodeMetricsHook(hosts=hosts, timeout=2.0)
+Decide = Callable[[Sequence[HostConfig]], tuple[str, int]]
+"""One decision over the hosts: the chosen host and how many hosts could not be read."""
+
+
+def with_claims(policy: Policy, context: PlacementContext) -> Decide:
+    """What the operator does: the one pool reader (agents and engines), then the room decision."""
+    def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
+        view = run_sync(read_pool_view(hosts, agent_timeout=2.0))
+        answer = room(REQUEST, view, policy, context)
+        return (answer.placement.node if answer.placement else "(none)"), sum(1 for n in view.nodes if n.unreachable)
+    return decide
+
+
+def agents_only(policy: Policy, context: PlacementContext) -> Decide:
+    """The agents alone and ``place()``: what a read without the engines' claims costs."""
+    def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
+        nodes = run_sync(read_agents(hosts, 2.0))
+        return place(REQUEST, nodes, policy, context).node, sum(1 for n in nodes if n.unreachable)
+    return decide
+
+
+def measure(hosts: Sequence[HostConfig], decide: Decide, reps: int, budget_s: float) -> tuple[list[float], int, str]:
+    """Time one decision ``reps`` times (2 warm-up runs first), within ``budget_s``."""
     for _ in range(2):
-        decide(REQUEST, hook.snapshot())
+        decide(hosts)
     times: list[float] = []
     deadline = time.monotonic() + budget_s
-    unreachable, chosen = 0, ""
+    chosen, unreachable = "", 0
     while len(times) < reps and time.monotonic() < deadline:
         started = time.perf_counter()
-        nodes = hook.snapshot()
-        decision = decide(REQUEST, nodes)
+        chosen, down = decide(hosts)
         times.append((time.perf_counter() - started) * 1000)
-        unreachable = max(unreachable, sum(1 for n in nodes if n.unreachable))
-        chosen = decision.node
+        unreachable = max(unreachable, down)
     return times, unreachable, chosen
 
 
@@ -140,12 +189,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--reps", type=int, default=50, help="timed runs per size (default 50)")
     parser.add_argument("--policy", default="least_loaded", choices=sorted(POLICIES), help="placement policy")
-    parser.add_argument("--budget-s", type=float, default=40.0, help="time limit per size (default 40 s)")
+    parser.add_argument("--budget-s", type=float, default=40.0, help="time limit per size and reader (default 40 s)")
     args = parser.parse_args()
     total = max(SIZES)
-    raise_fd_limit(total * 2 + 2 * NodeMetricsHook(hosts=[]).max_concurrency + 256)
+    raise_fd_limit(total * 4 + 4 * DEFAULT_MAX_CONCURRENCY + 256)
     ctx = multiprocessing.get_context("fork")
-    helpers, pipes, ports = [], [], []
+    helpers, pipes = [], []
     try:
         for h in range(HELPERS):
             ours, theirs = ctx.Pipe()
@@ -153,35 +202,36 @@ def main() -> int:
             proc.start()
             helpers.append(proc)
             pipes.append(ours)
-        by_index: dict[int, int] = {}
+        ports: dict[int, tuple[int, int]] = {}
         for h, pipe in enumerate(pipes):
-            if not pipe.poll(60):
-                sys.exit(f"helper {h} did not start within 60 s")
-            by_index.update(zip(range(h, total, HELPERS), pipe.recv()))
+            if not pipe.poll(120):
+                sys.exit(f"helper {h} did not start within 120 s")
+            found = pipe.recv()
+            ports.update(zip(range(h, total, HELPERS), zip(found[0::2], found[1::2])))
         hosts = [
-            HostConfig(name=f"gpu-{i:04d}", docker_url="tcp://127.0.0.1:2376", agent_url=f"http://127.0.0.1:{by_index[i]}")
+            HostConfig(name=f"gpu-{i:04d}", docker_url=f"tcp://127.0.0.1:{ports[i][1]}",
+                       agent_url=f"http://127.0.0.1:{ports[i][0]}")
             for i in range(total)
         ]
         policy, context = get_policy(args.policy), PlacementContext(rng=random.Random(0))
-        name = f"provider.scheduling.place, policy {args.policy}"
-
-        def decide(request: PlacementRequest, nodes: Sequence[NodeState]) -> Placement:
-            return place(request, nodes, policy, context)
-
-        print(f"placement: {name}; request: {REQUEST}")
-        print(f"{'hosts':>6} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'bar p50':>8} {'ok':>4} {'unreach':>7}  chosen")
-        p50: dict[str, float] = {}
-        p99: dict[str, float] = {}
+        print(f"decision: read_pool_view + room, policy {args.policy}; request: {REQUEST}")
+        print(f"{'hosts':>6} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'agents-only p50':>16} {'bar p50':>8} "
+              f"{'ok':>4} {'unreach':>7}  chosen")
+        figures: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "agents_only_p50_ms": {}}
         ok = True
         for size in SIZES:
-            times, unreachable, chosen = measure(hosts[:size], decide, args.reps, args.budget_s)
-            p50[str(size)] = round(percentile(times, 50), 2)
-            p99[str(size)] = round(percentile(times, 99), 2)
+            times, unreachable, chosen = measure(hosts[:size], with_claims(policy, context), args.reps, args.budget_s)
+            alone, down, _ = measure(hosts[:size], agents_only(policy, context), args.reps, args.budget_s)
+            key = str(size)
+            figures["p50_ms"][key] = round(percentile(times, 50), 2)
+            figures["p99_ms"][key] = round(percentile(times, 99), 2)
+            figures["agents_only_p50_ms"][key] = round(percentile(alone, 50), 2)
             bar = BARS_MS.get(size)
-            met = bar is None or p50[str(size)] <= bar
-            ok = ok and met and unreachable == 0
-            print(f"{size:>6} {len(times):>5} {p50[str(size)]:>8.2f} {p99[str(size)]:>8.2f} "
-                  f"{'-' if bar is None else f'{bar:.0f}':>8} {'yes' if met else 'NO':>4} {unreachable:>7}  {chosen}")
+            met = bar is None or figures["p50_ms"][key] <= bar
+            ok = ok and met and unreachable == 0 and down == 0
+            print(f"{size:>6} {len(times):>5} {figures['p50_ms'][key]:>8.2f} {figures['p99_ms'][key]:>8.2f} "
+                  f"{figures['agents_only_p50_ms'][key]:>16.2f} {'-' if bar is None else f'{bar:.0f}':>8} "
+                  f"{'yes' if met else 'NO':>4} {max(unreachable, down):>7}  {chosen}")
     finally:
         for pipe in pipes:
             pipe.send("stop")
@@ -190,7 +240,7 @@ def main() -> int:
             if proc.is_alive():
                 proc.kill()
     if args.json:
-        args.json.write_text(json.dumps({"p50_ms": p50, "p99_ms": p99, "placement": name}, indent=2) + "\n")
+        args.json.write_text(json.dumps({**figures, "policy": args.policy}, indent=2) + "\n")
     return 0 if ok else 1
 
 

@@ -41,7 +41,11 @@ class HostUnreachable(EngineError, ConnectionError):
 
 class EngineRefused(EngineError, RuntimeError):
     """The engine answered, but would not do it (create, start, remove, ...): the message
-    carries the engine's own reason."""
+    carries the engine's own reason, ``status`` its HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ImageMissing(EngineError, LookupError):
@@ -105,7 +109,8 @@ class NoFit(GpuDockerError):
     """No node can take the request; the message names every node and every reason.
 
     ``holders`` names, per host, the tasks whose reservations take its resources, so a full
-    pool says who holds it rather than only that it is full.
+    pool says who holds it rather than only that it is full. ``never`` says that no host
+    could take the request even with nothing else on it: waiting would not help.
     """
 
     def __init__(
@@ -113,10 +118,14 @@ class NoFit(GpuDockerError):
         request: PlacementRequest,
         rejections: Mapping[str, tuple[str, ...]],
         holders: Mapping[str, tuple[str, ...]] | None = None,
+        never: bool = False,
+        advice: str = "",
     ) -> None:
         self.request = request
         self.rejections = dict(rejections)
         self.holders = dict(holders or {})
+        self.never = never
+        self.advice = advice
         super().__init__(request, self.rejections)
 
     def __str__(self) -> str:
@@ -131,4 +140,12 @@ class NoFit(GpuDockerError):
         for node, why in sorted(self.rejections.items()):
             held = self.holders.get(node)
             parts.append(f"{node}: {'; '.join(why)}" + (f" (held by {', '.join(held)})" if held else ""))
-        return f"No host fits {asked}: " + " | ".join(parts)
+        text = f"No host fits {asked}: " + " | ".join(parts)
+        if self.never:
+            text += (". No host of the pool could take it even with nothing else running: ask for less or "
+                     "add a larger host.")
+        return text + (f" {self.advice}" if self.advice else "")
+
+    def advised(self, advice: str) -> NoFit:
+        """The same no-fit with what the user can do about it appended."""
+        return NoFit(self.request, self.rejections, self.holders, self.never, advice)

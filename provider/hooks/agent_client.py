@@ -1,6 +1,6 @@
 """Read node agents and map their documents to :class:`NodeState`.
 
-One coroutine reads one agent; :func:`read_pool` reads many concurrently on one event loop.
+One coroutine reads one agent; :func:`read_agents` reads many concurrently on one event loop.
 The synchronous hook runs it with ``asyncio.run`` and a trigger awaits it, so both share the
 transport and the mapping.
 
@@ -55,7 +55,7 @@ def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
                 model=g.get("name") or "",
                 uuid=g.get("uuid") or "",
                 memory_total_mb=int(g.get("memory_total_mib") or 0),
-                memory_used_mb=int(g.get("memory_used_mib") or 0),
+                memory_used_mb=_memory_taken_mib(g),
                 utilization_pct=float(g.get("utilization_pct") or 0.0),
             )
             for g in doc["gpus"]
@@ -63,12 +63,24 @@ def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
     )
 
 
+def _memory_taken_mib(gpu: Mapping[str, Any]) -> int:
+    """Memory a task cannot have: used by processes plus what the driver reserves.
+
+    The agent reports ``memory_used_mib`` as nvidia-smi does (without the driver's reserved
+    memory), so placement counts from the free figure where the agent sends one.
+    """
+    total, free = gpu.get("memory_total_mib"), gpu.get("memory_free_mib")
+    if total is not None and free is not None:
+        return max(0, int(total) - int(free))
+    return int(gpu.get("memory_used_mib") or 0) + int(gpu.get("memory_reserved_mib") or 0)
+
+
 def unreachable(host: HostConfig, reason: str) -> NodeState:
     """A host that keeps its place in the snapshot but offers nothing."""
     return NodeState(name=host.name, labels=host.labels, unreachable=reason)
 
 
-async def read_pool(
+async def read_agents(
     hosts: Sequence[HostConfig], timeout: float, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 ) -> list[NodeState]:
     """Read every host concurrently, at most ``max_concurrency`` sockets at once, in order."""
@@ -85,10 +97,14 @@ async def read_host(host: HostConfig, timeout: float) -> NodeState:
     """One host's state; every failure becomes ``unreachable`` with its reason."""
     url = host.agent_url
     if not url:
-        return unreachable(
-            host,
-            f"connection {host.name!r} has no agent_url; run `python -m provider.agent` on the "
-            'host and add {"agent_url": "http://HOST:9400"} to the connection\'s extra',
+        return NodeState(
+            name=host.name,
+            labels=host.labels,
+            unmeasured=(
+                f"connection {host.name!r} has no agent_url, so its capacity and GPUs are unknown; run "
+                '`python -m provider.agent` on the host and add {"agent_url": "http://HOST:9400"} to the '
+                "connection's extra"
+            ),
         )
     try:
         doc = await asyncio.wait_for(fetch_node(url, host.agent_token), timeout)

@@ -1,10 +1,11 @@
-"""The pool hook: one snapshot of every GPU host, read from their node agents.
+"""The pool hook: one look at every GPU host of a pool, through the one pool reader.
 
-``NodeMetricsHook(pool="gpu_pool").snapshot()`` returns one :class:`NodeState` per host of the
-pool, in the pool's order, read concurrently with a per-host timeout. Hosts that cannot be
-read are in the list with ``unreachable`` set, so placement can say why it skipped them.
-The hook is also the ``gpu_docker_pool`` connection type's hook: its ``test_connection``
-backs the UI's Test button.
+``NodeMetricsHook(pool="gpu_pool").snapshot()`` returns a :class:`~provider.reservations.view.PoolView`
+(per host: the agent's measurements, the claims and holds on its engine), read concurrently
+with per-host timeouts by :func:`provider.reservations.pool.read_pool_view` in its look-only
+mode: it removes nothing. Hosts that cannot be read are in the view with ``unreachable`` set,
+so a caller can say why. The hook is also the ``gpu_docker_pool`` connection type's hook: its
+``test_connection`` backs the UI's Test button.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from functools import cached_property
 
 from airflow.sdk import BaseHook
 
-from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_pool
+from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY
+from provider.hooks.engine import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
-from provider.scheduling.model import NodeState
+from provider.reservations.pool import read_pool_view
+from provider.reservations.view import PoolView
 
-#: The ``connection-types`` entry of ``get_provider_info()`` for pools.
+
 class NodeMetricsHook(BaseHook):
-    """Reads the node agents of a pool.
+    """Reads a pool's agents and engines.
 
     :param pool: a ``gpu_docker_pool`` connection id, a ``gpu_docker_host`` connection id, or
         a list of host connection ids; None means this machine's default host.
     :param hosts: hosts already resolved (a trigger passes these so it looks nothing up);
         overrides ``pool``.
     :param timeout: seconds each agent may take, connect and read together.
-    :param max_concurrency: agents read at once, which bounds open sockets.
+    :param max_concurrency: hosts read at once, which bounds open sockets.
     """
 
     conn_type = POOL_CONN_TYPE
@@ -58,39 +61,37 @@ class NodeMetricsHook(BaseHook):
         """The pool's hosts, looked up on first use (never in ``__init__``)."""
         return resolve_pool(self.pool, BaseHook.get_connection)
 
-    def snapshot(self) -> list[NodeState]:
+    def snapshot(self) -> PoolView:
         """Every host's state now; blocks for at most about ``timeout`` per wave of hosts."""
-        hosts = self.hosts
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._logged(asyncio.run(read_pool(hosts, self.timeout, self.max_concurrency)))
-        raise RuntimeError("NodeMetricsHook.snapshot() blocks; inside an event loop use `await hook.asnapshot()`.")
+        return self._logged(run_sync(self._read(self.hosts)))
 
-    async def asnapshot(self) -> list[NodeState]:
+    async def asnapshot(self) -> PoolView:
         """:meth:`snapshot` for triggers; connection look-ups, if any, run in a thread."""
         hosts = self.hosts if "hosts" in self.__dict__ else await asyncio.to_thread(lambda: self.hosts)
-        return self._logged(await read_pool(hosts, self.timeout, self.max_concurrency))
+        return self._logged(await self._read(hosts))
+
+    async def _read(self, hosts: Sequence[HostConfig]) -> PoolView:
+        return await read_pool_view(hosts, tidy=False, agent_timeout=self.timeout, max_concurrency=self.max_concurrency)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Read every agent of the pool once; fails when any host is unreachable."""
+        """Read every host of the pool once; fails when any agent or engine is unreachable."""
         try:
-            nodes = self.snapshot()
+            view = self.snapshot()
         except Exception as exc:  # noqa: BLE001 - the UI shows the message
             return False, str(exc)
-        down = [n for n in nodes if n.unreachable]
+        down = [n for n in view.nodes if n.unreachable]
         if down:
-            return False, f"{len(down)} of {len(nodes)} hosts unreachable: " + " | ".join(
+            return False, f"{len(down)} of {len(view.nodes)} hosts unreachable: " + " | ".join(
                 f"{n.name}: {n.unreachable}" for n in down
             )
-        return True, f"All {len(nodes)} hosts answered: " + ", ".join(
-            f"{n.name} ({len(n.gpus)} GPUs)" for n in nodes
+        return True, f"All {len(view.nodes)} hosts answered: " + ", ".join(
+            f"{n.name} ({len(n.gpus)} GPUs)" for n in view.nodes
         )
 
-    def _logged(self, nodes: list[NodeState]) -> list[NodeState]:
-        down = [n.name for n in nodes if n.unreachable]
+    def _logged(self, view: PoolView) -> PoolView:
+        down = [n.name for n in view.nodes if n.unreachable]
         if down:
-            self.log.warning("Read %s hosts, %s unreachable: %s", len(nodes), len(down), down)
+            self.log.warning("Read %s hosts, %s unreachable: %s", len(view.nodes), len(down), down)
         else:
-            self.log.debug("Read %s hosts, all reachable", len(nodes))
-        return nodes
+            self.log.debug("Read %s hosts, all reachable", len(view.nodes))
+        return view

@@ -163,8 +163,9 @@ def assemble_lines(
             if len(buf) > max_line_bytes:
                 line_ts = yield from _cut(name, line_ts, ts, buf, max_line_bytes)
             yield LineBatch(name, line_ts, [buf.decode("utf-8", "replace")])
-            whole = None if first < 0 else whole[first + 1 :]
-        if whole is not None:
+            if first >= 0:
+                yield from _whole_lines(name, ts, whole[first + 1 :], max_line_bytes)
+        else:
             yield from _whole_lines(name, ts, whole, max_line_bytes)
         rest = payload[end + 1 :]
         if rest:

@@ -12,6 +12,7 @@ at most (default: all), and says how many it left out and where the full log is.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
@@ -20,8 +21,6 @@ from typing import Any
 
 from airflow.configuration import get_airflow_home
 from airflow.sdk import ObjectStoragePath
-from docker.errors import APIError, NotFound
-from urllib3.exceptions import HTTPError
 
 from provider.hooks.docker_host import GpuDockerHook
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S, MANIFEST_NAME, ChunkedArchive
@@ -32,8 +31,6 @@ from provider.logs.spool import Spool
 from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
 
 DEFAULT_LOG_ARCHIVE = "file://{AIRFLOW_HOME}/container_logs"
-# Exceptions that mean "the engine or the connection went away", not "the request was wrong".
-STREAM_DROPS: tuple[type[BaseException], ...] = (OSError, HTTPError)
 GpuSamples = Callable[[], Mapping[str, Any] | None]
 
 
@@ -114,17 +111,10 @@ class LogShipping:
                 return None
             return Status(running=bool(state.get("Running")), exit_code=state.get("ExitCode"))
 
-        def open_log(follow: bool) -> Iterable[Frame]:
-            try:
-                return hook.log_frames(container_id, follow)
-            except NotFound:
-                return ()
-            except APIError as exc:
-                if exc.status_code == 409:  # being removed: the task was killed
-                    return ()
-                raise
-
-        frames = follow_frames(attached, open_log, status, self.resume, drops=STREAM_DROPS)
+        # A broken connection or an engine that does not answer raises OSError (HostUnreachable
+        # is one): following treats it as a drop and resumes from the engine's log.
+        open_log = functools.partial(hook.log_frames, container_id)
+        frames = follow_frames(attached, open_log, status, self.resume)
         batches: Iterable[LineBatch] = assemble_lines(frames, arrival_time, self.max_line_bytes)
         if self.archive is not None:
             batches = self.archive.drain(batches)

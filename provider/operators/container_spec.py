@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Any
 
 from provider.errors import SpecError
-from provider.scheduling.registry import POLICIES
 
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
@@ -123,17 +122,6 @@ def build_spec(
         working_dir=_working_dir(working_dir),
         result_path=result_path,
     )
-
-
-def check_placement_policy(name: object) -> str:
-    """``name`` if it is a placement policy; otherwise a :class:`SpecError` listing them all.
-
-    Called once templates are rendered, not in ``__init__``: ``placement_policy`` is a
-    template field, so while the DAG is parsed it may still read ``{{ params.policy }}``.
-    """
-    if not isinstance(name, str) or name not in POLICIES:
-        raise SpecError(f"placement_policy={name!r}; use one of {', '.join(sorted(POLICIES))}.")
-    return name
 
 
 def _argv(name: str, value: Sequence[Any] | str | None) -> tuple[str, ...] | None:

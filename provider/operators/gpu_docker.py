@@ -11,20 +11,16 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
-from docker.errors import NotFound
 
-from provider.errors import ContainerFailed, HostConfigError, NoFit, SpecError
+from provider.errors import ContainerFailed, NoFit, SpecError
 from provider.hooks.agent_client import gpu_sample
-from provider.hooks.claim_rules import OWNER_LABEL
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
-from provider.hooks.reservations import new_owner
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
@@ -33,14 +29,16 @@ from provider.operators.container_spec import (
     DEFAULT_RESULT_PATH,
     ContainerSpec,
     build_spec,
-    check_placement_policy,
     create_body,
 )
-from provider.reservations.labels import task_labels
 from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import result_record
-from provider.operators.placement import Reserved, place_and_reserve, placement_record, release
+from provider.reservations.labels import OWNER_LABEL, task_labels
+from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
+from provider.reservations.room import advice
+from provider.reservations.store import new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
+from provider.scheduling.registry import check_placement_policy
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
 
@@ -48,15 +46,6 @@ _PULL_POLICIES = ("missing", "always", "never")
 DEFER_MARGIN_S = 60.0
 """Airflow's own deferral timeout is a backstop past the trigger's deadline, whose event
 carries the better message (every host's reasons)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where the container runs: the host, the GPU indices on it, and their reservation."""
-
-    host: HostConfig
-    gpu_ids: tuple[int, ...]
-    reserved: Reserved | None = None
 
 
 class GpuDockerOperator(BaseOperator):
@@ -234,15 +223,15 @@ class GpuDockerOperator(BaseOperator):
         gpus = _gpu_count(self.gpus)
         identity = _ti_identity(context)
         labels = task_labels(**identity)
-        target = self._choose_target(gpus, spec, context, dict(labels), waiter)
+        target = self._reserve(gpus, spec, context, dict(labels), waiter)
+        gpu_ids = target.placement.gpu_indices
         hook = GpuDockerHook(target.host)
-        if target.reserved is not None and target.reserved.reservation is not None:
-            labels[OWNER_LABEL] = target.reserved.reservation.owner
+        labels[OWNER_LABEL] = target.reservation.owner
         self.log.info(
             "Starting %s on host %s (%s) with GPUs %s",
-            spec.image, target.host.name, target.host.docker_url, list(target.gpu_ids) or "none",
+            spec.image, target.host.name, target.host.docker_url, list(gpu_ids) or "none",
         )
-        body = create_body(spec, gpu_ids=target.gpu_ids, labels=labels)
+        body = create_body(spec, gpu_ids=gpu_ids, labels=labels)
         started = datetime.now(timezone.utc)
         try:
             container_id = hook.create(body)
@@ -261,7 +250,7 @@ class GpuDockerOperator(BaseOperator):
             finally:
                 shipped = shipping.finish(
                     exit_code=exit_code, host=target.host.name, container_id=container_id,
-                    gpu_ids=list(target.gpu_ids), image=spec.image,
+                    gpu_ids=list(gpu_ids), image=spec.image,
                 )
             finished = datetime.now(timezone.utc)
             if exit_code != 0:
@@ -284,7 +273,7 @@ class GpuDockerOperator(BaseOperator):
             host=target.host.name,
             container_id=container_id,
             image=spec.image,
-            gpu_ids=target.gpu_ids,
+            gpu_ids=gpu_ids,
             exit_code=exit_code,
             started=started,
             finished=finished,
@@ -316,26 +305,15 @@ class GpuDockerOperator(BaseOperator):
             result_path=self.result_path,
         )
 
-    def _choose_target(
+    def _reserve(
         self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str], waiter: Waiter | None
-    ) -> Target:
-        """Place the task on the pool (or the one host) and reserve its GPUs there.
+    ) -> Reserved:
+        """Place the task on the pool (``host`` alone is a pool of one) and reserve it there.
 
-        A single host without a node agent is used as it is for CPU-only work: there is
-        nothing to choose. GPUs need the agent, because only it knows how many there are.
+        The placement record goes to the XCom ``placement`` also when nothing fits, with every
+        host's reasons and the tasks holding each busy host (docs/reservations.md).
         """
         hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
-        if self.gpu_pool is None and hosts[0].agent_url is None:
-            hook = GpuDockerHook(hosts[0])
-            hook.check_gpu_runtime(gpus)
-            if gpus:
-                raise HostConfigError(
-                    f"Host {hosts[0].name!r} has no agent_url, so its GPUs are unknown and cannot be "
-                    'reserved. Run `python -m provider.agent` there and add {"agent_url": '
-                    '"http://HOST:9400"} to the connection\'s extra, or run with gpus=0.'
-                )
-            hook.ensure_image(spec.image, self.pull)
-            return Target(host=hosts[0], gpu_ids=())
         request = PlacementRequest(
             gpus=gpus,
             gpu_milli=self.gpu_milli,
@@ -345,27 +323,29 @@ class GpuDockerOperator(BaseOperator):
             gpu_model=self.gpu_model,
             labels=self.required_labels,
         )
+
+        def prepare(host: HostConfig) -> None:
+            GpuDockerHook(host).ensure_image(spec.image, self.pull)
+
         while True:
             try:
                 reserved = place_and_reserve(
-                    hosts, request, self.placement_policy, image=spec.image, pull=self.pull, identity=identity,
+                    hosts, request, self.placement_policy, image=spec.image, identity=identity, prepare=prepare,
                     waiter=waiter,
                 )
                 break
             except NoFit as exc:
-                if not self.wait_for_resources:
+                context["ti"].xcom_push(key="placement", value=no_fit_record(exc, self.placement_policy))
+                if exc.never:
                     raise
+                if not self.wait_for_resources:
+                    raise exc.advised(advice(exc)) from None
                 waiter = self._wait_for_room(hosts, request, spec.image, identity, waiter, exc)
         self._reserved = reserved
         context["ti"].xcom_push(key="placement", value=placement_record(reserved))
-        self.log.info("Placed on %s, GPUs %s, by %s", reserved.host.name, list(reserved.placement.gpu_indices),
-                      reserved.placement.policy)
-        try:
-            GpuDockerHook(reserved.host).check_gpu_runtime(gpus)
-        except BaseException:
-            self._release()
-            raise
-        return Target(host=reserved.host, gpu_ids=reserved.placement.gpu_indices, reserved=reserved)
+        self.log.info("Placed on %s, GPUs %s, by %s%s", reserved.host.name, list(reserved.placement.gpu_indices),
+                      reserved.placement.policy, f" (capacity unknown: {reserved.unmeasured})" if reserved.unmeasured else "")
+        return reserved
 
     def _wait_for_room(
         self, hosts: Sequence[HostConfig], request: PlacementRequest, image: str, identity: Mapping[str, str],
@@ -380,7 +360,7 @@ class GpuDockerOperator(BaseOperator):
         deadline = waiter.since + self.wait_timeout_s
         trigger = GpuAvailableTrigger(
             hosts=[host_to_dict(h) for h in hosts], request=request_to_dict(request), policy=self.placement_policy,
-            deadline=deadline, poll_interval=self.poll_interval,
+            deadline=deadline, poll_interval=self.poll_interval, wait_timeout=self.wait_timeout_s,
             waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=self.hold_after_s,
             image=image, identity=identity,
         )
@@ -395,12 +375,13 @@ class GpuDockerOperator(BaseOperator):
         if reserved is not None:
             release(reserved)
 
-    def _log_shipping(self, identity: Mapping[str, Any], target: Target) -> LogShipping:
+    def _log_shipping(self, identity: Mapping[str, Any], target: Reserved) -> LogShipping:
         """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
         their utilisation in the manifest."""
         samples = None
-        if target.gpu_ids and target.host.agent_url:
-            samples = functools.partial(gpu_sample, target.host, target.gpu_ids)
+        gpu_ids = target.placement.gpu_indices
+        if gpu_ids and target.host.agent_url:
+            samples = functools.partial(gpu_sample, target.host, gpu_ids)
         shipping = LogShipping(
             self.log,
             archive=self.log_archive,
@@ -417,13 +398,13 @@ class GpuDockerOperator(BaseOperator):
         return shipping
 
     def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
-        try:
-            return hook.wait(container_id)
-        except NotFound as exc:
+        exit_code = hook.wait(container_id)
+        if exit_code is None:
             raise ContainerFailed(
                 image=self.image, host=hook.host.name, container_id=container_id, exit_code=-1,
                 duration_s=0.0, tail=["(the container was removed while the task waited: killed)"],
-            ) from exc
+            )
+        return exit_code
 
     def on_kill(self) -> None:
         """Stop and remove the container: a killed task must leave nothing running."""

@@ -62,16 +62,25 @@ def gpu_sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...
 
 
 def _gpu_reasons(request: PlacementRequest, node: NodeState) -> list[str]:
+    """Why the node's GPUs cannot carry the request. A host without GPUs, one whose engine
+    cannot hand them out and one whose GPUs are all taken read differently: only the last
+    is worth waiting for."""
     if request.gpus == 0:
         return []
+    if node.unmeasured is not None:
+        return [f"GPUs unknown: {node.unmeasured}"]
+    if not node.gpus:
+        return ["has no GPUs"]
+    if node.gpu_unusable is not None:
+        return [node.gpu_unusable]
     if request.gpu_milli < MILLI_PER_GPU:
         best = max((g.free_milli for g in node.gpus), default=0)
         if best < request.gpu_milli:
-            return [f"gpu free {best}m < {request.gpu_milli}m on one GPU"]
+            return [f"gpu free {best}m < {request.gpu_milli}m on one GPU (of {len(node.gpus)} GPUs)"]
     else:
         whole = sum(1 for g in node.gpus if g.free_milli == MILLI_PER_GPU)
         if whole < request.gpus:
-            return [f"gpu free {whole} < {request.gpus}"]
+            return [f"gpu free {whole} of {len(node.gpus)} < {request.gpus}"]
     if request.gpu_memory_mb:
         usable = len(eligible_gpus(request, node))
         if usable < request.gpus:
@@ -96,6 +105,8 @@ def reasons(request: PlacementRequest, node: NodeState) -> tuple[str, ...]:
     if request.gpus and not model_matches(request.gpu_model, node.gpu_model):
         found.append(f"gpu model {node.gpu_model or '(none)'} != {request.gpu_model}")
     found.extend(_gpu_reasons(request, node))
+    if node.unmeasured is not None:
+        return tuple(found)  # capacity unknown: CPU and memory cannot be checked
     if node.cpu_free_milli < request.cpu_milli:
         found.append(f"cpu free {node.cpu_free_milli}m < {request.cpu_milli}m")
     if node.memory_free_mb < request.memory_mb:

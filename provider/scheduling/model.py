@@ -58,6 +58,10 @@ class NodeState:
     place in the list with ``unreachable`` set to the reason, so a no-fit message can name it.
     ``held`` says why the node is held back for a task that has waited long enough to go
     first (:mod:`provider.scheduling.waiting`); a held node takes no other request.
+    ``unmeasured`` says why the node's capacity is unknown (a host without a node agent): it
+    takes CPU-only work unchecked, scores below every measured node, and offers no GPUs.
+    ``gpu_unusable`` says why its engine cannot give GPUs to a container (no NVIDIA runtime),
+    so GPU requests go elsewhere.
     """
 
     name: str
@@ -71,6 +75,8 @@ class NodeState:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     unreachable: str | None = None
     held: str | None = None
+    unmeasured: str | None = None
+    gpu_unusable: str | None = None
 
     @property
     def cpu_free_milli(self) -> int:

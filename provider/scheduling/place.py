@@ -73,8 +73,15 @@ def _score(request: PlacementRequest, node: NodeState, policy: Policy, context: 
     return _adjusted(request, node, policy(request, node, context), context)
 
 
+UNMEASURED_SCORE = -1e9
+"""Score of a node whose capacity is unknown (no agent): below every measured node, so it is
+chosen only when no measured node fits."""
+
+
 def _adjusted(request: PlacementRequest, node: NodeState, choice: Choice, context: PlacementContext) -> Choice:
-    """Steer CPU-only tasks off GPU nodes by the context's factor."""
+    """Steer CPU-only tasks off GPU nodes by the context's factor; unmeasured nodes last."""
+    if node.unmeasured is not None:
+        return Choice(UNMEASURED_SCORE, choice.gpu_indices)
     if request.gpus == 0 and node.gpus and context.cpu_task_gpu_node_factor != 1.0:
         return Choice(choice.score * context.cpu_task_gpu_node_factor, choice.gpu_indices)
     return choice

@@ -8,6 +8,7 @@ from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
 
+from provider.errors import SpecError
 from provider.scheduling.policies import (
     BestFit,
     Fragmentation,
@@ -26,6 +27,17 @@ POLICIES: Mapping[str, Callable[..., Policy]] = MappingProxyType(
         "fragmentation_balanced": FragmentationBalanced,
     }
 )
+
+
+def check_placement_policy(name: object) -> str:
+    """``name`` if it is a placement policy; otherwise a :class:`SpecError` listing them all.
+
+    Called once templates are rendered, not in ``__init__``: ``placement_policy`` is a
+    template field, so while the DAG is parsed it may still read ``{{ params.policy }}``.
+    """
+    if not isinstance(name, str) or name not in POLICIES:
+        raise SpecError(f"placement_policy={name!r}; use one of {', '.join(sorted(POLICIES))}.")
+    return name
 
 
 def get_policy(name: str, **weights: Any) -> Policy:

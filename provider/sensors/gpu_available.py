@@ -3,16 +3,15 @@
 It reserves nothing (a downstream ``GpuDockerOperator`` does, and waits itself with
 ``wait_for_resources=True`` if someone else was faster); it gates work that should start
 only when the pool has room, e.g. a data-preparation step before a long training run.
-All three modes read the pool the same way (:mod:`provider.hooks.pool_state`): ``poke`` and
-``reschedule`` from a worker, ``deferrable=True`` from :class:`GpuAvailableTrigger` in the
-triggerer. Hosts held for long-waiting tasks (:mod:`provider.scheduling.waiting`) do not count
-as room. A request no host could take even empty fails at once instead of waiting out the
-timeout.
+All three modes read the pool the same way (:mod:`provider.reservations.pool`) and ask the
+same decision (:func:`provider.reservations.room.room`): ``poke`` and ``reschedule`` from a
+worker, ``deferrable=True`` from :class:`GpuAvailableTrigger` in the triggerer. Hosts held for
+long-waiting tasks (:mod:`provider.scheduling.waiting`) do not count as room. A request no host
+could take even empty fails at once instead of waiting out the timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -23,13 +22,13 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from provider.errors import NoFit
+from provider.hooks.engine import run_sync
 from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
-from provider.hooks.pool_state import read_pool_view
-from provider.operators.container_spec import check_placement_policy
-from provider.scheduling import PlacementContext, PlacementRequest, get_policy, place
+from provider.reservations.pool import read_pool_view
+from provider.reservations.room import Verdict, room
+from provider.scheduling.registry import check_placement_policy
+from provider.scheduling import PlacementContext, PlacementRequest, get_policy
 from provider.scheduling.model import MILLI_PER_GPU
-from provider.scheduling.waiting import never_fits
 from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
 
 
@@ -88,17 +87,15 @@ class GpuAvailableSensor(BaseSensorOperator):
         return resolve_pool(self.gpu_pool, BaseHook.get_connection)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        request = self._request()
-        nodes = asyncio.run(read_pool_view(self._hosts(), agent_timeout=self.agent_timeout)).nodes
-        try:
-            placement = place(request, nodes, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
-        except NoFit as exc:
-            if never_fits(request, nodes) is not None:
-                raise AirflowFailException(f"{exc}. No host could take it even empty: ask for less or add a host.")
-            self.log.info("Not yet: %s", exc)
+        view = run_sync(read_pool_view(self._hosts(), agent_timeout=self.agent_timeout))
+        answer = room(self._request(), view, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
+        if answer.placement is None:
+            if answer.verdict is Verdict.NEVER:
+                raise AirflowFailException(str(answer.no_fit))
+            self.log.info("Not yet: %s", answer.no_fit)
             return PokeReturnValue(is_done=False)
-        self.log.info("Fits on %s (GPUs %s)", placement.node, list(placement.gpu_indices))
-        return PokeReturnValue(is_done=True, xcom_value=placement.node)
+        self.log.info("Fits on %s (GPUs %s)", answer.placement.node, list(answer.placement.gpu_indices))
+        return PokeReturnValue(is_done=True, xcom_value=answer.placement.node)
 
     def execute(self, context: Context) -> Any:
         check_placement_policy(self.placement_policy)  # rendered now; before any pool is read
@@ -112,6 +109,7 @@ class GpuAvailableSensor(BaseSensorOperator):
                 hosts=[host_to_dict(h) for h in self._hosts()], request=request_to_dict(self._request()),
                 policy=self.placement_policy, deadline=time.time() + float(self.timeout),
                 poll_interval=float(self.poke_interval), agent_timeout=self.agent_timeout,
+                wait_timeout=float(self.timeout),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout) + 60),

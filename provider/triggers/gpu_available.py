@@ -1,13 +1,14 @@
 """GpuAvailableTrigger: wait in the triggerer, not in a worker slot, until a request fits.
 
-Every ``poll_interval`` seconds it reads the pool (:func:`provider.hooks.pool_state.read_pool_view`,
-asyncio all the way: agents and engines over non-blocking sockets) and runs the pure
-placement core on it. It fires once, with one of:
+Every ``poll_interval`` seconds it reads the pool (:func:`provider.reservations.pool.read_pool_view`,
+asyncio all the way: agents and engines over non-blocking sockets) and asks
+:func:`provider.reservations.room.room`, the decision the operator and the sensor make too.
+It fires once, with one of:
 
 * ``{"status": "fits", "host", "gpu_ids", "waiter"}``: the request fits now. Nothing is
   reserved yet: the task reserves when it resumes, and waits again if it lost the race.
-* ``{"status": "timeout", "message"}``: the deadline passed; the message names every host
-  and what it lacks.
+* ``{"status": "timeout", "message"}``: the deadline passed; the message names every host,
+  what it lacks and which tasks hold it, and the ``wait_timeout`` that ran out.
 * ``{"status": "never", "message"}``: no host could take the request even empty.
 
 A waiting task (``waiter`` set) also keeps its place in line: once due it holds a host
@@ -26,11 +27,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from provider.errors import EngineError, NoFit, NoRoom
+from provider.errors import EngineError, NoRoom
 from provider.hooks.hosts import HostConfig, host_from_dict
-from provider.hooks.pool_state import hold_if_due, lift_holds, read_pool_view
-from provider.scheduling import PlacementContext, PlacementRequest, get_policy, place
-from provider.scheduling.waiting import Waiter, never_fits
+from provider.reservations.pool import read_pool_view
+from provider.reservations.room import Verdict, room, timeout_message
+from provider.reservations.store import hold_if_due, lift_holds
+from provider.scheduling import PlacementContext, PlacementRequest, get_policy
+from provider.scheduling.waiting import Waiter
 
 CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
 
@@ -49,6 +52,7 @@ class GpuAvailableTrigger(BaseTrigger):
     :param hold_after_s: seconds of waiting after which the waiter holds a host (None: never).
     :param image: image of the task, to create its hold from (any image on the host will do).
     :param identity: the task's labels, carried by its hold.
+    :param wait_timeout: the task's wait timeout in seconds, named in the deadline's message.
     """
 
     def __init__(
@@ -63,8 +67,9 @@ class GpuAvailableTrigger(BaseTrigger):
         image: str = "",
         identity: Mapping[str, str] | None = None,
         agent_timeout: float = 2.0,
+        wait_timeout: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is not annotated
         self.hosts = [dict(h) for h in hosts]
         self.request = dict(request)
         self.policy = policy
@@ -75,6 +80,7 @@ class GpuAvailableTrigger(BaseTrigger):
         self.image = image
         self.identity = dict(identity or {})
         self.agent_timeout = agent_timeout
+        self.wait_timeout = wait_timeout
         self._fired = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -89,6 +95,7 @@ class GpuAvailableTrigger(BaseTrigger):
             "image": self.image,
             "identity": self.identity,
             "agent_timeout": self.agent_timeout,
+            "wait_timeout": self.wait_timeout,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -103,6 +110,7 @@ class GpuAvailableTrigger(BaseTrigger):
             image=self.image,
             identity=self.identity,
             agent_timeout=self.agent_timeout,
+            wait_timeout=self.wait_timeout,
             log=self.log,
         )
         self._fired = True
@@ -128,6 +136,7 @@ async def wait_until_fits(
     image: str,
     identity: Mapping[str, str],
     agent_timeout: float,
+    wait_timeout: float | None,
     log: Any,
 ) -> dict[str, Any]:
     """Poll the pool until ``request`` fits or the deadline passes; the trigger's event."""
@@ -137,27 +146,24 @@ async def wait_until_fits(
     waiter_doc = None if waiter is None else {"owner": waiter.owner, "since": waiter.since}
     while True:
         view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout)
-        try:
-            placement = place(request, view.nodes, policy, context)
-        except NoFit as exc:
-            never = never_fits(request, view.nodes)
-            if never is not None:
-                return {"status": "never", "message": str(NoFit(request, never)) + (
-                    ". No host of the pool could take it even with nothing else running: "
-                    "ask for less or add a larger host.")}
-            if time.time() >= deadline:
-                return {"status": "timeout", "message": f"Still no room at the deadline. {exc}"}
-            if waiter is not None:
-                try:
-                    await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s,
-                                      expires=deadline, image=image, identity=identity)
-                except EngineError as hold_failed:  # the wait goes on; the next poll tries again
-                    log.warning("Could not hold a host yet: %s", hold_failed)
-            log.info("Waiting for room: %s", exc)
-            await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
-            continue
-        return {"status": "fits", "host": placement.node, "gpu_ids": list(placement.gpu_indices),
-                "waiter": waiter_doc}
+        answer = room(request, view, policy, context)
+        if answer.placement is not None:
+            return {"status": "fits", "host": answer.placement.node, "gpu_ids": list(answer.placement.gpu_indices),
+                    "waiter": waiter_doc}
+        assert answer.no_fit is not None
+        if answer.verdict is Verdict.NEVER:
+            return {"status": "never", "message": str(answer.no_fit)}
+        now = time.time()
+        if now >= deadline:
+            return {"status": "timeout", "message": timeout_message(answer.no_fit, wait_timeout)}
+        if waiter is not None:
+            try:
+                await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s, expires=deadline,
+                                  image=image, identity=identity, now=now)
+            except EngineError as hold_failed:  # the wait goes on; the next poll tries again
+                log.warning("Could not hold a host yet: %s", hold_failed)
+        log.info("Waiting for room: %s", answer.no_fit)
+        await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
 
 
 async def first_event(trigger: BaseTrigger) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """What the GPU cluster page reads: pool connections, hosts, claims, waiting task instances.
 
 This runs inside Airflow's api-server, in a worker thread of its request pool (the endpoint
-is synchronous). Agents and engines are read as placement reads them
-(:mod:`provider.hooks.agent_client`, :mod:`provider.hooks.engine_async`), concurrently with
-per-host timeouts, but the page only looks: it removes no stale claim.
+is synchronous). Agents and engines are read by the one pool reader placement uses
+(:func:`provider.reservations.pool.read_pool_view`), concurrently with per-host timeouts, but
+in its look-only mode: the page removes no stale claim.
 
 Which pools are shown (the rule the page documents):
 
@@ -17,7 +17,6 @@ Which pools are shown (the rule the page documents):
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -30,21 +29,16 @@ from airflow.models.taskinstance import TaskInstance
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provider.hooks.agent_client import read_pool
-from provider.hooks.claim_rules import claims_and_live_owners
-from provider.errors import EngineError, HostConfigError
+from provider.errors import HostConfigError
+from provider.hooks.engine import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
-from provider.hooks.pool_state import engine_entries
-from provider.hooks.reservations import DEFAULT_GRACE_S
-from provider.scheduling.model import NodeState
+from provider.reservations.pool import read_pool_view
+from provider.reservations.rules import TaskRef
+from provider.reservations.view import HostView
 from provider.ui.cluster_view import (
     WAITING_OPERATORS,
     WAITING_STATES,
-    HostReading,
-    TaskRef,
     WaitingTask,
-    held_claims,
-    host_holds,
     merged_pool_ids,
     pool_ids_in_environment,
 )
@@ -133,29 +127,12 @@ class PoolCache:
         return found
 
 
-def read_hosts(hosts: Sequence[HostConfig], grace_s: float = DEFAULT_GRACE_S) -> list[HostReading]:
-    """Every host's metrics and claims, read as placement reads them; nothing is removed."""
+def read_hosts(hosts: Sequence[HostConfig]) -> list[HostView]:
+    """Every host's metrics, claims and holds, read as placement reads them; nothing is removed."""
     if not hosts:
         return []
-    return asyncio.run(_read_hosts(hosts, grace_s))
-
-
-async def _read_hosts(hosts: Sequence[HostConfig], grace_s: float) -> list[HostReading]:
-    nodes = await read_pool(hosts, AGENT_TIMEOUT_S)
-    by_name = {h.name: h for h in hosts}
-    now = time.time()
-    return list(await asyncio.gather(*(_with_claims(by_name[n.name], n, now, grace_s) for n in nodes)))
-
-
-async def _with_claims(host: HostConfig, node: NodeState, now: float, grace_s: float) -> HostReading:
-    if node.unreachable is not None:
-        return HostReading(node=node)
-    try:
-        owned, held = await engine_entries(host, ENGINE_TIMEOUT_S)
-    except EngineError as exc:
-        return HostReading(node=node, engine_problem=f"{exc}; its GPU reservations are unknown")
-    summaries, owners = claims_and_live_owners(owned)
-    return HostReading(node=node, claims=held_claims(summaries, owners, now, grace_s), holds=host_holds(held))
+    view = run_sync(read_pool_view(hosts, tidy=False, agent_timeout=AGENT_TIMEOUT_S, engine_timeout=ENGINE_TIMEOUT_S))
+    return list(view.hosts)
 
 
 def waiting_tasks(session: Session, readable_dags: Set[str]) -> list[WaitingTask]:

@@ -1,8 +1,8 @@
 """The GPU cluster page's document, built from plain values: no Airflow, no Docker, no clock.
 
-:mod:`provider.ui.cluster_sources` reads the pool (agents' metrics, the claims on each
-engine) and Airflow's metadata; this module turns what was read into the JSON the page
-renders. Keeping the shaping pure means every rule the page shows (who holds a GPU, which
+:mod:`provider.ui.cluster_sources` reads the pool through the one pool reader
+(:func:`provider.reservations.pool.read_pool_view`, looking only) and Airflow's metadata; this
+module turns what was read into the JSON the page renders. Keeping the shaping pure means every rule the page shows (who holds a GPU, which
 claim is stale, what a user may see of another team's DAG, where a link points) is a
 function of its inputs, tested without a running cluster.
 
@@ -14,16 +14,16 @@ other DAG is shown as held, without naming the DAG.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from provider.hooks.claim_rules import Claim, parse_claim, parse_hold, stale_claims
 from provider.hooks.hosts import POOL_CONN_TYPE
-from provider.reservations.labels import LABEL_PREFIX
-from provider.scheduling.model import GpuState, NodeState
+from provider.reservations.rules import Claim, HoldRecord, TaskRef
+from provider.reservations.view import HostView
+from provider.scheduling.model import GpuState
 
 WAITING_STATES = ("deferred", "up_for_reschedule")
 """Task-instance states in which a task waits for GPUs without holding a worker slot."""
@@ -33,56 +33,12 @@ WAITING_OPERATORS = ("GpuDockerOperator", "GpuAvailableSensor")
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRef:
-    """One task instance, as the claim labels and the metadata database name it."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int = -1
-    try_number: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class HeldClaim:
-    """A claim read from a host, with the task instance that made it.
-
-    ``holder`` is None for a claim made without task labels (by a script, not a task);
-    ``stale`` marks a claim whose task no longer runs, which the next placement reclaims.
-    """
+    """A claim read from a host; ``stale`` marks one whose task no longer runs, which the next
+    placement reclaims (the page itself removes nothing)."""
 
     claim: Claim
-    holder: TaskRef | None
     stale: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HostReading:
-    """What one read of a host returned.
-
-    ``node`` is the agent's snapshot (``node.unreachable`` says why there is none);
-    ``engine_problem`` says why the claims could not be listed, when the agent answered but
-    the Docker engine did not: the metrics are still worth showing then.
-    """
-
-    node: NodeState
-    claims: tuple[HeldClaim, ...] = ()
-    holds: tuple[HostHold, ...] = ()
-    engine_problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HostHold:
-    """A hold on a host (``docs/waiting.md``): the task that has waited longest keeps the host
-    for itself, so placements of tasks that came later skip it until the holder starts.
-
-    ``since`` is when the holder began to wait and ``expires`` when the hold lapses (both
-    seconds since the epoch); ``holder`` is None when the labels name no task instance.
-    """
-
-    holder: TaskRef | None
-    since: float
-    expires: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,46 +85,11 @@ def merged_pool_ids(*sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(i for source in sources for i in source if i))
 
 
-def task_ref_from_labels(labels: Mapping[str, str]) -> TaskRef | None:
-    """The task instance named by a container's labels; None when they do not name one."""
-    try:
-        return TaskRef(
-            dag_id=labels[f"{LABEL_PREFIX}.dag_id"],
-            task_id=labels[f"{LABEL_PREFIX}.task_id"],
-            run_id=labels[f"{LABEL_PREFIX}.run_id"],
-            map_index=int(labels.get(f"{LABEL_PREFIX}.map_index", "-1")),
-            try_number=int(labels.get(f"{LABEL_PREFIX}.try_number", "0")),
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def held_claims(
-    summaries: Iterable[Mapping[str, Any]], running_owners: Set[str], now: float, grace_s: float
-) -> tuple[HeldClaim, ...]:
-    """Claims from an engine's container list, each with its holder and staleness.
-
-    Staleness follows the reservation rule (:func:`~provider.hooks.claim_rules.stale_claims`)
-    so the page shows exactly the claims the next placement would reclaim; the page itself
-    removes nothing.
-    """
-    pairs = [(c, s) for s in summaries if (c := parse_claim(s)) is not None]
-    stale = {c.container_id for c in stale_claims([c for c, _ in pairs], set(running_owners), now, grace_s)}
-    return tuple(
-        HeldClaim(claim=c, holder=task_ref_from_labels(s.get("Labels") or {}), stale=c.container_id in stale)
-        for c, s in sorted(pairs, key=lambda p: (p[0].gpu, p[0].created))
-    )
-
-
-def host_holds(summaries: Iterable[Mapping[str, Any]]) -> tuple[HostHold, ...]:
-    """The holds among an engine's container list, oldest waiter first."""
-    found = []
-    for s in summaries:
-        record = parse_hold("", s)
-        if record is not None:
-            holder = task_ref_from_labels(s.get("Labels") or {})
-            found.append(HostHold(holder=holder, since=record.hold.since, expires=record.expires))
-    return tuple(sorted(found, key=lambda h: h.since))
+def held_claims(view: HostView) -> tuple[HeldClaim, ...]:
+    """The host's claims, counted and stale, by first GPU and age: exactly the claims the next
+    placement would count or reclaim."""
+    held = [HeldClaim(c, False) for c in view.claims] + [HeldClaim(c, True) for c in view.stale]
+    return tuple(sorted(held, key=lambda h: (min(h.claim.gpus, default=-1), h.claim.created)))
 
 
 def task_instance_path(base_path: str, task: TaskRef) -> str:
@@ -205,12 +126,13 @@ def named_task(task: TaskRef | None, readable: Callable[[str], bool], base_path:
 
 def holder_document(held: HeldClaim, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
     """Who holds (a share of) a GPU."""
-    return {"milli": held.claim.milli, "stale": held.stale, **named_task(held.holder, readable, base_path)}
+    return {"milli": held.claim.milli, "stale": held.stale, **named_task(held.claim.task, readable, base_path)}
 
 
-def hold_document(hold: HostHold, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+def hold_document(record: HoldRecord, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
     """For whom a host is held, since and until when."""
-    return {**named_task(hold.holder, readable, base_path), "since": _iso(hold.since), "expires": _iso(hold.expires)}
+    return {**named_task(record.task, readable, base_path), "since": _iso(record.hold.since),
+            "expires": _iso(record.expires)}
 
 
 def _iso(epoch_s: float) -> str:
@@ -221,7 +143,7 @@ def gpu_document(
     gpu: GpuState, claims: Sequence[HeldClaim], readable: Callable[[str], bool], base_path: str
 ) -> dict[str, Any]:
     """One GPU row: measured load, reserved share, and the task instances holding it."""
-    mine = [h for h in claims if h.claim.gpu == gpu.index]
+    mine = [h for h in claims if gpu.index in h.claim.gpus]
     return {
         "index": gpu.index,
         "model": gpu.model,
@@ -234,27 +156,30 @@ def gpu_document(
 
 
 def host_document(
-    reading: HostReading, pools: Sequence[str], readable: Callable[[str], bool], base_path: str
+    view: HostView, pools: Sequence[str], readable: Callable[[str], bool], base_path: str
 ) -> dict[str, Any]:
-    """One host card: reachable or why not, CPU and memory use, and a row per GPU."""
-    node = reading.node
+    """One host card: reachable or why not, CPU and memory use and reservations, a row per GPU."""
+    node = view.measured
     doc: dict[str, Any] = {
         "name": node.name,
         "pools": list(pools),
         "labels": dict(node.labels),
-        "reachable": node.unreachable is None and reading.engine_problem is None,
-        "problem": node.unreachable or reading.engine_problem,
+        "reachable": node.unreachable is None and view.engine_problem is None,
+        "problem": node.unreachable or view.engine_problem or node.unmeasured,
         "cpu": None,
         "memory": None,
         "gpus": [],
-        "holds": [hold_document(h, readable, base_path) for h in reading.holds],
+        "holds": [hold_document(h, readable, base_path) for h in sorted(view.holds, key=lambda h: h.hold.since)],
     }
-    if node.unreachable is not None:
+    if node.unreachable is not None or node.unmeasured is not None:
         return doc
     available = node.memory_available_mb if node.memory_available_mb is not None else node.memory_mb
-    doc["cpu"] = {"count": node.cpu_milli // 1000, "utilization_pct": round(node.cpu_utilization_pct, 1)}
-    doc["memory"] = {"used_mb": max(0, node.memory_mb - available), "total_mb": node.memory_mb}
-    doc["gpus"] = [gpu_document(g, reading.claims, readable, base_path) for g in node.gpus]
+    doc["cpu"] = {"count": node.cpu_milli // 1000, "utilization_pct": round(node.cpu_utilization_pct, 1),
+                  "reserved_milli": view.node.cpu_allocated_milli}
+    doc["memory"] = {"used_mb": max(0, node.memory_mb - available), "total_mb": node.memory_mb,
+                     "reserved_mb": view.node.memory_allocated_mb}
+    held = held_claims(view)
+    doc["gpus"] = [gpu_document(g, held, readable, base_path) for g in node.gpus]
     return doc
 
 
@@ -282,7 +207,7 @@ def pools_of_hosts(pools: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 def cluster_document(
     *,
     pools: Mapping[str, Sequence[str]],
-    readings: Sequence[HostReading],
+    readings: Sequence[HostView],
     waiting: Sequence[WaitingTask],
     problems: Sequence[str],
     readable: Callable[[str], bool],
@@ -297,7 +222,7 @@ def cluster_document(
     return {
         "generated_at": generated_at.isoformat(),
         "pools": [{"name": p, "hosts": list(h)} for p, h in pools.items()],
-        "hosts": [host_document(r, member.get(r.node.name, []), readable, base_path) for r in readings],
+        "hosts": [host_document(r, member.get(r.measured.name, []), readable, base_path) for r in readings],
         "waiting": [waiting_document(w, base_path) for w in waiting],
         "problems": list(problems),
     }

@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from provider.hooks.hosts import HostConfig
 from provider.hooks.node_metrics import NodeMetricsHook
+from provider.reservations.view import PoolView
+from provider.scheduling.model import NodeState
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 
 TOKEN = "s3cret-token"
@@ -47,6 +49,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def measured(view: PoolView) -> list[NodeState]:
+    """What the agents reported, host by host (the engines at these URLs do not exist)."""
+    return [h.measured for h in view.hosts]
 
 
 def _host(agent: RunningAgent, token: str | None = TOKEN) -> HostConfig:
@@ -107,7 +114,7 @@ def test_snapshot_three_agents_and_a_dead_port(agents: dict[str, RunningAgent]) 
     dead = HostConfig(name="gpu_dead", docker_url="tcp://127.0.0.1:2376", agent_url=f"http://127.0.0.1:{_free_port()}")
     hook = NodeMetricsHook(hosts=[_host(agents["a"]), _host(agents["b"]), dead, _host(agents["c"])], timeout=1.5)
     started = time.monotonic()
-    nodes = hook.snapshot()
+    nodes = measured(hook.snapshot())
     elapsed = time.monotonic() - started
     assert [n.name for n in nodes] == ["gpu_a", "gpu_b", "gpu_dead", "gpu_c"]
     a, b, down, c = nodes
@@ -130,7 +137,7 @@ def test_silent_agent_times_out(agents: dict[str, RunningAgent]) -> None:
             timeout=0.5,
         )
         started = time.monotonic()
-        silent_node, c = hook.snapshot()
+        silent_node, c = measured(hook.snapshot())
         elapsed = time.monotonic() - started
     assert silent_node.unreachable is not None and "did not answer within 0.5 s" in silent_node.unreachable
     assert c.unreachable is None
@@ -142,24 +149,25 @@ def test_silent_agent_times_out(agents: dict[str, RunningAgent]) -> None:
     [pytest.param("wrong", "rejected the token (HTTP 401)", id="wrong-token"), pytest.param(None, "HTTP 401", id="no-token")],
 )
 def test_snapshot_reports_rejected_token(agents: dict[str, RunningAgent], token: str | None, reason: str) -> None:
-    (node,) = NodeMetricsHook(hosts=[_host(agents["a"], token)], timeout=2).snapshot()
+    (node,) = measured(NodeMetricsHook(hosts=[_host(agents["a"], token)], timeout=2).snapshot())
     assert node.unreachable is not None and reason in node.unreachable
 
 
 def test_snapshot_reports_a_server_that_is_not_an_agent(agents: dict[str, RunningAgent]) -> None:
     wrong_path = HostConfig("gpu_x", "tcp://127.0.0.1:2376", agent_url=agents["a"].url + "/healthz", agent_token=TOKEN)
-    (node,) = NodeMetricsHook(hosts=[wrong_path], timeout=2).snapshot()
+    (node,) = measured(NodeMetricsHook(hosts=[wrong_path], timeout=2).snapshot())
     assert node.unreachable is not None and "HTTP 404" in node.unreachable
 
 
 def test_asnapshot_matches_snapshot(agents: dict[str, RunningAgent]) -> None:
     hook = NodeMetricsHook(hosts=[_host(agents["a"]), _host(agents["c"])], timeout=2)
-    sync_nodes = hook.snapshot()
-    async_nodes = asyncio.run(hook.asnapshot())
+    sync_nodes = measured(hook.snapshot())
+    async_nodes = measured(asyncio.run(hook.asnapshot()))
     assert [(n.name, len(n.gpus), n.cpu_milli, n.unreachable) for n in async_nodes] == [
         (n.name, len(n.gpus), n.cpu_milli, n.unreachable) for n in sync_nodes
     ]
-    assert hook.test_connection()[0] is True
+    ok, message = hook.test_connection()  # the agents answer; the engines at these URLs do not
+    assert not ok and "gpu_a: Docker engine of host 'gpu_a' at tcp://127.0.0.1:2376 did not answer" in message
 
 
 def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
@@ -181,7 +189,7 @@ def test_snapshot_resolves_pool_connections(agents: dict[str, RunningAgent], mon
             json.dumps({"conn_type": "gpu_docker_host", "host": "tcp://127.0.0.1:2376", "password": TOKEN,
                         "extra": {"agent_url": agents[name].url, "labels": labels}}),
         )
-    nodes = NodeMetricsHook(pool="gpu_pool", timeout=2).snapshot()
+    nodes = measured(NodeMetricsHook(pool="gpu_pool", timeout=2).snapshot())
     assert [(n.name, dict(n.labels), len(n.gpus), n.unreachable) for n in nodes] == [
         ("gpu_a", {"zone": "a"}, 4, None),
         ("gpu_c", {}, 0, None),

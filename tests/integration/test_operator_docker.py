@@ -11,7 +11,7 @@ import pytest
 from provider.hooks.docker_host import GpuDockerHook
 from provider.reservations.labels import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.errors import ContainerFailed, EngineRefused, HostUnreachable, ImageMissing, NoGpuRuntime
+from provider.errors import ContainerFailed, EngineRefused, ImageMissing, NoFit
 from tests.conftest import FakeTI, TaskLog
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
@@ -171,17 +171,20 @@ def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
     assert leftovers(dockerd, ti) == []
 
 
-def test_gpus_without_nvidia_runtime_fail_before_creating(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+def test_gpus_on_a_host_without_agent_fail_before_creating(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    """Without a node agent a host's GPUs are unknown: CPU work runs there, GPU work is refused."""
     before = {x["Id"] for x in dockerd.containers()}
     op = HostOperator(dockerd, gpus=1, command=sh("echo never"))
-    with pytest.raises(NoGpuRuntime, match="no NVIDIA runtime.*nvidia-ctk runtime configure"):
+    with pytest.raises(NoFit, match="it_host: GPUs unknown: connection 'it_host' has no agent_url.*provider.agent"):
         run(op, ti)
     assert {x["Id"] for x in dockerd.containers()} == before
+    assert ti.xcoms["placement"]["host"] is None and ti.xcoms["placement"]["never"] is True
 
 
 def test_unreachable_host_is_named(ti: FakeTI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     gone = {"conn_type": "gpu_docker_host", "host": f"unix://{tmp_path}/none.sock"}
     monkeypatch.setenv("AIRFLOW_CONN_GONE", json.dumps(gone))
     op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, host="gone")
-    with pytest.raises(HostUnreachable, match="'gone' at unix://.*did not answer.*Check that dockerd runs"):
+    with pytest.raises(NoFit, match="gone: unreachable: Docker engine of host 'gone' at unix://.*did not answer.*"
+                                    "start dockerd there.*No host of the pool could be read"):
         run(op, ti)

@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 from airflow.sdk import BaseHook
 
-from provider.hooks.claim_rules import CLAIM_LABEL
+from provider.errors import ContainerFailed, NoFit, NoGpuRuntime
 from provider.hooks.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.errors import ContainerFailed, NoFit
-from provider.hooks.pool_state import read_pool_view
-from provider.operators.placement import Reserved, place_and_reserve, release
+from provider.reservations.labels import CLAIM_LABEL
+from provider.reservations.pool import read_pool_view
+from provider.reservations.placement import Reserved, place_and_reserve, release
+from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
@@ -88,9 +89,15 @@ def claims(engine: PrivateDockerd) -> list[str]:
     return [x["Id"] for x in engine.containers(f"{CLAIM_LABEL}=true")]
 
 
+def claimed_gpus(engine: PrivateDockerd) -> int:
+    """GPUs reserved on the engine, read from its claims' labels."""
+    parsed = [parse_claim(x) for x in engine.containers(f"{CLAIM_LABEL}=true")]
+    return sum(len(c.gpus) for c in parsed if c is not None)
+
+
 def reserve(request: PlacementRequest, pool: list[str] = POOL, **kwargs: Any) -> Reserved:
     hosts = resolve_pool(pool, BaseHook.get_connection)
-    return place_and_reserve(hosts, request, "least_loaded", image=TESTBOX_IMAGE, pull="never", identity={}, **kwargs)
+    return place_and_reserve(hosts, request, "least_loaded", image=TESTBOX_IMAGE, identity={}, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +113,7 @@ def test_requests_land_where_they_fit(cluster: Cluster, request_: PlacementReque
     reserved = reserve(request_)
     try:
         assert reserved.host.name == host
-        assert len(claims(cluster.engines[host])) == claimed
+        assert claimed_gpus(cluster.engines[host]) == claimed
         assert set(reserved.placement.scores) | set(reserved.placement.rejections) == set(POOL)
     finally:
         release(reserved)
@@ -116,7 +123,7 @@ def test_no_fit_names_every_host_and_reason(cluster: Cluster) -> None:
     with pytest.raises(NoFit) as err:
         reserve(PlacementRequest(gpus=5))
     text = str(err.value)
-    for part in ("pool_a: gpu free 4 < 5", "pool_b: gpu free 2 < 5", "pool_c: gpu free 0 < 5"):
+    for part in ("pool_a: gpu free 4 of 4 < 5", "pool_b: gpu free 2 of 2 < 5", "pool_c: has no GPUs"):
         assert part in text
 
 
@@ -160,8 +167,8 @@ def test_kill_frees_the_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) ->
     worker = threading.Thread(target=target)
     worker.start()
     assert task_log.wait_for("started", timeout=30) is not None
-    assert len(claims(cluster.engines["pool_a"])) == 4
-    with pytest.raises(NoFit, match="pool_a: gpu free 0 < 4"):
+    assert claimed_gpus(cluster.engines["pool_a"]) == 4
+    with pytest.raises(NoFit, match="pool_a: gpu free 0 of 4 < 4"):
         reserve(PlacementRequest(gpus=4))
     op.on_kill()
     worker.join(30)
@@ -178,8 +185,7 @@ def contend(pool: list[str], barrier: Any, results: Any) -> None:
     except NoFit as exc:
         results.put(("nofit", str(exc)))
         return
-    assert r.reservation is not None
-    results.put(("granted", r.host.name, r.placement.gpu_indices, r.reservation.container_ids))
+    results.put(("granted", r.host.name, r.placement.gpu_indices, r.reservation.claim_id))
 
 
 def settle(cluster: Cluster, outcomes: list[tuple[Any, ...]]) -> None:
@@ -190,12 +196,11 @@ def settle(cluster: Cluster, outcomes: list[tuple[Any, ...]]) -> None:
             [("pool_a", (i,)) for i in range(4)] + [("pool_b", (i,)) for i in range(2)]
         )
         assert all("No host fits gpus=1" in o[1] for o in outcomes if o[0] == "nofit")
-        assert len(claims(cluster.engines["pool_a"])) == 4 and len(claims(cluster.engines["pool_b"])) == 2
+        assert claimed_gpus(cluster.engines["pool_a"]) == 4 and claimed_gpus(cluster.engines["pool_b"]) == 2
     finally:
         for o in granted:
             with cluster.engines[o[1]].client() as c:
-                for cid in o[3]:
-                    c.containers.get(cid).remove(force=True)
+                c.containers.get(o[3]).remove(force=True)
 
 
 def test_24_threads_race_for_6_gpus(cluster: Cluster) -> None:
@@ -243,7 +248,7 @@ def test_shares_never_add_up_beyond_one_gpu(cluster: Cluster) -> None:
     granted = [r for r in got if isinstance(r, Reserved)]
     try:
         assert sorted(r.placement.gpu_indices for r in granted) == [(0,), (1,)]
-        assert all("gpu free 400m < 600m on one GPU" in str(e) for e in got if isinstance(e, NoFit))
+        assert all("gpu free 400m < 600m on one GPU (of 2 GPUs)" in str(e) for e in got if isinstance(e, NoFit))
     finally:
         for r in granted:
             release(r)
@@ -269,7 +274,50 @@ def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: 
         reserved = reserve(PlacementRequest(gpus=1), [*POOL, "pool_d"])
         release(reserved)
         assert reserved.host.name == "pool_a"
-        assert "Docker engine at unix://" in reserved.placement.rejections["pool_d"][0]
+        assert "Docker engine of host 'pool_d' at unix://" in reserved.placement.rejections["pool_d"][0]
+    finally:
+        stop_agent(agent.process)
+        engine.stop()
+
+
+def test_gpu_tasks_avoid_a_host_without_the_nvidia_runtime(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine without the NVIDIA runtime offers no GPUs, whatever its agent measures: placement
+    goes elsewhere instead of failing there (and again on every retry)."""
+    engine = PrivateDockerd("plain").start()
+    agent = start_agent(cluster.workdir, "plain", gpus(8, "A100-80GB", 81920))
+    try:
+        engine.load(TESTBOX_IMAGE)
+        define_host(monkeypatch, "plain", engine.url, agent.url)
+        reserved = reserve(PlacementRequest(gpus=1), ["plain", "pool_a"])
+        release(reserved)
+        assert reserved.host.name == "pool_a"
+        assert "no NVIDIA runtime in its engine" in reserved.placement.rejections["plain"][0]
+        with pytest.raises(NoFit, match=r"plain: no NVIDIA runtime in its engine \(runtimes: .*runc.*\).*"
+                                        "nvidia-ctk runtime configure.*even with nothing else running"):
+            reserve(PlacementRequest(gpus=1), ["plain"])
+        cpu_only = reserve(PlacementRequest(cpu_milli=100), ["plain"])  # CPU work still runs there
+        release(cpu_only)
+    finally:
+        stop_agent(agent.process)
+        engine.stop()
+
+
+def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, ti: FakeTI
+) -> None:
+    """A runtime named nvidia without the NVIDIA container hook: the engine refuses to start GPU
+    containers; the task names the host and the fix, and leaves no container or claim."""
+    engine = PrivateDockerd("broken", extra_args=["--add-runtime=nvidia=runc"]).start()
+    agent = start_agent(cluster.workdir, "broken", gpus(1, "A100-80GB", 81920))
+    try:
+        engine.load(TESTBOX_IMAGE)
+        define_host(monkeypatch, "broken", engine.url, agent.url)
+        op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=["broken"], gpus=1,
+                               command=["true"], log_archive=None)
+        with pytest.raises(NoGpuRuntime, match="'broken' has a runtime named nvidia but cannot start GPU containers"
+                                               ".*problem of the host.*nvidia-ctk runtime configure"):
+            op.execute({"ti": ti})  # type: ignore[arg-type]
+        assert engine.containers() == []
     finally:
         stop_agent(agent.process)
         engine.stop()
@@ -278,8 +326,7 @@ def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: 
 def claim_and_die(pool: list[str], results: Any) -> None:
     """A worker that reserves two GPUs and is killed before it can release them."""
     r = reserve(PlacementRequest(gpus=2, gpu_model="T4"), pool)
-    assert r.reservation is not None
-    results.put(r.reservation.container_ids)
+    results.put([r.reservation.claim_id])
     results.close()
     results.join_thread()  # the message must be out before the kill
     os.kill(os.getpid(), signal.SIGKILL)
@@ -294,10 +341,117 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
     worker.join(30)
     assert worker.exitcode == -signal.SIGKILL
     assert sorted(claims(cluster.engines["pool_b"])) == sorted(orphaned)
-    with pytest.raises(NoFit, match="pool_b: gpu free 0 < 2"):
+    with pytest.raises(NoFit, match="pool_b: gpu free 0 of 2 < 2"):
         reserve(PlacementRequest(gpus=2, gpu_model="T4"))  # within the grace period: still held
     time.sleep(1.2)
     hosts = resolve_pool(POOL, BaseHook.get_connection)
     asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []
     release(reserve(PlacementRequest(gpus=2, gpu_model="T4")))
+
+
+# CPU and memory are reserved like GPUs. This machine has 2 CPUs, which every agent reports;
+# tasks asking for half a CPU give each host 4 slots, as 4 CPUs and cpus=1 would.
+CPU_POOL = ["pool_a", "pool_b"]
+
+
+def host_load(engine: PrivateDockerd) -> tuple[int, int, dict[int, int]]:
+    """CPU (milli), memory (MB) and milli per GPU reserved on ``engine``, from its claims."""
+    parsed = [c for c in (parse_claim(x) for x in engine.containers(f"{CLAIM_LABEL}=true")) if c is not None]
+    per_gpu: dict[int, int] = {}
+    for c in parsed:
+        for gpu in c.gpus:
+            per_gpu[gpu] = per_gpu.get(gpu, 0) + c.milli
+    return sum(c.cpu_milli for c in parsed), sum(c.memory_mb for c in parsed), per_gpu
+
+
+def contend_for(shape: tuple[int, int, int, int], barrier: Any, results: Any) -> None:
+    """One contender of a race: its request is ``(gpus, gpu_milli, cpu_milli, memory_mb)``."""
+    gpus_, milli, cpu, memory = shape
+    barrier.wait()
+    try:
+        r = reserve(PlacementRequest(gpus=gpus_, gpu_milli=milli, cpu_milli=cpu, memory_mb=memory), CPU_POOL)
+    except NoFit as exc:
+        results.put(("nofit", str(exc)))
+        return
+    results.put(("granted", r.host.name, r.reservation.claim_id))
+
+
+def race(cluster: Cluster, requests: list[PlacementRequest]) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, int, int]]]:
+    """Start one process per request at once; while they claim, watch every engine's claims.
+
+    Returns the outcomes and, per host, the most CPU, memory and milli on one GPU ever seen
+    reserved at one instant. Granted claims are removed at the end, by id.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(requests)), ctx.Queue()
+    shapes = [(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mb) for r in requests]
+    procs = [ctx.Process(target=contend_for, args=(shape, barrier, results)) for shape in shapes]
+    peak = {name: (0, 0, 0) for name in CPU_POOL}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for name in CPU_POOL:
+                cpu, memory, per_gpu = host_load(cluster.engines[name])
+                old = peak[name]
+                peak[name] = (max(old[0], cpu), max(old[1], memory), max([old[2], *per_gpu.values()]))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    outcomes: list[tuple[Any, ...]] = []
+    try:
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=180) for _ in procs]
+    finally:
+        for p in procs:
+            if p.pid is not None:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+        done.set()
+        watcher.join()
+        for o in outcomes:
+            if o[0] == "granted":
+                with cluster.engines[o[1]].client() as c:
+                    c.containers.get(o[2]).remove(force=True)
+    return outcomes, peak
+
+
+def race_capacity() -> tuple[int, int]:
+    """CPU (milli) and memory (MB) that both race hosts' agents report: this machine's."""
+    nodes = asyncio.run(read_pool_view(resolve_pool(CPU_POOL, BaseHook.get_connection), tidy=False)).nodes
+    assert all(n.unreachable is None for n in nodes) and len({(n.cpu_milli, n.memory_mb) for n in nodes}) == 1
+    return nodes[0].cpu_milli, nodes[0].memory_mb
+
+
+def test_24_processes_race_for_8_cpu_slots(cluster: Cluster) -> None:
+    cpu, _ = race_capacity()
+    outcomes, peak = race(cluster, [PlacementRequest(cpu_milli=cpu // 4)] * 24)
+    granted = [o for o in outcomes if o[0] == "granted"]
+    assert len(outcomes) == 24 and len(granted) == 8
+    assert sorted(o[1] for o in granted) == ["pool_a"] * 4 + ["pool_b"] * 4
+    assert all("cpu free 0m" in o[1] for o in outcomes if o[0] == "nofit")
+    assert all(p[0] <= cpu for p in peak.values()), peak
+
+
+def test_24_processes_race_for_16_memory_slots(cluster: Cluster) -> None:
+    _, memory = race_capacity()
+    outcomes, peak = race(cluster, [PlacementRequest(memory_mb=memory // 8)] * 24)
+    granted = [o for o in outcomes if o[0] == "granted"]
+    assert len(outcomes) == 24 and len(granted) == 16
+    assert sorted(o[1] for o in granted) == ["pool_a"] * 8 + ["pool_b"] * 8
+    assert all("memory free" in o[1] for o in outcomes if o[0] == "nofit")
+    assert all(p[1] <= memory for p in peak.values()), peak
+
+
+def test_mixed_gpu_and_cpu_requests_never_overcommit(cluster: Cluster) -> None:
+    cpu, _ = race_capacity()
+    requests = [PlacementRequest(gpus=1, cpu_milli=cpu // 4), PlacementRequest(gpus=1, gpu_milli=600, cpu_milli=cpu // 8),
+                PlacementRequest(cpu_milli=cpu // 4)] * 8
+    outcomes, peak = race(cluster, requests)
+    assert len(outcomes) == 24 and any(o[0] == "granted" for o in outcomes)
+    for name, (cpu_peak, _, gpu_peak) in peak.items():
+        assert cpu_peak <= cpu and gpu_peak <= 1000, (name, peak)

@@ -2,8 +2,8 @@
 
 The engine is a private dockerd (``--tlsverify``) on 127.0.0.1 with certificates made here:
 a CA, a server certificate for 127.0.0.1, a client certificate, and a second CA that the
-engine does not trust. Both ways the provider talks to an engine go through TLS: docker-py
-(the operator's container, the claims) and the asyncio reader placement uses to list claims.
+engine does not trust. Everything the provider asks an engine (the pool read, the claims, the
+operator's container) goes through its one engine client, over TLS.
 The engine and the agent are stopped by pid, every container removed by id.
 """
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provider.errors import HostUnreachable, NoFit
+from provider.errors import NoFit
 from provider.operators.gpu_docker import GpuDockerOperator
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
@@ -185,12 +185,11 @@ def test_tls_failures_name_the_host_the_cause_and_what_to_check(
     if tls.get("tls_ca_cert") == "stranger":
         tls["tls_ca_cert"] = str(tls_host.pki.stranger_ca)
     fix = "The TLS handshake failed: check that tls_ca_cert of connection 'tls_host'"
-    # Without an agent the operator talks to the engine through docker-py only ...
+    # Without an agent and with one, the engine is read through the one client the same way.
     define(monkeypatch, tls_host, agent_url=None, **tls)
-    with pytest.raises(HostUnreachable, match=r"host 'tls_host' at tcp://127\.0\.0\.1:\d+") as direct:
+    with pytest.raises(NoFit, match=r"host 'tls_host' at tcp://127\.0\.0\.1:\d+") as direct:
         run(ti, host="tls_host", command=["true"])
     assert re.search(why, str(direct.value)) and fix in str(direct.value)
-    # ... with one, placement reads the engine's claims with the asyncio client first.
     define(monkeypatch, tls_host, **tls)
     with pytest.raises(NoFit) as placed:
         run(ti, gpu_pool=["tls_host"], gpus=1, command=["true"])

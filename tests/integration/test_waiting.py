@@ -21,12 +21,14 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from provider.errors import NoFit, NoRoom
-from provider.hooks import engine_async
-from provider.hooks.claim_rules import CLAIM_LABEL, HOLD_LABEL, hold_labels, hold_name
+from provider.hooks.engine import AsyncEngine
 from provider.hooks.hosts import host_to_dict, resolve_pool
-from provider.hooks.pool_state import lift_holds, read_pool_view
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.operators.placement import Reserved, place_and_reserve, release
+from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, task_labels
+from provider.reservations.placement import Reserved, place_and_reserve, release
+from provider.reservations.pool import read_pool_view
+from provider.reservations.rules import hold_labels, hold_name
+from provider.reservations.store import lift_holds
 from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
@@ -78,7 +80,7 @@ def labelled(engine: PrivateDockerd, label: str) -> list[str]:
 def reserve(gpus_: int, waiter: Waiter | None = None) -> Reserved:
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     return place_and_reserve(hosts, PlacementRequest(gpus=gpus_), "least_loaded", image=TESTBOX_IMAGE,
-                             pull="never", identity={}, waiter=waiter)
+                             identity=task_labels("hog", "train", "r0", 1, -1), waiter=waiter)
 
 
 @pytest.fixture
@@ -121,7 +123,8 @@ def test_deferrable_sensor_defers_and_its_trigger_fires_when_a_gpu_is_freed(full
 
 def test_sensor_fails_at_once_when_no_host_could_ever_fit() -> None:
     start = time.monotonic()
-    with pytest.raises(AirflowFailException, match="gpu free 2 < 3.*even empty"):
+    with pytest.raises(AirflowFailException,
+                       match="gpu free 2 of 2 < 3. No host of the pool could take it even with nothing else running"):
         GpuAvailableSensor(task_id="big", gpu_pool=[HOST], gpus=3, poke_interval=0.5, timeout=60).execute({})
     assert time.monotonic() - start < 10
 
@@ -159,7 +162,8 @@ def test_waiting_operator_times_out_with_every_reason() -> None:
         op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, gpus=1, gpu_pool=[HOST], pull="never",
                                log_archive=None, wait_for_resources=True, deferrable=False, poll_interval=0.5,
                                wait_timeout=2)
-        with pytest.raises(NoRoom, match=f"Still no room at the deadline.*{HOST}: gpu free 0 < 1"):
+        with pytest.raises(NoRoom, match=f"Still no room at the deadline, after wait_timeout=2 s: .*{HOST}: "
+                                         r"gpu free 0 of 2 < 1 \(held by hog.train r0\).*Raise wait_timeout"):
             op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     finally:
         release(held)
@@ -210,7 +214,7 @@ def test_a_lapsed_hold_is_removed_by_the_next_read_and_frees_the_host(pool: Pool
                 "airflow-gpu-docker.run_id": "r"}
     for owner, expires in (("lapsed00000001", now - 1), ("current0000001", now + 60)):
         labels = hold_labels(owner, now - 120, expires, identity)
-        assert asyncio.run(engine_async.create_idle(hosts[0], hold_name(owner), TESTBOX_IMAGE, labels)) is not None
+        assert asyncio.run(AsyncEngine(hosts[0]).create_idle(hold_name(owner), TESTBOX_IMAGE, labels)) is not None
     try:
         view = asyncio.run(read_pool_view(hosts))
         assert [h.hold.owner for h in view.holds] == ["current0000001"]

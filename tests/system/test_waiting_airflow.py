@@ -7,7 +7,7 @@ import time
 import pytest
 
 from provider.hooks.hosts import HostConfig
-from provider.operators.placement import place_and_reserve, release
+from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
 from tests.system.conftest import containers_of_run
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -27,7 +27,7 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
     airflow_stack: LocalAirflow, gpu_host: HostConfig, system_engine: PrivateDockerd
 ) -> None:
     held = place_and_reserve([gpu_host], PlacementRequest(gpus=1), "least_loaded", image=TESTBOX_IMAGE,
-                             pull="never", identity={})
+                             identity={})
     try:
         run_id = airflow_stack.trigger(DAG_ID, {})
         seen: dict[str, set[str]] = {task: set() for task in WAITING}

@@ -8,32 +8,47 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.claim_rules import claim_labels, claim_name, hold_labels, hold_name
 from provider.reservations.labels import task_labels
-from provider.scheduling.model import GpuState, NodeState
-from provider.ui.cluster_view import (
-    HostReading,
+from provider.reservations.rules import (
+    Claim,
+    HoldRecord,
     TaskRef,
+    allocation,
+    claim_labels,
+    hold_labels,
+    parse_claim,
+    parse_hold,
+)
+from provider.reservations.view import HostView
+from provider.scheduling.model import GpuState, NodeState, PlacementRequest
+from provider.ui.cluster_view import (
     WaitingTask,
     cluster_document,
     held_claims,
-    host_holds,
     merged_pool_ids,
     pool_ids_in_environment,
     task_instance_path,
-    task_ref_from_labels,
 )
 
 NOW = 1_800_000_000.0
 RUN = "manual__2026-11-24T20:27:59.736437+00:00"
 
 
-def claim_summary(gpu: int, owner: str, *, milli: int = 1000, age_s: float = 5.0, dag_id: str | None = "train",
-                  map_index: int = -1) -> dict[str, Any]:
-    """A claim as the engine lists it: what Reservations creates, read back."""
+def claim(gpu: int, owner: str, *, milli: int = 1000, age_s: float = 5.0, dag_id: str | None = "train",
+          map_index: int = -1, cpu_milli: int = 0) -> Claim:
+    """A claim as the engine lists it and the pool reader parses it."""
     identity = task_labels(dag_id, "fit", RUN, 1, map_index) if dag_id else {}
-    labels = claim_labels(gpu, milli, owner, NOW - age_s, identity)
-    return {"Id": f"id-{claim_name(gpu, milli, owner)}", "Names": [f"/{claim_name(gpu, milli, owner)}"], "Labels": labels}
+    request = PlacementRequest(gpus=1, gpu_milli=milli, cpu_milli=cpu_milli)
+    parsed = parse_claim({"Id": f"id-{owner}", "Labels": claim_labels(request, (gpu,), owner, NOW - age_s, identity)})
+    assert parsed is not None
+    return parsed
+
+
+def view(node_: NodeState, claims: tuple[Claim, ...] = (), stale: tuple[Claim, ...] = (),
+         holds: tuple[HoldRecord, ...] = (), engine_problem: str | None = None) -> HostView:
+    """A host as the pool reader returns it."""
+    return HostView(node=allocation(node_, claims).node, measured=node_, claims=claims, stale=stale, holds=holds,
+                    engine_problem=engine_problem)
 
 
 def node(gpus: int = 2) -> NodeState:
@@ -44,10 +59,10 @@ def node(gpus: int = 2) -> NodeState:
     )
 
 
-def document(readings: list[HostReading], readable: set[str] = frozenset({"train"}),  # type: ignore[assignment]
+def document(readings: list[HostView], readable: set[str] = frozenset({"train"}),  # type: ignore[assignment]
              waiting: list[WaitingTask] | None = None, base_path: str = "") -> dict[str, Any]:
     return cluster_document(
-        pools={"main": [r.node.name for r in readings]}, readings=readings, waiting=waiting or [], problems=[],
+        pools={"main": [r.measured.name for r in readings]}, readings=readings, waiting=waiting or [], problems=[],
         readable=readable.__contains__, base_path=base_path, generated_at=datetime(2026, 11, 24, tzinfo=timezone.utc),
     )
 
@@ -68,38 +83,20 @@ def test_task_instance_path(task: TaskRef, base: str, path: str) -> None:
     assert task_instance_path(base, task) == path
 
 
-@pytest.mark.parametrize(
-    ("labels", "expected"),
-    [
-        pytest.param(task_labels("d", "t", "r", 2, 4), TaskRef("d", "t", "r", 4, 2), id="full"),
-        pytest.param({}, None, id="no-task-labels"),
-        pytest.param({**task_labels("d", "t", "r", 2, 4), "airflow-gpu-docker.map_index": "x"}, None, id="malformed"),
-    ],
-)
-def test_task_ref_from_labels(labels: dict[str, str], expected: TaskRef | None) -> None:
-    assert task_ref_from_labels(labels) == expected
-
-
 def test_held_claims_name_the_task_and_mark_stale_ones() -> None:
-    summaries = [
-        claim_summary(1, "live", age_s=500),
-        claim_summary(0, "gone", age_s=500),
-        claim_summary(0, "young", age_s=5, milli=500),
-        {"Id": "not-a-claim", "Labels": {"something": "else"}},
-    ]
-    held = held_claims(summaries, running_owners={"live"}, now=NOW, grace_s=120)
-    assert [(h.claim.gpu, h.claim.owner, h.stale) for h in held] == [(0, "gone", True), (0, "young", False),
-                                                                       (1, "live", False)]
-    assert held[0].holder == TaskRef("train", "fit", RUN, -1, 1)
+    live, young, gone = claim(1, "live", age_s=500), claim(0, "young", age_s=5, milli=500), claim(0, "gone", age_s=500)
+    held = held_claims(view(node(), claims=(live, young), stale=(gone,)))
+    assert [(h.claim.gpus, h.claim.owner, h.stale) for h in held] == [((0,), "gone", True), ((0,), "young", False),
+                                                                        ((1,), "live", False)]
+    assert held[0].claim.task == TaskRef("train", "fit", RUN, -1, 1)
 
 
 def test_host_document_has_bars_gpus_and_holders_with_links() -> None:
-    held = held_claims([claim_summary(1, "o1", map_index=2)], {"o1"}, NOW, 120)
-    doc = document([HostReading(node=node(), claims=held)])
+    doc = document([view(node(), claims=(claim(1, "o1", map_index=2, cpu_milli=1500),))])
     host = doc["hosts"][0]
     assert host["reachable"] is True and host["problem"] is None and host["pools"] == ["main"]
-    assert host["cpu"] == {"count": 8, "utilization_pct": 41.3}
-    assert host["memory"] == {"used_mb": 24576, "total_mb": 32768}
+    assert host["cpu"] == {"count": 8, "utilization_pct": 41.3, "reserved_milli": 1500}
+    assert host["memory"] == {"used_mb": 24576, "total_mb": 32768, "reserved_mb": 0}
     free, taken = host["gpus"]
     assert free["holders"] == [] and free["reserved_milli"] == 0
     assert taken["utilization_pct"] == 50.0 and taken["memory_used_mb"] == 1024 and taken["reserved_milli"] == 1000
@@ -121,22 +118,21 @@ def test_host_document_has_bars_gpus_and_holders_with_links() -> None:
 )
 def test_holder_is_named_only_for_readable_dags(dag_id: str | None, readable: set[str], task_named: bool,
                                                 hidden: bool) -> None:
-    held = held_claims([claim_summary(0, "o", dag_id=dag_id)], {"o"}, NOW, 120)
-    holder = document([HostReading(node=node(1), claims=held)], readable=readable)["hosts"][0]["gpus"][0]["holders"][0]
+    holder = document([view(node(1), claims=(claim(0, "o", dag_id=dag_id),))], readable=readable)["hosts"][0]["gpus"][0]["holders"][0]
     assert (holder["task"] is not None, holder["hidden"]) == (task_named, hidden)
 
 
-def hold_summary(owner: str, since: float, dag_id: str = "train") -> dict[str, Any]:
-    """A hold as the engine lists it: what the waiting path creates, read back."""
+def hold(owner: str, since: float, dag_id: str = "train") -> HoldRecord:
+    """A hold as the engine lists it and the pool reader parses it."""
     labels = hold_labels(owner, since, since + 3600, task_labels(dag_id, "fit", RUN, 1, -1))
-    return {"Id": f"id-{hold_name(owner)}", "Names": [f"/{hold_name(owner)}"], "Labels": labels}
+    record = parse_hold("gpu-a", {"Id": f"id-{owner}", "Labels": labels})
+    assert record is not None
+    return record
 
 
 def test_holds_name_their_task_oldest_first_and_hide_unreadable_dags() -> None:
-    summaries = [hold_summary("late", NOW - 60, dag_id="secret"), {"Id": "x", "Labels": {}}, hold_summary("early", NOW - 900)]
-    holds = host_holds(summaries)
-    assert [h.since for h in holds] == [NOW - 900, NOW - 60]
-    doc = document([HostReading(node=node(1), holds=holds)], readable={"train"})["hosts"][0]["holds"]
+    holds = (hold("late", NOW - 60, dag_id="secret"), hold("early", NOW - 900))
+    doc = document([view(node(1), holds=holds)], readable={"train"})["hosts"][0]["holds"]
     assert doc[0]["task"]["url"] == task_instance_path("", TaskRef("train", "fit", RUN))
     assert doc[0]["since"] == datetime.fromtimestamp(NOW - 900, tz=timezone.utc).isoformat()
     assert doc[0]["expires"] == datetime.fromtimestamp(NOW + 2700, tz=timezone.utc).isoformat()
@@ -144,23 +140,24 @@ def test_holds_name_their_task_oldest_first_and_hide_unreadable_dags() -> None:
 
 
 def test_shares_of_one_gpu_add_up_and_list_every_holder() -> None:
-    held = held_claims([claim_summary(0, "a", milli=300), claim_summary(0, "b", milli=500)], {"a", "b"}, NOW, 120)
-    gpu = document([HostReading(node=node(1), claims=held)])["hosts"][0]["gpus"][0]
+    gpu = document([view(node(1), claims=(claim(0, "a", milli=300), claim(0, "b", milli=500)))])["hosts"][0]["gpus"][0]
     assert gpu["reserved_milli"] == 800 and [h["milli"] for h in gpu["holders"]] == [300, 500]
 
 
 @pytest.mark.parametrize(
     ("reading", "problem", "has_metrics"),
     [
-        pytest.param(HostReading(node=NodeState(name="gpu-a", unreachable="agent refused")), "agent refused", False,
+        pytest.param(view(NodeState(name="gpu-a", unreachable="agent refused")), "agent refused", False,
                      id="agent-down"),
-        pytest.param(HostReading(node=node(), engine_problem="engine down"), "engine down", True,
+        pytest.param(view(node(), engine_problem="engine down"), "engine down", True,
                      id="engine-down-metrics-kept"),
+        pytest.param(view(NodeState(name="gpu-a", unmeasured="no agent_url")), "no agent_url", False,
+                     id="no-agent-capacity-unknown"),
     ],
 )
-def test_unreachable_host_says_why(reading: HostReading, problem: str, has_metrics: bool) -> None:
+def test_unreachable_host_says_why(reading: HostView, problem: str, has_metrics: bool) -> None:
     host = document([reading])["hosts"][0]
-    assert host["reachable"] is False and host["problem"] == problem
+    assert host["reachable"] is (reading.measured.unmeasured is not None) and host["problem"] == problem
     assert (host["cpu"] is not None, bool(host["gpus"])) == (has_metrics, has_metrics)
 
 

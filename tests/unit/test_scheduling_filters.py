@@ -28,7 +28,7 @@ def gpu_node(name: str = "n", allocated: tuple[int, ...] = (0, 0), model: str = 
             (
                 "label zone=b != a",
                 "gpu model V100 != P100",
-                "gpu free 1 < 2",
+                "gpu free 1 of 2 < 2",
                 "cpu free 2000m < 4000m",
                 "memory free 2000MB < 8000MB",
             ),
@@ -41,13 +41,13 @@ def gpu_node(name: str = "n", allocated: tuple[int, ...] = (0, 0), model: str = 
         pytest.param(
             PlacementRequest(gpus=1, gpu_milli=500),
             gpu_node(allocated=(600, 700)),
-            ("gpu free 400m < 500m on one GPU",),
+            ("gpu free 400m < 500m on one GPU (of 2 GPUs)",),
             id="share-needs-one-gpu-not-the-sum",
         ),
         pytest.param(PlacementRequest(gpus=1, gpu_milli=400), gpu_node(allocated=(600, 1000)), (), id="share-fits"),
         pytest.param(
             PlacementRequest(gpus=1), NodeState(name="empty"),
-            ("gpu free 0 < 1",),
+            ("has no GPUs",),
             id="zero-capacity-node",
         ),
         pytest.param(

@@ -83,11 +83,11 @@ def test_no_fit_names_every_node_and_reason() -> None:
     with pytest.raises(NoFit) as caught:
         place(PlacementRequest(gpus=2, cpu_milli=2000), nodes, BestFit())
     assert caught.value.rejections == {
-        "a": ("gpu free 1 < 2", "cpu free 1000m < 2000m"),
+        "a": ("gpu free 1 of 2 < 2", "cpu free 1000m < 2000m"),
         "b": ("unreachable: timeout 2 s",),
     }
     assert str(caught.value) == (
-        "No host fits gpus=2 cpu_milli=2000: a: gpu free 1 < 2; cpu free 1000m < 2000m"
+        "No host fits gpus=2 cpu_milli=2000: a: gpu free 1 of 2 < 2; cpu free 1000m < 2000m"
         " | b: unreachable: timeout 2 s"
     )
 

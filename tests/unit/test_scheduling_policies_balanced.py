@@ -157,7 +157,7 @@ def test_score_stays_within_fgds_rounding_step(state: NodeState) -> None:
 def test_infeasible_names_every_host() -> None:
     # 2 GPUs asked, each host has one free: no fit, both hosts named.
     nodes = [host("a", (0, 1000), cpu=16000), host("b", (1000, 0), cpu=16000)]
-    with pytest.raises(NoFit, match=re.escape("a: gpu free 1 < 2 | b: gpu free 1 < 2")):
+    with pytest.raises(NoFit, match=re.escape("a: gpu free 1 of 2 < 2 | b: gpu free 1 of 2 < 2")):
         place(PlacementRequest(gpus=2), nodes, FragmentationBalanced(), PlacementContext(task_mix=mix(ONE_GPU_4C)))
 
 

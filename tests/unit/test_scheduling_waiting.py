@@ -69,7 +69,7 @@ def test_hold_host_none_when_nothing_could_fit() -> None:
 
 def test_never_fits_names_every_host() -> None:
     why = never_fits(PlacementRequest(gpus=4), [node("a", (0, 0)), node("b", (1000,))])
-    assert why == {"a": ("gpu free 2 < 4",), "b": ("gpu free 1 < 4",)}
+    assert why == {"a": ("gpu free 2 of 2 < 4",), "b": ("gpu free 1 of 1 < 4",)}
 
 
 @pytest.mark.parametrize(

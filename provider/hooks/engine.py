@@ -1,0 +1,427 @@
+"""The one Docker Engine API client: an asyncio core and a synchronous face with the same verbs.
+
+Placement reads every engine of a pool on every decision, and a waiting task's trigger does so
+on every poll inside the triggerer's shared event loop, where a blocking client would stall
+every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.hooks.http10` on
+``unix://`` sockets or ``tcp://`` with the connection's TLS files. The operator's worker code is
+synchronous: :class:`Engine` runs the same coroutines and has the same method names and the
+same exceptions, as Kubernetes' ``PodManager`` and ``AsyncPodManager`` do. Claims, holds, locks,
+listing, reclaiming and the task container's whole life (create, attach, start, logs, wait,
+result file, stop, remove, pull) go through it.
+
+Failures are typed once, here: :class:`~provider.errors.HostUnreachable` when the engine does
+not answer (refused, timed out, TLS), :class:`~provider.errors.EngineRefused` when it answers
+no, each naming the host and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import json
+import ssl
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+from provider.errors import EngineRefused, HostUnreachable, ProtocolError
+from provider.hooks.hosts import HostConfig, tls_failure_fix
+from provider.hooks.http10 import Response, decode_json, open_response
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 10.0
+TAR_OVERHEAD_BYTES = 64 * 1024
+"""Room for the tar headers around a file copied out of a container."""
+API = "/v1.41"
+"""Docker 20.10's API version: device requests (GPUs by id) need 1.40 or later."""
+
+
+def split_reference(image: str) -> tuple[str, str]:
+    """``repo[:tag][@digest]`` as the pull endpoint takes it: ``(fromImage, tag)``.
+
+    Without a tag the engine would pull *every* tag of the repository, so "latest" is implied,
+    as ``docker pull`` does. A digest travels as the tag.
+    """
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    repo, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return repo, tag
+    return image, "latest"
+
+
+class AsyncEngine:
+    """One host's Docker engine, for coroutines.
+
+    :param host: where the engine answers, with its TLS files.
+    :param timeout: seconds for each call (connect, request and answer), except the waits that
+        last as long as a container runs (:meth:`wait`, :meth:`attach`, :meth:`logs`).
+    """
+
+    def __init__(self, host: HostConfig, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.host = host
+        self.timeout = timeout
+
+    @property
+    def what(self) -> str:
+        return f"Docker engine of host {self.host.name!r} at {self.host.docker_url}"
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _open(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Response:
+        """Connect and send; return once the head of the answer is read."""
+        limit = self.timeout if timeout is None else timeout
+        try:
+            reader, writer = await asyncio.wait_for(self._connect(), limit)
+            return await asyncio.wait_for(
+                open_response(reader, writer, method, API + path, host="docker", body=body, what=self.what), limit
+            )
+        except asyncio.TimeoutError:
+            raise HostUnreachable(
+                f"{self.what} did not answer within {limit:g} s; check that dockerd runs there and is not overloaded"
+            ) from None
+        except ssl.SSLError as exc:
+            raise HostUnreachable(f"{self.what} refused the TLS connection ({exc}). {tls_failure_fix(self.host)}") from exc
+        except (OSError, ProtocolError) as exc:
+            raise HostUnreachable(
+                f"{self.what} did not answer ({exc}); start dockerd there or fix the Docker URL of connection "
+                f"{self.host.name!r}"
+            ) from exc
+
+    async def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
+        """One API call answered with JSON (or nothing): ``(status, decoded body or None)``."""
+        limit = self.timeout if timeout is None else timeout
+        response = await self._open(method, path, body, limit)
+        try:
+            content = await asyncio.wait_for(response.body(), limit)
+        except asyncio.TimeoutError:
+            raise HostUnreachable(f"{self.what} did not finish its answer within {limit:g} s") from None
+        except (OSError, ProtocolError) as exc:
+            raise HostUnreachable(f"{self.what} broke off its answer ({exc})") from exc
+        finally:
+            response.close()
+        return response.status, (decode_json(content, self.what) if content.strip() else None)
+
+    def refused(self, action: str, status: int, doc: Any) -> EngineRefused:
+        """The engine's own reason for a refusal, with the host."""
+        return EngineRefused(f"{self.what} would not {action}: HTTP {status}: {_reason(doc)}", status)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        parts = urlsplit(self.host.docker_url)
+        if parts.scheme == "unix":
+            return await asyncio.open_unix_connection(parts.path)
+        if parts.scheme == "tcp" and parts.hostname:
+            return await asyncio.open_connection(parts.hostname, parts.port or 2375, ssl=self._tls)
+        raise HostUnreachable(
+            f"{self.host.docker_url}: engines are reached over unix:// or tcp:// (with TLS files); "
+            f"change the Docker URL of connection {self.host.name!r}"
+        )
+
+    @cached_property
+    def _tls(self) -> ssl.SSLContext | None:
+        """The connection's TLS files, and only those: no environment variable replaces the CA."""
+        t = self.host.tls
+        if t is None:
+            return None
+        ctx = ssl.create_default_context(cafile=t.ca_cert)
+        if not t.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if t.client_cert and t.client_key:
+            ctx.load_cert_chain(t.client_cert, t.client_key)
+        return ctx
+
+    # -- the engine --------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """``docker info``: version, runtimes, data root."""
+        status, doc = await self.call("GET", "/info")
+        if status != 200 or not isinstance(doc, dict):
+            raise self.refused("describe itself", status, doc)
+        return doc
+
+    async def containers(self, labels: Sequence[str]) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying all ``labels`` (``key`` or ``key=value``)."""
+        filters = quote(json.dumps({"label": list(labels)}))
+        status, doc = await self.call("GET", f"/containers/json?all=1&filters={filters}")
+        if status != 200 or not isinstance(doc, list):
+            raise self.refused("list containers", status, doc)
+        return doc
+
+    async def create(self, body: Mapping[str, Any], name: str | None = None) -> str | None:
+        """Create a container; its id, or None when ``name`` is already taken (HTTP 409).
+
+        The engine's name rule is atomic, which is what makes a named container a lock.
+        """
+        path = "/containers/create" + (f"?name={quote(name)}" if name else "")
+        status, doc = await self.call("POST", path, dict(body))
+        if status == 409 and name:
+            return None
+        if status != 201 or not isinstance(doc, dict):
+            raise self.refused(f"create a container from {body.get('Image')!r}", status, doc)
+        return str(doc["Id"])
+
+    async def create_idle(self, name: str, image: str, labels: Mapping[str, str]) -> str | None:
+        """Create, never start, a container by name; None when the name is already taken.
+
+        Such a container holds state on the host at no cost (docs/reservations.md). It needs an
+        image only to exist: when ``image`` is not on the host, any image there will do.
+        """
+        body = {"Image": image, "Cmd": ["true"], "Labels": dict(labels), "NetworkDisabled": True,
+                "HostConfig": {"NetworkMode": "none"}}
+        try:
+            return await self.create(body, name)
+        except EngineRefused:
+            if await self.image(image) is not None:
+                raise
+        status, images = await self.call("GET", "/images/json")
+        if status != 200 or not images:
+            raise EngineRefused(f"{self.what} has no image at all to create {name} from; load any image there")
+        return await self.create({**body, "Image": images[0]["Id"]}, name)
+
+    async def start(self, container_id: str) -> None:
+        status, doc = await self.call("POST", f"/containers/{quote(container_id)}/start")
+        if status not in (204, 304):
+            raise self.refused(f"start container {container_id[:12]}", status, doc)
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's description; None once it is gone."""
+        status, doc = await self.call("GET", f"/containers/{quote(container_id)}/json")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(doc, dict):
+            raise self.refused(f"describe container {container_id[:12]}", status, doc)
+        return doc
+
+    async def stop(self, container_id: str, grace_s: int) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``; a stopped or missing container is fine."""
+        status, doc = await self.call(
+            "POST", f"/containers/{quote(container_id)}/stop?t={int(grace_s)}", timeout=self.timeout + grace_s
+        )
+        if status not in (204, 304, 404):
+            raise self.refused(f"stop container {container_id[:12]}", status, doc)
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container with its anonymous volumes; one that is already gone is fine."""
+        status, doc = await self.call("DELETE", f"/containers/{quote(container_id)}?force=1&v=1")
+        if status not in (204, 404):
+            raise self.refused(f"remove container {container_id[:12]}", status, doc)
+
+    async def wait(self, container_id: str) -> int | None:
+        """Block until the container exits (no time limit: training runs for hours); its exit
+        code, or None when the container is gone (removed: the task was killed)."""
+        response = await self._open("POST", f"/containers/{quote(container_id)}/wait")
+        try:
+            content = await response.body()
+        except (OSError, ProtocolError) as exc:
+            raise HostUnreachable(f"{self.what} broke off the wait for {container_id[:12]} ({exc})") from exc
+        finally:
+            response.close()
+        doc = decode_json(content, self.what) if content.strip() else None
+        if response.status == 404:
+            return None
+        if response.status != 200 or not isinstance(doc, dict) or "StatusCode" not in doc:
+            raise self.refused(f"wait for container {container_id[:12]}", response.status, doc)
+        return int(doc["StatusCode"])
+
+    async def image(self, reference: str) -> dict[str, Any] | None:
+        """The image's description (id, size, digests); None when the host does not have it."""
+        status, doc = await self.call("GET", f"/images/{quote(reference, safe='/:@')}/json")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(doc, dict):
+            raise self.refused(f"describe image {reference!r}", status, doc)
+        return doc
+
+    async def pull(self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Pull ``reference``; ``progress`` sees each status message. A failed pull raises
+        :class:`EngineRefused` with the registry's reason."""
+        repo, tag = split_reference(reference)
+        response = await self._open("POST", "/images/create?" + urlencode({"fromImage": repo, "tag": tag}))
+        try:
+            if response.status != 200:
+                content = await asyncio.wait_for(response.body(), self.timeout)
+                raise self.refused(f"pull {reference!r}", response.status, _maybe_json(content))
+            error = await _follow_progress(response, progress)
+        except (OSError, ProtocolError) as exc:
+            raise HostUnreachable(f"{self.what} broke off the pull of {reference!r} ({exc})") from exc
+        finally:
+            response.close()
+        if error:
+            raise EngineRefused(f"{self.what} could not pull {reference!r}: {error}")
+
+    async def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
+        """A tar of ``path`` in the container (running or not); None when it does not exist.
+
+        Raises ``ValueError`` naming the size when the file is larger than ``limit`` bytes; the
+        engine says the size before sending anything, so nothing more is read.
+        """
+        response = await self._open("GET", f"/containers/{quote(container_id)}/archive?path={quote(path)}")
+        try:
+            if response.status == 404:
+                return None
+            size = int(_path_stat(response.headers).get("size") or 0)
+            if response.status == 200 and size > limit:
+                raise ValueError(f"{path} in container {container_id[:12]} is {size} bytes, more than {limit}")
+            content = await asyncio.wait_for(response.body(limit + TAR_OVERHEAD_BYTES), self.timeout)
+        finally:
+            response.close()
+        if response.status != 200:
+            raise self.refused(f"copy {path} out of container {container_id[:12]}", response.status,
+                               _maybe_json(content))
+        return content
+
+    async def attach(self, container_id: str) -> Response:
+        """The container's stdout and stderr from now on, as multiplexed frames; call before
+        ``start`` so nothing it prints is missed (the engine attaches before answering)."""
+        response = await self._open("POST", f"/containers/{quote(container_id)}/attach?stream=1&stdout=1&stderr=1")
+        return await self._streaming(response, f"attach to container {container_id[:12]}")
+
+    async def logs(self, container_id: str, follow: bool) -> Response:
+        """The container's output from its start, as multiplexed frames (to resume a stream)."""
+        response = await self._open(
+            "GET", f"/containers/{quote(container_id)}/logs?stdout=1&stderr=1&follow={int(follow)}"
+        )
+        return await self._streaming(response, f"read the log of container {container_id[:12]}")
+
+    async def _streaming(self, response: Response, action: str) -> Response:
+        if response.status in (101, 200):
+            return response
+        try:
+            content = await asyncio.wait_for(response.body(), self.timeout)
+        finally:
+            response.close()
+        raise self.refused(action, response.status, _maybe_json(content))
+
+
+async def _follow_progress(response: Response, progress: Callable[[dict[str, Any]], None] | None) -> str | None:
+    """Read a pull's JSON lines to the end; the error it reported, if any."""
+    buffer, error = b"", None
+    while chunk := await response.read():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            doc = _maybe_json(line)
+            if not isinstance(doc, dict):
+                continue
+            if doc.get("error"):
+                error = str(doc.get("error"))
+            elif progress is not None:
+                progress(doc)
+    return error
+
+
+def _path_stat(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The engine's ``X-Docker-Container-Path-Stat`` header (base64 JSON: name, size, mode)."""
+    try:
+        doc = json.loads(base64.b64decode(headers.get("x-docker-container-path-stat", "")) or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _maybe_json(content: bytes) -> Any:
+    try:
+        return json.loads(content) if content.strip() else None
+    except ValueError:
+        return content[:500].decode("utf-8", "replace")
+
+
+def _reason(doc: Any) -> str:
+    if isinstance(doc, dict) and doc.get("message"):
+        return str(doc["message"])
+    return repr(doc)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end from synchronous code.
+
+    Where this thread is already inside an event loop (``on_kill`` runs in a signal handler
+    that may interrupt one), it runs in a thread of its own instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def iterate(open_stream: Coroutine[Any, Any, Response]) -> Iterator[bytes]:
+    """A response opened now (not on first iteration) and read synchronously as it arrives.
+
+    The stream has an event loop of its own, closed with it. A broken connection raises
+    ``OSError``, which the log follower treats as a drop and resumes from.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        response = loop.run_until_complete(open_stream)
+    except BaseException:
+        loop.close()
+        raise
+    return _read_all(loop, response)
+
+
+def _read_all(loop: asyncio.AbstractEventLoop, response: Response) -> Iterator[bytes]:
+    try:
+        while chunk := loop.run_until_complete(response.read()):
+            yield chunk
+    finally:
+        response.close()
+        loop.close()
+
+
+class Engine:
+    """:class:`AsyncEngine`'s verbs for synchronous code: same names, same exceptions."""
+
+    def __init__(self, host: HostConfig, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.aio = AsyncEngine(host, timeout)
+
+    @property
+    def host(self) -> HostConfig:
+        return self.aio.host
+
+    def info(self) -> dict[str, Any]:
+        return run_sync(self.aio.info())
+
+    def containers(self, labels: Sequence[str]) -> list[dict[str, Any]]:
+        return run_sync(self.aio.containers(labels))
+
+    def create(self, body: Mapping[str, Any], name: str | None = None) -> str | None:
+        return run_sync(self.aio.create(body, name))
+
+    def create_idle(self, name: str, image: str, labels: Mapping[str, str]) -> str | None:
+        return run_sync(self.aio.create_idle(name, image, labels))
+
+    def start(self, container_id: str) -> None:
+        run_sync(self.aio.start(container_id))
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        return run_sync(self.aio.inspect(container_id))
+
+    def stop(self, container_id: str, grace_s: int) -> None:
+        run_sync(self.aio.stop(container_id, grace_s))
+
+    def remove(self, container_id: str) -> None:
+        run_sync(self.aio.remove(container_id))
+
+    def wait(self, container_id: str) -> int | None:
+        return run_sync(self.aio.wait(container_id))
+
+    def image(self, reference: str) -> dict[str, Any] | None:
+        return run_sync(self.aio.image(reference))
+
+    def pull(self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        run_sync(self.aio.pull(reference, progress))
+
+    def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
+        return run_sync(self.aio.archive(container_id, path, limit))
+
+    def attach(self, container_id: str) -> Iterator[bytes]:
+        return iterate(self.aio.attach(container_id))
+
+    def logs(self, container_id: str, follow: bool) -> Iterator[bytes]:
+        return iterate(self.aio.logs(container_id, follow))

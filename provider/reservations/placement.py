@@ -1,0 +1,140 @@
+"""Place a request on the pool and reserve it there: read, decide, claim, and again on a lost race.
+
+Between the read and the claim another task may take the chosen resources. The claim then
+fails (:class:`~provider.errors.ClaimTaken`, see :mod:`provider.reservations.store`) and
+placement runs again on a fresh read, at most ``attempts`` times; after that the task fails
+with the no-fit message. The operator calls this from its worker; the trigger only asks
+:func:`~provider.reservations.room.room` and leaves claiming to the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from provider.errors import ClaimTaken, NoFit
+from provider.hooks.engine import AsyncEngine, run_sync
+from provider.hooks.hosts import HostConfig
+from provider.reservations.pool import read_pool_view
+from provider.reservations.room import room
+from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation, lift_holds, new_owner
+from provider.reservations.view import PoolView
+from provider.scheduling import PlacementContext, get_policy
+from provider.scheduling.model import Placement, PlacementRequest
+from provider.scheduling.waiting import Waiter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTEMPTS = 8
+"""More than the claims a contender can lose in a row on a small pool: each lost claim means
+another task won that room, and the next read shows it as taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Where a task will run, why, and the claim that holds its resources there."""
+
+    host: HostConfig
+    placement: Placement
+    reservation: Reservation
+    unmeasured: str | None = None
+
+
+def place_and_reserve(
+    hosts: Sequence[HostConfig],
+    request: PlacementRequest,
+    policy_name: str,
+    *,
+    image: str,
+    identity: Mapping[str, str],
+    prepare: Callable[[HostConfig], None] = lambda host: None,
+    waiter: Waiter | None = None,
+    attempts: int = DEFAULT_ATTEMPTS,
+    agent_timeout: float = 2.0,
+    grace_s: float = DEFAULT_GRACE_S,
+    rng: random.Random | None = None,
+) -> Reserved:
+    """Place ``request`` on the pool and claim it on the chosen host; :class:`NoFit` (with the
+    holders of each busy host) if none fits.
+
+    ``prepare`` readies the chosen host before claiming (the operator makes the image present
+    there: the claim is created from it, and a long pull must not hold resources).
+    ``waiter`` is the request's place in line when it has been waiting (None otherwise):
+    hosts held for earlier waiters are not offered to it, and its own hold is lifted once it
+    has its claim.
+    """
+    policy = get_policy(policy_name)
+    context = PlacementContext(rng=rng or random.Random())
+    by_name = {h.name: h for h in hosts}
+    lost: list[str] = []
+    for _ in range(attempts):
+        view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
+        answer = room(request, view, policy, context)
+        if answer.placement is None:
+            assert answer.no_fit is not None
+            raise answer.no_fit
+        placement = answer.placement
+        host = by_name[placement.node]
+        prepare(host)
+        node = next(n for n in view.nodes if n.name == host.name)
+        try:
+            reservation = run_sync(ClaimStore(AsyncEngine(host)).reserve(
+                node, request, placement.gpu_indices, new_owner(), image, identity))
+        except ClaimTaken as exc:
+            log.info("Lost the claim race, placing again: %s", exc)
+            lost.append(str(exc))
+            continue
+        if waiter is not None:
+            run_sync(lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner))
+        return Reserved(host, placement, reservation, node.unmeasured)
+    view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
+    answer = room(request, view, policy, context)
+    if answer.no_fit is not None:
+        raise answer.no_fit
+    assert answer.placement is not None
+    rejections = dict(answer.placement.rejections)
+    for name in answer.placement.scores:
+        rejections[name] = (f"fits, but {attempts} claims in a row were taken by concurrent tasks (last: {lost[-1]})",)
+    raise NoFit(request, rejections, view.holders())
+
+
+def _held_by(view: PoolView, waiter: Waiter) -> set[str]:
+    return {h.hold.host for h in view.holds if h.hold.owner == waiter.owner}
+
+
+def release(reserved: Reserved) -> None:
+    """Give the resources back; safe to call twice and after the claim was reclaimed."""
+    run_sync(ClaimStore(AsyncEngine(reserved.host)).release(reserved.reservation))
+
+
+def placement_record(reserved: Reserved) -> dict[str, Any]:
+    """The XCom ``placement`` document: the choice and every candidate's score or reasons."""
+    p = reserved.placement
+    return {
+        "host": p.node,
+        "gpu_ids": list(p.gpu_indices),
+        "policy": p.policy,
+        "scores": dict(sorted(p.scores.items())),
+        "rejections": {k: list(v) for k, v in sorted(p.rejections.items())},
+        "owner": reserved.reservation.owner,
+        "unmeasured": reserved.unmeasured,
+    }
+
+
+def no_fit_record(no_fit: NoFit, policy: str) -> dict[str, Any]:
+    """The XCom ``placement`` document when nothing fits: every host's reasons, who holds each
+    busy host, and whether waiting could help (``never``: no host could take it even empty)."""
+    return {
+        "host": None,
+        "gpu_ids": [],
+        "policy": policy,
+        "scores": {},
+        "rejections": {k: list(v) for k, v in sorted(no_fit.rejections.items())},
+        "holders": {k: list(v) for k, v in sorted(no_fit.holders.items())},
+        "never": no_fit.never,
+        "owner": None,
+        "unmeasured": None,
+    }

@@ -1,0 +1,128 @@
+"""The one pool reader: every host's agent and engine, read concurrently, as one :class:`PoolView`.
+
+Per host it makes two requests at once: the node agent's ``/v1/node`` (capacity and load) and
+one list of the engine's containers that carry a reservation owner (claims, holds and the
+running task containers that keep their claims alive), plus, once per engine and process, the
+engine's runtimes (an engine without the NVIDIA runtime offers no GPUs). Each GPU's, CPU's and
+memory's reservation is the fold of the host's claims through the accounting
+(:mod:`provider.reservations.rules`), so a GPU reserved a second ago counts as busy although
+its utilisation has not moved yet. A host whose agent or engine does not answer stays in the
+view as unreachable, with the reason; a host without an agent is *unmeasured* (usable for
+CPU-only work, said so in the placement record).
+
+Two modes. ``tidy=True`` (placement, the waiting trigger): stale claims (their task runs
+nowhere) and lapsed holds are removed by whoever reads the host next. ``tidy=False`` (the
+cluster page, ``NodeMetricsHook``): look only, report what a tidy read would remove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from provider.errors import EngineError
+from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents
+from provider.hooks.engine import AsyncEngine
+from provider.hooks.hosts import HostConfig
+from provider.reservations.labels import OWNER_LABEL
+from provider.reservations.rules import allocation, live_owners, parse_claim, parse_hold, stale_claims
+from provider.reservations.store import DEFAULT_GRACE_S
+from provider.reservations.view import HostView, PoolView
+from provider.scheduling.model import NodeState
+from provider.scheduling.waiting import Waiter, apply_holds
+
+log = logging.getLogger(__name__)
+
+ENGINE_TIMEOUT_S = 10.0
+"""Seconds an engine may take to list its containers; engines answer slower than agents under load."""
+NVIDIA_RUNTIME = "nvidia"
+
+RUNTIMES_TTL_S = 300.0
+_runtimes: dict[str, tuple[float, tuple[str, ...]]] = {}
+"""Runtimes per engine URL, kept for ``RUNTIMES_TTL_S`` in this process: they change only when
+dockerd restarts with another configuration, and an engine's ``/info`` costs more than the
+rest of a read. Only hosts with GPUs are asked."""
+
+
+async def read_pool_view(
+    hosts: Sequence[HostConfig],
+    waiter: Waiter | None = None,
+    *,
+    tidy: bool = True,
+    agent_timeout: float = 2.0,
+    engine_timeout: float = ENGINE_TIMEOUT_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    clock: Callable[[], float] = time.time,
+) -> PoolView:
+    """Read every host; holds are applied as ``waiter`` sees them (None: a request that does not wait)."""
+    measured = await read_agents(hosts, agent_timeout, max_concurrency)
+    gate = asyncio.Semaphore(max_concurrency)
+
+    async def one(host: HostConfig, node: NodeState) -> HostView:
+        async with gate:
+            return await _read_host(AsyncEngine(host, engine_timeout), node, tidy, grace_s, clock)
+
+    views = await asyncio.gather(*(one(h, n) for h, n in zip(hosts, measured)))
+    nodes = apply_holds([v.node for v in views], [r.hold for v in views for r in v.holds], waiter)
+    return PoolView(tuple(replace(v, node=n) for v, n in zip(views, nodes)))
+
+
+async def _read_host(
+    engine: AsyncEngine, measured: NodeState, tidy: bool, grace_s: float, clock: Callable[[], float]
+) -> HostView:
+    if measured.unreachable is not None:
+        return HostView(node=measured, measured=measured)
+    host = engine.host
+    try:
+        entries, runtimes = await asyncio.gather(
+            engine.containers([OWNER_LABEL]), _engine_runtimes(engine) if measured.gpus else _no_runtimes()
+        )
+    except EngineError as exc:
+        problem = f"{exc}; its reservations are unknown"
+        return HostView(node=replace(measured, unreachable=problem), measured=measured, engine_problem=problem)
+    now = clock()
+    claims = [c for c in map(parse_claim, entries) if c is not None]
+    stale = stale_claims(claims, live_owners(entries), now, grace_s)
+    holds = [h for h in (parse_hold(host.name, c) for c in entries) if h is not None]
+    lapsed = [h for h in holds if h.expires < now]
+    if tidy and (stale or lapsed):
+        for c in stale:
+            log.warning("Reclaiming the stale reservation of %s on %s (owner %s, %.0f s old)",
+                        c.task or "a task", host.name, c.owner, now - c.created)
+        for h in lapsed:
+            log.warning("Removing the lapsed hold of %s on %s", h.hold.task, host.name)
+        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed]
+        results = await asyncio.gather(*(engine.remove(i) for i in gone), return_exceptions=True)
+        for failed in (r for r in results if isinstance(r, Exception)):
+            log.warning("Could not tidy %s: %s", host.name, failed)
+    counted = allocation(measured, [c for c in claims if c not in stale])
+    node = counted.node
+    if NVIDIA_RUNTIME not in runtimes and node.gpus:
+        node = replace(node, gpu_unusable=(
+            f"no NVIDIA runtime in its engine (runtimes: {', '.join(runtimes) or 'none'}): install the NVIDIA "
+            "Container Toolkit there, run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"
+        ))
+    return HostView(
+        node=node,
+        measured=measured,
+        claims=counted.counted,
+        stale=tuple(stale),
+        holds=tuple(h for h in holds if not (tidy and h in lapsed)),
+        runtimes=runtimes,
+    )
+
+
+async def _engine_runtimes(engine: AsyncEngine) -> tuple[str, ...]:
+    url, now = engine.host.docker_url, time.monotonic()
+    known = _runtimes.get(url)
+    if known is None or now - known[0] > RUNTIMES_TTL_S:
+        known = _runtimes[url] = (now, tuple(sorted((await engine.info()).get("Runtimes") or {})))
+    return known[1]
+
+
+async def _no_runtimes() -> tuple[str, ...]:
+    return ()

@@ -1,0 +1,275 @@
+"""Pure rules of reservations: what a claim records, a host's allocation, staleness, holds.
+
+A **claim** reserves, for one task on one host, GPU ids with the milli-GPUs taken on each,
+milli-CPUs and memory. A host's allocation is the fold of its claims, oldest first, through
+:func:`provider.scheduling.apply`: the same function the trace simulator folds its
+placements through, so what the benchmark measures is the accounting production runs. A claim
+that the fold cannot take (it would overcommit a GPU, the CPUs or the memory) is *refused*: it
+counts for nothing, and its claimant, which verifies after creating it, takes it back.
+
+Everything here is a function of plain values (container summaries as the engine lists them,
+a clock reading passed in), so every rule is unit-tested without an engine. The I/O lives in
+:mod:`provider.reservations.store` and :mod:`provider.reservations.pool`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from provider.reservations.labels import (
+    CLAIM_CPU_LABEL,
+    CLAIM_GPUS_LABEL,
+    CLAIM_LABEL,
+    CLAIM_MEMORY_LABEL,
+    CLAIM_MILLI_LABEL,
+    CLAIM_PREFIX,
+    CREATED_LABEL,
+    DAG_ID_LABEL,
+    HOLD_EXPIRES_LABEL,
+    HOLD_LABEL,
+    HOLD_OWNER_LABEL,
+    HOLD_PREFIX,
+    HOLD_SINCE_LABEL,
+    MAP_INDEX_LABEL,
+    OWNER_LABEL,
+    RESERVATION_LABEL,
+    RUN_ID_LABEL,
+    TASK_ID_LABEL,
+    TRY_NUMBER_LABEL,
+)
+from provider.scheduling.accounting import apply
+from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.waiting import Hold
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """One task instance, as a container's labels and the metadata database name it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 0
+
+    def __str__(self) -> str:
+        mapped = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{mapped} {self.run_id}"
+
+
+def task_ref(labels: Mapping[str, str]) -> TaskRef | None:
+    """The task instance named by a container's labels; None when they do not name one."""
+    try:
+        return TaskRef(
+            dag_id=labels[DAG_ID_LABEL],
+            task_id=labels[TASK_ID_LABEL],
+            run_id=labels[RUN_ID_LABEL],
+            map_index=int(labels.get(MAP_INDEX_LABEL, "-1")),
+            try_number=int(labels.get(TRY_NUMBER_LABEL, "0")),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one task reserves on one host, as read back from the host's engine.
+
+    ``milli`` is taken on *each* GPU of ``gpus`` (1000 for whole GPUs, less for a share).
+    """
+
+    container_id: str
+    owner: str
+    gpus: tuple[int, ...]
+    milli: int
+    cpu_milli: int
+    memory_mb: int
+    created: float
+    task: TaskRef | None = None
+
+    @property
+    def request(self) -> PlacementRequest:
+        """The claim as the request the accounting folds."""
+        return reserved_request(len(self.gpus), self.milli, self.cpu_milli, self.memory_mb)
+
+
+def reserved_request(gpus: int, milli: int, cpu_milli: int, memory_mb: int) -> PlacementRequest:
+    """What a claim takes, as a request: a share only on one GPU, whole GPUs otherwise."""
+    share = milli if gpus == 1 and milli < MILLI_PER_GPU else MILLI_PER_GPU
+    return PlacementRequest(gpus=gpus, gpu_milli=share, cpu_milli=cpu_milli, memory_mb=memory_mb)
+
+
+def reserves_anything(request: PlacementRequest) -> bool:
+    """Whether a request takes anything a claim records (a task asking for nothing claims nothing)."""
+    return bool(request.gpus or request.cpu_milli or request.memory_mb)
+
+
+def claim_name(owner: str) -> str:
+    """One claim per task and host: a second create by the same owner is refused (409)."""
+    return f"{CLAIM_PREFIX}{owner}"
+
+
+def claim_labels(
+    request: PlacementRequest, gpu_ids: Sequence[int], owner: str, created: float, identity: Mapping[str, str]
+) -> dict[str, str]:
+    """Labels of a claim container: the task's identity plus everything the claim reserves."""
+    return {
+        **identity,
+        RESERVATION_LABEL: "claim",
+        CLAIM_LABEL: "true",
+        OWNER_LABEL: owner,
+        CLAIM_GPUS_LABEL: ",".join(str(i) for i in sorted(gpu_ids)),
+        CLAIM_MILLI_LABEL: str(min(request.gpu_milli, MILLI_PER_GPU)),
+        CLAIM_CPU_LABEL: str(request.cpu_milli),
+        CLAIM_MEMORY_LABEL: str(request.memory_mb),
+        CREATED_LABEL: f"{created:.3f}",
+    }
+
+
+def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
+    """A claim from one entry of the engine's container list; None for anything else.
+
+    A container whose claim labels are malformed is not a claim this provider made, and
+    counting it could block a host forever, so it is ignored rather than guessed at.
+    """
+    labels = summary.get("Labels") or {}
+    if labels.get(CLAIM_LABEL) != "true":
+        return None
+    try:
+        text = labels[CLAIM_GPUS_LABEL]
+        gpus = tuple(int(i) for i in text.split(",")) if text else ()
+        milli, cpu, memory = (int(labels[k]) for k in (CLAIM_MILLI_LABEL, CLAIM_CPU_LABEL, CLAIM_MEMORY_LABEL))
+        reserved_request(len(gpus), milli, cpu, memory)  # numbers no request could have: not ours
+        return Claim(
+            container_id=str(summary["Id"]),
+            owner=str(labels[OWNER_LABEL]),
+            gpus=gpus,
+            milli=milli,
+            cpu_milli=cpu,
+            memory_mb=memory,
+            created=float(labels[CREATED_LABEL]),
+            task=task_ref(labels),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def unreserved(node: NodeState) -> NodeState:
+    """``node``'s capacity with nothing reserved on it: the start of the fold."""
+    gpus = tuple(replace(g, allocated_milli=0) for g in node.gpus)
+    return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0)
+
+
+def overcommit(node: NodeState, request: PlacementRequest, gpu_ids: tuple[int, ...]) -> str | None:
+    """Why ``request`` on ``gpu_ids`` does not fit on top of ``node``'s reservations; None if it does.
+
+    GPUs are checked by :func:`provider.scheduling.apply` itself; CPU and memory against the
+    capacity the host's agent reports (unknown without an agent, and then not checked).
+    """
+    try:
+        after = apply(node, request, gpu_ids)
+    except ValueError as exc:
+        return str(exc)
+    if node.unmeasured is not None:
+        return None
+    if after.cpu_allocated_milli > node.cpu_milli:
+        return f"cpu reserved {after.cpu_allocated_milli}m > {node.cpu_milli}m"
+    if after.memory_allocated_mb > node.memory_mb:
+        return f"memory reserved {after.memory_allocated_mb}MB > {node.memory_mb}MB"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A host with its claims folded in, and the claims the fold refused."""
+
+    node: NodeState
+    counted: tuple[Claim, ...]
+    refused: tuple[Claim, ...]
+
+
+def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
+    """Fold ``claims`` oldest first (ties by owner) onto ``node`` through ``apply``.
+
+    The oldest claim wins: of two claims that together overcommit a host, the later one is
+    refused, whatever order the engine listed them in. An unreachable node is left as it is.
+    """
+    if node.unreachable is not None:
+        return Allocation(node, (), ())
+    counted: list[Claim] = []
+    refused: list[Claim] = []
+    for claim in sorted(claims, key=lambda c: (c.created, c.owner)):
+        if overcommit(node, claim.request, claim.gpus) is None:
+            node = apply(node, claim.request, claim.gpus)
+            counted.append(claim)
+        else:
+            refused.append(claim)
+    return Allocation(node, tuple(counted), tuple(refused))
+
+
+def live_owners(entries: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Owners whose task container is running, among an engine's containers with an owner."""
+    return {
+        str((c.get("Labels") or {}).get(OWNER_LABEL))
+        for c in entries
+        if c.get("State") == "running" and (c.get("Labels") or {}).get(OWNER_LABEL)
+    }
+
+
+def stale_claims(claims: Sequence[Claim], owners: set[str], now: float, grace_s: float) -> list[Claim]:
+    """Claims whose task no longer runs: no running container carries their owner, and
+    they are older than ``grace_s`` (the window between claiming and starting the task)."""
+    return [c for c in claims if c.owner not in owners and now - c.created > grace_s]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    """A hold (:mod:`provider.scheduling.waiting`) as kept on a host: a never-started container."""
+
+    container_id: str
+    expires: float
+    hold: Hold
+    task: TaskRef | None = None
+
+
+def hold_name(owner: str) -> str:
+    """One hold per waiter and host: a second create by the same waiter is refused (409)."""
+    return f"{HOLD_PREFIX}{owner}"
+
+
+def hold_labels(owner: str, since: float, expires: float, identity: Mapping[str, str]) -> dict[str, str]:
+    """Labels of a hold: the waiting task's identity, its place in line and when the hold lapses.
+
+    ``expires`` is the end of the task's wait (its timeout): a hold whose task was killed
+    without cleaning up lapses then at the latest. The hold carries ``OWNER_LABEL`` like a
+    claim, so one list of a host's containers with an owner finds claims, holds and tasks.
+    """
+    return {
+        **identity,
+        RESERVATION_LABEL: "hold",
+        OWNER_LABEL: owner,
+        HOLD_LABEL: "true",
+        HOLD_OWNER_LABEL: owner,
+        HOLD_SINCE_LABEL: f"{since:.3f}",
+        HOLD_EXPIRES_LABEL: f"{expires:.3f}",
+    }
+
+
+def parse_hold(host: str, summary: Mapping[str, Any]) -> HoldRecord | None:
+    """A hold from one entry of a host's container list; None for anything else."""
+    labels = summary.get("Labels") or {}
+    if labels.get(HOLD_LABEL) != "true":
+        return None
+    ref = task_ref(labels)
+    try:
+        return HoldRecord(
+            container_id=str(summary["Id"]),
+            expires=float(labels[HOLD_EXPIRES_LABEL]),
+            hold=Hold(host=host, owner=str(labels[HOLD_OWNER_LABEL]), since=float(labels[HOLD_SINCE_LABEL]),
+                      task=str(ref) if ref else "?"),
+            task=ref,
+        )
+    except (KeyError, ValueError):
+        return None

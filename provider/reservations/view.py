@@ -1,0 +1,56 @@
+"""What one read of a pool found: per host, the agent's measurements, the claims and holds.
+
+Plain values, filled by :func:`provider.reservations.pool.read_pool_view` and read by
+placement (:mod:`provider.reservations.room`), the waiting trigger and the cluster page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provider.reservations.rules import Claim, HoldRecord
+from provider.scheduling.model import NodeState
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One host as read now.
+
+    ``node`` is what placement sees: the agent's capacity with the counted claims folded in
+    and the holds that apply to the reader; unreachable when the agent or the engine did not
+    answer. ``measured`` is the agent's reading alone, which the cluster page still shows when
+    only the engine failed (``engine_problem`` says why). ``stale`` are claims whose task is
+    gone: removed by a tidying read, only reported by a look.
+    """
+
+    node: NodeState
+    measured: NodeState
+    claims: tuple[Claim, ...] = ()
+    stale: tuple[Claim, ...] = ()
+    holds: tuple[HoldRecord, ...] = ()
+    runtimes: tuple[str, ...] = ()
+    engine_problem: str | None = None
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """The tasks whose claims take this host's resources, oldest first, for messages."""
+        return tuple(str(c.task) if c.task else f"owner {c.owner}" for c in self.claims)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """Every host of the pool, in the pool's order."""
+
+    hosts: tuple[HostView, ...]
+
+    @property
+    def nodes(self) -> list[NodeState]:
+        return [h.node for h in self.hosts]
+
+    @property
+    def holds(self) -> list[HoldRecord]:
+        return [r for h in self.hosts for r in h.holds]
+
+    def holders(self) -> dict[str, tuple[str, ...]]:
+        """Per host with claims, who holds it (for no-fit and deadline messages)."""
+        return {h.node.name: h.holders for h in self.hosts if h.claims}

@@ -1,0 +1,214 @@
+"""Pure rules of reservations: claim labels, the fold through the accounting, overcommit,
+staleness, holds, and the one room decision."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL, task_labels
+from provider.reservations.room import Verdict, room
+from provider.reservations.rules import (
+    Claim,
+    TaskRef,
+    allocation,
+    claim_labels,
+    claim_name,
+    hold_labels,
+    live_owners,
+    overcommit,
+    parse_claim,
+    parse_hold,
+    reserved_request,
+    stale_claims,
+    task_ref,
+    unreserved,
+)
+from provider.reservations.view import HostView, PoolView
+from provider.scheduling import PlacementContext, apply, get_policy
+from provider.scheduling.model import GpuState, NodeState, PlacementRequest
+
+
+def claim(gpus: tuple[int, ...] = (0,), milli: int = 1000, owner: str = "o1", created: float = 100.0,
+          cpu: int = 0, memory: int = 0) -> Claim:
+    return Claim(container_id=f"c-{owner}", owner=owner, gpus=gpus, milli=milli, cpu_milli=cpu, memory_mb=memory,
+                 created=created)
+
+
+def host(gpus: int = 3, cpu: int = 4000, memory: int = 8192) -> NodeState:
+    return NodeState("a", cpu_milli=cpu, memory_mb=memory, gpus=tuple(GpuState(i) for i in range(gpus)))
+
+
+def test_one_claim_per_owner_and_host() -> None:
+    assert claim_name("a") != claim_name("b") and claim_name("a").startswith("gpu-docker-claim-")
+
+
+def test_labels_round_trip_with_cpu_memory_and_the_task() -> None:
+    request = PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=2000, memory_mb=4096)
+    labels = claim_labels(request, (2,), "own", 1234.5, task_labels("d", "t", "r", 1, 3))
+    assert parse_claim({"Id": "x", "Labels": labels}) == Claim(
+        "x", "own", (2,), 500, 2000, 4096, 1234.5, TaskRef("d", "t", "r", 3, 1))
+
+
+def test_cpu_only_claim_round_trips() -> None:
+    labels = claim_labels(PlacementRequest(cpu_milli=1000), (), "own", 1.0, {})
+    parsed = parse_claim({"Id": "x", "Labels": labels})
+    assert parsed is not None and parsed.gpus == () and parsed.cpu_milli == 1000 and parsed.task is None
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        pytest.param({}, id="not-a-claim"),
+        pytest.param({CLAIM_LABEL: "true"}, id="missing-fields"),
+        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, {}),
+                      "airflow-gpu-docker.claim.gpus": "x"}, id="bad-gpu"),
+        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, {}),
+                      "airflow-gpu-docker.claim.cpu-milli": "-5"}, id="negative-cpu"),
+    ],
+)
+def test_foreign_or_malformed_containers_are_not_claims(labels: dict[str, Any]) -> None:
+    assert parse_claim({"Id": "x", "Labels": labels}) is None
+
+
+def test_allocation_folds_claims_through_apply() -> None:
+    """The fold is the simulator's: the same result as applying each claim's request in turn."""
+    node = host()
+    claims = [claim((0,)), claim((2,), 300, "x", cpu=1000, memory=512), claim((2,), 200, "y", cpu=500)]
+    folded = allocation(node, claims)
+    expected = node
+    for c in claims:
+        expected = apply(expected, c.request, c.gpus)
+    assert folded.node == expected
+    assert [g.allocated_milli for g in folded.node.gpus] == [1000, 0, 500]
+    assert (folded.node.cpu_allocated_milli, folded.node.memory_allocated_mb) == (1500, 512)
+    assert [g.allocated_milli for g in node.gpus] == [0, 0, 0]  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("claims", "refused"),
+    [
+        pytest.param([claim((0,), owner="old", created=1), claim((0,), owner="new", created=2)], ["new"],
+                     id="two-whole-claims-of-one-gpu-the-later-loses"),
+        pytest.param([claim((0,), 600, "new", created=2), claim((0,), 600, "old", created=1)], ["new"],
+                     id="shares-over-one-gpu-in-any-list-order"),
+        pytest.param([claim((), owner=f"o{i}", created=i, cpu=1000) for i in range(5)], ["o4"],
+                     id="cpu-over-capacity"),
+        pytest.param([claim((), owner="a", created=1, memory=8000), claim((), owner="b", created=2, memory=500)],
+                     ["b"], id="memory-over-capacity"),
+        pytest.param([claim((9,))], ["o1"], id="gpu-the-host-no-longer-has"),
+    ],
+)
+def test_the_oldest_claims_win(claims: list[Claim], refused: list[str]) -> None:
+    assert [c.owner for c in allocation(host(), claims).refused] == refused
+
+
+def test_unreachable_node_is_left_as_is() -> None:
+    node = NodeState("a", unreachable="down")
+    assert allocation(node, [claim()]).node is node
+
+
+@pytest.mark.parametrize(
+    ("taken", "request_", "gpus", "expected"),
+    [
+        pytest.param([], PlacementRequest(gpus=1, cpu_milli=4000), (0,), None, id="fits-exactly"),
+        pytest.param([claim((0,), 300, "x")], PlacementRequest(gpus=1), (0,), "would hold 1300m", id="whole-on-share"),
+        pytest.param([claim((0,), 300, "x"), claim((0,), 400, "y")], PlacementRequest(gpus=1, gpu_milli=300), (0,),
+                     None, id="shares-fit"),
+        pytest.param([claim((), cpu=3500)], PlacementRequest(cpu_milli=1000), (), "cpu reserved 4500m > 4000m",
+                     id="cpu"),
+        pytest.param([claim((), memory=8000)], PlacementRequest(memory_mb=500), (), "memory reserved 8500MB > 8192MB",
+                     id="memory"),
+    ],
+)
+def test_overcommit(taken: list[Claim], request_: PlacementRequest, gpus: tuple[int, ...], expected: str | None) -> None:
+    base = allocation(host(), taken).node
+    why = overcommit(base, reserved_request(request_.gpus, request_.gpu_milli, request_.cpu_milli,
+                                            request_.memory_mb), gpus)
+    assert (why is None) if expected is None else (why is not None and expected in why)
+
+
+def test_unmeasured_host_checks_gpus_only() -> None:
+    node = NodeState("a", unmeasured="no agent")
+    assert overcommit(node, PlacementRequest(cpu_milli=64000, memory_mb=10**6), ()) is None
+
+
+def test_unreserved_forgets_reservations_not_capacity() -> None:
+    node = allocation(host(), [claim((1,), cpu=100, memory=10)]).node
+    empty = unreserved(node)
+    assert empty == host()
+
+
+@pytest.mark.parametrize(
+    ("owner", "created", "live", "stale"),
+    [
+        pytest.param("o1", 0.0, set(), True, id="old-no-task"),
+        pytest.param("o1", 95.0, set(), False, id="young-no-task-yet"),
+        pytest.param("o1", 0.0, {"o1"}, False, id="old-task-running"),
+    ],
+)
+def test_stale_means_old_and_taskless(owner: str, created: float, live: set[str], stale: bool) -> None:
+    c = claim(owner=owner, created=created)
+    assert stale_claims([c], live, now=100.0, grace_s=10.0) == ([c] if stale else [])
+
+
+def test_live_owners_are_running_task_containers() -> None:
+    owned = [
+        {"Id": "c1", "State": "created", "Labels": {CLAIM_LABEL: "true", OWNER_LABEL: "a"}},
+        {"Id": "t1", "State": "running", "Labels": {OWNER_LABEL: "a"}},
+        {"Id": "t2", "State": "exited", "Labels": {OWNER_LABEL: "b"}},
+    ]
+    assert live_owners(owned) == {"a"}
+
+
+def test_hold_round_trips_and_is_listed_with_the_owner_label() -> None:
+    labels = hold_labels("w1", 10.0, 70.0, task_labels("d", "t", "r", 1, -1))
+    record = parse_hold("a", {"Id": "h", "Labels": labels})
+    assert record is not None and record.hold.owner == "w1" and record.expires == 70.0
+    assert record.task == TaskRef("d", "t", "r", -1, 1) and labels[OWNER_LABEL] == "w1"
+
+
+@pytest.mark.parametrize(
+    ("labels", "ref"),
+    [
+        pytest.param(task_labels("d", "t", "r", 2, 4), TaskRef("d", "t", "r", 4, 2), id="full"),
+        pytest.param({"x": "y"}, None, id="no-task"),
+        pytest.param({**task_labels("d", "t", "r", 2, 4), "airflow-gpu-docker.map_index": "x"}, None, id="malformed"),
+    ],
+)
+def test_task_ref(labels: dict[str, str], ref: TaskRef | None) -> None:
+    assert task_ref(labels) == ref
+
+
+def view_of(*hosts: tuple[NodeState, tuple[Claim, ...]]) -> PoolView:
+    return PoolView(tuple(HostView(node=allocation(n, c).node, measured=n, claims=c) for n, c in hosts))
+
+
+def test_room_names_who_holds_a_full_host_and_a_host_without_gpus_differently() -> None:
+    busy = claim((0,), owner="x")
+    busy = Claim(busy.container_id, "x", (0,), 1000, 0, 0, 1.0, TaskRef("train", "fit", "run1"))
+    view = view_of((host(gpus=1), (busy,)), (NodeState("cpu", cpu_milli=4000, memory_mb=4096), ()))
+    answer = room(PlacementRequest(gpus=1), view, get_policy("least_loaded"), PlacementContext(rng=random.Random(0)))
+    assert answer.verdict is Verdict.WAIT and answer.no_fit is not None
+    text = str(answer.no_fit)
+    assert "a: gpu free 0 of 1 < 1 (held by train.fit run1)" in text
+    assert "cpu: has no GPUs" in text
+
+
+@pytest.mark.parametrize(
+    ("request_", "verdict"),
+    [
+        pytest.param(PlacementRequest(gpus=1), Verdict.FITS, id="fits"),
+        pytest.param(PlacementRequest(gpus=3), Verdict.WAIT, id="wait-for-the-busy-gpu"),
+        pytest.param(PlacementRequest(gpus=4), Verdict.NEVER, id="never-more-than-the-host-has"),
+    ],
+)
+def test_room_verdicts(request_: PlacementRequest, verdict: Verdict) -> None:
+    view = view_of((host(gpus=3), (claim((0,)),)))
+    answer = room(request_, view, get_policy("least_loaded"), PlacementContext(rng=random.Random(0)))
+    assert answer.verdict is verdict
+    assert (answer.placement is not None) == (verdict is Verdict.FITS)
+    if verdict is Verdict.NEVER:
+        assert answer.no_fit is not None and "even with nothing else running" in str(answer.no_fit)
