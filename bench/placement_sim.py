@@ -16,7 +16,9 @@ Descent", USENIX ATC 2023):
   task shapes covering 95% of the tasks.
 
 Every decision goes through :func:`provider.scheduling.place` and the accounting of
-:func:`provider.scheduling.apply`, the same code the operator runs.
+:func:`provider.scheduling.apply`, the same code the operator runs: production folds each
+host's claims (GPUs, CPU and memory) through ``apply`` when it reads the pool
+(:func:`provider.reservations.rules.allocation`).
 
 Data: the Alibaba cluster-trace-GPU "openb" node and pod lists (Apache-2.0), as published
 with the FGD study's simulator, github.com/hkust-adsl/kubernetes-scheduler-simulator, whose

@@ -1,8 +1,10 @@
 """Pure placement core: filter nodes, score the feasible ones, choose host and GPUs.
 
 No I/O, no clock, no globals; randomness only from a ``random.Random`` passed in. The
-operator and the trace simulator (``bench/placement_sim.py``) both call :func:`place` and
-:func:`apply`, so what the benchmark measures is what production runs.
+operator and the trace simulator (``bench/placement_sim.py``) both call :func:`place`, and
+both account reservations with :func:`apply` (the operator by folding each host's claims
+through it, :func:`provider.reservations.rules.allocation`), so what the benchmark measures
+is what production runs.
 """
 
 from provider.errors import NoFit

@@ -1,8 +1,10 @@
 """Reservation arithmetic: a node with an allocation added, or taken away.
 
-The operator records a reservation on a host before it starts a container and releases it
-when the container ends; the trace simulator does the same with every task it places. Both
-use these two functions, so what a simulation measures is the accounting production runs.
+Production keeps a claim on each host for every task that runs or starts there (GPUs, milli-CPUs,
+memory) and computes the host's allocation by folding its claims through :func:`apply`
+(:func:`provider.reservations.rules.allocation`); the trace simulator applies every task it
+places through the same function. So what a simulation measures is the accounting production
+runs, CPU and memory included.
 Nodes are immutable: each function returns a new :class:`NodeState` and leaves its input
 as it was, which is what lets a caller keep old snapshots and cache results per snapshot.
 """
