@@ -17,9 +17,10 @@ from typing import Any
 from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 
-from provider.errors import ContainerFailed, NoFit, SpecError
+from provider.errors import ContainerFailed, NoFit, NoGpuRuntime, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
+from provider.hooks.engine import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
@@ -36,7 +37,7 @@ from provider.operators.outcome import result_record
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
-from provider.reservations.store import new_owner
+from provider.reservations.store import mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.registry import check_placement_policy
 from provider.scheduling.waiting import Waiter
@@ -241,7 +242,11 @@ class GpuDockerOperator(BaseOperator):
         self._running = (hook, container_id)
         try:
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
-            hook.start(container_id, spec.image)
+            try:
+                hook.start(container_id, spec.image)
+            except NoGpuRuntime as exc:  # the host's fault: the retry must be placed elsewhere
+                run_sync(mark_gpu_problem(target.host, str(exc), spec.image, time.time()))
+                raise
             shipping = self._log_shipping(identity, target)
             exit_code: int | None = None
             try:

@@ -306,7 +306,8 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, ti: FakeTI
 ) -> None:
     """A runtime named nvidia without the NVIDIA container hook: the engine refuses to start GPU
-    containers; the task names the host and the fix, and leaves no container or claim."""
+    containers; the task names the host and the fix, leaves no container or claim, and the
+    host is offered no GPU work for a while, so the retry does not fail there again."""
     engine = PrivateDockerd("broken", extra_args=["--add-runtime=nvidia=runc"]).start()
     agent = start_agent(cluster.workdir, "broken", gpus(1, "A100-80GB", 81920))
     try:
@@ -317,7 +318,14 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
         with pytest.raises(NoGpuRuntime, match="'broken' has a runtime named nvidia but cannot start GPU containers"
                                                ".*problem of the host.*nvidia-ctk runtime configure"):
             op.execute({"ti": ti})  # type: ignore[arg-type]
-        assert engine.containers() == []
+        assert [c["Names"] for c in engine.containers()] == [["/gpu-docker-gpu-problem"]]  # no task, no claim
+        # The host remembers it: the retry goes elsewhere, CPU work still goes there.
+        retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])
+        release(retry)
+        assert retry.host.name == "pool_a"
+        assert "GPU containers failed to start there lately" in retry.placement.rejections["broken"][0]
+        release(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
+        assert cpu_work.host.name == "broken"
     finally:
         stop_agent(agent.process)
         engine.stop()
