@@ -31,6 +31,7 @@ from provider.operators.container_spec import (
     ContainerSpec,
     build_spec,
     create_body,
+    gpu_count,
 )
 from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import result_record
@@ -221,7 +222,7 @@ class GpuDockerOperator(BaseOperator):
 
     def _execute(self, context: Context, waiter: Waiter | None) -> dict[str, Any]:
         spec = self._spec()
-        gpus = _gpu_count(self.gpus)
+        gpus = gpu_count(self.gpus)
         identity = _ti_identity(context)
         labels = task_labels(**identity)
         target = self._reserve(gpus, spec, context, dict(labels), waiter)
@@ -420,16 +421,6 @@ class GpuDockerOperator(BaseOperator):
             GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
             self.log.info("Task killed: container %s stopped and removed", container_id[:12])
         self._release()
-
-
-def _gpu_count(value: Any) -> int:
-    try:
-        gpus = int(value)
-    except (TypeError, ValueError):
-        gpus = -1
-    if gpus < 0 or str(value).strip() != str(gpus):
-        raise SpecError(f"gpus={value!r} must be a whole number >= 0.")
-    return gpus
 
 
 def _ti_identity(context: Context) -> dict[str, Any]:
