@@ -40,11 +40,17 @@ class HostView:
         return tuple(str(c.task) if c.task else f"owner {c.owner}" for c in self.claims)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class PoolView:
     """Every host of the pool, in the pool's order."""
 
     hosts: tuple[HostView, ...]
+
+    def __repr__(self) -> str:
+        # Short on purpose: on Python 3.11 ``asyncio.run`` formats its coroutine's result into a
+        # message it then drops, which for the full text of 1000 hosts cost about 70 ms a read.
+        down = sum(1 for h in self.hosts if h.node.unreachable is not None)
+        return f"PoolView({len(self.hosts)} hosts, {down} unreachable)"
 
     @property
     def nodes(self) -> list[NodeState]:
