@@ -126,12 +126,13 @@ class PrivateRegistry:
                     raise RuntimeError(f"pushing {target}:{tag} from engine {engine.name} failed: {doc['error']}")
         return f"{target}:{tag}"
 
-    def lose_layers(self, repository: str) -> None:
-        """Forget the layers of ``repository`` (a name without tag) but keep its manifests, as
-        a registry with damaged storage does: a pull finds the image, then fails on its layers.
+    def lose_blobs(self, repository: str) -> None:
+        """Forget the blobs (image configuration and layers) of ``repository``, a name without
+        tag, but keep its manifests, as a registry with damaged storage does: a pull finds the
+        image, then fails on its blobs.
 
         Distribution links each repository to its blobs under ``_layers``; other repositories
-        holding the same layers keep theirs.
+        holding the same blobs keep theirs.
         """
         shutil.rmtree(self.root / "data" / "docker" / "registry" / "v2" / "repositories" / repository / "_layers")
 
