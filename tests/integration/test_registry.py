@@ -1,171 +1,172 @@
-"""Pulls from a private registry that asks for a login, through the raw Engine API.
+"""Trainer images from a private registry with a login, and placement that knows where images are.
 
-One registry (TLS, htpasswd logins) and two private engines: ``pusher`` pushes the test image,
-and ``puller``, which starts every test with no image, pulls it with ``POST /images/create`` and
-an ``X-Registry-Auth`` header, as a client of the Engine API does. The failure tests pin down
-what the engine answers (status and message) for each cause, since that is all a caller has
-to tell a wrong password from a missing image or a registry that is down.
-
-The registry is on loopback, which dockerd always treats as an insecure registry (see
-:mod:`tools.registry`): where its HTTPS attempt fails (registry down, no login), the answer
-comes from its retry over plain HTTP. The registry and the engines are stopped by pid; pulled
-images are removed by id.
+One registry (Debian's Distribution, TLS, htpasswd logins, :mod:`tools.registry`) and three
+private engines with simulated NVIDIA runtimes and node agents (two simulated GPUs each):
+``img_a`` pushes the test image to the registry and so holds it; ``img_b`` and ``img_c`` start
+every test without it. The operator pulls with a connection of the Docker provider's own type
+``docker`` (``docker_conn_id``). The registry is on loopback, which dockerd always treats as
+an insecure registry (see :mod:`tools.registry`). Registry, engines and agents are stopped by
+pid; every pulled image and every container is removed by id.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
+from airflow.sdk import BaseHook
 
+from provider.errors import HostConfigError, ImageMissing
+from provider.hooks.hosts import resolve_pool
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.reservations.labels import CLAIM_LABEL
+from provider.reservations.placement import place_and_reserve, release
+from provider.scheduling.model import PlacementRequest
+from tests.conftest import FakeTI, TaskLog
+from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.registry import PrivateRegistry
 
 pytestmark = pytest.mark.integration
 
+HOSTS = ("img_a", "img_b", "img_c")
+CONN = "team_registry"
+
+
+@dataclass
+class Site:
+    registry: PrivateRegistry
+    engines: dict[str, PrivateDockerd]
+    agents: dict[str, RunningAgent]
+    image: str
+    """The test image as pushed: ``127.0.0.1:PORT/team/testbox:0.1``, held by ``img_a``."""
+
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[PrivateRegistry]:
-    r = PrivateRegistry()
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    workdir = tmp_path_factory.mktemp("registry")
+    registry = PrivateRegistry()
+    engines: dict[str, PrivateDockerd] = {}
+    agents: dict[str, RunningAgent] = {}
     try:
-        yield r.start()
+        registry.start()
+        for name in HOSTS:
+            engines[name] = PrivateDockerd(name, simulated_gpus=True).start()
+            agents[name] = start_agent(workdir, name, gpus(2, "A100-80GB", 81920))
+        engines["img_a"].load(TESTBOX_IMAGE)
+        yield Site(registry, engines, agents, registry.push(engines["img_a"], TESTBOX_IMAGE, "team/testbox:0.1"))
     finally:
-        r.stop()
+        for agent in agents.values():
+            stop_agent(agent.process)
+        for engine in engines.values():
+            engine.stop()
+        registry.stop()
 
 
-@pytest.fixture(scope="module")
-def pusher() -> Iterator[PrivateDockerd]:
-    engine = PrivateDockerd("push")
-    try:
-        engine.start()
-        engine.load(TESTBOX_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
-
-
-@pytest.fixture(scope="module")
-def puller() -> Iterator[PrivateDockerd]:
-    engine = PrivateDockerd("pull")
-    try:
-        yield engine.start()
-    finally:
-        engine.stop()
-
-
-@pytest.fixture(scope="module")
-def pushed(registry: PrivateRegistry, pusher: PrivateDockerd) -> str:
-    return registry.push(pusher, TESTBOX_IMAGE, "team/testbox:0.1")
+def define_registry(monkeypatch: pytest.MonkeyPatch, conn_id: str, address: str, login: str, password: str) -> None:
+    """A ``docker`` connection, defined as users define one."""
+    conn = {"conn_type": "docker", "host": address, "login": login, "password": password}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
 @pytest.fixture(autouse=True)
-def puller_starts_empty(puller: PrivateDockerd) -> Iterator[None]:
-    with puller.client() as c:
-        assert c.api.images() == []
+def connections(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    for name in HOSTS:
+        conn = {"conn_type": "gpu_docker_host", "host": site.engines[name].url,
+                "extra": {"agent_url": site.agents[name].url}}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(conn))
+    define_registry(monkeypatch, CONN, site.registry.address, site.registry.user, site.registry.password)
     yield
-    with puller.client() as c:
-        for image in c.api.images():
-            c.api.remove_image(image["Id"], force=True)
-    assert puller.containers() == []
+    for name in ("img_b", "img_c"):  # back to no image, and nothing left anywhere
+        with site.engines[name].client() as c:
+            for image in c.api.images():
+                c.api.remove_image(image["Id"], force=True)
+    for engine in site.engines.values():
+        assert engine.containers() == [], "a test left a container (claim, lock or task) behind"
 
 
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over an engine's unix socket."""
-
-    def __init__(self, socket_path: str, timeout: float = 120) -> None:
-        super().__init__("docker", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
+def train(site: Site, ti: FakeTI, pool: list[str], **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("docker_conn_id", CONN)
+    op = GpuDockerOperator(task_id="train", image=kwargs.pop("image", site.image), gpu_pool=pool, gpus=1,
+                           command=["sh", "-c", "echo trained"], log_archive=None, **kwargs)
+    return op.execute({"ti": ti})  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Answer:
-    """The engine's answer to a pull: HTTP status and every JSON document of the body."""
-
-    status: int
-    docs: list[dict[str, Any]]
-
-    @property
-    def message(self) -> str:
-        """The refusal's ``message`` (a status other than 200) or the stream's ``error`` lines."""
-        return "\n".join(str(d.get("message") or d.get("error")) for d in self.docs if "message" in d or "error" in d)
+def test_the_operator_pulls_with_the_stock_docker_connection(site: Site, ti: FakeTI, task_log: TaskLog) -> None:
+    out = train(site, ti, ["img_b"])
+    assert (out["host"], out["exit_code"]) == ("img_b", 0) and "trained" in task_log.texts("stdout")
+    text = "\n".join(task_log.texts())
+    assert "Pulling from team/testbox (0.1)" in text and "Pull complete" in text
+    assert text.count("Downloading") <= 2 * len([line for line in text.splitlines() if "Pulling fs layer" in line])
+    secret = site.registry.password
+    assert secret not in text and secret not in json.dumps(ti.xcoms) and secret not in json.dumps(out)
 
 
-def registry_auth(login: dict[str, str]) -> str:
-    """The ``X-Registry-Auth`` header: the login as JSON, base64url-encoded."""
-    return base64.urlsafe_b64encode(json.dumps(login).encode()).decode()
-
-
-def pull(engine: PrivateDockerd, reference: str, login: dict[str, str] | None) -> Answer:
-    repo, _, tag = reference.rpartition(":")
-    headers = {"X-Registry-Auth": registry_auth(login)} if login is not None else {}
-    conn = UnixConnection(str(engine.socket))
-    try:
-        conn.request("POST", "/v1.41/images/create?" + urlencode({"fromImage": repo, "tag": tag}), headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    return Answer(response.status, [json.loads(line) for line in body.splitlines() if line.strip()])
-
-
-def test_a_login_pulls_the_pushed_image(registry: PrivateRegistry, puller: PrivateDockerd, pushed: str) -> None:
-    answer = pull(puller, pushed, registry.credentials)
-    assert answer.status == 200 and answer.message == ""
-    assert answer.docs[-1] == {"status": f"Status: Downloaded newer image for {pushed}"}
-    with puller.client() as c:
-        assert c.api.inspect_image(pushed)["RepoTags"] == [pushed]
-
-
-def test_wrong_password(registry: PrivateRegistry, puller: PrivateDockerd, pushed: str) -> None:
-    answer = pull(puller, pushed, {**registry.credentials, "password": "not-the-password"})
-    assert (answer.status, answer.message) == (500, "unauthorized: authentication required")
-
-
-def test_repository_that_does_not_exist(registry: PrivateRegistry, puller: PrivateDockerd, pushed: str) -> None:
-    missing = f"{registry.address}/team/nothing:0.1"
-    answer = pull(puller, missing, registry.credentials)
-    assert answer.status == 404
-    assert answer.message == f"manifest for {missing} not found: manifest unknown: manifest unknown"
-
-
-def test_registry_stopped(puller: PrivateDockerd) -> None:
-    with PrivateRegistry() as gone:
-        login = gone.credentials
-    answer = pull(puller, f"{gone.address}/team/testbox:0.1", login)
-    assert answer.status == 500
-    assert answer.message == (
-        f'Get "http://{gone.address}/v2/": dial tcp {gone.address}: connect: connection refused'
-    )
-
-
-def test_no_login(puller: PrivateDockerd, pushed: str) -> None:
-    # Refused over HTTPS without a login, the engine retries over plain HTTP (loopback is an
-    # insecure registry) and reports the registry's answer to that.
-    answer = pull(puller, pushed, None)
-    assert answer.status == 500
-    assert "Client sent an HTTP request to an HTTPS server." in answer.message
-
-
-def test_blobs_lost_by_the_registry_fail_inside_the_stream(
-    registry: PrivateRegistry, pusher: PrivateDockerd, puller: PrivateDockerd
+@pytest.mark.parametrize(
+    ("login", "password", "image", "message"),
+    [
+        pytest.param(None, "not-the-password", None,
+                     r"refused connection 'bad_registry' \(user 'trainer'\): check the login and password",
+                     id="wrong-password"),
+        pytest.param(None, None, "team/nothing:0.1", r"has no '127\.0\.0\.1:\d+/team/nothing:0\.1': check the repository",
+                     id="unknown-repository"),
+    ],
+)
+def test_a_refused_pull_names_the_registry_the_connection_and_the_fix(
+    site: Site, ti: FakeTI, monkeypatch: pytest.MonkeyPatch, login: str | None, password: str | None,
+    image: str | None, message: str,
 ) -> None:
-    broken = registry.push(pusher, TESTBOX_IMAGE, "team/broken:0.1")
-    registry.lose_blobs("team/broken")
-    answer = pull(puller, broken, registry.credentials)
-    # The manifest was found, so the engine had begun its 200 answer; the error is a line in it.
-    assert answer.status == 200
-    assert answer.docs[0] == {"status": "Pulling from team/broken", "id": "0.1"}
-    assert answer.message.startswith("error pulling image configuration: ") and "unknown blob" in answer.message
+    define_registry(monkeypatch, "bad_registry", site.registry.address, login or site.registry.user,
+                    password or site.registry.password)
+    ref = f"{site.registry.address}/{image}" if image else site.image
+    with pytest.raises(ImageMissing, match=message) as err:
+        train(site, ti, ["img_b"], image=ref, docker_conn_id="bad_registry")
+    assert site.registry.password not in str(err.value)
+    assert site.engines["img_b"].containers(f"{CLAIM_LABEL}=true") == []  # nothing was reserved
+
+
+def test_a_registry_that_is_down_is_named(site: Site, ti: FakeTI, monkeypatch: pytest.MonkeyPatch) -> None:
+    with PrivateRegistry() as gone:
+        pass
+    define_registry(monkeypatch, "gone_registry", gone.address, gone.user, gone.password)
+    with pytest.raises(ImageMissing, match=rf"connection refused.*Registry {gone.address} did not answer the host"):
+        train(site, ti, ["img_b"], image=f"{gone.address}/team/testbox:0.1", docker_conn_id="gone_registry")
+
+
+def test_a_pull_that_fails_half_way_leaves_no_claim(site: Site, ti: FakeTI) -> None:
+    broken = site.registry.push(site.engines["img_a"], TESTBOX_IMAGE, "team/broken:0.1")
+    site.registry.lose_blobs("team/broken")
+    with pytest.raises(ImageMissing, match="unknown blob"):
+        train(site, ti, ["img_b"], image=broken)
+    assert site.engines["img_b"].containers(f"{CLAIM_LABEL}=true") == []
+
+
+def test_credentials_for_another_registry_are_refused_before_any_host_is_asked(site: Site, ti: FakeTI) -> None:
+    with pytest.raises(HostConfigError, match=f"pulled from docker.io, but docker_conn_id '{CONN}' logs in to"):
+        train(site, ti, ["img_b"], image="team/testbox:0.1")
+
+
+def test_placement_goes_where_the_image_is_and_pulls_when_that_host_is_full(
+    site: Site, ti: FakeTI, task_log: TaskLog
+) -> None:
+    out = train(site, ti, list(HOSTS))
+    record = ti.xcoms["placement"]
+    assert out["host"] == "img_a" and record["host"] == "img_a"
+    size = record["pull_bytes"]["img_b"]
+    assert record["pull_bytes"] == {"img_a": 0, "img_b": size, "img_c": size} and size > 0
+    assert record["scores"]["img_a"] > record["scores"]["img_b"] == record["scores"]["img_c"]
+    assert "Pulling from" not in "\n".join(task_log.texts())
+    # With img_a's GPUs taken, the task goes to another host and pulls there.
+    hosts = resolve_pool(["img_a"], BaseHook.get_connection)
+    full = place_and_reserve(hosts, PlacementRequest(gpus=2), "least_loaded", image=site.image, identity={})
+    try:
+        out = train(site, ti, list(HOSTS))
+    finally:
+        release(full)
+    assert out["host"] in ("img_b", "img_c") and "Pulling from team/testbox" in "\n".join(task_log.texts())
+    assert "img_a" in ti.xcoms["placement"]["rejections"]
