@@ -194,11 +194,15 @@ class AsyncEngine:
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         """The container's description; None once it is gone."""
-        status, doc = await self.call("GET", f"/containers/{quote(container_id)}/json")
+        return await self._described(f"/containers/{quote(container_id)}/json", f"container {container_id[:12]}")
+
+    async def _described(self, path: str, what: str) -> dict[str, Any] | None:
+        """A ``GET .../json`` description; None when the engine has no such thing (404)."""
+        status, doc = await self.call("GET", path)
         if status == 404:
             return None
         if status != 200 or not isinstance(doc, dict):
-            raise self.refused(f"describe container {container_id[:12]}", status, doc)
+            raise self.refused(f"describe {what}", status, doc)
         return doc
 
     async def stop(self, container_id: str, grace_s: int) -> None:
@@ -234,12 +238,7 @@ class AsyncEngine:
 
     async def image(self, reference: str) -> dict[str, Any] | None:
         """The image's description (id, size, digests); None when the host does not have it."""
-        status, doc = await self.call("GET", f"/images/{quote(reference, safe='/:@')}/json")
-        if status == 404:
-            return None
-        if status != 200 or not isinstance(doc, dict):
-            raise self.refused(f"describe image {reference!r}", status, doc)
-        return doc
+        return await self._described(f"/images/{quote(reference, safe='/:@')}/json", f"image {reference!r}")
 
     async def pull(
         self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None, auth: str | None = None

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from airflow.sdk import BaseHook
+
 from provider.errors import HostConfigError
 
 DOCKER_CONN_TYPE = "docker"
@@ -47,6 +49,18 @@ class RegistryAuth:
     username: str
     password: str = field(repr=False)
     email: str | None = None
+
+
+def docker_connection(conn_id: str) -> RegistryConnection:
+    """The ``docker`` connection ``conn_id``, from wherever Airflow keeps connections."""
+    try:
+        conn: RegistryConnection = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise HostConfigError(
+            f"docker_conn_id {conn_id!r} is not defined ({exc}). Create a connection of type 'Docker' with the "
+            f"Registry URL, Username and Password (Admin > Connections), or set AIRFLOW_CONN_{conn_id.upper()}."
+        ) from exc
+    return conn
 
 
 def registry_auth(conn: RegistryConnection) -> RegistryAuth:

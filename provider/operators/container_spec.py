@@ -250,3 +250,14 @@ def create_body(
 
 def _dirname(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
+
+
+def gpu_count(value: Any) -> int:
+    """``gpus`` as rendered (a template may render ``"2"``): a whole number >= 0, or a :class:`SpecError`."""
+    try:
+        gpus = int(value)
+    except (TypeError, ValueError):
+        gpus = -1
+    if gpus < 0 or str(value).strip() != str(gpus):
+        raise SpecError(f"gpus={value!r} must be a whole number >= 0.")
+    return gpus

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.configuration import conf
-from airflow.sdk import BaseHook, BaseOperator, Connection, Context
+from airflow.sdk import BaseHook, BaseOperator, Context
 
-from provider.errors import ContainerFailed, HostConfigError, NoFit, SpecError
+from provider.errors import ContainerFailed, NoFit, NoGpuRuntime, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
+from provider.hooks.engine import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
-from provider.hooks.registry import registry_auth
+from provider.hooks.registry import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
@@ -31,13 +32,14 @@ from provider.operators.container_spec import (
     ContainerSpec,
     build_spec,
     create_body,
+    gpu_count,
 )
 from provider.operators.links import ContainerLogLink
 from provider.operators.outcome import result_record
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
-from provider.reservations.store import new_owner
+from provider.reservations.store import mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
@@ -232,7 +234,7 @@ class GpuDockerOperator(BaseOperator):
 
     def _execute(self, context: Context, waiter: Waiter | None) -> dict[str, Any]:
         spec = self._spec()
-        gpus = _gpu_count(self.gpus)
+        gpus = gpu_count(self.gpus)
         identity = _ti_identity(context)
         labels = task_labels(**identity)
         target = self._reserve(gpus, spec, context, dict(labels), waiter)
@@ -253,7 +255,11 @@ class GpuDockerOperator(BaseOperator):
         self._running = (hook, container_id)
         try:
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
-            hook.start(container_id, spec.image)
+            try:
+                hook.start(container_id, spec.image)
+            except NoGpuRuntime as exc:  # the host's fault: the retry must be placed elsewhere
+                run_sync(mark_gpu_problem(target.host, str(exc), spec.image, time.time()))
+                raise
             shipping = self._log_shipping(identity, target)
             exit_code: int | None = None
             try:
@@ -336,7 +342,7 @@ class GpuDockerOperator(BaseOperator):
             labels=self.required_labels,
         )
 
-        auth = None if self.docker_conn_id is None else registry_auth(_registry_connection(self.docker_conn_id))
+        auth = None if self.docker_conn_id is None else registry_auth(docker_connection(self.docker_conn_id))
 
         def prepare(host: HostConfig) -> None:
             GpuDockerHook(host).ensure_image(spec.image, self.pull, auth, progress=self.log.info)
@@ -429,26 +435,6 @@ class GpuDockerOperator(BaseOperator):
             GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
             self.log.info("Task killed: container %s stopped and removed", container_id[:12])
         self._release()
-
-
-def _registry_connection(conn_id: str) -> Connection:
-    try:
-        return BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise HostConfigError(
-            f"docker_conn_id {conn_id!r} is not defined ({exc}). Create a connection of type 'Docker' with the "
-            f"Registry URL, Username and Password (Admin > Connections), or set AIRFLOW_CONN_{conn_id.upper()}."
-        ) from exc
-
-
-def _gpu_count(value: Any) -> int:
-    try:
-        gpus = int(value)
-    except (TypeError, ValueError):
-        gpus = -1
-    if gpus < 0 or str(value).strip() != str(gpus):
-        raise SpecError(f"gpus={value!r} must be a whole number >= 0.")
-    return gpus
 
 
 def _ti_identity(context: Context) -> dict[str, Any]:

@@ -35,12 +35,19 @@ HOLD_OWNER_LABEL = f"{LABEL_PREFIX}.hold.owner"
 HOLD_SINCE_LABEL = f"{LABEL_PREFIX}.hold.since"
 HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
 
+PROBLEM_LABEL = f"{LABEL_PREFIX}.gpu-problem"
+"""On a host-problem marker: why the engine could not start a GPU container there."""
+PROBLEM_EXPIRES_LABEL = f"{LABEL_PREFIX}.gpu-problem.expires"
+PROBLEM_OWNER = "host-problem"
+"""The owner label of a problem marker, so the one list of a host's containers finds it."""
+
 RESERVATION_LABEL = f"{LABEL_PREFIX}.reservation"
 """On claims, holds and the lock: one label filter lists all of a host's reservation state."""
 
 CLAIM_PREFIX = "gpu-docker-claim-"
 HOLD_PREFIX = "gpu-docker-hold-"
 LOCK_NAME = "gpu-docker-claim-lock"
+PROBLEM_NAME = "gpu-docker-gpu-problem"
 
 
 def task_labels(dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int) -> dict[str, str]:

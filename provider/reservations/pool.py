@@ -29,7 +29,14 @@ from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents
 from provider.hooks.engine import AsyncEngine
 from provider.hooks.hosts import HostConfig
 from provider.reservations.labels import OWNER_LABEL
-from provider.reservations.rules import allocation, live_owners, parse_claim, parse_hold, stale_claims
+from provider.reservations.rules import (
+    allocation,
+    live_owners,
+    parse_claim,
+    parse_hold,
+    parse_problem,
+    stale_claims,
+)
 from provider.reservations.store import DEFAULT_GRACE_S
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling.model import NodeState
@@ -112,23 +119,28 @@ async def _read_host(
     stale = stale_claims(claims, live_owners(entries), now, grace_s)
     holds = [h for h in (parse_hold(host.name, c) for c in entries) if h is not None]
     lapsed = [h for h in holds if h.expires < now]
-    if tidy and (stale or lapsed):
+    problems = [p for p in map(parse_problem, entries) if p is not None]
+    cured = [p for p in problems if p.expires < now]
+    if tidy and (stale or lapsed or cured):
         for c in stale:
             log.warning("Reclaiming the stale reservation of %s on %s (owner %s, %.0f s old)",
                         c.task or "a task", host.name, c.owner, now - c.created)
         for h in lapsed:
             log.warning("Removing the lapsed hold of %s on %s", h.hold.task, host.name)
-        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed]
+        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed] + [p.container_id for p in cured]
         results = await asyncio.gather(*(engine.remove(i) for i in gone), return_exceptions=True)
         for failed in (r for r in results if isinstance(r, Exception)):
             log.warning("Could not tidy %s: %s", host.name, failed)
     counted = allocation(measured, [c for c in claims if c not in stale])
     node = counted.node
+    current = [p for p in problems if p not in cured]
     if NVIDIA_RUNTIME not in runtimes and node.gpus:
         node = replace(node, gpu_unusable=(
             f"no NVIDIA runtime in its engine (runtimes: {', '.join(runtimes) or 'none'}): install the NVIDIA "
             "Container Toolkit there, run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"
         ))
+    elif current and node.gpus:
+        node = replace(node, gpu_unusable=f"GPU containers failed to start there lately: {current[0].reason}")
     return HostView(
         node=node,
         measured=measured,

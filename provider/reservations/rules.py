@@ -34,6 +34,9 @@ from provider.reservations.labels import (
     HOLD_SINCE_LABEL,
     MAP_INDEX_LABEL,
     OWNER_LABEL,
+    PROBLEM_EXPIRES_LABEL,
+    PROBLEM_LABEL,
+    PROBLEM_OWNER,
     RESERVATION_LABEL,
     RUN_ID_LABEL,
     TASK_ID_LABEL,
@@ -207,6 +210,33 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
         else:
             refused.append(claim)
     return Allocation(node, tuple(counted), tuple(refused))
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProblem:
+    """A host's engine refused to start a GPU container, as remembered on the host itself."""
+
+    container_id: str
+    reason: str
+    expires: float
+
+
+def problem_labels(reason: str, expires: float) -> dict[str, str]:
+    """Labels of a host-problem marker: a never-started container that placement reads with the
+    claims and that lapses at ``expires``, so a repaired host is offered GPU work again."""
+    return {RESERVATION_LABEL: "problem", OWNER_LABEL: PROBLEM_OWNER, PROBLEM_LABEL: reason,
+            PROBLEM_EXPIRES_LABEL: f"{expires:.3f}"}
+
+
+def parse_problem(summary: Mapping[str, Any]) -> GpuProblem | None:
+    """A host-problem marker from one entry of a host's container list; None for anything else."""
+    labels = summary.get("Labels") or {}
+    if PROBLEM_LABEL not in labels:
+        return None
+    try:
+        return GpuProblem(str(summary["Id"]), str(labels[PROBLEM_LABEL]), float(labels[PROBLEM_EXPIRES_LABEL]))
+    except (KeyError, ValueError):
+        return None
 
 
 def live_owners(entries: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from provider.errors import ClaimTaken, EngineError
 from provider.hooks.engine import AsyncEngine
 from provider.hooks.hosts import HostConfig
-from provider.reservations.labels import CLAIM_LABEL, CREATED_LABEL, LOCK_LABEL, LOCK_NAME, RESERVATION_LABEL
+from provider.reservations.labels import (
+    CLAIM_LABEL,
+    CREATED_LABEL,
+    LOCK_LABEL,
+    LOCK_NAME,
+    PROBLEM_NAME,
+    RESERVATION_LABEL,
+)
 from provider.reservations.rules import (
     Claim,
     allocation,
@@ -36,6 +43,7 @@ from provider.reservations.rules import (
     hold_name,
     overcommit,
     parse_claim,
+    problem_labels,
     reserved_request,
     reserves_anything,
     unreserved,
@@ -52,6 +60,8 @@ LOCK_STALE_S = 30.0
 """A lock older than this belongs to a dead claimant and is broken."""
 LOCK_WAIT_S = 30.0
 """How long a claimant waits for the lock before it gives up and places again."""
+PROBLEM_TTL_S = 600.0
+"""How long a host whose engine could not start a GPU container is offered no GPU work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +170,16 @@ async def put_hold(
 ) -> None:
     """Hold ``host`` for the waiter ``owner`` (a second hold of the same owner is refused)."""
     await AsyncEngine(host).create_idle(hold_name(owner), image, hold_labels(owner, since, expires, identity))
+
+
+async def mark_gpu_problem(host: HostConfig, reason: str, image: str, now: float) -> None:
+    """Remember on ``host`` that its engine could not start a GPU container, for ``PROBLEM_TTL_S``.
+
+    The next reads of the pool offer the host no GPU work (its CPU work goes on), so a retry is
+    placed elsewhere instead of failing on the same host again; a marker that exists already is
+    kept.
+    """
+    await AsyncEngine(host).create_idle(PROBLEM_NAME, image, problem_labels(reason, now + PROBLEM_TTL_S))
 
 
 async def lift_holds(hosts: Iterable[HostConfig], owner: str) -> None:

@@ -306,7 +306,8 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, ti: FakeTI
 ) -> None:
     """A runtime named nvidia without the NVIDIA container hook: the engine refuses to start GPU
-    containers; the task names the host and the fix, and leaves no container or claim."""
+    containers; the task names the host and the fix, leaves no container or claim, and the
+    host is offered no GPU work for a while, so the retry does not fail there again."""
     engine = PrivateDockerd("broken", extra_args=["--add-runtime=nvidia=runc"]).start()
     agent = start_agent(cluster.workdir, "broken", gpus(1, "A100-80GB", 81920))
     try:
@@ -317,7 +318,14 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
         with pytest.raises(NoGpuRuntime, match="'broken' has a runtime named nvidia but cannot start GPU containers"
                                                ".*problem of the host.*nvidia-ctk runtime configure"):
             op.execute({"ti": ti})  # type: ignore[arg-type]
-        assert engine.containers() == []
+        assert [c["Names"] for c in engine.containers()] == [["/gpu-docker-gpu-problem"]]  # no task, no claim
+        # The host remembers it: the retry goes elsewhere, CPU work still goes there.
+        retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])
+        release(retry)
+        assert retry.host.name == "pool_a"
+        assert "GPU containers failed to start there lately" in retry.placement.rejections["broken"][0]
+        release(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
+        assert cpu_work.host.name == "broken"
     finally:
         stop_agent(agent.process)
         engine.stop()
@@ -427,24 +435,21 @@ def race_capacity() -> tuple[int, int]:
     return nodes[0].cpu_milli, nodes[0].memory_mb
 
 
-def test_24_processes_race_for_8_cpu_slots(cluster: Cluster) -> None:
-    cpu, _ = race_capacity()
-    outcomes, peak = race(cluster, [PlacementRequest(cpu_milli=cpu // 4)] * 24)
+@pytest.mark.parametrize(("resource", "per_host"), [pytest.param("cpu", 4, id="cpu"), pytest.param("memory", 8, id="memory")])
+def test_24_processes_race_for_cpu_or_memory_slots(cluster: Cluster, resource: str, per_host: int) -> None:
+    """Each host has room for ``per_host`` such tasks: exactly that many win on each, never more
+    are reserved at any instant, and the rest are told which resource ran out."""
+    cpu, memory = race_capacity()
+    if resource == "cpu":
+        request, capacity, seen = PlacementRequest(cpu_milli=cpu // per_host), cpu, 0
+    else:
+        request, capacity, seen = PlacementRequest(memory_mb=memory // per_host), memory, 1
+    outcomes, peak = race(cluster, [request] * 24)
     granted = [o for o in outcomes if o[0] == "granted"]
-    assert len(outcomes) == 24 and len(granted) == 8
-    assert sorted(o[1] for o in granted) == ["pool_a"] * 4 + ["pool_b"] * 4
-    assert all("cpu free 0m" in o[1] for o in outcomes if o[0] == "nofit")
-    assert all(p[0] <= cpu for p in peak.values()), peak
-
-
-def test_24_processes_race_for_16_memory_slots(cluster: Cluster) -> None:
-    _, memory = race_capacity()
-    outcomes, peak = race(cluster, [PlacementRequest(memory_mb=memory // 8)] * 24)
-    granted = [o for o in outcomes if o[0] == "granted"]
-    assert len(outcomes) == 24 and len(granted) == 16
-    assert sorted(o[1] for o in granted) == ["pool_a"] * 8 + ["pool_b"] * 8
-    assert all("memory free" in o[1] for o in outcomes if o[0] == "nofit")
-    assert all(p[1] <= memory for p in peak.values()), peak
+    assert len(outcomes) == 24 and len(granted) == 2 * per_host
+    assert sorted(o[1] for o in granted) == ["pool_a"] * per_host + ["pool_b"] * per_host
+    assert all(f"{resource} free" in o[1] for o in outcomes if o[0] == "nofit")
+    assert all(p[seen] <= capacity for p in peak.values()), peak
 
 
 def test_mixed_gpu_and_cpu_requests_never_overcommit(cluster: Cluster) -> None:

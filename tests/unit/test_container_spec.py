@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from provider.errors import ContainerFailed, SpecError
-from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_body
-from provider.operators.gpu_docker import GpuDockerOperator, _gpu_count
+from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_body, gpu_count
+from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import MANAGED_LABEL, task_labels
 
 
@@ -209,9 +209,9 @@ def test_task_labels_identify_the_task_instance() -> None:
 def test_gpu_count(value: Any, expected: int | None) -> None:
     if expected is None:
         with pytest.raises(SpecError, match="whole number"):
-            _gpu_count(value)
+            gpu_count(value)
     else:
-        assert _gpu_count(value) == expected
+        assert gpu_count(value) == expected
 
 
 def test_container_failed_names_everything_needed() -> None:

@@ -12,6 +12,7 @@ from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL, task_labels
 from provider.reservations.room import Verdict, room
 from provider.reservations.rules import (
     Claim,
+    GpuProblem,
     TaskRef,
     allocation,
     claim_labels,
@@ -21,6 +22,8 @@ from provider.reservations.rules import (
     overcommit,
     parse_claim,
     parse_hold,
+    parse_problem,
+    problem_labels,
     reserved_request,
     stale_claims,
     task_ref,
@@ -212,3 +215,10 @@ def test_room_verdicts(request_: PlacementRequest, verdict: Verdict) -> None:
     assert (answer.placement is not None) == (verdict is Verdict.FITS)
     if verdict is Verdict.NEVER:
         assert answer.no_fit is not None and "even with nothing else running" in str(answer.no_fit)
+
+
+def test_a_gpu_problem_marker_round_trips_and_is_listed_with_the_owner_label() -> None:
+    labels = problem_labels("could not select device driver", 700.0)
+    assert parse_problem({"Id": "p", "Labels": labels}) == GpuProblem("p", "could not select device driver", 700.0)
+    assert OWNER_LABEL in labels and parse_claim({"Id": "p", "Labels": labels}) is None
+    assert parse_problem({"Id": "c", "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", 1.0, {})}) is None
