@@ -1,5 +1,5 @@
-"""Certificates for loopback TLS in tests: a CA, a server certificate for 127.0.0.1 signed by
-it, a client certificate, and a second CA that neither side trusts.
+"""Certificates for TLS in tests: a CA, a server certificate for 127.0.0.1 (or another address
+of the test's own) signed by it, a client certificate, and a second CA that neither side trusts.
 
 TLS engines (``dockerd --tlsverify``) and the private registry are served with these; each
 test's PKI is made fresh in its own directory and lives one day, so nothing is shared with the
@@ -48,8 +48,9 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
 
 
 def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-                 usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
-    """Self-signed CA when ``issuer`` is None; otherwise a leaf for ``usage`` signed by it."""
+                 usage: x509.ObjectIdentifier | None = None, server_ip: str = "127.0.0.1") -> x509.Certificate:
+    """Self-signed CA when ``issuer`` is None; otherwise a leaf for ``usage`` signed by it (a
+    server's for ``server_ip``)."""
     now = dt.datetime.now(dt.timezone.utc)
     issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
     builder = (
@@ -71,17 +72,18 @@ def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[st
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
         if usage == ExtendedKeyUsageOID.SERVER_AUTH:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(server_ip))]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(d: Path) -> Pki:
-    """A fresh CA, server (127.0.0.1) and client certificates, and a stranger CA, written to ``d``."""
+def make_pki(d: Path, server_ip: str = "127.0.0.1") -> Pki:
+    """A fresh CA, server (``server_ip``) and client certificates, and a stranger CA, written to ``d``."""
     ca_key, server_key, client_key, stranger_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
     ca = ("test-ca", ca_key)
     return Pki(
         ca=_write_cert(_certificate("test-ca", ca_key, None), d / "ca.pem"),
-        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH), d / "server.pem"),
+        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH, server_ip),
+                                 d / "server.pem"),
         server_key=_write_key(server_key, d / "server-key.pem"),
         client_cert=_write_cert(_certificate("worker", client_key, ca, ExtendedKeyUsageOID.CLIENT_AUTH), d / "cert.pem"),
         client_key=_write_key(client_key, d / "key.pem"),

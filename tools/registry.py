@@ -1,4 +1,5 @@
-"""A private image registry for tests: Distribution's ``docker-registry`` on 127.0.0.1.
+"""A private image registry for tests: Distribution's ``docker-registry`` on 127.0.0.1, or on an
+address inside a network namespace of the caller's own.
 
 Trainer images come from private registries that ask for a login, so pulls with and without
 credentials are tested against a real one: TLS with a certificate from :mod:`tools.pki`, and
@@ -9,8 +10,10 @@ started with, and that directory is removed.
 
 Engines need no CA for it: dockerd always counts loopback registries (127.0.0.0/8) as insecure,
 trying HTTPS without verifying the certificate and then plain HTTP, and reads
-``/etc/docker/certs.d`` only for the others. The CA is for our own clients (:meth:`start`
-checks the registry with it).
+``/etc/docker/certs.d`` only for the others. A registry on another address (``ip``, served in
+the namespace ``netns``, e.g. behind a link with a limited rate) is treated the same by engines
+started with ``--insecure-registry ADDRESS``, which leaves ``/etc/docker`` alone. The CA is for
+our own clients (:meth:`start` checks the registry with it).
 """
 
 from __future__ import annotations
@@ -31,28 +34,31 @@ from typing import Any
 from tools.dockerd import PrivateDockerd
 from tools.pki import make_pki
 
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-"""The registry's log line once it accepts connections, with the port the kernel chose."""
-
 
 class PrivateRegistry:
     """A registry of our own. Use as a context manager, or ``start()``/``stop()``."""
 
-    def __init__(self, user: str = "trainer", password: str | None = None) -> None:
+    def __init__(
+        self, user: str = "trainer", password: str | None = None, ip: str = "127.0.0.1", netns: str | None = None
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="gd-registry-"))
         self.user = user
         self.password = secrets.token_urlsafe(16) if password is None else password
-        self.pki = make_pki(self.root)
+        self.ip = ip
+        self.netns = netns  # serve inside this network namespace, where ``ip`` is
+        self.pki = make_pki(self.root, server_ip=ip)
+        # The registry's log line once it accepts connections, with the port the kernel chose.
+        self._listening = re.compile(rf"listening on {re.escape(ip)}:(\d+)")
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:PORT``: the registry part of the references pushed here. It stays set
+        """``IP:PORT``: the registry part of the references pushed here. It stays set
         after :meth:`stop`, for tests of a registry that is down."""
         if self.port is None:
             raise RuntimeError("the registry has not been started")
-        return f"127.0.0.1:{self.port}"
+        return f"{self.ip}:{self.port}"
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -66,8 +72,11 @@ class PrivateRegistry:
         # JSON is YAML, and needs no YAML writer.
         config.write_text(json.dumps(self._config(), indent=2))
         log = open(self.root / "registry.log", "wb")  # noqa: SIM115 - the child owns it
+        # `ip netns exec` replaces itself with the registry, so the pid is the registry's.
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*inside, "docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -76,7 +85,7 @@ class PrivateRegistry:
                 tail = self.log_tail()
                 self.stop()
                 raise RuntimeError(f"docker-registry exited: {tail}")
-            if self.port is None and (found := LISTENING.search(self.log_tail(200))):
+            if self.port is None and (found := self._listening.search(self.log_tail(200))):
                 self.port = int(found.group(1))
             if self.port is not None and self._asks_for_login():
                 return self
@@ -96,7 +105,7 @@ class PrivateRegistry:
             "log": {"level": "info"},
             "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}},
             "http": {
-                "addr": "127.0.0.1:0",
+                "addr": f"{self.ip}:0",
                 "tls": {"certificate": str(self.pki.server_cert), "key": str(self.pki.server_key)},
             },
             "auth": {"htpasswd": {"realm": "gpu-docker-tests", "path": str(htpasswd)}},
@@ -105,7 +114,7 @@ class PrivateRegistry:
     def _asks_for_login(self) -> bool:
         """True once ``GET /v2/`` answers 401 over TLS verified with our CA: up, with logins."""
         context = ssl.create_default_context(cafile=str(self.pki.ca))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=5)
+        conn = http.client.HTTPSConnection(self.ip, self.port, context=context, timeout=5)
         try:
             conn.request("GET", "/v2/")
             return conn.getresponse().status == 401
