@@ -46,13 +46,12 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import MutableMapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -66,6 +65,7 @@ from provider.operators.gpu_docker import GpuDockerOperator  # noqa: E402
 from tests.integration.agents import gpus, start_agent, stop_agent  # noqa: E402
 from tools.bench_ti import BenchTI  # noqa: E402
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd  # noqa: E402
+from tools.netns import veth_namespace  # noqa: E402
 from tools.registry import PrivateRegistry  # noqa: E402
 
 HOSTS = ("loc_a", "loc_b", "loc_c")
@@ -73,10 +73,6 @@ HOLDER = "loc_c"
 """Builds and pushes the image, so the only host that has it; last by name on purpose."""
 GPUS_PER_HOST = 4
 LINK_RATE = "1gbit"
-TBF = ("burst", "256kb", "latency", "20ms")
-"""A bucket of about 2 ms at 1 Gbit/s: larger than a veth's segments, small enough to keep the rate."""
-SUBNETS = "10.213"
-"""The /16 whose /30s the link takes its two addresses from (one that nothing here uses)."""
 LAYERS = 4
 LAYER_BYTES = 256 * 1024 * 1024
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -89,26 +85,6 @@ PASSES = (("on", 10.0), ("off", 0.0))
 AGENT_INTERVAL_S = 2.0
 RUN_LOGGER = "run-"
 """Start of each run's operator logger name, by which :class:`PullWatch` knows the runs' task logs."""
-
-
-@dataclass(frozen=True)
-class Link:
-    """The registry's side of the limited link: a namespace, and the veth end in this one."""
-
-    netns: str
-    host_dev: str
-    peer_ip: str
-
-    def _counter(self, name: str) -> int:
-        return int(Path(f"/sys/class/net/{self.host_dev}/statistics/{name}").read_text())
-
-    def received_bytes(self) -> int:
-        """Bytes that came out of the namespace so far: what pulls downloaded."""
-        return self._counter("rx_bytes")
-
-    def sent_bytes(self) -> int:
-        """Bytes that went into the namespace so far: what pushes uploaded."""
-        return self._counter("tx_bytes")
 
 
 @dataclass
@@ -148,56 +124,6 @@ class PullWatch:
         if method in ("debug", "info"):
             raise structlog.DropEvent
         return event
-
-
-def _run(*cmd: str) -> None:
-    """A set-up command; fails with its own message (``ip`` and ``tc`` say what is missing)."""
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
-
-
-def _undo(*cmd: str) -> None:
-    """A clean-up command: reported, not raised, so that the clean-ups after it still run."""
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        print(f"clean-up `{' '.join(cmd)}` failed: {done.stderr.strip()}", file=sys.stderr)
-
-
-def _free_subnet(start: int) -> int:
-    """A third octet ``N`` such that no address or route here is in ``SUBNETS.N.0/24``."""
-    used = " ".join(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                    for cmd in (["ip", "-4", "-o", "addr"], ["ip", "-4", "route"]))
-    for n in ((start + k) % 256 for k in range(256)):
-        if f"{SUBNETS}.{n}." not in used:
-            return n
-    raise RuntimeError(f"every {SUBNETS}.N.0/24 is in use here")
-
-
-@contextmanager
-def limited_link(tag: str) -> Iterator[Link]:
-    """A network namespace joined to this one by a veth pair limited to ``LINK_RATE`` in both
-    directions (tbf on each end: pushes go one way, pulls the other), with the two addresses of
-    a /30 that nothing else here uses: ``.1`` on this side, ``.2`` inside. Each qdisc, the veth
-    pair and the namespace are removed by name afterwards."""
-    n = _free_subnet(os.getpid())
-    netns, host_dev, peer_dev = f"gdloc-{tag}", f"gdl{tag}h", f"gdl{tag}n"
-    host_ip, peer_ip = f"{SUBNETS}.{n}.1", f"{SUBNETS}.{n}.2"
-    shaping = ("root", "tbf", "rate", LINK_RATE, *TBF)
-    with ExitStack() as undo:
-        _run("ip", "netns", "add", netns)
-        undo.callback(_undo, "ip", "netns", "del", netns)
-        _run("ip", "link", "add", host_dev, "type", "veth", "peer", "name", peer_dev, "netns", netns)
-        undo.callback(_undo, "ip", "link", "del", host_dev)
-        _run("ip", "addr", "add", f"{host_ip}/30", "dev", host_dev)
-        _run("ip", "-n", netns, "addr", "add", f"{peer_ip}/30", "dev", peer_dev)
-        _run("ip", "link", "set", host_dev, "up")
-        _run("ip", "-n", netns, "link", "set", peer_dev, "up")
-        _run("tc", "qdisc", "add", "dev", host_dev, *shaping)
-        undo.callback(_undo, "tc", "qdisc", "del", "dev", host_dev, "root")
-        _run("tc", "-n", netns, "qdisc", "add", "dev", peer_dev, *shaping)
-        undo.callback(_undo, "tc", "-n", netns, "qdisc", "del", "dev", peer_dev, "root")
-        yield Link(netns, host_dev, peer_ip)
 
 
 def build_image(engine: PrivateDockerd, workdir: Path) -> None:
@@ -328,7 +254,7 @@ def main() -> int:
     passes: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="image-locality-")))
-        link = stack.enter_context(limited_link(str(os.getpid())))
+        link = stack.enter_context(veth_namespace(str(os.getpid()), rate=LINK_RATE))
         registry = PrivateRegistry(ip=link.peer_ip, netns=link.netns)
         stack.callback(registry.stop)
         registry.start()

@@ -11,9 +11,13 @@ started with, and that directory is removed.
 Engines need no CA for it: dockerd always counts loopback registries (127.0.0.0/8) as insecure,
 trying HTTPS without verifying the certificate and then plain HTTP, and reads
 ``/etc/docker/certs.d`` only for the others. A registry on another address (``ip``, served in
-the namespace ``netns``, e.g. behind a link with a limited rate) is treated the same by engines
-started with ``--insecure-registry ADDRESS``, which leaves ``/etc/docker`` alone. The CA is for
-our own clients (:meth:`start` checks the registry with it).
+the namespace ``netns``, see :mod:`tools.netns`) is verified by every engine with the CA in
+``/etc/docker/certs.d/ADDRESS/ca.crt``: with ``trusted=True`` the registry puts its CA there for
+its own address (a port no other registry has) and removes exactly that directory when it
+stops. dockerd has no per-daemon setting for it, and reads the directory on every pull, so no
+engine needs a restart. Without ``trusted``, engines refuse its certificate, or must be started
+with ``--insecure-registry ADDRESS``. The CA also serves our own clients (:meth:`start` checks
+the registry with it).
 """
 
 from __future__ import annotations
@@ -34,18 +38,24 @@ from typing import Any
 from tools.dockerd import PrivateDockerd
 from tools.pki import make_pki
 
+CERTS_D = Path("/etc/docker/certs.d")
+"""Where every dockerd on the machine looks for the CA of a registry, per ``HOST:PORT``."""
+
 
 class PrivateRegistry:
     """A registry of our own. Use as a context manager, or ``start()``/``stop()``."""
 
     def __init__(
-        self, user: str = "trainer", password: str | None = None, ip: str = "127.0.0.1", netns: str | None = None
+        self, user: str = "trainer", password: str | None = None, ip: str = "127.0.0.1", netns: str | None = None,
+        trusted: bool = False,
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="gd-registry-"))
         self.user = user
         self.password = secrets.token_urlsafe(16) if password is None else password
         self.ip = ip
         self.netns = netns  # serve inside this network namespace, where ``ip`` is
+        self.trusted = trusted
+        self.certs_d: list[Path] = []  # what it made in /etc/docker/certs.d, innermost last
         self.pki = make_pki(self.root, server_ip=ip)
         # The registry's log line once it accepts connections, with the port the kernel chose.
         self._listening = re.compile(rf"listening on {re.escape(ip)}:(\d+)")
@@ -88,11 +98,20 @@ class PrivateRegistry:
             if self.port is None and (found := self._listening.search(self.log_tail(200))):
                 self.port = int(found.group(1))
             if self.port is not None and self._asks_for_login():
+                if self.trusted:
+                    self._trust()
                 return self
             time.sleep(0.1)
         tail = self.log_tail()
         self.stop()
         raise TimeoutError(f"docker-registry did not answer within {timeout} s: {tail}")
+
+    def _trust(self) -> None:
+        """Put the CA where engines look for this registry's, making only what did not exist."""
+        entry = CERTS_D / self.address
+        self.certs_d = [d for d in (CERTS_D.parent, CERTS_D, entry) if not d.exists()]
+        entry.mkdir(parents=True)
+        shutil.copyfile(self.pki.ca, entry / "ca.crt")
 
     def _config(self) -> dict[str, Any]:
         htpasswd = self.root / "htpasswd"
@@ -160,6 +179,9 @@ class PrivateRegistry:
                     self.proc.kill()
                     self.proc.wait()
             self.proc = None
+        for made in reversed(self.certs_d):  # ours, and any parent that did not exist before
+            shutil.rmtree(made, ignore_errors=True)
+        self.certs_d = []
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PrivateRegistry:

@@ -1,18 +1,22 @@
 """Trainer images from a private registry with a login, and placement that knows where images are.
 
-One registry (Debian's Distribution, TLS, htpasswd logins, :mod:`tools.registry`) and three
+One registry (Debian's Distribution, TLS, htpasswd logins, :mod:`tools.registry`) on an
+address inside a network namespace of this test (:mod:`tools.netns`), whose certificate the
+engines verify with the CA the test puts into ``/etc/docker/certs.d`` for that address, and three
 private engines with simulated NVIDIA runtimes and node agents (two simulated GPUs each):
 ``img_a`` pushes the test image to the registry and so holds it; ``img_b`` and ``img_c`` start
 every test without it. The operator pulls with a connection of the Docker provider's own type
-``docker`` (``docker_conn_id``). The registry is on loopback, which dockerd always treats as
-an insecure registry (see :mod:`tools.registry`). Registry, engines and agents are stopped by
-pid; every pulled image and every container is removed by id.
+``docker`` (``docker_conn_id``). Registries, engines and agents are stopped by pid, the
+namespace and its veth pair removed by name; every pulled image and every container is removed
+by id.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.netns import Link, veth_namespace
 from tools.registry import PrivateRegistry
 
 pytestmark = pytest.mark.integration
@@ -39,6 +44,7 @@ CONN = "team_registry"
 
 @dataclass
 class Site:
+    link: Link
     registry: PrivateRegistry
     engines: dict[str, PrivateDockerd]
     agents: dict[str, RunningAgent]
@@ -49,22 +55,25 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     workdir = tmp_path_factory.mktemp("registry")
-    registry = PrivateRegistry()
     engines: dict[str, PrivateDockerd] = {}
     agents: dict[str, RunningAgent] = {}
-    try:
-        registry.start()
+    with ExitStack() as stack:
+        link = stack.enter_context(veth_namespace(f"t{os.getpid()}"))
+        registry = stack.enter_context(PrivateRegistry(ip=link.peer_ip, netns=link.netns, trusted=True))
+        stack.callback(_stop_all, engines, agents)
         for name in HOSTS:
             engines[name] = PrivateDockerd(name, simulated_gpus=True).start()
             agents[name] = start_agent(workdir, name, gpus(2, "A100-80GB", 81920))
         engines["img_a"].load(TESTBOX_IMAGE)
-        yield Site(registry, engines, agents, registry.push(engines["img_a"], TESTBOX_IMAGE, "team/testbox:0.1"))
-    finally:
-        for agent in agents.values():
-            stop_agent(agent.process)
-        for engine in engines.values():
-            engine.stop()
-        registry.stop()
+        yield Site(link, registry, engines, agents,
+                   registry.push(engines["img_a"], TESTBOX_IMAGE, "team/testbox:0.1"))
+
+
+def _stop_all(engines: dict[str, PrivateDockerd], agents: dict[str, RunningAgent]) -> None:
+    for agent in agents.values():
+        stop_agent(agent.process)
+    for engine in engines.values():
+        engine.stop()
 
 
 def define_registry(monkeypatch: pytest.MonkeyPatch, conn_id: str, address: str, login: str, password: str) -> None:
@@ -113,7 +122,7 @@ def test_the_operator_pulls_with_the_stock_docker_connection(site: Site, ti: Fak
         pytest.param(None, "not-the-password", None,
                      r"refused connection 'bad_registry' \(user 'trainer'\): check the login and password",
                      id="wrong-password"),
-        pytest.param(None, None, "team/nothing:0.1", r"has no '127\.0\.0\.1:\d+/team/nothing:0\.1': check the repository",
+        pytest.param(None, None, "team/nothing:0.1", r"has no '[\d.]+:\d+/team/nothing:0\.1': check the repository",
                      id="unknown-repository"),
     ],
 )
@@ -138,6 +147,18 @@ def test_a_registry_that_is_down_is_named(site: Site, ti: FakeTI, monkeypatch: p
         train(site, ti, ["img_b"], image=f"{gone.address}/team/testbox:0.1", docker_conn_id="gone_registry")
 
 
+def test_an_untrusted_registry_certificate_is_named_with_the_fix(
+    site: Site, ti: FakeTI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second registry in the namespace whose CA no engine was given: the engine refuses its
+    certificate, and the task says where the registry's CA belongs."""
+    with PrivateRegistry(ip=site.link.peer_ip, netns=site.link.netns) as stranger:
+        define_registry(monkeypatch, "stranger", stranger.address, stranger.user, stranger.password)
+        with pytest.raises(ImageMissing, match=rf"x509.*does not trust registry {stranger.address}'s certificate: "
+                                               rf"install its CA as /etc/docker/certs.d/{stranger.address}/ca.crt"):
+            train(site, ti, ["img_b"], image=f"{stranger.address}/team/testbox:0.1", docker_conn_id="stranger")
+
+
 def test_a_pull_that_fails_half_way_leaves_no_claim(site: Site, ti: FakeTI) -> None:
     broken = site.registry.push(site.engines["img_a"], TESTBOX_IMAGE, "team/broken:0.1")
     site.registry.lose_blobs("team/broken")
@@ -154,19 +175,27 @@ def test_credentials_for_another_registry_are_refused_before_any_host_is_asked(s
 def test_placement_goes_where_the_image_is_and_pulls_when_that_host_is_full(
     site: Site, ti: FakeTI, task_log: TaskLog
 ) -> None:
-    out = train(site, ti, list(HOSTS))
+    # The test image is a few MB: a penalty per GB that makes its pull worth 20 points, so that it
+    # and not the agents' CPU readings (each sampled at its own moment) decides between the hosts.
+    penalty = 20 / (site_image_bytes(site) / 1e9)
+    out = train(site, ti, list(HOSTS), pull_penalty_per_gb=penalty)
     record = ti.xcoms["placement"]
     assert out["host"] == "img_a" and record["host"] == "img_a"
     size = record["pull_bytes"]["img_b"]
     assert record["pull_bytes"] == {"img_a": 0, "img_b": size, "img_c": size} and size > 0
-    assert record["scores"]["img_a"] > record["scores"]["img_b"] == record["scores"]["img_c"]
+    assert record["scores"]["img_a"] > max(record["scores"]["img_b"], record["scores"]["img_c"])
     assert "Pulling from" not in "\n".join(task_log.texts())
     # With img_a's GPUs taken, the task goes to another host and pulls there.
     hosts = resolve_pool(["img_a"], BaseHook.get_connection)
     full = place_and_reserve(hosts, PlacementRequest(gpus=2), "least_loaded", image=site.image, identity={})
     try:
-        out = train(site, ti, list(HOSTS))
+        out = train(site, ti, list(HOSTS), pull_penalty_per_gb=penalty)
     finally:
         release(full)
     assert out["host"] in ("img_b", "img_c") and "Pulling from team/testbox" in "\n".join(task_log.texts())
     assert "img_a" in ti.xcoms["placement"]["rejections"]
+
+
+def site_image_bytes(site: Site) -> int:
+    with site.engines["img_a"].client() as c:
+        return int(c.api.inspect_image(site.image)["Size"])
