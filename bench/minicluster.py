@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provider.operators.gpu_docker import GpuDockerOperator  # noqa: E402
 from tests.integration.agents import start_agent, stop_agent  # noqa: E402
+from tools.bench_ti import BenchTI  # noqa: E402
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd  # noqa: E402
 
 CPUSET = Path("/sys/fs/cgroup/cpuset")
@@ -46,21 +46,6 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOSTS = ("mc_a", "mc_b")
 RUNS = 8
 BAR = 0.20
-
-
-@dataclass
-class BenchTI:
-    """The task-instance fields the operator reads; one per run."""
-
-    run_id: str
-    dag_id: str = "minicluster"
-    task_id: str = "train"
-    try_number: int = 1
-    map_index: int = -1
-    xcoms: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
 
 
 @contextmanager
@@ -108,7 +93,7 @@ def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[
         op = operator_for(policy, i, rng, epochs)
         arrival = start + i * gap_s
         time.sleep(max(0.0, arrival - time.monotonic()))
-        ti = BenchTI(run_id=f"{policy}-{i}")
+        ti = BenchTI(run_id=f"{policy}-{i}", dag_id="minicluster")
         try:
             out = op.execute({"ti": ti})  # type: ignore[typeddict-item]
         except BaseException as exc:  # noqa: BLE001 - reported below

@@ -12,7 +12,8 @@ import io
 import json
 import logging
 import tarfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -21,6 +22,7 @@ from airflow.sdk import BaseHook
 from provider.errors import EngineError, EngineRefused, ImageMissing, NoGpuRuntime
 from provider.hooks.engine import Engine
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HOST_CONN_TYPE, HostConfig, resolve_pool
+from provider.hooks.registry import PullProgress, RegistryAuth, auth_header, check_matches, pull_failure_fix
 from provider.logs.lines import parse_frames
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,16 @@ class GpuDockerHook(BaseHook):
         runtimes = ", ".join(sorted(info.get("Runtimes") or {}))
         return True, f"Docker {info.get('ServerVersion')} answers; runtimes: {runtimes}"
 
-    def ensure_image(self, image: str, pull: str) -> None:
-        """Make ``image`` present: ``pull`` is "missing" (default), "always" or "never"."""
+    def ensure_image(
+        self, image: str, pull: str, auth: RegistryAuth | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
+        """Make ``image`` present: ``pull`` is "missing" (default), "always" or "never".
+
+        ``auth`` logs in to the image's registry for this pull only; ``progress`` receives a
+        few lines while it runs (:class:`~provider.hooks.registry.PullProgress`).
+        """
+        if auth is not None:
+            check_matches(auth, image)
         present = self.engine.image(image) is not None
         if present and pull != "always":
             return
@@ -74,16 +84,16 @@ class GpuDockerHook(BaseHook):
                 f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) and "
                 "pull='never'. Build or load it there (`docker -H URL load`), or allow pulling."
             )
+        watch = PullProgress(progress, time.monotonic) if progress is not None else None
         try:
-            self.engine.pull(image)
+            self.engine.pull(image, watch, auth_header(auth) if auth else None)
         except EngineRefused as exc:
             if present:
                 log.warning("Pull of %s failed, using the image on the host: %s", image, exc)
                 return
             raise ImageMissing(
-                f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) "
-                f"and pulling it failed: {exc}. Check the image name and tag, push it to a registry "
-                "the host can reach, or build it on the host (images/build.sh)."
+                f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) and pulling it "
+                f"failed: {exc}. {pull_failure_fix(str(exc), image, auth)}"
             ) from exc
 
     def create(self, body: Mapping[str, Any]) -> str:

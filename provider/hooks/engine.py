@@ -71,13 +71,18 @@ class AsyncEngine:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def _open(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Response:
+    async def _open(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         """Connect and send; return once the head of the answer is read."""
         limit = self.timeout if timeout is None else timeout
         try:
             reader, writer = await asyncio.wait_for(self._connect(), limit)
             return await asyncio.wait_for(
-                open_response(reader, writer, method, API + path, host="docker", body=body, what=self.what), limit
+                open_response(reader, writer, method, API + path, host="docker", headers=headers, body=body,
+                              what=self.what),
+                limit,
             )
         except asyncio.TimeoutError:
             raise HostUnreachable(
@@ -235,11 +240,17 @@ class AsyncEngine:
         """The image's description (id, size, digests); None when the host does not have it."""
         return await self._described(f"/images/{quote(reference, safe='/:@')}/json", f"image {reference!r}")
 
-    async def pull(self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Pull ``reference``; ``progress`` sees each status message. A failed pull raises
-        :class:`EngineRefused` with the registry's reason."""
+    async def pull(
+        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None, auth: str | None = None
+    ) -> None:
+        """Pull ``reference``; ``progress`` sees each status message. ``auth`` is the registry
+        credential as the engine takes it (``X-Registry-Auth``, see
+        :func:`provider.hooks.registry.auth_header`): it goes with this request only, and nothing
+        is stored on the host. A failed pull raises :class:`EngineRefused` with the registry's
+        reason."""
         repo, tag = split_reference(reference)
-        response = await self._open("POST", "/images/create?" + urlencode({"fromImage": repo, "tag": tag}))
+        response = await self._open("POST", "/images/create?" + urlencode({"fromImage": repo, "tag": tag}),
+                                    headers={"X-Registry-Auth": auth} if auth else None)
         try:
             if response.status != 200:
                 content = await asyncio.wait_for(response.body(), self.timeout)
@@ -413,8 +424,10 @@ class Engine:
     def image(self, reference: str) -> dict[str, Any] | None:
         return run_sync(self.aio.image(reference))
 
-    def pull(self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
-        run_sync(self.aio.pull(reference, progress))
+    def pull(
+        self, reference: str, progress: Callable[[dict[str, Any]], None] | None = None, auth: str | None = None
+    ) -> None:
+        run_sync(self.aio.pull(reference, progress, auth))
 
     def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
         return run_sync(self.aio.archive(container_id, path, limit))

@@ -22,6 +22,7 @@ from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.engine import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
+from provider.hooks.registry import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
@@ -40,6 +41,7 @@ from provider.reservations.placement import Reserved, no_fit_record, place_and_r
 from provider.reservations.room import advice
 from provider.reservations.store import mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
+from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
@@ -85,6 +87,12 @@ class GpuDockerOperator(BaseOperator):
     :param placement_policy: a name from ``provider.scheduling.POLICIES``; checked when the
         task runs, after rendering, so it may be a template such as ``"{{ params.policy }}"``.
     :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
+    :param docker_conn_id: a connection of the Docker provider's type ``docker`` (Registry URL,
+        Username, Password) to pull a private image with; the credential goes with the pull to
+        the chosen host's engine only (docs/images.md).
+    :param pull_penalty_per_gb: the locality term: a host that would have to pull the image
+        loses this many score points per GB, so hosts that have it win unless they are busier
+        by more than that; 0 ignores where images are.
     :param result_path: a JSON file the container may write; its content is in the XCom.
     :param tail_lines: lines of output quoted in the error of a failed container.
     :param max_line_bytes: longer lines are split with a visible continuation mark.
@@ -152,6 +160,8 @@ class GpuDockerOperator(BaseOperator):
         gpu_model: str | None = None,
         required_labels: Mapping[str, str] | None = None,
         pull: str = "missing",
+        docker_conn_id: str | None = None,
+        pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,
         result_path: str = DEFAULT_RESULT_PATH,
         tail_lines: int = DEFAULT_TAIL_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -191,6 +201,8 @@ class GpuDockerOperator(BaseOperator):
         self.gpu_model = gpu_model
         self.required_labels = dict(required_labels or {})
         self.pull = pull
+        self.docker_conn_id = docker_conn_id
+        self.pull_penalty_per_gb = pull_penalty_per_gb
         self.result_path = result_path
         self.tail_lines = tail_lines
         self.max_line_bytes = max_line_bytes
@@ -330,14 +342,16 @@ class GpuDockerOperator(BaseOperator):
             labels=self.required_labels,
         )
 
+        auth = None if self.docker_conn_id is None else registry_auth(docker_connection(self.docker_conn_id))
+
         def prepare(host: HostConfig) -> None:
-            GpuDockerHook(host).ensure_image(spec.image, self.pull)
+            GpuDockerHook(host).ensure_image(spec.image, self.pull, auth, progress=self.log.info)
 
         while True:
             try:
                 reserved = place_and_reserve(
                     hosts, request, self.placement_policy, image=spec.image, identity=identity, prepare=prepare,
-                    waiter=waiter,
+                    waiter=waiter, pull_penalty_per_gb=self.pull_penalty_per_gb,
                 )
                 break
             except NoFit as exc:

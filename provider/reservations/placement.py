@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from provider.errors import ClaimTaken, NoFit
@@ -24,6 +24,7 @@ from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation
 from provider.reservations.view import PoolView
 from provider.scheduling import PlacementContext, get_policy
 from provider.scheduling.model import Placement, PlacementRequest
+from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.waiting import Waiter
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Reserved:
     placement: Placement
     reservation: Reservation
     unmeasured: str | None = None
+    pull_bytes: Mapping[str, int | None] = field(default_factory=dict)
+    """Per host, what its engine would have had to pull for the task's image (the locality term)."""
 
 
 def place_and_reserve(
@@ -56,6 +59,7 @@ def place_and_reserve(
     agent_timeout: float = 2.0,
     grace_s: float = DEFAULT_GRACE_S,
     rng: random.Random | None = None,
+    pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,
 ) -> Reserved:
     """Place ``request`` on the pool and claim it on the chosen host; :class:`NoFit` (with the
     holders of each busy host) if none fits.
@@ -64,14 +68,16 @@ def place_and_reserve(
     there: the claim is created from it, and a long pull must not hold resources).
     ``waiter`` is the request's place in line when it has been waiting (None otherwise):
     hosts held for earlier waiters are not offered to it, and its own hold is lifted once it
-    has its claim.
+    has its claim. With ``pull_penalty_per_gb`` above 0, every engine is asked whether it has
+    ``image``, and hosts that would have to pull it lose that many points per GB.
     """
     policy = get_policy(policy_name)
-    context = PlacementContext(rng=rng or random.Random())
+    context = PlacementContext(rng=rng or random.Random(), pull_penalty_per_gb=pull_penalty_per_gb)
+    locality = image if pull_penalty_per_gb > 0 else None
     by_name = {h.name: h for h in hosts}
     lost: list[str] = []
     for _ in range(attempts):
-        view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
+        view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s, image=locality))
         answer = room(request, view, policy, context)
         if answer.placement is None:
             assert answer.no_fit is not None
@@ -89,7 +95,8 @@ def place_and_reserve(
             continue
         if waiter is not None:
             run_sync(lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner))
-        return Reserved(host, placement, reservation, node.unmeasured)
+        return Reserved(host, placement, reservation, node.unmeasured,
+                        {n.name: n.pull_bytes for n in view.nodes if locality and n.unreachable is None})
     view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
     answer = room(request, view, policy, context)
     if answer.no_fit is not None:
@@ -121,6 +128,7 @@ def placement_record(reserved: Reserved) -> dict[str, Any]:
         "rejections": {k: list(v) for k, v in sorted(p.rejections.items())},
         "owner": reserved.reservation.owner,
         "unmeasured": reserved.unmeasured,
+        "pull_bytes": dict(sorted(reserved.pull_bytes.items())),
     }
 
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from provider.errors import EngineError
 from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 ENGINE_TIMEOUT_S = 10.0
 """Seconds an engine may take to list its containers; engines answer slower than agents under load."""
 NVIDIA_RUNTIME = "nvidia"
+T = TypeVar("T")
 
 RUNTIMES_TTL_S = 300.0
 _runtimes: dict[str, tuple[float, tuple[str, ...]]] = {}
@@ -64,29 +66,50 @@ async def read_pool_view(
     grace_s: float = DEFAULT_GRACE_S,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     clock: Callable[[], float] = time.time,
+    image: str | None = None,
 ) -> PoolView:
-    """Read every host; holds are applied as ``waiter`` sees them (None: a request that does not wait)."""
+    """Read every host; holds are applied as ``waiter`` sees them (None: a request that does not wait).
+
+    With ``image``, each engine is also asked whether it has that image, and each node's
+    ``pull_bytes`` says what a pull would cost there: 0 where the image is, its size (as the
+    hosts that have it report it) elsewhere, unknown when no host has it.
+    """
     measured = await read_agents(hosts, agent_timeout, max_concurrency)
     gate = asyncio.Semaphore(max_concurrency)
 
     async def one(host: HostConfig, node: NodeState) -> HostView:
         async with gate:
-            return await _read_host(AsyncEngine(host, engine_timeout), node, tidy, grace_s, clock)
+            return await _read_host(AsyncEngine(host, engine_timeout), node, tidy, grace_s, clock, image)
 
     views = await asyncio.gather(*(one(h, n) for h, n in zip(hosts, measured)))
     nodes = apply_holds([v.node for v in views], [r.hold for v in views for r in v.holds], waiter)
+    if image is not None:
+        nodes = _with_pull_bytes(nodes, views)
     return PoolView(tuple(replace(v, node=n) for v, n in zip(views, nodes)))
 
 
+def _with_pull_bytes(nodes: Sequence[NodeState], views: Sequence[HostView]) -> list[NodeState]:
+    """Each reachable node's pull cost: 0 with the image, the image's size without it."""
+    sizes = [v.image_bytes for v in views if v.image_bytes is not None]
+    size = max(sizes) if sizes else None
+    return [
+        n if n.unreachable is not None else replace(n, pull_bytes=0 if v.image_bytes is not None else size)
+        for n, v in zip(nodes, views)
+    ]
+
+
 async def _read_host(
-    engine: AsyncEngine, measured: NodeState, tidy: bool, grace_s: float, clock: Callable[[], float]
+    engine: AsyncEngine, measured: NodeState, tidy: bool, grace_s: float, clock: Callable[[], float],
+    image: str | None,
 ) -> HostView:
     if measured.unreachable is not None:
         return HostView(node=measured, measured=measured)
     host = engine.host
     try:
-        entries, runtimes = await asyncio.gather(
-            engine.containers([OWNER_LABEL]), _engine_runtimes(engine) if measured.gpus else _no_runtimes()
+        entries, runtimes, found = await asyncio.gather(
+            engine.containers([OWNER_LABEL]),
+            _engine_runtimes(engine) if measured.gpus else _nothing(()),
+            engine.image(image) if image else _nothing(None),
         )
     except EngineError as exc:
         problem = f"{exc}; its reservations are unknown"
@@ -125,6 +148,7 @@ async def _read_host(
         stale=tuple(stale),
         holds=tuple(h for h in holds if not (tidy and h in lapsed)),
         runtimes=runtimes,
+        image_bytes=None if found is None else int(found.get("Size") or 0),
     )
 
 
@@ -136,5 +160,6 @@ async def _engine_runtimes(engine: AsyncEngine) -> tuple[str, ...]:
     return known[1]
 
 
-async def _no_runtimes() -> tuple[str, ...]:
-    return ()
+async def _nothing(value: T) -> T:
+    """An answer that needs no request, to gather with those that do."""
+    return value

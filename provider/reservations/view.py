@@ -30,6 +30,9 @@ class HostView:
     holds: tuple[HoldRecord, ...] = ()
     runtimes: tuple[str, ...] = ()
     engine_problem: str | None = None
+    image_bytes: int | None = None
+    """The size of the task's image on this host; None when the host does not have it (or
+    nobody asked)."""
 
     @property
     def holders(self) -> tuple[str, ...]:

@@ -61,7 +61,9 @@ class NodeState:
     ``unmeasured`` says why the node's capacity is unknown (a host without a node agent): it
     takes CPU-only work unchecked, scores below every measured node, and offers no GPUs.
     ``gpu_unusable`` says why its engine cannot give GPUs to a container (no NVIDIA runtime),
-    so GPU requests go elsewhere.
+    so GPU requests go elsewhere. ``pull_bytes`` is what the node's engine would have to pull
+    before the request's image can start there (0: it has the image; None: not known), for the
+    locality term of :func:`~provider.scheduling.place.place`.
     """
 
     name: str
@@ -77,6 +79,7 @@ class NodeState:
     held: str | None = None
     unmeasured: str | None = None
     gpu_unusable: str | None = None
+    pull_bytes: int | None = None
 
     @property
     def cpu_free_milli(self) -> int:

@@ -79,12 +79,16 @@ chosen only when no measured node fits."""
 
 
 def _adjusted(request: PlacementRequest, node: NodeState, choice: Choice, context: PlacementContext) -> Choice:
-    """Steer CPU-only tasks off GPU nodes by the context's factor; unmeasured nodes last."""
+    """Steer CPU-only tasks off GPU nodes by the context's factor, charge the image pull a node
+    would need (the locality term), and rank unmeasured nodes last."""
     if node.unmeasured is not None:
         return Choice(UNMEASURED_SCORE, choice.gpu_indices)
-    if request.gpus == 0 and node.gpus and context.cpu_task_gpu_node_factor != 1.0:
-        return Choice(choice.score * context.cpu_task_gpu_node_factor, choice.gpu_indices)
-    return choice
+    score = choice.score
+    if request.gpus == 0 and node.gpus:
+        score *= context.cpu_task_gpu_node_factor
+    if node.pull_bytes:
+        score -= context.pull_penalty_per_gb * node.pull_bytes / 1e9
+    return choice if score == choice.score else Choice(score, choice.gpu_indices)
 
 
 def _judge_all(

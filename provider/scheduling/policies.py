@@ -23,6 +23,10 @@ from provider.scheduling.taskmix import TaskMix, TaskType
 
 MAX_SCORE = 100.0
 
+DEFAULT_PULL_PENALTY_PER_GB = 10.0
+"""Score points a host loses per GB of image it would have to pull: a few GB outweigh a
+moderately busier host, as minutes of pulling outweigh a somewhat slower start."""
+
 _TIE_SHARE = 0.99
 """Share of one rounding step a tie-break term may use, so it never reorders FGD's scores."""
 
@@ -36,17 +40,24 @@ class PlacementContext:
     randomness any policy may use. ``cpu_task_gpu_node_factor`` multiplies the score of a
     GPU node for a CPU-only request, so CPU work prefers CPU hosts and leaves GPU hosts to
     GPU work without being refused when only GPU hosts have room (1.0 disables it).
+    ``pull_penalty_per_gb`` is the locality term, added to every policy's score as
+    kube-scheduler's ImageLocality plugin is added to the others: a node loses that many
+    points per GB its engine would have to pull before the task can start (``pull_bytes``);
+    0 ignores where images are.
     """
 
     task_mix: TaskMix | None = None
     rng: random.Random | None = None
     cpu_task_gpu_node_factor: float = 0.5
+    pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cpu_task_gpu_node_factor <= 1.0:
             raise ValueError(
                 f"cpu_task_gpu_node_factor must be in [0, 1], got {self.cpu_task_gpu_node_factor}"
             )
+        if not self.pull_penalty_per_gb >= 0.0:
+            raise ValueError(f"pull_penalty_per_gb must be >= 0, got {self.pull_penalty_per_gb}")
 
 
 @dataclass(frozen=True, slots=True)

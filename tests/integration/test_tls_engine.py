@@ -1,6 +1,6 @@
 """A GPU host whose Docker engine listens on tcp:// with mutual TLS, as remote hosts of a pool do.
 
-The engine is a private dockerd (``--tlsverify``) on 127.0.0.1 with certificates made here:
+The engine is a private dockerd (``--tlsverify``) on 127.0.0.1 with certificates from ``tools.pki``:
 a CA, a server certificate for 127.0.0.1, a client certificate, and a second CA that the
 engine does not trust. Everything the provider asks an engine (the pool read, the claims, the
 operator's container) goes through its one engine client, over TLS.
@@ -9,8 +9,6 @@ The engine and the agent are stopped by pid, every container removed by id.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -20,10 +18,6 @@ from typing import Any
 
 import certifi
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provider.errors import NoFit
 from provider.operators.gpu_docker import GpuDockerOperator
@@ -31,75 +25,9 @@ from tests.conftest import FakeTI, TaskLog
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import free_port
+from tools.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    stranger_ca: Path  # a CA that neither side trusts
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    return path
-
-
-def _write_cert(cert: x509.Certificate, path: Path) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-                 usage: ExtendedKeyUsageOID | None = None) -> x509.Certificate:
-    """Self-signed CA when ``issuer`` is None; otherwise a leaf for ``usage`` signed by it."""
-    now = dt.datetime.now(dt.timezone.utc)
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki(d: Path) -> Pki:
-    ca_key, server_key, client_key, stranger_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
-    ca = ("test-ca", ca_key)
-    return Pki(
-        ca=_write_cert(_certificate("test-ca", ca_key, None), d / "ca.pem"),
-        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH), d / "server.pem"),
-        server_key=_write_key(server_key, d / "server-key.pem"),
-        client_cert=_write_cert(_certificate("worker", client_key, ca, ExtendedKeyUsageOID.CLIENT_AUTH), d / "cert.pem"),
-        client_key=_write_key(client_key, d / "key.pem"),
-        stranger_ca=_write_cert(_certificate("stranger-ca", stranger_key, None), d / "stranger-ca.pem"),
-    )
 
 
 @dataclass

@@ -177,3 +177,32 @@ def test_memo_belongs_to_one_policy() -> None:
     memo = PlacementMemo(BestFit(), PlacementContext())
     with pytest.raises(ValueError, match="another policy"):
         place(PlacementRequest(), [node("a")], Fragmentation(), memo.context, memo)
+
+
+@pytest.mark.parametrize("policy_name", sorted(POLICIES))
+def test_the_locality_term_prefers_the_host_with_the_image_under_every_policy(policy_name: str) -> None:
+    """Equal hosts but for where the image is: every policy goes where nothing must be pulled."""
+    nodes = [node("a", pull_bytes=4 * 10**9), node("b", pull_bytes=0), node("c", pull_bytes=4 * 10**9)]
+    context = PlacementContext(rng=random.Random(1), task_mix=WHOLE_GPU_MIX)
+    assert place(PlacementRequest(gpus=1), nodes, get_policy(policy_name), context).node == "b"
+
+
+@pytest.mark.parametrize(
+    ("pull_gb", "penalty", "expected"),
+    [
+        pytest.param(4.0, 10.0, "loaded-with-image", id="a-4gb-pull-outweighs-a-busier-host"),
+        pytest.param(0.2, 10.0, "idle-without-image", id="a-small-pull-does-not"),
+        pytest.param(4.0, 0.0, "idle-without-image", id="penalty-0-ignores-images"),
+    ],
+)
+def test_the_locality_term_is_in_proportion_to_the_bytes(pull_gb: float, penalty: float, expected: str) -> None:
+    idle = node("idle-without-image", pull_bytes=int(pull_gb * 10**9))
+    busy = node("loaded-with-image", cpu_utilization_pct=30.0, pull_bytes=0)
+    context = PlacementContext(pull_penalty_per_gb=penalty)
+    assert place(PlacementRequest(gpus=1), [idle, busy], LeastLoaded(), context).node == expected
+
+
+def test_a_full_host_with_the_image_is_passed_over() -> None:
+    full = node("has-image", allocated=(1000, 1000), pull_bytes=0)
+    chosen = place(PlacementRequest(gpus=1), [full, node("pulls", pull_bytes=10**10)], LeastLoaded())
+    assert chosen.node == "pulls" and "has-image" in chosen.rejections
