@@ -93,7 +93,8 @@ class GpuDockerHook(BaseHook):
                 return
             raise ImageMissing(
                 f"Image {image!r} is not on host {self.host.name!r} ({self.host.docker_url}) and pulling it "
-                f"failed: {exc}. {pull_failure_fix(str(exc), image, auth)}"
+                f"{f'with docker_conn_id {auth.conn_id!r}' if auth else 'without docker_conn_id'} failed: {exc}. "
+                f"{pull_failure_fix(str(exc), image, auth)}"
             ) from exc
 
     def create(self, body: Mapping[str, Any]) -> str:

@@ -143,7 +143,8 @@ def test_a_registry_that_is_down_is_named(site: Site, ti: FakeTI, monkeypatch: p
     with PrivateRegistry() as gone:
         pass
     define_registry(monkeypatch, "gone_registry", gone.address, gone.user, gone.password)
-    with pytest.raises(ImageMissing, match=rf"connection refused.*Registry {gone.address} did not answer the host"):
+    with pytest.raises(ImageMissing, match=rf"with docker_conn_id 'gone_registry' failed: .*connection refused.*"
+                                           rf"Registry {gone.address} did not answer the host"):
         train(site, ti, ["img_b"], image=f"{gone.address}/team/testbox:0.1", docker_conn_id="gone_registry")
 
 
