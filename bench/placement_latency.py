@@ -6,19 +6,21 @@ pool reader (:func:`provider.reservations.pool.read_pool_view`, tidying, as plac
 every agent's ``/v1/node`` and every engine's list of reservation containers) plus the room
 decision (:func:`provider.reservations.room.room`, ``--policy``, default least_loaded). Beside
 it, the agents alone plus ``place()`` (what an operator did before engines' claims were
-counted). The agents answer with the agent's own ``/v1/node`` documents (``NodeSample.to_json``
-over simulated GPUs: 8, 4, 2 or no GPUs per host); the engines with the container list a
-Docker engine sends for 0 to 3 claims made by :func:`provider.reservations.rules.claim_labels`,
-and its ``/info`` with an ``nvidia`` runtime (asked once per engine and process, as the reader
-does). One helper process serves them all, which leaves the other core of a two-core machine to
-the reader; each answer is rendered once, so the measurement is dominated by the reading side,
-as it is when every host is a machine of its own.
+counted), and the reader with each engine also asked for the task's image (what the operator
+does with the locality term on, ``docs/images.md``). The agents answer with the agent's own
+``/v1/node`` documents (``NodeSample.to_json`` over simulated GPUs: 8, 4, 2 or no GPUs per
+host); the engines with the container list a Docker engine sends for 0 to 3 claims made by
+:func:`provider.reservations.rules.claim_labels` and their running tasks, its ``/info`` with an
+``nvidia`` runtime (asked once per engine and process, as the reader does), and its answer
+about the image (every third engine has it). One helper process serves them all, which leaves
+the other core of a two-core machine to the reader; each answer is rendered once, so the
+measurement is dominated by the reading side, as it is when every host is a machine of its own.
 
     python -m bench.placement_latency [--json PATH] [--reps N] [--budget-s S]
 
 Bars: p50 <= 50 ms at 100 hosts and <= 500 ms at 1000 hosts, with the engines' claims.
 
-One run opens about 200,000 loopback connections, which linger a minute in TIME_WAIT; a second
+One run opens about 300,000 loopback connections, which linger a minute in TIME_WAIT; a second
 run started within that minute meets stalled connects (1 s SYN retries) and reports them as
 unreachable hosts. The benchmark waits for the table to drain before it starts.
 """
@@ -48,6 +50,7 @@ from provider.hooks.engine import run_sync  # noqa: E402
 from provider.hooks.hosts import HostConfig  # noqa: E402
 from provider.reservations.pool import read_pool_view  # noqa: E402
 from provider.reservations.room import room  # noqa: E402
+from provider.reservations.labels import OWNER_LABEL  # noqa: E402
 from provider.reservations.rules import claim_labels  # noqa: E402
 from provider.scheduling import POLICIES, PlacementContext, Policy, get_policy, place  # noqa: E402
 from provider.scheduling.model import PlacementRequest  # noqa: E402
@@ -57,6 +60,9 @@ BARS_MS = {100: 50.0, 1000: 500.0}
 HELPERS = 1
 GPU_SHAPES = ((8, "A100-80GB", 81920), (4, "A100-80GB", 81920), (2, "T4", 16384), (0, "", 0))
 REQUEST = PlacementRequest(gpus=2, cpu_milli=4000, memory_mb=16384)
+IMAGE = "registry.example.com/team/trainer:1.2"
+"""The task's image in the third column; every third engine answers that it has it."""
+IMAGE_BYTES = 1_080_000_000
 
 
 def agent_document(index: int, rng: random.Random) -> bytes:
@@ -89,21 +95,30 @@ def agent_document(index: int, rng: random.Random) -> bytes:
     return head.encode() + body
 
 
-def http_response(doc: object) -> bytes:
+def http_response(doc: object, status: str = "200 OK") -> bytes:
     body = json.dumps(doc, separators=(",", ":")).encode()
-    head = f"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
-def engine_documents(index: int, rng: random.Random) -> tuple[bytes, bytes]:
-    """An engine's answers: its container list (0 to 3 claims of young tasks) and its ``/info``."""
+def engine_documents(index: int, rng: random.Random) -> tuple[bytes, bytes, bytes]:
+    """An engine's answers: its container list (0 to 3 claims, each with its running task), its
+    ``/info``, and its answer about the task's image (every third host has it)."""
     count = GPU_SHAPES[index % len(GPU_SHAPES)][0]
-    claims = []
+    listed: list[dict[str, object]] = []
     for n in range(min(count, rng.randrange(4))):
-        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), f"owner{index}x{n}", time.time(), {})
-        claims.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
+        owner = f"owner{index}x{n}"
+        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), {})
+        listed.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
                        "Labels": labels})
-    return http_response(claims), http_response({"Runtimes": {"nvidia": {}, "runc": {}}, "ServerVersion": "20.10"})
+        listed.append({"Id": f"{index:08x}{n + 8:056x}", "Names": [f"/task-{index}-{n}"], "State": "running",
+                       "Labels": {OWNER_LABEL: owner}})
+    info = http_response({"Runtimes": {"nvidia": {}, "runc": {}}, "ServerVersion": "20.10"})
+    if index % 3 == 0:
+        image = http_response({"Id": f"sha256:{index:064x}", "Size": IMAGE_BYTES})
+    else:
+        image = http_response({"message": f"No such image: {IMAGE}"}, status="404 Not Found")
+    return http_response(listed), info, image
 
 
 def serve(indices: Sequence[int], conn: Connection) -> None:
@@ -113,11 +128,13 @@ def serve(indices: Sequence[int], conn: Connection) -> None:
         servers = []
 
         def answering(*responses: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-            """A server that sends ``responses[0]``, or ``responses[1]`` to a request for ``/info``."""
+            """A server that sends ``responses[0]``, or ``responses[1]`` to a request for ``/info``
+            and ``responses[2]`` to one for an image."""
             async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                    writer.write(responses[1] if b"/info " in head else responses[0])
+                    writer.write(responses[1] if b"/info " in head else responses[2] if b"/images/" in head
+                                 else responses[0])
                     await writer.drain()
                 except (asyncio.IncompleteReadError, ConnectionError):
                     pass
@@ -127,7 +144,7 @@ def serve(indices: Sequence[int], conn: Connection) -> None:
 
         for index in indices:
             agent = agent_document(index, rng)
-            servers.append(await asyncio.start_server(answering(agent, agent), "127.0.0.1", 0, backlog=512))
+            servers.append(await asyncio.start_server(answering(agent, agent, agent), "127.0.0.1", 0, backlog=512))
             servers.append(await asyncio.start_server(answering(*engine_documents(index, rng)), "127.0.0.1", 0,
                                                       backlog=512))
         conn.send([s.sockets[0].getsockname()[1] for s in servers])
@@ -168,10 +185,11 @@ Decide = Callable[[Sequence[HostConfig]], tuple[str, int]]
 """One decision over the hosts: the chosen host and how many hosts could not be read."""
 
 
-def with_claims(policy: Policy, context: PlacementContext) -> Decide:
-    """What the operator does: the one pool reader (agents and engines), then the room decision."""
+def with_claims(policy: Policy, context: PlacementContext, image: str | None = None) -> Decide:
+    """What the operator does: the one pool reader (agents and engines, and with ``image`` each
+    engine's answer about the task's image), then the room decision."""
     def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
-        view = run_sync(read_pool_view(hosts, agent_timeout=2.0))
+        view = run_sync(read_pool_view(hosts, agent_timeout=2.0, image=image))
         answer = room(REQUEST, view, policy, context)
         return (answer.placement.node if answer.placement else "(none)"), sum(1 for n in view.nodes if n.unreachable)
     return decide
@@ -232,23 +250,27 @@ def main() -> int:
         ]
         policy, context = get_policy(args.policy), PlacementContext(rng=random.Random(0))
         print(f"decision: read_pool_view + room, policy {args.policy}; request: {REQUEST}")
-        print(f"{'hosts':>6} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'agents-only p50':>16} {'bar p50':>8} "
-              f"{'ok':>4} {'unreach':>7}  chosen")
-        figures: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "agents_only_p50_ms": {}}
+        print(f"{'hosts':>6} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'agents-only p50':>16} "
+              f"{'+image p50':>11} {'bar p50':>8} {'ok':>4} {'unreach':>7}  chosen")
+        figures: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "agents_only_p50_ms": {},
+                                                "with_image_p50_ms": {}}
         ok = True
         for size in SIZES:
             times, unreachable, chosen = measure(hosts[:size], with_claims(policy, context), args.reps, args.budget_s)
             alone, down, _ = measure(hosts[:size], agents_only(policy, context), args.reps, args.budget_s)
+            imaged, gone, _ = measure(hosts[:size], with_claims(policy, context, IMAGE), args.reps, args.budget_s)
             key = str(size)
             figures["p50_ms"][key] = round(percentile(times, 50), 2)
             figures["p99_ms"][key] = round(percentile(times, 99), 2)
             figures["agents_only_p50_ms"][key] = round(percentile(alone, 50), 2)
+            figures["with_image_p50_ms"][key] = round(percentile(imaged, 50), 2)
             bar = BARS_MS.get(size)
             met = bar is None or figures["p50_ms"][key] <= bar
-            ok = ok and met and unreachable == 0 and down == 0
+            ok = ok and met and unreachable == down == gone == 0
             print(f"{size:>6} {len(times):>5} {figures['p50_ms'][key]:>8.2f} {figures['p99_ms'][key]:>8.2f} "
-                  f"{figures['agents_only_p50_ms'][key]:>16.2f} {'-' if bar is None else f'{bar:.0f}':>8} "
-                  f"{'yes' if met else 'NO':>4} {max(unreachable, down):>7}  {chosen}")
+                  f"{figures['agents_only_p50_ms'][key]:>16.2f} {figures['with_image_p50_ms'][key]:>11.2f} "
+                  f"{'-' if bar is None else f'{bar:.0f}':>8} {'yes' if met else 'NO':>4} "
+                  f"{max(unreachable, down, gone):>7}  {chosen}")
     finally:
         for pipe in pipes:
             pipe.send("stop")
