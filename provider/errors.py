@@ -72,6 +72,10 @@ class TruncatedStream(FrameError):
     """The stream ended in the middle of a frame (the connection dropped)."""
 
 
+class ResultFileError(GpuDockerError, ValueError):
+    """The container's result file is too large or not JSON; the message says what to do."""
+
+
 class ClaimTaken(GpuDockerError):
     """Another task reserved the resources between the pool read and this claim; place again."""
 

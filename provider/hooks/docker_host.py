@@ -13,14 +13,14 @@ import json
 import logging
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from provider.errors import EngineError, EngineRefused, ImageMissing, NoGpuRuntime
-from provider.hooks.engine import Engine
+from provider.errors import EngineError, EngineRefused, ImageMissing, NoGpuRuntime, ResultFileError
+from provider.hooks.engine import Engine, Stream
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HOST_CONN_TYPE, HostConfig, resolve_pool
 from provider.hooks.registry import PullProgress, RegistryAuth, auth_header, check_matches, pull_failure_fix
 from provider.logs.lines import parse_frames
@@ -28,6 +28,21 @@ from provider.logs.lines import parse_frames
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
+
+
+class Frames:
+    """A container's output as ``(stream id, payload)`` frames, over a stream that can be closed
+    before it is read (:class:`~provider.hooks.engine.Stream`)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self._frames = parse_frames(stream)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return self._frames
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 class GpuDockerHook(BaseHook):
@@ -135,18 +150,18 @@ class GpuDockerHook(BaseHook):
             fix = "Check the operator's arguments (command, mounts, limits, devices) against this message."
         return EngineRefused(f"{where} would not {what} {image!r}: {why}. {fix}", exc.status)
 
-    def attach_frames(self, container_id: str) -> Iterator[tuple[int, bytes]]:
+    def attach_frames(self, container_id: str) -> Frames:
         """The container's stdout and stderr as ``(stream id, payload)`` frames; call before
         starting it: the engine attaches before this returns, so nothing printed is missed.
         The stream has no read timeout (a container may be silent for an hour) and ends when
         the container's output closes or the connection drops."""
-        return parse_frames(self.engine.attach(container_id))
+        return Frames(self.engine.attach(container_id))
 
-    def log_frames(self, container_id: str, follow: bool) -> Iterator[tuple[int, bytes]]:
+    def log_frames(self, container_id: str, follow: bool) -> Iterable[tuple[int, bytes]]:
         """The container's log from its start as frames (to resume); nothing once it is gone
         or being removed (the task was killed)."""
         try:
-            return parse_frames(self.engine.logs(container_id, follow))
+            return Frames(self.engine.logs(container_id, follow))
         except EngineRefused as exc:
             if exc.status in (404, 409):
                 return iter(())
@@ -170,8 +185,8 @@ class GpuDockerHook(BaseHook):
         """The JSON document at ``path`` inside the (stopped) container, or None if absent."""
         try:
             tar_bytes = self.engine.archive(container_id, path, MAX_RESULT_BYTES)
-        except ValueError as exc:
-            raise ValueError(
+        except ResultFileError as exc:
+            raise ResultFileError(
                 f"{exc}: a result file may hold at most {MAX_RESULT_BYTES} bytes. Write large artefacts "
                 "to a mounted volume."
             ) from exc
@@ -185,7 +200,7 @@ class GpuDockerHook(BaseHook):
             try:
                 value = json.loads(f.read())
             except ValueError as exc:
-                raise ValueError(f"{path} in the container is not valid JSON: {exc}") from exc
+                raise ResultFileError(f"{path} in the container is not valid JSON: {exc}") from exc
         return value if isinstance(value, dict) else {"value": value}
 
     def stop_and_remove(self, container_id: str, grace_s: int = 2) -> None:

@@ -19,19 +19,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import functools
 import json
 import ssl
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from provider.errors import EngineRefused, HostUnreachable, ProtocolError
-from provider.hooks.hosts import HostConfig, tls_failure_fix
-from provider.hooks.http10 import Response, decode_json, open_response
+from provider.errors import EngineRefused, HostUnreachable, ProtocolError, ResultFileError
+from provider.hooks.hosts import HostConfig, TlsFiles, tls_failure_fix
+from provider.hooks.http10 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 10.0
+PULL_IDLE_S = 300.0
+"""How long a pull may send no progress at all before it counts as stalled."""
 TAR_OVERHEAD_BYTES = 64 * 1024
 """Room for the tar headers around a file copied out of a container."""
 API = "/v1.41"
@@ -57,8 +59,9 @@ class AsyncEngine:
     """One host's Docker engine, for coroutines.
 
     :param host: where the engine answers, with its TLS files.
-    :param timeout: seconds for each call (connect, request and answer), except the waits that
-        last as long as a container runs (:meth:`wait`, :meth:`attach`, :meth:`logs`).
+    :param timeout: seconds for each phase of a call (connecting, the answer's head, its body),
+        except the waits that last as long as a container runs (:meth:`wait`, :meth:`attach`,
+        :meth:`logs`) and a pull, which may last as long as it makes progress.
     """
 
     def __init__(self, host: HostConfig, timeout: float = DEFAULT_TIMEOUT_S) -> None:
@@ -100,15 +103,28 @@ class AsyncEngine:
         """One API call answered with JSON (or nothing): ``(status, decoded body or None)``."""
         limit = self.timeout if timeout is None else timeout
         response = await self._open(method, path, body, limit)
+        return response.status, self._decode(await self._body(response, limit))
+
+    async def _body(self, response: Response, limit: float | None, size: int = MAX_RESPONSE_BYTES) -> bytes:
+        """The rest of an answer (within ``limit`` seconds, None: no limit), the stream closed;
+        a broken or slow answer is the engine not answering."""
         try:
-            content = await asyncio.wait_for(response.body(), limit)
+            return await asyncio.wait_for(response.body(size), limit)
         except asyncio.TimeoutError:
             raise HostUnreachable(f"{self.what} did not finish its answer within {limit:g} s") from None
         except (OSError, ProtocolError) as exc:
             raise HostUnreachable(f"{self.what} broke off its answer ({exc})") from exc
         finally:
             response.close()
-        return response.status, (decode_json(content, self.what) if content.strip() else None)
+
+    def _decode(self, content: bytes) -> Any:
+        """JSON as the engine sends it; anything else means the URL does not lead to an engine."""
+        try:
+            return decode_json(content, self.what) if content.strip() else None
+        except ProtocolError as exc:
+            raise HostUnreachable(
+                f"{exc}: this is not the Docker Engine API; fix the Docker URL of connection {self.host.name!r}"
+            ) from exc
 
     def refused(self, action: str, status: int, doc: Any) -> EngineRefused:
         """The engine's own reason for a refusal, with the host."""
@@ -125,19 +141,10 @@ class AsyncEngine:
             f"change the Docker URL of connection {self.host.name!r}"
         )
 
-    @cached_property
+    @property
     def _tls(self) -> ssl.SSLContext | None:
-        """The connection's TLS files, and only those: no environment variable replaces the CA."""
-        t = self.host.tls
-        if t is None:
-            return None
-        ctx = ssl.create_default_context(cafile=t.ca_cert)
-        if not t.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if t.client_cert and t.client_key:
-            ctx.load_cert_chain(t.client_cert, t.client_key)
-        return ctx
+        return None if self.host.tls is None else _tls_context(self.host.tls)
+
 
     # -- the engine --------------------------------------------------------------------------
 
@@ -223,13 +230,7 @@ class AsyncEngine:
         """Block until the container exits (no time limit: training runs for hours); its exit
         code, or None when the container is gone (removed: the task was killed)."""
         response = await self._open("POST", f"/containers/{quote(container_id)}/wait")
-        try:
-            content = await response.body()
-        except (OSError, ProtocolError) as exc:
-            raise HostUnreachable(f"{self.what} broke off the wait for {container_id[:12]} ({exc})") from exc
-        finally:
-            response.close()
-        doc = decode_json(content, self.what) if content.strip() else None
+        doc = self._decode(await self._body(response, None))
         if response.status == 404:
             return None
         if response.status != 200 or not isinstance(doc, dict) or "StatusCode" not in doc:
@@ -251,11 +252,16 @@ class AsyncEngine:
         repo, tag = split_reference(reference)
         response = await self._open("POST", "/images/create?" + urlencode({"fromImage": repo, "tag": tag}),
                                     headers={"X-Registry-Auth": auth} if auth else None)
+        if response.status != 200:
+            raise self.refused(f"pull {reference!r}", response.status,
+                               _maybe_json(await self._body(response, self.timeout)))
         try:
-            if response.status != 200:
-                content = await asyncio.wait_for(response.body(), self.timeout)
-                raise self.refused(f"pull {reference!r}", response.status, _maybe_json(content))
             error = await _follow_progress(response, progress)
+        except asyncio.TimeoutError:
+            raise HostUnreachable(
+                f"{self.what} sent no progress of the pull of {reference!r} for {PULL_IDLE_S:g} s: the registry "
+                "or the engine stalled; try again, or check the host's link to the registry"
+            ) from None
         except (OSError, ProtocolError) as exc:
             raise HostUnreachable(f"{self.what} broke off the pull of {reference!r} ({exc})") from exc
         finally:
@@ -266,19 +272,17 @@ class AsyncEngine:
     async def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
         """A tar of ``path`` in the container (running or not); None when it does not exist.
 
-        Raises ``ValueError`` naming the size when the file is larger than ``limit`` bytes; the
+        Raises :class:`ResultFileError` naming the size when the file is larger than ``limit`` bytes; the
         engine says the size before sending anything, so nothing more is read.
         """
         response = await self._open("GET", f"/containers/{quote(container_id)}/archive?path={quote(path)}")
-        try:
+        size = int(_path_stat(response.headers).get("size") or 0)
+        if response.status == 404 or (response.status == 200 and size > limit):
+            response.close()
             if response.status == 404:
                 return None
-            size = int(_path_stat(response.headers).get("size") or 0)
-            if response.status == 200 and size > limit:
-                raise ValueError(f"{path} in container {container_id[:12]} is {size} bytes, more than {limit}")
-            content = await asyncio.wait_for(response.body(limit + TAR_OVERHEAD_BYTES), self.timeout)
-        finally:
-            response.close()
+            raise ResultFileError(f"{path} in container {container_id[:12]} is {size} bytes, more than {limit}")
+        content = await self._body(response, self.timeout, limit + TAR_OVERHEAD_BYTES)
         if response.status != 200:
             raise self.refused(f"copy {path} out of container {container_id[:12]}", response.status,
                                _maybe_json(content))
@@ -300,17 +304,30 @@ class AsyncEngine:
     async def _streaming(self, response: Response, action: str) -> Response:
         if response.status in (101, 200):
             return response
-        try:
-            content = await asyncio.wait_for(response.body(), self.timeout)
-        finally:
-            response.close()
-        raise self.refused(action, response.status, _maybe_json(content))
+        raise self.refused(action, response.status, _maybe_json(await self._body(response, self.timeout)))
+
+
+@functools.lru_cache(maxsize=256)
+def _tls_context(t: TlsFiles) -> ssl.SSLContext:
+    """The connection's TLS files, and only those: no environment variable replaces the CA.
+
+    Built once per set of files: loading a CA store reads files synchronously (about 18 ms for
+    the system store), which a poll of a pool inside the triggerer's event loop must not repeat.
+    A certificate replaced on disk under the same path takes effect when the process restarts."""
+    ctx = ssl.create_default_context(cafile=t.ca_cert)
+    if not t.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if t.client_cert and t.client_key:
+        ctx.load_cert_chain(t.client_cert, t.client_key)
+    return ctx
 
 
 async def _follow_progress(response: Response, progress: Callable[[dict[str, Any]], None] | None) -> str | None:
-    """Read a pull's JSON lines to the end; the error it reported, if any."""
+    """Read a pull's JSON lines to the end; the error it reported, if any. Silence longer than
+    ``PULL_IDLE_S`` raises ``TimeoutError``: a pull may take an hour, but not in silence."""
     buffer, error = b"", None
-    while chunk := await response.read():
+    while chunk := await asyncio.wait_for(response.read(), PULL_IDLE_S):
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
@@ -360,28 +377,47 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def iterate(open_stream: Coroutine[Any, Any, Response]) -> Iterator[bytes]:
+class Stream(Iterator[bytes]):
     """A response opened now (not on first iteration) and read synchronously as it arrives.
 
-    The stream has an event loop of its own, closed with it. A broken connection raises
-    ``OSError``, which the log follower treats as a drop and resumes from.
+    It has an event loop of its own. :meth:`close` ends it and frees the socket and the loop,
+    also when it was never read (the container it was attached to failed to start); the end of
+    the answer closes it too. A broken connection raises ``OSError``, which the log follower
+    treats as a drop and resumes from.
     """
-    loop = asyncio.new_event_loop()
-    try:
-        response = loop.run_until_complete(open_stream)
-    except BaseException:
-        loop.close()
-        raise
-    return _read_all(loop, response)
 
+    def __init__(self, open_stream: Coroutine[Any, Any, Response]) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._response: Response | None = self._loop.run_until_complete(open_stream)
+        except BaseException:
+            self._loop.close()
+            raise
 
-def _read_all(loop: asyncio.AbstractEventLoop, response: Response) -> Iterator[bytes]:
-    try:
-        while chunk := loop.run_until_complete(response.read()):
-            yield chunk
-    finally:
-        response.close()
-        loop.close()
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._response is None:
+            raise StopIteration
+        try:
+            chunk = self._loop.run_until_complete(self._response.read())
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+            self._loop.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Engine:
@@ -432,8 +468,8 @@ class Engine:
     def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
         return run_sync(self.aio.archive(container_id, path, limit))
 
-    def attach(self, container_id: str) -> Iterator[bytes]:
-        return iterate(self.aio.attach(container_id))
+    def attach(self, container_id: str) -> Stream:
+        return Stream(self.aio.attach(container_id))
 
-    def logs(self, container_id: str, follow: bool) -> Iterator[bytes]:
-        return iterate(self.aio.logs(container_id, follow))
+    def logs(self, container_id: str, follow: bool) -> Stream:
+        return Stream(self.aio.logs(container_id, follow))

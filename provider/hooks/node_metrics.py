@@ -30,7 +30,8 @@ class NodeMetricsHook(BaseHook):
         a list of host connection ids; None means this machine's default host.
     :param hosts: hosts already resolved (a trigger passes these so it looks nothing up);
         overrides ``pool``.
-    :param timeout: seconds each agent may take, connect and read together.
+    :param timeout: seconds each agent may take, connect and read together (engines have their
+        own, :data:`provider.reservations.pool.ENGINE_TIMEOUT_S`).
     :param max_concurrency: hosts read at once, which bounds open sockets.
     """
 

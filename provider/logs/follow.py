@@ -45,8 +45,8 @@ class Status:
         return not self.running and self.exit_code is not None and 0 <= self.exit_code < 128
 
 
-# The container's status, None once it no longer exists; raises ``OSError`` (or a subclass
-# such as requests' ConnectionError) while the engine does not answer.
+# The container's status, None once it no longer exists; raises ``OSError`` (the engine
+# client's HostUnreachable is one) while the engine does not answer.
 GetStatus = Callable[[], Status | None]
 SETTLE_S = 2.0
 """How long a cleanly ended attach stream may wait for the engine to report the exit."""
@@ -92,8 +92,8 @@ def follow_frames(
 ) -> Iterator[Frame]:
     """All frames of a container: the attach stream, then the log after a drop, until it stops.
 
-    ``drops`` are the exceptions that mean "the connection broke" (the hook passes requests'
-    and urllib3's); a stream truncated inside a frame is one too. The engine is polled for up
+    ``drops`` are the exceptions that mean "the connection broke" (``OSError``: a reset socket,
+    the engine client's ``HostUnreachable``); a stream truncated inside a frame is one too. The engine is polled for up
     to ``engine_wait_s`` seconds while it does not answer (a restarting daemon); if it never
     comes back, the last error is raised.
     """

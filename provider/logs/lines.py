@@ -49,56 +49,6 @@ class LineBatch:
         return [self.texts[0] + CONTINUATION_MARK] if self.continued else self.texts
 
 
-def dechunk(data: Iterable[bytes]) -> Iterator[bytes]:
-    """Undo HTTP/1.1 chunked transfer coding, yielding whatever each read made available.
-
-    The engine sends every log frame as its own HTTP chunk. Reading through http.client gives
-    one chunk (a few dozen bytes) per call at a cost of microseconds each; decoding the chunk
-    framing of a whole socket read here is several times cheaper and still never waits for a
-    buffer to fill, so output stays live.
-    """
-    buf = bytearray()
-    pos = 0
-    left = 0  # payload bytes still to come in the current chunk
-    crlf = False  # the CRLF that closes a chunk's payload is still to be skipped
-    for piece in data:
-        if pos:
-            del buf[:pos]
-            pos = 0
-        buf += piece
-        out = bytearray()
-        end = len(buf)
-        while pos < end:
-            if left:
-                take = min(left, end - pos)
-                out += buf[pos : pos + take]
-                pos += take
-                left -= take
-                crlf = not left
-                continue
-            if crlf:
-                if end - pos < 2:
-                    break
-                pos += 2
-                crlf = False
-                continue
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            try:
-                size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
-            except ValueError:
-                raise FrameError(f"bad HTTP chunk size line {bytes(buf[pos:eol])[:40]!r}") from None
-            pos = eol + 2
-            if size == 0:
-                if out:
-                    yield bytes(out)
-                return
-            left = size
-        if out:
-            yield bytes(out)
-
-
 def parse_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Reassemble ``(stream id, payload)`` frames from arbitrarily cut chunks of bytes."""
     buf = bytearray()

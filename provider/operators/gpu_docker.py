@@ -16,8 +16,9 @@ from typing import Any
 
 from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
+from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import ContainerFailed, NoFit, NoGpuRuntime, SpecError
+from provider.errors import ContainerFailed, EngineError, NoFit, NoGpuRuntime, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.engine import run_sync
@@ -39,7 +40,7 @@ from provider.operators.outcome import result_record
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
-from provider.reservations.store import mark_gpu_problem, new_owner
+from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
@@ -55,67 +56,37 @@ carries the better message (every host's reasons)."""
 class GpuDockerOperator(BaseOperator):
     """Run ``image`` on a GPU Docker host and stream its output into the task log.
 
+    Every argument, with its default and whether it is templated, is in ``docs/parameters.md``.
+
     :param image: Docker image reference.
-    :param command: arguments passed to the image's ENTRYPOINT, in place of the image's CMD
-        (None keeps the CMD): a list, or a string split into words as a shell would, though no
-        shell runs it. With an image whose ENTRYPOINT is ``["python3", "train.py"]``,
-        ``command=["--epochs", "40"]`` runs ``python3 train.py --epochs 40``; to run another
-        program there, set ``entrypoint`` too.
-    :param entrypoint: replaces the image's ENTRYPOINT (list or string, as ``command``); the
-        image's CMD is then not used, only ``command``. ``[]`` or ``""`` resets it: ``command``
-        is the program, or without ``command`` the image's CMD. None (default) keeps it.
-    :param user: user the container runs as: a name or uid, optionally ``:group`` or ``:gid``
-        (``"1000:1000"``); None keeps the image's USER. A name must exist in the image.
-    :param working_dir: absolute path the command starts in (created if the image lacks it);
-        None keeps the image's WORKDIR.
-    :param environment: environment variables of the container.
-    :param mounts: ``"SOURCE:/path[:ro]"`` strings; SOURCE an absolute host path or a volume.
-    :param gpus: number of whole GPUs; they are requested by explicit device id.
-    :param gpu_milli: with ``gpus=1``, the share of the GPU to reserve (1000 = all of it).
-    :param gpu_memory_mb: measured free memory each chosen GPU must have.
-    :param gpu_model: GPU model the host must have (``"A|B"`` accepts either).
-    :param required_labels: labels the host connection must carry, e.g. ``{"zone": "a"}``.
-    :param cpus: CPU limit (e.g. ``2`` or ``0.5``); ``mem_limit`` and ``shm_size`` take sizes
-        such as ``"8g"``.
-    :param network_mode: ``"none"`` (default: training needs no network), ``"host"`` or
-        ``"bridge"``.
-    :param host: id of a ``gpu_docker_host`` connection (default: the local engine); used
-        when ``gpu_pool`` is not given, as a pool of one. (Not ``pool``: that is Airflow's own
-        pool of task slots on every operator.)
+    :param command: arguments passed to the image's ENTRYPOINT in place of its CMD (None keeps
+        the CMD); a list, or a string split into words as a shell would (no shell runs it).
+    :param entrypoint: replaces the image's ENTRYPOINT; ``[]`` or ``""`` resets it.
+    :param user: a name or uid, optionally ``:group``; ``working_dir``: an absolute path.
+    :param environment: environment variables; ``mounts``: ``"SOURCE:/path[:ro]"`` strings.
+    :param gpus: whole GPUs, requested by explicit device id; with ``gpus=1``, ``gpu_milli``
+        reserves a share (1000 = all of it). ``gpu_memory_mb``, ``gpu_model`` (``"A|B"``) and
+        ``required_labels`` narrow the hosts that qualify.
+    :param cpus: CPU limit (``2``, ``0.5``); with ``mem_limit`` (``"8g"``) reserved on the host.
+    :param network_mode: ``"none"`` (default: training needs no network), ``"host"`` or ``"bridge"``.
+    :param host: a ``gpu_docker_host`` connection id (default: the local engine), a pool of one
+        when ``gpu_pool`` is not given (not ``pool``: that is Airflow's pool of task slots).
     :param gpu_pool: a ``gpu_docker_pool`` connection id or a list of host connection ids; the
-        task runs on the host placement chooses and reserves (docs/reservations.md).
-    :param placement_policy: a name from ``provider.scheduling.POLICIES``; checked when the
-        task runs, after rendering, so it may be a template such as ``"{{ params.policy }}"``.
-    :param pull: ``"missing"`` (pull only if absent), ``"always"`` or ``"never"``.
-    :param docker_conn_id: a connection of the Docker provider's type ``docker`` (Registry URL,
-        Username, Password) to pull a private image with; the credential goes with the pull to
-        the chosen host's engine only (docs/images.md).
-    :param pull_penalty_per_gb: the locality term: a host that would have to pull the image
-        loses this many score points per GB, so hosts that have it win unless they are busier
-        by more than that; 0 ignores where images are.
+        task runs where placement chooses and reserves (docs/reservations.md).
+    :param placement_policy: a name from ``provider.scheduling.POLICIES``; checked after rendering.
+    :param pull: ``"missing"``, ``"always"`` or ``"never"``; ``docker_conn_id`` a ``docker``
+        connection to pull a private image with (docs/images.md).
+    :param pull_penalty_per_gb: the locality term: score points a host loses per GB it would
+        have to pull; 0 ignores where images are.
     :param result_path: a JSON file the container may write; its content is in the XCom.
-    :param tail_lines: lines of output quoted in the error of a failed container.
-    :param max_line_bytes: longer lines are split with a visible continuation mark.
-    :param stop_grace_s: seconds between SIGTERM and SIGKILL when the task is killed.
-    :param log_archive: where the complete container output is archived (chunks while it runs,
-        a checksummed ``manifest.json`` at the end), as an object-storage URL:
-        ``file://{AIRFLOW_HOME}/container_logs`` (default) or ``s3://CONN_ID@bucket/prefix``;
-        None archives nothing. Storage failures never fail the task: objects are spooled on
-        the worker and uploaded when storage answers again.
-    :param log_archive_conn_id: connection for the archive when the URL does not name one.
-    :param log_live_rate: lines per second shown live in the task log (default None: every
-        line). Lines past the rate are still archived; the task log says how many it left out.
-    :param log_chunk_s: seconds between archive chunks (what a crashed worker can lose).
-    :param log_chunk_bytes: an archive chunk is written early once it holds this many bytes.
-    :param wait_for_resources: when nothing fits, wait until something does instead of
-        failing at once. Waiting tasks are served first come, first served; one that has
-        waited ``hold_after_s`` holds a host so that younger ones cannot keep overtaking it
-        (:mod:`provider.scheduling.waiting`).
-    :param deferrable: wait in the triggerer, holding no worker slot (default: Airflow's
-        ``[operators] default_deferrable``); otherwise the worker polls.
-    :param wait_timeout: seconds to wait for room before failing with every host's reasons.
-    :param poll_interval: seconds between two looks at the pool while waiting.
-    :param hold_after_s: seconds of waiting after which the task holds a host; None never holds.
+    :param tail_lines: lines quoted in a failed container's error; ``max_line_bytes`` splits
+        longer lines; ``stop_grace_s`` between SIGTERM and SIGKILL on kill.
+    :param log_archive: object-storage URL of the complete output (default
+        ``file://{AIRFLOW_HOME}/container_logs``; None archives nothing), with
+        ``log_archive_conn_id``, ``log_live_rate``, ``log_chunk_s`` and ``log_chunk_bytes``.
+    :param wait_for_resources: when nothing fits, wait (first come, first served, a long
+        waiter holds a host after ``hold_after_s``) instead of failing at once; ``deferrable``
+        waits in the triggerer; ``wait_timeout`` and ``poll_interval`` in seconds.
     """
 
     template_fields: Sequence[str] = (
@@ -224,6 +195,7 @@ class GpuDockerOperator(BaseOperator):
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
         self._running: tuple[GpuDockerHook, str] | None = None
         self._reserved: Reserved | None = None
+        self._waiting: tuple[Sequence[HostConfig], str] | None = None  # the pool and owner of a waiter's holds
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._execute(context, waiter=None)
@@ -253,12 +225,16 @@ class GpuDockerOperator(BaseOperator):
             self._release()
             raise
         self._running = (hook, container_id)
+        attached = None
         try:
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
             try:
                 hook.start(container_id, spec.image)
             except NoGpuRuntime as exc:  # the host's fault: the retry must be placed elsewhere
-                run_sync(mark_gpu_problem(target.host, str(exc), spec.image, time.time()))
+                try:
+                    run_sync(mark_gpu_problem(target.host, str(exc), spec.image, time.time()))
+                except EngineError as marking:
+                    self.log.warning("Could not mark host %s for its GPU problem: %s", target.host.name, marking)
                 raise
             shipping = self._log_shipping(identity, target)
             exit_code: int | None = None
@@ -284,6 +260,8 @@ class GpuDockerOperator(BaseOperator):
             result = hook.read_json(container_id, spec.result_path)
         finally:
             self._running = None
+            if attached is not None:
+                attached.close()
             hook.remove(container_id)
             self._release()
         self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], shipping.sink.lines)
@@ -326,11 +304,8 @@ class GpuDockerOperator(BaseOperator):
     def _reserve(
         self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str], waiter: Waiter | None
     ) -> Reserved:
-        """Place the task on the pool (``host`` alone is a pool of one) and reserve it there.
-
-        The placement record goes to the XCom ``placement`` also when nothing fits, with every
-        host's reasons and the tasks holding each busy host (docs/reservations.md).
-        """
+        """Place the task on the pool (``host`` alone is a pool of one) and reserve it there; the XCom
+        ``placement`` says why, also when nothing fits (docs/reservations.md)."""
         hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         request = PlacementRequest(
             gpus=gpus,
@@ -347,22 +322,35 @@ class GpuDockerOperator(BaseOperator):
         def prepare(host: HostConfig) -> None:
             GpuDockerHook(host).ensure_image(spec.image, self.pull, auth, progress=self.log.info)
 
-        while True:
-            try:
-                reserved = place_and_reserve(
-                    hosts, request, self.placement_policy, image=spec.image, identity=identity, prepare=prepare,
-                    waiter=waiter, pull_penalty_per_gb=self.pull_penalty_per_gb,
-                )
-                break
-            except NoFit as exc:
-                context["ti"].xcom_push(key="placement", value=no_fit_record(exc, self.placement_policy))
-                if exc.never:
-                    raise
-                if not self.wait_for_resources:
-                    raise exc.advised(advice(exc)) from None
-                waiter = self._wait_for_room(hosts, request, spec.image, identity, waiter, exc)
+        try:
+            while True:
+                if waiter is not None:
+                    self._waiting = (hosts, waiter.owner)
+                try:
+                    reserved = place_and_reserve(
+                        hosts, request, self.placement_policy, image=spec.image, identity=identity, prepare=prepare,
+                        waiter=waiter, pull_penalty_per_gb=self.pull_penalty_per_gb,
+                    )
+                    break
+                except NoFit as exc:
+                    context["ti"].xcom_push(key="placement", value=no_fit_record(exc, self.placement_policy))
+                    if exc.never:
+                        raise
+                    if not self.wait_for_resources:
+                        raise exc.advised(advice(exc)) from None
+                    waiter = self._wait_for_room(hosts, request, spec.image, identity, waiter, exc)
+        except TaskDeferred:
+            raise  # the wait goes on in the triggerer, with the task's place in line
+        except BaseException:
+            self._lift_holds()  # the task stops waiting: its hold must not keep the host from others
+            raise
+        self._waiting = None  # place_and_reserve lifted the hold with the claim made
         self._reserved = reserved
-        context["ti"].xcom_push(key="placement", value=placement_record(reserved))
+        try:
+            context["ti"].xcom_push(key="placement", value=placement_record(reserved))
+        except BaseException:
+            self._release()
+            raise
         self.log.info("Placed on %s, GPUs %s, by %s%s", reserved.host.name, list(reserved.placement.gpu_indices),
                       reserved.placement.policy, f" (capacity unknown: {reserved.unmeasured})" if reserved.unmeasured else "")
         return reserved
@@ -391,9 +379,20 @@ class GpuDockerOperator(BaseOperator):
         return waiter_from_event(asyncio.run(first_event(trigger)), self.log)
 
     def _release(self) -> None:
+        """Give the claim back; never fails a task or hides its error (a missed claim goes stale)."""
         reserved, self._reserved = self._reserved, None
         if reserved is not None:
-            release(reserved)
+            try:
+                release(reserved)
+            except EngineError as exc:
+                self.log.warning("Could not release the claim on %s (%s); it is reclaimed as stale within %.0f s",
+                                 reserved.host.name, exc, DEFAULT_GRACE_S)
+
+    def _lift_holds(self) -> None:
+        """Lift the holds of a task that stops waiting (failed, killed); best effort, as holds lapse."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            run_sync(lift_holds(*waiting))
 
     def _log_shipping(self, identity: Mapping[str, Any], target: Reserved) -> LogShipping:
         """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
@@ -435,6 +434,7 @@ class GpuDockerOperator(BaseOperator):
             GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
             self.log.info("Task killed: container %s stopped and removed", container_id[:12])
         self._release()
+        self._lift_holds()
 
 
 def _ti_identity(context: Context) -> dict[str, Any]:

@@ -42,11 +42,12 @@ PROBLEM_OWNER = "host-problem"
 """The owner label of a problem marker, so the one list of a host's containers finds it."""
 
 RESERVATION_LABEL = f"{LABEL_PREFIX}.reservation"
-"""On claims, holds and the lock: one label filter lists all of a host's reservation state."""
+"""On claims, holds, problem markers and the lock: what each is (``claim``, ``hold``, ``problem``,
+``lock``), for anyone listing a host's containers by hand (``docker ps -a --filter label=...``)."""
 
 CLAIM_PREFIX = "gpu-docker-claim-"
 HOLD_PREFIX = "gpu-docker-hold-"
-LOCK_NAME = "gpu-docker-claim-lock"
+LOCK_NAME = "gpu-docker-lock"
 PROBLEM_NAME = "gpu-docker-gpu-problem"
 
 

@@ -1,18 +1,20 @@
 """The one pool reader: every host's agent and engine, read concurrently, as one :class:`PoolView`.
 
-Per host it makes two requests at once: the node agent's ``/v1/node`` (capacity and load) and
-one list of the engine's containers that carry a reservation owner (claims, holds and the
-running task containers that keep their claims alive), plus, once per engine and process, the
-engine's runtimes (an engine without the NVIDIA runtime offers no GPUs). Each GPU's, CPU's and
+First every node agent's ``/v1/node`` (capacity and load), then, concurrently, one list per
+engine of the containers that carry a reservation owner (claims, holds, problem markers and the
+running task containers that keep their claims alive), the engine's runtimes for hosts with GPUs
+(an engine without the NVIDIA runtime offers no GPUs; asked once per engine and process, kept
+``RUNTIMES_TTL_S``), and with an image to place, whether the engine has it. Each GPU's, CPU's and
 memory's reservation is the fold of the host's claims through the accounting
 (:mod:`provider.reservations.rules`), so a GPU reserved a second ago counts as busy although
 its utilisation has not moved yet. A host whose agent or engine does not answer stays in the
 view as unreachable, with the reason; a host without an agent is *unmeasured* (usable for
 CPU-only work, said so in the placement record).
 
-Two modes. ``tidy=True`` (placement, the waiting trigger): stale claims (their task runs
-nowhere) and lapsed holds are removed by whoever reads the host next. ``tidy=False`` (the
-cluster page, ``NodeMetricsHook``): look only, report what a tidy read would remove.
+Two modes. ``tidy=True`` (placement, the sensor, the waiting trigger): stale claims (their task
+runs nowhere), lapsed holds and expired problem markers are removed by whoever reads the host
+next. ``tidy=False`` (the cluster page, ``NodeMetricsHook``): look only, report stale claims,
+remove nothing. Either way, lapsed holds hold nothing.
 """
 
 from __future__ import annotations
@@ -140,13 +142,13 @@ async def _read_host(
             "Container Toolkit there, run `nvidia-ctk runtime configure --runtime=docker` and restart dockerd"
         ))
     elif current and node.gpus:
-        node = replace(node, gpu_unusable=f"GPU containers failed to start there lately: {current[0].reason}")
+        node = replace(node, gpu_suspended=f"GPU containers failed to start there lately: {current[0].reason}")
     return HostView(
         node=node,
         measured=measured,
         claims=counted.counted,
         stale=tuple(stale),
-        holds=tuple(h for h in holds if not (tidy and h in lapsed)),
+        holds=tuple(h for h in holds if h not in lapsed),
         runtimes=runtimes,
         image_bytes=None if found is None else int(found.get("Size") or 0),
     )

@@ -4,22 +4,25 @@ A never-started container uses no CPU, memory or GPU, survives any worker, and e
 sees it by listing the engine's containers: no database or lock service is needed, and the
 state lives where the resources are (``docs/reservations.md``).
 
-Claiming on one host is ordered by a **lock**, the container ``gpu-docker-claim-lock``: the
-engine refuses a second container of a name (HTTP 409) atomically, whatever the claimants'
-clocks say. Holding it, a claimant lists the host's claims, folds them through the
-accounting (:func:`provider.reservations.rules.allocation`), checks that its request fits on
-top, and creates its claim. It then lists again and verifies that the fold counts its claim:
-should a lock ever be broken under a live holder (it is broken only after ``LOCK_STALE_S``),
-the later of two overcommitting claims is refused and taken back, so a host is never
-overcommitted, in GPUs, CPUs or memory.
+Claiming on one host is ordered by a **lock**, the container ``gpu-docker-lock``: the engine
+refuses a second container of a name (HTTP 409) atomically, whatever the claimants' clocks say.
+Holding it, a claimant lists the host's claims, folds them through the accounting
+(:func:`provider.reservations.rules.allocation`), checks that its request fits on top, creates
+its claim, and lists again: the claim stays only if it fits on top of every other claim listed,
+as if it were the youngest (:meth:`ClaimStore._conflict`). So even a lock broken under a live
+holder (it is broken only after ``LOCK_STALE_S`` by the engine's clock) cannot let two
+conflicting claims both proceed, and a host is never overcommitted, in GPUs, CPUs or memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
+from datetime import datetime
+from typing import Any
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +31,6 @@ from provider.hooks.engine import AsyncEngine
 from provider.hooks.hosts import HostConfig
 from provider.reservations.labels import (
     CLAIM_LABEL,
-    CREATED_LABEL,
     LOCK_LABEL,
     LOCK_NAME,
     PROBLEM_NAME,
@@ -56,10 +58,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 120.0
 """A claim older than this whose task runs nowhere is stale: the window from claim to start."""
-LOCK_STALE_S = 30.0
-"""A lock older than this belongs to a dead claimant and is broken."""
-LOCK_WAIT_S = 30.0
-"""How long a claimant waits for the lock before it gives up and places again."""
+LOCK_STALE_S = 150.0
+"""A lock older than this belongs to a dead claimant and is broken: well above the longest a
+live holder can take (three engine calls of at most 3 x 10 s each)."""
+LOCK_WAIT_S = 180.0
+"""How long a claimant waits for the lock before it gives up and places again: longer than a
+dead claimant's lock lasts."""
 PROBLEM_TTL_S = 600.0
 """How long a host whose engine could not start a GPU container is offered no GPU work."""
 
@@ -72,6 +76,18 @@ class Reservation:
     owner: str
     gpu_ids: tuple[int, ...]
     claim_id: str | None
+
+
+def engine_seconds(stamp: Any) -> float | None:
+    """An engine's RFC 3339 time (``2026-11-26T12:00:00.123456789Z``) as Unix seconds; None if unreadable."""
+    text = str(stamp or "")
+    head, dot, tail = text.rstrip("Z").partition(".")
+    fraction = "".join(ch for ch in tail if ch.isdigit())[:6]
+    zone = "+00:00" if text.endswith("Z") else ""
+    try:
+        return datetime.fromisoformat(f"{head}{'.' + fraction if dot and fraction else ''}{zone}").timestamp()
+    except ValueError:
+        return None
 
 
 def new_owner() -> str:
@@ -117,16 +133,33 @@ class ClaimStore:
             if claim_id is None:
                 raise ClaimTaken(f"{host}: a claim of owner {owner} exists already")
             try:
-                refused = allocation(capacity, await self.claims()).refused
+                conflict = self._conflict(capacity, await self.claims(), claim_id, taken, gpus)
             except BaseException:
                 await self.engine.remove(claim_id)
                 raise
-            if any(c.container_id == claim_id for c in refused):
+            if conflict:
                 await self.engine.remove(claim_id)
-                raise ClaimTaken(f"{host}: an earlier claim took the room meanwhile")
+                raise ClaimTaken(f"{host}: {conflict}")
         finally:
             await self._unlock(lock)
         return Reservation(host, owner, gpus, claim_id)
+
+    @staticmethod
+    def _conflict(
+        capacity: NodeState, claims: Sequence[Claim], claim_id: str, taken: PlacementRequest, gpus: tuple[int, ...]
+    ) -> str | None:
+        """Why the claim just made must be taken back; None when it may stay.
+
+        It stays only if it fits on top of *every* other claim listed, as if it were the
+        youngest, whatever the claimants' clocks wrote. Of two claims that conflict, whichever
+        claimant lists second sees both and backs off, so at most one of them ever proceeds (and
+        should both list both, both back off and place again).
+        """
+        others = allocation(capacity, [c for c in claims if c.container_id != claim_id])
+        if others.refused:
+            return "claims made meanwhile conflict on this host"
+        why = overcommit(others.node, taken, gpus)
+        return f"another claim took the room meanwhile ({why})" if why else None
 
     async def release(self, reservation: Reservation) -> None:
         """Remove the claim (one already reclaimed is fine)."""
@@ -134,20 +167,27 @@ class ClaimStore:
             await self.engine.remove(reservation.claim_id)
 
     async def _lock(self, image: str) -> str:
-        """Hold the host's claim lock; a lock older than ``LOCK_STALE_S`` is broken, by id."""
+        """Hold the host's claim lock; a lock older than ``LOCK_STALE_S`` is broken, by id.
+
+        Contenders back off exponentially (20 ms to 0.5 s, with jitter) so that a crowd of
+        waiting claimants does not flood the engine with refused creates.
+        """
         deadline = time.monotonic() + LOCK_WAIT_S
+        labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true"}
+        pause = 0.02
         while True:
-            labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true", CREATED_LABEL: f"{self.clock():.3f}"}
             lock = await self.engine.create_idle(LOCK_NAME, image, labels)
             if lock is not None:
                 return lock
-            await self._break_if_stale()
+            if await self._break_if_stale():
+                continue
             if time.monotonic() > deadline:
                 raise ClaimTaken(
                     f"{self.engine.host.name}: the claim lock stayed busy for {LOCK_WAIT_S:g} s (many tasks "
                     "claiming at once, or an engine answering slowly)"
                 )
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(0.5, pause * 2)
 
     async def _unlock(self, lock: str) -> None:
         try:
@@ -155,14 +195,23 @@ class ClaimStore:
         except EngineError as exc:  # it lapses after LOCK_STALE_S
             log.warning("Could not remove the claim lock on %s: %s", self.engine.host.name, exc)
 
-    async def _break_if_stale(self) -> None:
+    async def _break_if_stale(self) -> bool:
+        """Remove the lock if its holder is gone; whether the lock is free now.
+
+        Its age is measured on the engine's own clock (when it created the lock, and its time
+        now), so no two workers' clocks are compared.
+        """
         doc = await self.engine.inspect(LOCK_NAME)
         if doc is None:
-            return
-        labels = (doc.get("Config") or {}).get("Labels") or {}
-        if self.clock() - float(labels.get(CREATED_LABEL, "0")) > LOCK_STALE_S:
-            log.warning("Breaking the stale claim lock on %s", self.engine.host.name)
-            await self.engine.remove(str(doc["Id"]))  # by id: a fresh lock of the same name stays
+            return True
+        now, created = engine_seconds((await self.engine.info()).get("SystemTime")), engine_seconds(doc.get("Created"))
+        if now is None or created is None or now - created <= LOCK_STALE_S:
+            return False
+        age = now - created
+        log.warning("Breaking the claim lock on %s, held for %.0f s by a claimant that is gone",
+                    self.engine.host.name, age)
+        await self.engine.remove(str(doc["Id"]))  # by id: a fresh lock of the same name stays
+        return True
 
 
 async def put_hold(

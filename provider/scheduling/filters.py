@@ -73,6 +73,8 @@ def _gpu_reasons(request: PlacementRequest, node: NodeState) -> list[str]:
         return ["has no GPUs"]
     if node.gpu_unusable is not None:
         return [node.gpu_unusable]
+    if node.gpu_suspended is not None:
+        return [node.gpu_suspended]
     if request.gpu_milli < MILLI_PER_GPU:
         best = max((g.free_milli for g in node.gpus), default=0)
         if best < request.gpu_milli:

@@ -61,7 +61,8 @@ class NodeState:
     ``unmeasured`` says why the node's capacity is unknown (a host without a node agent): it
     takes CPU-only work unchecked, scores below every measured node, and offers no GPUs.
     ``gpu_unusable`` says why its engine cannot give GPUs to a container (no NVIDIA runtime),
-    so GPU requests go elsewhere. ``pull_bytes`` is what the node's engine would have to pull
+    so GPU requests go elsewhere; ``gpu_suspended`` says why it should get none *for now* (its
+    engine failed to start a GPU container lately), which a waiting request may outlast. ``pull_bytes`` is what the node's engine would have to pull
     before the request's image can start there (0: it has the image; None: not known), for the
     locality term of :func:`~provider.scheduling.place.place`.
     """
@@ -79,6 +80,7 @@ class NodeState:
     held: str | None = None
     unmeasured: str | None = None
     gpu_unusable: str | None = None
+    gpu_suspended: str | None = None
     pull_bytes: int | None = None
 
     @property

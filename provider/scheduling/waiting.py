@@ -76,11 +76,11 @@ def apply_holds(nodes: Sequence[NodeState], holds: Iterable[Hold], waiter: Waite
 
 
 def emptied(node: NodeState) -> NodeState:
-    """``node`` with nothing running or reserved: what it offers once it has drained."""
+    """``node`` with nothing running or reserved, nor suspended: what it offers once it has drained."""
     gpus = tuple(replace(g, allocated_milli=0, memory_used_mb=0, utilization_pct=0.0) for g in node.gpus)
     return replace(
         node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0, memory_available_mb=None,
-        cpu_utilization_pct=0.0, held=None,
+        cpu_utilization_pct=0.0, held=None, gpu_suspended=None,
     )
 
 

@@ -12,8 +12,9 @@ It fires once, with one of:
 * ``{"status": "never", "message"}``: no host could take the request even empty.
 
 A waiting task (``waiter`` set) also keeps its place in line: once due it holds a host
-(:mod:`provider.scheduling.waiting`); the hold is lifted when the trigger is cancelled (the
-task was killed or marked failed), and otherwise by the task once it holds its GPUs.
+(:mod:`provider.scheduling.waiting`); the hold is lifted when the task is killed or marked
+failed (:meth:`GpuAvailableTrigger.on_kill`), by the task once it holds its GPUs or stops
+waiting, and at the latest when it lapses.
 """
 
 from __future__ import annotations
@@ -116,9 +117,11 @@ class GpuAvailableTrigger(BaseTrigger):
         self._fired = True
         yield TriggerEvent(event)
 
-    async def cleanup(self) -> None:
-        """A cancelled waiter gives its place in line back; a fired one keeps its hold until
-        its task has reserved (the task lifts it)."""
+    async def on_kill(self) -> None:
+        """The task was killed, marked failed or cleared while waiting: give its place in line
+        back. (Not ``cleanup``: that also runs when the triggerer shuts down or hands the trigger
+        to another triggerer, and the task still waits then.) A fired trigger keeps its hold
+        until its task has reserved; the task lifts it."""
         if self.waiter is None or self._fired:
             return
         await lift_holds([host_from_dict(h) for h in self.hosts], self.waiter["owner"])

@@ -13,7 +13,6 @@ from provider.logs.lines import (
     LineBatch,
     arrival_time,
     assemble_lines,
-    dechunk,
     parse_frames,
 )
 
@@ -128,20 +127,3 @@ def test_max_line_bytes_must_be_sane() -> None:
 
 def test_arrival_time_is_rfc3339_utc_with_nanoseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", arrival_time())
-
-
-def http_chunks(*payloads: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in payloads) + b"0\r\n\r\n"
-
-
-def test_dechunk_survives_every_cut_position() -> None:
-    data = http_chunks(b"hello", b"x" * 300, b"\r\n inside", b"!")
-    expected = b"hello" + b"x" * 300 + b"\r\n inside!"
-    for cut in range(len(data) + 1):
-        assert b"".join(dechunk([data[:cut], data[cut:]])) == expected, cut
-    assert b"".join(dechunk(bytes([b]) for b in data)) == expected
-
-
-def test_dechunk_rejects_a_bad_size_line() -> None:
-    with pytest.raises(FrameError, match="bad HTTP chunk size"):
-        list(dechunk([b"zz\r\nabc\r\n"]))

@@ -4,6 +4,7 @@ staleness, holds, and the one room decision."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -222,3 +223,11 @@ def test_a_gpu_problem_marker_round_trips_and_is_listed_with_the_owner_label() -
     assert parse_problem({"Id": "p", "Labels": labels}) == GpuProblem("p", "could not select device driver", 700.0)
     assert OWNER_LABEL in labels and parse_claim({"Id": "p", "Labels": labels}) is None
     assert parse_problem({"Id": "c", "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", 1.0, {})}) is None
+
+
+def test_a_host_suspended_for_a_gpu_problem_is_worth_waiting_for_one_without_runtime_is_not() -> None:
+    policy, context = get_policy("least_loaded"), PlacementContext(rng=random.Random(0))
+    suspended = replace(host(gpus=1), gpu_suspended="GPU containers failed to start there lately: ...")
+    no_runtime = replace(host(gpus=1), gpu_unusable="no NVIDIA runtime in its engine")
+    assert room(PlacementRequest(gpus=1), view_of((suspended, ())), policy, context).verdict is Verdict.WAIT
+    assert room(PlacementRequest(gpus=1), view_of((no_runtime, ())), policy, context).verdict is Verdict.NEVER
