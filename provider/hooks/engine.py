@@ -387,9 +387,10 @@ class Stream(Iterator[bytes]):
     """
 
     def __init__(self, open_stream: Coroutine[Any, Any, Response]) -> None:
+        self._response: Response | None = None  # before anything can fail: __del__ reads it
         self._loop = asyncio.new_event_loop()
         try:
-            self._response: Response | None = self._loop.run_until_complete(open_stream)
+            self._response = self._loop.run_until_complete(open_stream)
         except BaseException:
             self._loop.close()
             raise
