@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provider.agent.sampler import NodeSample  # noqa: E402
 from provider.agent.simulated import SimulatedBackend, SimulatedGpu  # noqa: E402
 from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents  # noqa: E402
-from provider.hooks.engine import run_sync  # noqa: E402
+from provider.hooks.engine_sync import run_sync  # noqa: E402
 from provider.hooks.hosts import HostConfig  # noqa: E402
 from provider.reservations.pool import read_pool_view  # noqa: E402
 from provider.reservations.room import room  # noqa: E402

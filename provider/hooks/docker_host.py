@@ -2,7 +2,7 @@
 
 The hook is also the ``gpu_docker_host`` connection type's hook (the UI's Test button). It
 connects to nothing until it is first used, speaks to the engine only through the one client
-(:class:`~provider.hooks.engine.Engine`), and turns the engine's refusals into errors that name
+(:class:`~provider.hooks.engine_sync.Engine`), and turns the engine's refusals into errors that name
 the host and the fix, because a DAG author sees these in the task log with nothing else to go on.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from provider.errors import EngineError, EngineRefused, ImageMissing, NoGpuRuntime, ResultFileError
-from provider.hooks.engine import Engine, Stream
+from provider.hooks.engine_sync import Engine, Stream
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HOST_CONN_TYPE, HostConfig, resolve_pool
 from provider.hooks.registry import PullProgress, RegistryAuth, auth_header, check_matches, pull_failure_fix
 from provider.logs.lines import parse_frames
@@ -32,7 +32,7 @@ MAX_RESULT_BYTES = 1024 * 1024
 
 class Frames:
     """A container's output as ``(stream id, payload)`` frames, over a stream that can be closed
-    before it is read (:class:`~provider.hooks.engine.Stream`)."""
+    before it is read (:class:`~provider.hooks.engine_sync.Stream`)."""
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream

@@ -17,7 +17,7 @@ from functools import cached_property
 from airflow.sdk import BaseHook
 
 from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY
-from provider.hooks.engine import run_sync
+from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.view import PoolView

@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from provider.errors import ContainerFailed, EngineError, NoFit, NoGpuRuntime, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
-from provider.hooks.engine import run_sync
+from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
 from provider.hooks.registry import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider.errors import ClaimTaken, NoFit
-from provider.hooks.engine import AsyncEngine, run_sync
+from provider.hooks.engine import AsyncEngine
+from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import room

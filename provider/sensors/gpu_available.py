@@ -22,7 +22,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from provider.hooks.engine import run_sync
+from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import Verdict, room

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provider.errors import HostConfigError
-from provider.hooks.engine import run_sync
+from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.rules import TaskRef
