@@ -2,7 +2,9 @@
 
 Trigger it from the Airflow UI ("Trigger DAG w/ config"), or from the platform over the REST
 API with a ``conf`` such as ``{"epochs": 40, "learning_rate": 0.05, "gpus": 1}``. The params'
-JSON schema refuses a bad conf before any run is created.
+JSON schema refuses a bad conf before any run is created. Without ``gpu_pool`` the training runs
+on the default GPU host (the local Docker engine when no ``gpu_docker_default`` connection
+exists); with ``{"gpu_pool": "gpu_pool_main"}`` it runs where placement chooses on that pool.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ with DAG(
         "batch_size": Param(32, type="integer", minimum=1, maximum=4096),
         "seed": Param(0, type="integer", minimum=0),
         "gpus": Param(0, type="integer", minimum=0, maximum=16, description="Whole GPUs to use."),
+        "gpu_pool": Param(
+            None, type=["null", "string"], minLength=1,
+            description="A GPU Docker pool (or host) connection to place the training on; "
+            "empty: the default GPU host.",
+        ),
         "min_accuracy": Param(
             0.0, type="number", minimum=0, maximum=1,
             description="Fail the report when the test accuracy is below this.",
@@ -61,6 +68,7 @@ with DAG(
         image="{{ params.image }}",
         command=prepare(),
         gpus="{{ params.gpus }}",
+        gpu_pool="{{ params.gpu_pool }}",
         cpus=1,
         mem_limit="2g",
     )

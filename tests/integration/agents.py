@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30.0
+from tools.node_agent import RunningAgent, stop_agent
+from tools.node_agent import start_agent as start_agent_process
 
-
-@dataclass(frozen=True, slots=True)
-class RunningAgent:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
+__all__ = ["RunningAgent", "gpus", "start_agent", "stop_agent"]
 
 
 def gpus(count: int, model: str, memory_mb: int, util: float = 10.0) -> list[dict[str, Any]]:
@@ -38,42 +28,17 @@ def start_agent(
     ``inventory`` None selects the NVML backend; otherwise a simulated one. The caller stops
     the process with :func:`stop_agent`. ``cpus`` (``"0,1"``) limits the CPUs it reports.
     """
-    args = [sys.executable, "-m", "provider.agent", "--listen", "127.0.0.1:0", "--host-id", name,
-            "--interval", str(interval_s), "--docker-root", str(workdir / "no-docker-here")]
+    options = ["--host-id", name, "--interval", str(interval_s), "--docker-root", str(workdir / "no-docker-here")]
     if cpus is not None:
-        args += ["--cpus", cpus]
+        options += ["--cpus", cpus]
     if inventory is None:
-        args += ["--gpu-backend", "nvml"]
+        options += ["--gpu-backend", "nvml"]
     else:
         path = workdir / f"{name}-gpus.json"
         path.write_text(json.dumps(inventory))
-        args += ["--gpu-backend", f"simulated:{path}"]
+        options += ["--gpu-backend", f"simulated:{path}"]
     if token is not None:
         token_file = workdir / f"{name}.token"
         token_file.write_text(token + "\n")
-        args += ["--token-file", str(token_file)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps writing to it
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
-    log.close()
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
-    line = process.stdout.readline().decode() if ready else ""
-    if not line.startswith("listening on "):
-        stop_agent(process)
-        raise RuntimeError(f"agent {name} did not start: {line!r}; log: {(workdir / f'{name}.log').read_text()}")
-    return RunningAgent(name=name, url=line.split()[-1], process=process)
-
-
-def stop_agent(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM by pid, then SIGKILL after 10 s; returns the exit status."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    if process.stdout is not None:
-        process.stdout.close()
-    return process.returncode
+        options += ["--token-file", str(token_file)]
+    return start_agent_process(name, options, workdir / f"{name}.log")
