@@ -49,6 +49,7 @@ class PrivateDockerd:
         simulated_gpus: bool = False,
         live_restore: bool = False,
         extra_args: Sequence[str] = (),
+        wrap: Sequence[str] = (),
     ) -> None:
         # Short paths: the engine's sockets under exec-root must stay under 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix=f"gd-{name}-"))
@@ -57,12 +58,14 @@ class PrivateDockerd:
         self.simulated_gpus = simulated_gpus
         self.live_restore = live_restore  # containers survive restart() (dockerd --live-restore)
         self.extra_args = list(extra_args)  # e.g. a TLS-protected --host=tcp://127.0.0.1:PORT
+        self.wrap = list(wrap)  # a prefix that runs the engine elsewhere, e.g. on a machine of a Lan
         self.socket = self.root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> PrivateDockerd:
         cmd = [
+            *self.wrap,
             "dockerd",
             f"--host={self.url}",
             f"--data-root={self.root / 'data'}",

@@ -1,24 +1,26 @@
 """A real Airflow on loopback for the example run, the system tests and the benchmarks.
 
 It starts the api-server, scheduler, dag-processor and triggerer of the venv's Airflow with
-an AIRFLOW_HOME of its own (LocalExecutor, SQLite), talks to the REST API with a token, and
-stops exactly the processes it started, by pid.
+an AIRFLOW_HOME of its own (LocalExecutor, SQLite), talks to the REST API with a token
+(:class:`AirflowRest`, shared with the multi-machine topology), and stops exactly the
+processes it started, by pid.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tools.processes import Processes
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -31,78 +33,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LocalAirflow:
-    """One Airflow installation under ``home``; ``start()`` it, use it, ``stop()`` it."""
+def venv_env() -> dict[str, str]:
+    """``PATH`` and ``PYTHONPATH`` for programs of this venv that must import this checkout's
+    ``provider`` (whichever checkout the venv was installed from)."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    }
 
-    def __init__(
-        self,
-        home: Path,
-        dags_folder: Path = REPO / "dags",
-        plugins_folder: Path = REPO / "plugins",
-        extra_env: Mapping[str, str] | None = None,
-    ) -> None:
+
+class AirflowRest:
+    """The REST API of an Airflow whose api-server answers on ``url`` and whose simple auth
+    manager writes its generated passwords under ``home``."""
+
+    def __init__(self, url: str, home: Path) -> None:
+        self.url = url
         self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            # This checkout's `provider`, whichever checkout the venv was installed from.
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-            **(extra_env or {}),
-        }
-        self.procs: list[subprocess.Popen[bytes]] = []
         self._token: str | None = None
 
     @property
     def log_folder(self) -> Path:
         return self.home / "logs"
 
-    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        """Run one ``airflow`` CLI command in this installation and return its standard output."""
-        out = subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
-        )
-        if check and out.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        return out.stdout
-
-    def migrate(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.airflow("db", "migrate")
-
-    def start(self, components: Sequence[str] = COMPONENTS, timeout: float = 120) -> None:
-        self.migrate()
-        for name in components:
-            log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - closed in stop()
-            self.procs.append(
-                subprocess.Popen(
-                    [str(Path(sys.executable).parent / "airflow"), name],
-                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            )
-            log.close()
-        self._wait_healthy(timeout)
-
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, check_alive: Callable[[], None]) -> None:
+        """Wait for the api-server's health endpoint; ``check_alive`` raises when a component died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{p.args[1]} exited with {p.returncode}; see {self.home}/{p.args[1]}.out")
+            check_alive()
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as r:
                     if r.status == 200:
@@ -112,21 +69,6 @@ class LocalAirflow:
             time.sleep(0.5)
         raise TimeoutError(f"Airflow api-server did not answer on {self.url} within {timeout} s")
 
-    def stop(self) -> None:
-        """SIGTERM every started component's process group, then SIGKILL what remains."""
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        self.procs.clear()
-
-    # REST API ------------------------------------------------------------------------------
     def token(self) -> str:
         if self._token is None:
             body = self.request("POST", "/auth/token", {"username": "admin", "password": self.password()}, auth=False)
@@ -184,9 +126,15 @@ class LocalAirflow:
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true"
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        path = (f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+                f"?deserialize=true&map_index={map_index}")
         return self.request("GET", path)["value"]
+
+    def mapped_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every mapped instance of ``task_id`` (state, hostname, try_number, ...), by map index."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped?limit=1000"
+        return sorted(self.request("GET", path)["task_instances"], key=lambda ti: int(ti["map_index"]))
 
     def task_log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
@@ -194,3 +142,60 @@ class LocalAirflow:
 
     def task_log_file(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> Path:
         return self.log_folder / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt={try_number}.log"
+
+
+class LocalAirflow(AirflowRest):
+    """One Airflow installation under ``home``; ``start()`` it, use it, ``stop()`` it."""
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path = REPO / "dags",
+        plugins_folder: Path = REPO / "plugins",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}", home)
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            **venv_env(),
+            **(extra_env or {}),
+        }
+        self.processes = Processes(home)
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        """Run one ``airflow`` CLI command in this installation and return its standard output."""
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def migrate(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate")
+
+    def start(self, components: Sequence[str] = COMPONENTS, timeout: float = 120) -> None:
+        self.migrate()
+        airflow = str(Path(sys.executable).parent / "airflow")
+        for name in components:
+            self.processes.start(name, [airflow, name], env=self.env)
+        self.wait_healthy(timeout, self.processes.check_alive)
+
+    def stop(self) -> None:
+        """SIGTERM every started component's process group, then SIGKILL what remains."""
+        self.processes.stop_all()

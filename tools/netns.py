@@ -43,28 +43,28 @@ class Link:
         return self._counter("tx_bytes")
 
 
-def _run(*cmd: str) -> None:
+def run_cmd(*cmd: str) -> None:
     """A set-up command; fails with its own message (``ip`` and ``tc`` say what is missing)."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
 
 
-def _undo(*cmd: str) -> None:
+def undo_cmd(*cmd: str) -> None:
     """A clean-up command: reported, not raised, so that the clean-ups after it still run."""
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         print(f"clean-up `{' '.join(cmd)}` failed: {done.stderr.strip()}", file=sys.stderr)
 
 
-def _free_subnet(start: int) -> int:
-    """A third octet ``N`` such that no address or route here is in ``SUBNETS.N.0/24``."""
+def free_subnet(start: int, prefix: str = SUBNETS) -> int:
+    """A third octet ``N`` such that no address or route here is in ``prefix.N.0/24``."""
     used = " ".join(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     for cmd in (["ip", "-4", "-o", "addr"], ["ip", "-4", "route"]))
     for n in ((start + k) % 256 for k in range(256)):
-        if f"{SUBNETS}.{n}." not in used:
+        if f"{prefix}.{n}." not in used:
             return n
-    raise RuntimeError(f"every {SUBNETS}.N.0/24 is in use here")
+    raise RuntimeError(f"every {prefix}.N.0/24 is in use here")
 
 
 @contextmanager
@@ -73,22 +73,22 @@ def veth_namespace(tag: str, rate: str | None = None) -> Iterator[Link]:
     nothing else here uses: ``.1`` on this side, ``.2`` inside. With ``rate`` (``"1gbit"``) both
     ends are limited to it (tbf on each: pushes go one way, pulls the other). Each qdisc, the
     veth pair and the namespace are removed by name afterwards."""
-    n = _free_subnet(os.getpid())
+    n = free_subnet(os.getpid())
     netns, host_dev, peer_dev = f"gdloc-{tag}", f"gdl{tag}h", f"gdl{tag}n"
     host_ip, peer_ip = f"{SUBNETS}.{n}.1", f"{SUBNETS}.{n}.2"
     with ExitStack() as undo:
-        _run("ip", "netns", "add", netns)
-        undo.callback(_undo, "ip", "netns", "del", netns)
-        _run("ip", "link", "add", host_dev, "type", "veth", "peer", "name", peer_dev, "netns", netns)
-        undo.callback(_undo, "ip", "link", "del", host_dev)
-        _run("ip", "addr", "add", f"{host_ip}/30", "dev", host_dev)
-        _run("ip", "-n", netns, "addr", "add", f"{peer_ip}/30", "dev", peer_dev)
-        _run("ip", "link", "set", host_dev, "up")
-        _run("ip", "-n", netns, "link", "set", peer_dev, "up")
+        run_cmd("ip", "netns", "add", netns)
+        undo.callback(undo_cmd, "ip", "netns", "del", netns)
+        run_cmd("ip", "link", "add", host_dev, "type", "veth", "peer", "name", peer_dev, "netns", netns)
+        undo.callback(undo_cmd, "ip", "link", "del", host_dev)
+        run_cmd("ip", "addr", "add", f"{host_ip}/30", "dev", host_dev)
+        run_cmd("ip", "-n", netns, "addr", "add", f"{peer_ip}/30", "dev", peer_dev)
+        run_cmd("ip", "link", "set", host_dev, "up")
+        run_cmd("ip", "-n", netns, "link", "set", peer_dev, "up")
         if rate is not None:
             shaping = ("root", "tbf", "rate", rate, *TBF)
-            _run("tc", "qdisc", "add", "dev", host_dev, *shaping)
-            undo.callback(_undo, "tc", "qdisc", "del", "dev", host_dev, "root")
-            _run("tc", "-n", netns, "qdisc", "add", "dev", peer_dev, *shaping)
-            undo.callback(_undo, "tc", "-n", netns, "qdisc", "del", "dev", peer_dev, "root")
+            run_cmd("tc", "qdisc", "add", "dev", host_dev, *shaping)
+            undo.callback(undo_cmd, "tc", "qdisc", "del", "dev", host_dev, "root")
+            run_cmd("tc", "-n", netns, "qdisc", "add", "dev", peer_dev, *shaping)
+            undo.callback(undo_cmd, "tc", "-n", netns, "qdisc", "del", "dev", peer_dev, "root")
         yield Link(netns, host_dev, peer_ip)

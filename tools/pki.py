@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,19 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
     return path
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An address, or a host name, as a subject alternative name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-                 usage: x509.ObjectIdentifier | None = None, server_ip: str = "127.0.0.1") -> x509.Certificate:
+                 usage: x509.ObjectIdentifier | None = None, server_ips: Sequence[str] = ("127.0.0.1",)
+                 ) -> x509.Certificate:
     """Self-signed CA when ``issuer`` is None; otherwise a leaf for ``usage`` signed by it (a
-    server's for ``server_ip``)."""
+    server's for the addresses ``server_ips``)."""
     now = dt.datetime.now(dt.timezone.utc)
     issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
     builder = (
@@ -72,17 +82,19 @@ def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[st
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
         if usage == ExtendedKeyUsageOID.SERVER_AUTH:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(server_ip))]), critical=False)
+                x509.SubjectAlternativeName([_san(name) for name in server_ips]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(d: Path, server_ip: str = "127.0.0.1") -> Pki:
-    """A fresh CA, server (``server_ip``) and client certificates, and a stranger CA, written to ``d``."""
+def make_pki(d: Path, server_ip: str | Sequence[str] = "127.0.0.1") -> Pki:
+    """A fresh CA, server (for ``server_ip``: one address, or several addresses and host names)
+    and client certificates, and a stranger CA, written to ``d``."""
+    ips = (server_ip,) if isinstance(server_ip, str) else tuple(server_ip)
     ca_key, server_key, client_key, stranger_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
     ca = ("test-ca", ca_key)
     return Pki(
         ca=_write_cert(_certificate("test-ca", ca_key, None), d / "ca.pem"),
-        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH, server_ip),
+        server_cert=_write_cert(_certificate("engine", server_key, ca, ExtendedKeyUsageOID.SERVER_AUTH, ips),
                                  d / "server.pem"),
         server_key=_write_key(server_key, d / "server-key.pem"),
         client_cert=_write_cert(_certificate("worker", client_key, ca, ExtendedKeyUsageOID.CLIENT_AUTH), d / "cert.pem"),

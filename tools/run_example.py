@@ -26,7 +26,7 @@ from typing import Any
 
 from provider.hooks.hosts import HOST_CONN_TYPE, POOL_CONN_TYPE, HostConfig, local_host
 from provider.ui.plugin import APP_PREFIX, URL_ROUTE
-from tools.local_airflow import REPO, LocalAirflow
+from tools.local_airflow import REPO, AirflowRest, LocalAirflow
 from tools.node_agent import start_agent, stop_agent
 
 DAG_ID = "train_image_classifier"
@@ -99,7 +99,7 @@ def run_pipeline(airflow: LocalAirflow, conf: dict[str, Any]) -> int:
     return 0
 
 
-def print_sign_in(airflow: LocalAirflow) -> None:
+def print_sign_in(airflow: AirflowRest) -> None:
     """Where the UI and the GPU cluster page are, and the login the simple auth manager made."""
     print(f"Airflow UI:       {airflow.url}/")
     print(f"Sign in as:       admin, password {airflow.password()} "
@@ -116,7 +116,7 @@ def wait_for_interrupt() -> None:
         pass
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+def raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
     """SIGTERM ends the run like Ctrl-C, so what it started is stopped, not orphaned."""
     raise KeyboardInterrupt
 
@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
     conf = {"gpu_pool": POOL_ID, **json.loads(args.conf)}
     # Ctrl-C even where the shell started this with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
     airflow = LocalAirflow(Path(args.home))
     airflow.home.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow.configuration import get_airflow_home
+from airflow.configuration import conf, get_airflow_home
 from airflow.sdk import ObjectStoragePath
 
 from provider.hooks.docker_host import GpuDockerHook
@@ -47,6 +47,16 @@ def archive_prefix(base: str, conn_id: str | None, identity: Mapping[str, Any]) 
         parts.append(f"map_index={identity['map_index']}")
     parts.append(f"attempt={identity['try_number']}")
     return root.joinpath(*parts)
+
+
+def deployment_archive(conn_id: str | None) -> tuple[str, str | None]:
+    """The archive of tasks that name none: ``[gpu_docker] log_archive`` (and
+    ``log_archive_conn_id``) when the deployment sets it, else a directory of the worker's.
+
+    With several workers a directory of each worker's own scatters the archives, so a
+    deployment sets one store for all of them once, instead of every DAG naming it."""
+    base = conf.get("gpu_docker", "log_archive", fallback="") or DEFAULT_LOG_ARCHIVE
+    return base, conn_id or conf.get("gpu_docker", "log_archive_conn_id", fallback="") or None
 
 
 def default_spool_root() -> Path:
@@ -86,6 +96,8 @@ class LogShipping:
         self.elided = 0
         self.total_elided = 0
         self.archive: ChunkedArchive | None = None
+        if archive == DEFAULT_LOG_ARCHIVE:
+            archive, archive_conn_id = deployment_archive(archive_conn_id)
         if archive is not None:
             spool = Spool(spool_root or default_spool_root())
             self.archive = ChunkedArchive(

@@ -17,9 +17,11 @@ from types import MappingProxyType
 from typing import Any
 
 from provider.errors import SpecError
+from provider.scheduling.model import MILLI_PER_GPU
 
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
+MPS_SHARE_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 
 # A Docker image reference: [registry[:port]/]name[/name...][:tag][@digest], lower-case names.
 IMAGE_REF_PATTERN = (
@@ -200,6 +202,7 @@ def create_body(
     spec: ContainerSpec,
     *,
     gpu_ids: Sequence[int] = (),
+    gpu_milli: int = MILLI_PER_GPU,
     labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /containers/create`` (Engine API 1.41) for ``spec``.
@@ -209,6 +212,11 @@ def create_body(
     ``Source``) lets the operator read the result file back after exit on any host, with no
     shared filesystem; a mount of the user's at that directory replaces it. Fields left out
     keep the image's settings (ENTRYPOINT, CMD, USER, WORKDIR).
+
+    A share of a GPU (``gpu_milli`` < 1000) is passed on as
+    ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, which caps the container's compute share where the
+    host runs the CUDA MPS daemon and is ignored elsewhere; it also tells anyone inspecting
+    the container which share it was given.
     """
     mounts = [_parse_mount(m) for m in spec.mounts]
     result_dir = _dirname(spec.result_path)
@@ -227,6 +235,8 @@ def create_body(
         ]
     env = dict(spec.environment)
     env.setdefault("RESULT_PATH", spec.result_path)
+    if gpu_ids and gpu_milli < MILLI_PER_GPU:
+        env.setdefault(MPS_SHARE_ENV, str(max(1, math.ceil(gpu_milli / 10))))
     body: dict[str, Any] = {
         "Image": spec.image,
         "Env": [f"{k}={v}" for k, v in env.items()],

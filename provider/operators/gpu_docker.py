@@ -217,7 +217,7 @@ class GpuDockerOperator(BaseOperator):
             "Starting %s on host %s (%s) with GPUs %s",
             spec.image, target.host.name, target.host.docker_url, list(gpu_ids) or "none",
         )
-        body = create_body(spec, gpu_ids=gpu_ids, labels=labels)
+        body = create_body(spec, gpu_ids=gpu_ids, gpu_milli=int(self.gpu_milli), labels=labels)
         started = datetime.now(timezone.utc)
         try:
             container_id = hook.create(body)

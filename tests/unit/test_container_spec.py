@@ -120,6 +120,19 @@ def test_create_body_gpus_limits_and_mounts() -> None:
     }
 
 
+def test_a_gpu_share_is_passed_to_the_container_as_its_mps_percentage() -> None:
+    def env(body: dict[str, Any]) -> dict[str, str]:
+        return dict(e.split("=", 1) for e in body["Env"])
+
+    spec = build_spec(image="a:b")
+    assert env(create_body(spec, gpu_ids=[1], gpu_milli=500))["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    assert env(create_body(spec, gpu_ids=[1], gpu_milli=1))["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "1"
+    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env(create_body(spec, gpu_ids=[1]))
+    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env(create_body(spec, gpu_milli=500))  # no GPU, no share
+    own = build_spec(image="a:b", environment={"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"})
+    assert env(create_body(own, gpu_ids=[0], gpu_milli=500))["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "30"
+
+
 def test_create_body_keeps_environment_result_path_and_moves_the_result_volume() -> None:
     spec = build_spec(image="a:b", environment={"RESULT_PATH": "/mine"}, result_path="/results/metrics.json")
     body = create_body(spec)

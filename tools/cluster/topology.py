@@ -1,0 +1,279 @@
+"""A distributed deployment on one Linux box: a control machine, Celery workers and GPU hosts.
+
+Each machine is a network namespace of a :class:`~tools.cluster.lan.Lan`, and every hop between
+machines crosses that LAN by name:
+
+* ``control``: PostgreSQL (metadata database), Redis (Celery broker), an S3-protocol store (the
+  container-log archive), and Airflow's api-server, scheduler, dag-processor and triggerer;
+* ``w1``..``wN``: one Celery worker each (``airflow celery worker``), with its own
+  ``AIRFLOW_HOME`` and task logs, which it serves to the api-server on port 8793;
+* ``h1``..``hM``: a Docker engine with ``--tlsverify`` on ``tcp://hK:2376`` (certificates made
+  here) and a node agent with a bearer token on ``hK:9400``. The GPUs are **simulated**: the
+  agent reports an inventory from a file (``--gpu-backend simulated:FILE``) and the engine has
+  a stand-in NVIDIA runtime (see :mod:`tools.dockerd`), because no GPU exists on the machines
+  this runs on.
+
+The connections ``gpu_h1``.. (hosts), ``gpu_pool`` (the pool of all hosts) and
+``log_archive`` (the store) are created through the REST API, as a user would. Every program is
+stopped by its pid, every engine with its data, and the namespaces go with the LAN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tools.cluster.lan import Lan
+from tools.cluster.services import start_postgres, start_redis, start_s3, wait_port
+from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
+from tools.local_airflow import REPO, AirflowRest, venv_env
+from tools.pki import Pki, make_pki
+from tools.processes import Processes
+
+API_PORT = 8080
+ENGINE_PORT = 2376
+AGENT_PORT = 9400
+POOL = "gpu_pool"
+ARCHIVE_CONN = "log_archive"
+ARCHIVE_BUCKET = "container-logs"
+VISIBILITY_TIMEOUT_S = 172800
+"""Redis hands a task to another worker when it is unacknowledged this long; it must exceed the
+longest training run (48 h here; Celery's default is 1 h, Airflow's 24 h)."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """The shape of the topology. ``host_cpus`` pins a GPU host's containers to a cpuset
+    (``{"h1": "0"}``) so that hosts do not share CPUs (benchmarks; cgroup v1 only)."""
+
+    workers: int = 3
+    hosts: int = 3
+    gpus_per_host: int = 4
+    gpu_model: str = "A100-80GB"
+    gpu_memory_mb: int = 81920
+    worker_concurrency: int = 4
+    host_cpus: Mapping[str, str] = field(default_factory=dict)
+    tag: str = "gdc"
+    images: tuple[str, ...] = (TRAINER_IMAGE, TESTBOX_IMAGE)
+
+
+class Cluster:
+    """The topology of ``spec``; :meth:`start` brings it up, :meth:`stop` removes all of it."""
+
+    def __init__(self, spec: ClusterSpec = ClusterSpec(), dags_folder: Path = REPO / "dags",
+                 workdir: Path | None = None) -> None:
+        self.spec = spec
+        self.dags_folder = dags_folder
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="gd-cluster-"))
+        self.workers = [f"w{k + 1}" for k in range(spec.workers)]
+        self.hosts = [f"h{k + 1}" for k in range(spec.hosts)]
+        self.lan = Lan(["control", *self.workers, *self.hosts], tag=spec.tag)
+        self.procs = Processes(self.workdir / "logs")
+        self.engines: dict[str, PrivateDockerd] = {}
+        self.cgroups: list[Path] = []
+        self.api = AirflowRest("", self.workdir / "control")
+        self.env: dict[str, str] = {}
+        self.agent_token = secrets.token_urlsafe(24)
+        self.pki: Pki | None = None
+
+    # -- bring-up -------------------------------------------------------------------------
+    def start(self, timeout: float = 300) -> Cluster:
+        try:
+            self.workdir.chmod(0o755)  # the postgres user reaches its data directory under it
+            self.lan.start()
+            control = self.lan["control"]
+            self.api.url = f"http://{control.ip}:{API_PORT}"
+            password = secrets.token_hex(12)
+            db = start_postgres(self.lan, "control", self.procs, self.workdir, password)
+            broker = start_redis(self.lan, "control", self.procs, self.workdir, password)
+            s3 = start_s3(self.lan, "control", self.procs)
+            self._bucket(f"http://{control.ip}:{s3.rsplit(':', 1)[1]}")
+            self.pki = make_pki(self._dir("pki"), [*self.hosts, *(self.lan[h].ip for h in self.hosts)])
+            for h in self.hosts:
+                self._start_gpu_host(h)
+            self.env = self._airflow_env(db, broker, password)
+            self._airflow("control", "db", "migrate")
+            for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+                self.procs.start(name, [*self.lan.wrap("control"), self._bin(), name], env=self._machine_env("control"))
+            self.api.wait_healthy(timeout, self.procs.check_alive)
+            self._connections(s3)
+            for w in self.workers:
+                self._start_worker(w)
+            self._wait_workers(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _dir(self, name: str) -> Path:
+        d = self.workdir / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @staticmethod
+    def _bin() -> str:
+        return str(Path(sys.executable).parent / "airflow")
+
+    @staticmethod
+    def _bucket(endpoint: str) -> None:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="cluster",
+                     aws_secret_access_key="cluster").create_bucket(Bucket=ARCHIVE_BUCKET)
+
+    def _start_gpu_host(self, h: str) -> None:
+        assert self.pki is not None
+        ip = self.lan[h].ip
+        cgroup = self._cpuset(h, self.spec.host_cpus[h]) if h in self.spec.host_cpus else None
+        engine = PrivateDockerd(h, simulated_gpus=True, cgroup_parent=cgroup, wrap=self.lan.wrap(h), extra_args=[
+            "--tlsverify", f"--tlscacert={self.pki.ca}", f"--tlscert={self.pki.server_cert}",
+            f"--tlskey={self.pki.server_key}", f"--host=tcp://{ip}:{ENGINE_PORT}"])
+        self.engines[h] = engine  # stopped with the others, also when it fails to start
+        engine.start()
+        engine.load(*self.spec.images)
+        inventory = [{"model": self.spec.gpu_model, "memory_total_mb": self.spec.gpu_memory_mb,
+                      "timeline": [[0, 0, 0]]} for _ in range(self.spec.gpus_per_host)]
+        hdir = self._dir(h)
+        (hdir / "gpus.json").write_text(json.dumps(inventory))
+        (hdir / "agent.token").write_text(self.agent_token + "\n")
+        (hdir / "agent.token").chmod(0o600)
+        cmd = [*self.lan.wrap(h), sys.executable, "-m", "provider.agent", "--listen", f"{ip}:{AGENT_PORT}",
+               "--host-id", h, "--token-file", str(hdir / "agent.token"),
+               "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data")]
+        if h in self.spec.host_cpus:
+            cmd += ["--cpus", self.spec.host_cpus[h]]
+        self.procs.start(f"agent-{h}", cmd, env={**os.environ, **venv_env()}, cwd=REPO)
+        wait_port(ip, AGENT_PORT, self.procs)
+
+    def _cpuset(self, h: str, cpus: str) -> str:
+        """A cgroup v1 cpuset for ``h``'s containers (``--cgroup-parent``); removed in :meth:`stop`."""
+        path = Path("/sys/fs/cgroup/cpuset") / f"{self.spec.tag}-{h}"
+        if not path.parent.joinpath("cpuset.cpus").exists():
+            raise RuntimeError("host_cpus needs a cgroup v1 cpuset hierarchy at /sys/fs/cgroup/cpuset")
+        path.mkdir()
+        self.cgroups.append(path)
+        (path / "cpuset.cpus").write_text(cpus)
+        (path / "cpuset.mems").write_text("0")
+        return f"/{path.name}"
+
+    def _airflow_env(self, db: str, broker: str, password: str) -> dict[str, str]:
+        """The settings every Airflow machine shares; each machine adds its own AIRFLOW_HOME."""
+        control = self.lan["control"]
+        return {
+            **os.environ, **venv_env(),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://control:{API_PORT}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.spec.worker_concurrency),
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__API__HOST": control.ip,
+            "AIRFLOW__API__PORT": str(API_PORT),
+            "AIRFLOW__API__BASE_URL": f"http://{control.ip}:{API_PORT}",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+            "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE": f"s3://{ARCHIVE_BUCKET}/",
+            "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE_CONN_ID": ARCHIVE_CONN,
+        }
+
+    def _machine_env(self, machine: str) -> dict[str, str]:
+        return {**self.env, "AIRFLOW_HOME": str(self._dir(machine))}
+
+    def _airflow(self, machine: str, *args: str) -> str:
+        out = subprocess.run([*self.lan.wrap(machine), self._bin(), *args], env=self._machine_env(machine),
+                             capture_output=True, text=True, timeout=600)
+        if out.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} on {machine} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def _connections(self, s3: str) -> None:
+        assert self.pki is not None
+        tls = {"tls_ca_cert": str(self.pki.ca), "tls_client_cert": str(self.pki.client_cert),
+               "tls_client_key": str(self.pki.client_key)}
+        for h in self.hosts:
+            self.add_connection(f"gpu_{h}", "gpu_docker_host", host=f"tcp://{h}:{ENGINE_PORT}",
+                                password=self.agent_token, extra={"agent_url": f"http://{h}:{AGENT_PORT}", **tls})
+        self.add_connection(POOL, "gpu_docker_pool", extra={"hosts": [f"gpu_{h}" for h in self.hosts]})
+        self.add_connection(ARCHIVE_CONN, "aws", login="cluster", password="cluster",
+                            extra={"endpoint_url": s3, "region_name": "us-east-1"})
+
+    def add_connection(self, conn_id: str, conn_type: str, extra: Mapping[str, Any] | None = None,
+                       **fields: Any) -> None:
+        body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        if extra is not None:
+            body["extra"] = json.dumps(extra)
+        self.api.request("POST", "/api/v2/connections", body)
+
+    def _start_worker(self, w: str) -> None:
+        self.procs.start(f"worker-{w}", [*self.lan.wrap(w), self._bin(), "celery", "worker",
+                                         "--concurrency", str(self.spec.worker_concurrency)],
+                         env=self._machine_env(w), cwd=self._dir(w))
+
+    def _wait_workers(self, timeout: float) -> None:
+        """Wait until each worker's Celery consumer says it is ready."""
+        deadline = time.monotonic() + timeout
+        waiting = set(self.workers)
+        while waiting and time.monotonic() < deadline:
+            self.procs.check_alive()
+            waiting = {w for w in waiting if f"celery@{w} ready" not in self.procs.log_tail(f"worker-{w}", 400)}
+            time.sleep(0.5)
+        if waiting:
+            raise TimeoutError(f"Celery workers {sorted(waiting)} not ready within {timeout} s; see {self.procs.log_dir}")
+
+    # -- use ------------------------------------------------------------------------------
+    def restart_worker(self, w: str) -> None:
+        self.procs.stop(f"worker-{w}")
+        self._start_worker(w)
+        self._wait_workers(120)
+
+    def login(self) -> tuple[str, str]:
+        return "admin", self.api.password()
+
+    def describe(self) -> str:
+        """Which process runs where: the picture a user needs to find each piece."""
+        c = self.lan["control"]
+        lines = [f"control {c.ip}: PostgreSQL :5432, Redis :6379, S3 :5000, Airflow api-server :{API_PORT}, "
+                 f"scheduler, dag-processor, triggerer"]
+        lines += [f"{w} {self.lan[w].ip}: Celery worker (concurrency {self.spec.worker_concurrency}), "
+                  f"task logs :8793" for w in self.workers]
+        lines += [f"{h} {self.lan[h].ip}: dockerd tcp://{h}:{ENGINE_PORT} (TLS), node agent :{AGENT_PORT} "
+                  f"({self.spec.gpus_per_host} simulated {self.spec.gpu_model})" for h in self.hosts]
+        return "\n".join(lines)
+
+    # -- tear-down ------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.procs.stop_all()
+        for engine in self.engines.values():
+            engine.stop()
+        self.engines.clear()
+        for path in self.cgroups:
+            path.rmdir()
+        self.cgroups.clear()
+        self.lan.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
