@@ -1,19 +1,12 @@
 """Airflow UI plugin: the "GPU cluster" page (hosts, GPUs, which task holds each, who waits).
 
-The page and its JSON API (``/gpu-cluster/api/cluster``, Airflow login required) live in
-:mod:`provider.ui`; this file only registers them with Airflow.
+The plugin is :class:`provider.ui.plugin.GpuClusterPlugin`, which an installed distribution
+registers through its ``airflow.plugins`` entry point; this file registers the same plugin
+for a checkout used as a plugins folder without installing it (Airflow loads a plugin name once).
 """
 
 from __future__ import annotations
 
-from airflow.plugins_manager import AirflowPlugin
+from provider.ui.plugin import GpuClusterPlugin
 
-from provider.ui.plugin import fastapi_app, nav_view
-
-
-class GpuClusterPlugin(AirflowPlugin):
-    """Serves the page from the api-server and puts it in the UI's navigation."""
-
-    name = "gpu_cluster"
-    fastapi_apps = [fastapi_app()]
-    external_views = [nav_view()]
+__all__ = ["GpuClusterPlugin"]

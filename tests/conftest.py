@@ -71,3 +71,10 @@ class FakeTI:
 @pytest.fixture
 def ti() -> FakeTI:
     return FakeTI()
+
+
+def archived_stdout(objects: dict[str, bytes]) -> list[bytes]:
+    """The stdout lines held by an archive's chunks (``{key: bytes}`` of one attempt's prefix),
+    in order; see provider/logs/archive.py for the record format."""
+    chunks = [v for k, v in sorted(objects.items()) if k.rsplit("/", 1)[-1].startswith("chunk-")]
+    return [r.split(b" ", 2)[2] for r in b"".join(chunks).splitlines() if r.split(b" ", 2)[1] == b"stdout"]

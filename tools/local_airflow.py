@@ -136,8 +136,8 @@ class AirflowRest:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped?limit=1000"
         return sorted(self.request("GET", path)["task_instances"], key=lambda ti: int(ti["map_index"]))
 
-    def task_log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+    def task_log_text(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
         return str(self.request("GET", path, accept="application/x-ndjson"))
 
     def task_log_file(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> Path:

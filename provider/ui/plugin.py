@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.configuration import conf
+from airflow.plugins_manager import AirflowPlugin
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -66,3 +67,12 @@ def _build() -> ASGIApp:
 def fastapi_app() -> dict[str, Any]:
     """The ``fastapi_apps`` entry of the plugin."""
     return {"app": LazyAsgiApp(_build), "url_prefix": APP_PREFIX, "name": TITLE}
+
+
+class GpuClusterPlugin(AirflowPlugin):
+    """Serves the page from the api-server and puts it in the UI's navigation. Installed with
+    the distribution (entry point ``airflow.plugins``), so no file goes into a plugins folder."""
+
+    name = "gpu_cluster"
+    fastapi_apps = [fastapi_app()]
+    external_views = [nav_view()]

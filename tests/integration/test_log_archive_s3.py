@@ -20,7 +20,7 @@ from moto import server as moto_server
 from provider.logs.shipping import default_spool_root
 from provider.logs.spool import Spool
 from provider.operators.gpu_docker import GpuDockerOperator
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, archived_stdout
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -86,11 +86,6 @@ def op_for(s3: S3Server, **kwargs: Any) -> GpuDockerOperator:
     )
 
 
-def stdout_of(objects: dict[str, bytes]) -> list[bytes]:
-    chunks = [v for k, v in sorted(objects.items()) if k.rsplit("/", 1)[-1].startswith("chunk-")]
-    return [r.split(b" ", 2)[2] for r in b"".join(chunks).splitlines() if r.split(b" ", 2)[1] == b"stdout"]
-
-
 def prefix_of(out: dict[str, Any]) -> str:
     return out["log_archive"].split(f"{BUCKET}/", 1)[1]
 
@@ -98,7 +93,7 @@ def prefix_of(out: dict[str, Any]) -> str:
 def test_archive_to_s3_with_manifest(s3: S3Server, ti: FakeTI) -> None:
     out = op_for(s3, command=["seq", "1", "50000"]).execute({"ti": ti})  # type: ignore[arg-type]
     objects = s3.objects(prefix_of(out))
-    assert stdout_of(objects) == [b"%d" % i for i in range(1, 50001)]
+    assert archived_stdout(objects) == [b"%d" % i for i in range(1, 50001)]
     manifest = json.loads(objects[prefix_of(out) + "/manifest.json"])
     assert manifest["lines"] == 50000 and manifest["exit_code"] == 0
     assert manifest["sha256"] == hashlib.sha256(b"".join(b"%d\n" % i for i in range(1, 50001))).hexdigest()
@@ -118,7 +113,7 @@ def test_storage_outage_spools_and_completes_the_archive(s3: S3Server, ti: FakeT
     worker.join(120)
     assert out["exit_code"] == 0
     objects = s3.objects(prefix_of(out))
-    assert stdout_of(objects) == [b"line %d" % i for i in range(1, 601)]
+    assert archived_stdout(objects) == [b"line %d" % i for i in range(1, 601)]
     assert json.loads(objects[prefix_of(out) + "/manifest.json"])["lines"] == 600
     texts = task_log.texts()
     assert any("spooling to" in t for t in texts) and any("answers again" in t for t in texts)

@@ -14,7 +14,8 @@ machines crosses that LAN by name:
   this runs on.
 
 The connections ``gpu_h1``.. (hosts), ``gpu_pool`` (the pool of all hosts) and
-``log_archive`` (the store) are created through the REST API, as a user would. Every program is
+``object_store`` (task logs and container-log archives) are created through the REST API, as a
+user would. Every program is
 stopped by its pid, every engine with its data, and the namespaces go with the LAN.
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from cryptography.fernet import Fernet
 
 from tools.cluster.lan import Lan
 from tools.cluster.services import start_postgres, start_redis, start_s3, wait_port
@@ -46,8 +48,9 @@ API_PORT = 8080
 ENGINE_PORT = 2376
 AGENT_PORT = 9400
 POOL = "gpu_pool"
-ARCHIVE_CONN = "log_archive"
+STORE_CONN = "object_store"
 ARCHIVE_BUCKET = "container-logs"
+TASK_LOG_BUCKET = "task-logs"
 VISIBILITY_TIMEOUT_S = 172800
 """Redis hands a task to another worker when it is unacknowledged this long; it must exceed the
 longest training run (48 h here; Celery's default is 1 h, Airflow's 24 h)."""
@@ -128,8 +131,10 @@ class Cluster:
 
     @staticmethod
     def _bucket(endpoint: str) -> None:
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="cluster",
-                     aws_secret_access_key="cluster").create_bucket(Bucket=ARCHIVE_BUCKET)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="cluster",
+                          aws_secret_access_key="cluster")
+        for bucket in (ARCHIVE_BUCKET, TASK_LOG_BUCKET):
+            s3.create_bucket(Bucket=bucket)
 
     def _start_gpu_host(self, h: str) -> None:
         assert self.pki is not None
@@ -183,6 +188,7 @@ class Cluster:
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.spec.worker_concurrency),
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__API__HOST": control.ip,
@@ -191,8 +197,14 @@ class Cluster:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+            # Task logs go to the store when an attempt ends: the api-server shows a running task's
+            # log from its worker's log server, and a finished one's (with the triggerer's part of a
+            # deferred task) from the store.
+            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{TASK_LOG_BUCKET}",
+            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": STORE_CONN,
             "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE": f"s3://{ARCHIVE_BUCKET}/",
-            "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE_CONN_ID": ARCHIVE_CONN,
+            "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE_CONN_ID": STORE_CONN,
         }
 
     def _machine_env(self, machine: str) -> dict[str, str]:
@@ -213,7 +225,7 @@ class Cluster:
             self.add_connection(f"gpu_{h}", "gpu_docker_host", host=f"tcp://{h}:{ENGINE_PORT}",
                                 password=self.agent_token, extra={"agent_url": f"http://{h}:{AGENT_PORT}", **tls})
         self.add_connection(POOL, "gpu_docker_pool", extra={"hosts": [f"gpu_{h}" for h in self.hosts]})
-        self.add_connection(ARCHIVE_CONN, "aws", login="cluster", password="cluster",
+        self.add_connection(STORE_CONN, "aws", login="cluster", password="cluster",
                             extra={"endpoint_url": s3, "region_name": "us-east-1"})
 
     def add_connection(self, conn_id: str, conn_type: str, extra: Mapping[str, Any] | None = None,
