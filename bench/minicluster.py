@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provider.operators.gpu_docker import GpuDockerOperator  # noqa: E402
 from tests.integration.agents import start_agent, stop_agent  # noqa: E402
 from tools.bench_ti import BenchTI  # noqa: E402
+from tools.cgroups import remove_cgroup  # noqa: E402
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd  # noqa: E402
 
 CPUSET = Path("/sys/fs/cgroup/cpuset")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOSTS = ("mc_a", "mc_b")
 RUNS = 8
 BAR = 0.20
@@ -60,13 +60,7 @@ def pinned_cgroup(name: str, cpu: int) -> Iterator[str]:
         (path / "cpuset.mems").write_text("0")
         yield f"/{name}"
     finally:
-        for hierarchy in CGROUP_ROOT.iterdir():
-            top = hierarchy / name
-            if top.is_dir() and not top.is_symlink():
-                for sub in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                    if sub.is_dir():
-                        sub.rmdir()
-                top.rmdir()
+        remove_cgroup(name)
 
 
 def operator_for(policy: str, index: int, rng: random.Random, epochs: int) -> GpuDockerOperator:
