@@ -11,7 +11,7 @@ Pure: no Airflow, Docker or network imports, so the placement core raises from h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -82,6 +82,18 @@ class ClaimTaken(GpuDockerError):
 
 class NoRoom(GpuDockerError):
     """A wait for room ended without it; the message names every host and what it lacks."""
+
+
+class ReattachAmbiguous(GpuDockerError):
+    """More than one container of earlier tries of the task exists: which to adopt is unclear."""
+
+    def __init__(self, found: Sequence[object]) -> None:
+        self.found = list(found)
+        super().__init__(
+            f"{len(found)} containers of earlier tries of this task exist: {'; '.join(map(str, found))}. Nothing "
+            "was started. Remove all but the one to keep (`docker rm -f ID` on its host), or set reattach=False "
+            "to remove them all and train afresh."
+        )
 
 
 class ContainerFailed(GpuDockerError):

@@ -150,6 +150,23 @@ class ChunkedArchive:
             if len(self._buf) >= self.chunk_bytes or self.clock() >= self._due:
                 self.flush()
 
+    def carry_on(self) -> dict[str, int]:
+        """Continue an archive an earlier try of the task began (it adopted that try's container):
+        take its chunks as this archive's first ones, so the digests, counts and chunk numbers go
+        on from them. Returns the content bytes archived per stream, which following the
+        container's log then skips; call before any :meth:`add`."""
+        chunks = sorted(p for p in self.base.iterdir() if p.name.startswith("chunk-")) if self.base.exists() else []
+        for chunk in chunks:
+            self.chunks += 1
+            for record in chunk.read_bytes().splitlines():
+                ts, stream, text = (record.split(b" ", 2) + [b""])[:3]
+                self.streams[stream.rstrip(b"+").decode()].add(text, 1, stream.endswith(b"+"))
+                self.records += 1
+                self.bytes += len(record) + 1
+                self.first_ts = self.first_ts or ts.decode()
+                self.last_ts = ts.decode()
+        return {name: d.bytes for name, d in self.streams.items()}
+
     def drain(self, batches: Iterable[LineBatch]) -> Iterable[LineBatch]:
         """Archive each batch as it passes: a stage in the pulled pipeline."""
         for batch in batches:

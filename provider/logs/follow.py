@@ -81,7 +81,7 @@ class Resume:
 
 
 def follow_frames(
-    attached: Iterable[Frame],
+    attached: Iterable[Frame] | None,
     open_log: OpenLog,
     status: GetStatus,
     resume: Resume,
@@ -92,13 +92,22 @@ def follow_frames(
 ) -> Iterator[Frame]:
     """All frames of a container: the attach stream, then the log after a drop, until it stops.
 
+    ``attached`` None: no attach stream (a container adopted from an earlier try of the task),
+    so following starts from the engine's log, skipping what ``resume`` says was passed on.
+
     ``drops`` are the exceptions that mean "the connection broke" (``OSError``: a reset socket,
     the engine client's ``HostUnreachable``); a stream truncated inside a frame is one too. The engine is polled for up
     to ``engine_wait_s`` seconds while it does not answer (a restarting daemon); if it never
     comes back, the last error is raised.
     """
     broken: tuple[type[BaseException], ...] = (TruncatedStream, *drops)
-    stream, from_start, final = attached, False, False
+    stream, from_start, final = attached or (), False, False
+    if attached is None:
+        now = _poll(status, engine_wait_s, drops, sleep, clock)
+        if now is None:
+            return
+        final = not now.running
+        stream, from_start = open_log(now.running), True
     while True:
         clean = True
         try:

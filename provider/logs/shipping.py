@@ -25,7 +25,7 @@ from airflow.sdk import ObjectStoragePath
 from provider.hooks.docker_host import GpuDockerHook
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S, MANIFEST_NAME, ChunkedArchive
 from provider.logs.follow import Frame, Resume, Status, follow_frames
-from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LineBatch, arrival_time, assemble_lines
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, STDERR, STDOUT, LineBatch, arrival_time, assemble_lines
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
@@ -71,6 +71,8 @@ class LogShipping:
     :param archive: prefix URL of the archive (``{AIRFLOW_HOME}`` is expanded), or None.
     :param identity: dag_id, run_id, task_id, map_index, try_number: the archive's sub-path.
     :param live_rate: lines per second into the task log; None shows every line.
+    :param carry_on: the container was started by an earlier try, which archived part of its
+        output under ``identity``: continue that archive and ship only what follows it.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class LogShipping:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         gpu_samples: GpuSamples | None = None,
         spool_root: Path | None = None,
+        carry_on: bool = False,
     ) -> None:
         self.log = log
         self.sink = TaskLogSink(log, tail_lines)
@@ -104,15 +107,20 @@ class LogShipping:
                 archive_prefix(archive, archive_conn_id, identity), spool, log,
                 chunk_s=chunk_s, chunk_bytes=chunk_bytes, gpu_samples=gpu_samples,
             )
+            if carry_on:  # an adopted container: go on after what the earlier try archived
+                self._upload_leftovers()
+                done = self.archive.carry_on()
+                self.resume = Resume(passed={STDOUT: done["stdout"], STDERR: done["stderr"]})
 
     @property
     def where(self) -> str:
         return self.archive.url if self.archive is not None else "(no archive: log_archive=None)"
 
-    def run(self, hook: GpuDockerHook, container_id: str, attached: Iterable[Frame]) -> None:
+    def run(self, hook: GpuDockerHook, container_id: str, attached: Iterable[Frame] | None) -> None:
         """Follow the container until it stops, shipping every line.
 
-        ``attached`` is the attach stream, opened before the container was started.
+        ``attached`` is the attach stream, opened before the container was started; None for an
+        adopted container, which is read from the engine's log.
         """
         if self.archive is not None and self.archive.spool.pending():
             self._upload_leftovers()

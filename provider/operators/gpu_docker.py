@@ -18,7 +18,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import ContainerFailed, EngineError, NoFit, NoGpuRuntime, SpecError
+from provider.errors import EngineError, NoFit, NoGpuRuntime, ReattachAmbiguous, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.engine_sync import run_sync
@@ -36,12 +36,13 @@ from provider.operators.container_spec import (
     gpu_count,
 )
 from provider.operators.links import ContainerLogLink
-from provider.operators.outcome import result_record
+from provider.operators.run_to_end import Running, run_to_end, ti_identity
+from provider.reservations.adopt import adopt_claim, find_earlier
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
-from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
-from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
+from provider.reservations.store import DEFAULT_GRACE_S, engine_seconds, lift_holds, mark_gpu_problem, new_owner
+from provider.scheduling.model import MILLI_PER_GPU, Placement, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
 from provider.scheduling.waiting import Waiter
@@ -87,6 +88,8 @@ class GpuDockerOperator(BaseOperator):
     :param wait_for_resources: when nothing fits, wait (first come, first served, a long
         waiter holds a host after ``hold_after_s``) instead of failing at once; ``deferrable``
         waits in the triggerer; ``wait_timeout`` and ``poll_interval`` in seconds.
+    :param reattach: a retry adopts the container an earlier try left running or exited (its
+        worker was lost) instead of training again; False removes it and starts afresh.
     """
 
     template_fields: Sequence[str] = (
@@ -147,6 +150,7 @@ class GpuDockerOperator(BaseOperator):
         wait_timeout: float | timedelta = 3600.0,
         poll_interval: float = 10.0,
         hold_after_s: float | None = 600.0,
+        reattach: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -188,6 +192,7 @@ class GpuDockerOperator(BaseOperator):
         self.wait_timeout_s = wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else float(wait_timeout)
         self.poll_interval = poll_interval
         self.hold_after_s = hold_after_s
+        self.reattach = reattach
         if self.wait_timeout_s <= 0 or poll_interval <= 0:
             raise SpecError(f"wait_timeout and poll_interval must be > 0, got {wait_timeout!r}, {poll_interval!r}.")
         self.log_archive_url: str | None = None  # for ContainerLogLink
@@ -207,7 +212,11 @@ class GpuDockerOperator(BaseOperator):
     def _execute(self, context: Context, waiter: Waiter | None) -> dict[str, Any]:
         spec = self._spec()
         gpus = gpu_count(self.gpus)
-        identity = _ti_identity(context)
+        identity = ti_identity(context)
+        if waiter is None:  # a try resumed from waiting for room never started a container
+            adopted = self._earlier_try(identity, spec)
+            if adopted is not None:
+                return self._to_end(adopted, identity)
         labels = task_labels(**identity)
         target = self._reserve(gpus, spec, context, dict(labels), waiter)
         gpu_ids = target.placement.gpu_indices
@@ -236,47 +245,53 @@ class GpuDockerOperator(BaseOperator):
                 except EngineError as marking:
                     self.log.warning("Could not mark host %s for its GPU problem: %s", target.host.name, marking)
                 raise
-            shipping = self._log_shipping(identity, target)
-            exit_code: int | None = None
-            try:
-                shipping.run(hook, container_id, attached)
-                exit_code = self._wait(hook, container_id)
-            finally:
-                shipped = shipping.finish(
-                    exit_code=exit_code, host=target.host.name, container_id=container_id,
-                    gpu_ids=list(gpu_ids), image=spec.image,
-                )
-            finished = datetime.now(timezone.utc)
-            if exit_code != 0:
-                raise ContainerFailed(
-                    image=spec.image,
-                    host=target.host.name,
-                    container_id=container_id,
-                    exit_code=exit_code,
-                    duration_s=(finished - started).total_seconds(),
-                    tail=list(shipping.sink.tail),
-                    oom_killed=hook.oom_killed(container_id),
-                )
-            result = hook.read_json(container_id, spec.result_path)
+        except BaseException:
+            self._remove_and_release(hook, container_id, attached)
+            raise
+        run = Running(hook, container_id, target, spec.image, spec.result_path, started, identity["try_number"],
+                      attached)
+        return self._to_end(run, identity)
+
+    def _to_end(self, run: Running, identity: Mapping[str, Any]) -> dict[str, Any]:
+        """Follow ``run`` to its result; the container is removed and its claim released after."""
+        self._running, self._reserved = (run.hook, run.container_id), run.target
+        try:
+            out = run_to_end(run, self._log_shipping({**identity, "try_number": run.started_by_try}, run))
         finally:
-            self._running = None
-            if attached is not None:
-                attached.close()
-            hook.remove(container_id)
-            self._release()
-        self.log.info("Container %s exited 0 after %d lines of output", container_id[:12], shipping.sink.lines)
-        record = result_record(
-            host=target.host.name,
-            container_id=container_id,
-            image=spec.image,
-            gpu_ids=gpu_ids,
-            exit_code=exit_code,
-            started=started,
-            finished=finished,
-            log_lines=shipping.sink.lines,
-            result=result,
-        )
-        return {**record, **shipped}
+            self._remove_and_release(run.hook, run.container_id, run.attached)
+        self.log.info("Container %s exited 0 after %d lines of output", run.container_id[:12], out["log_lines"])
+        return out
+
+    def _remove_and_release(self, hook: GpuDockerHook, container_id: str, attached: Any) -> None:
+        self._running = None
+        if attached is not None:
+            attached.close()
+        hook.remove(container_id)
+        self._release()
+
+    def _earlier_try(self, identity: Mapping[str, Any], spec: ContainerSpec) -> Running | None:
+        """A container an earlier try of this task left on the pool, adopted when ``reattach``
+        (see docs/failures.md); otherwise, or when it never started, removed with its claim."""
+        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
+        found = find_earlier(hosts, identity)
+        if len(found) > 1 and self.reattach:
+            raise ReattachAmbiguous(found)
+        if found and self.reattach and found[0].state != "created":
+            earlier = found[0]
+            hook = GpuDockerHook(earlier.host)
+            reservation = adopt_claim(earlier)
+            target = Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {}, {}),
+                              reservation)
+            state = hook.state(earlier.container_id) or {}
+            started = datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
+            self.log.info("Reattaching to %s: no new placement and no new container", earlier)
+            return Running(hook, earlier.container_id, target, spec.image, spec.result_path, started,
+                           earlier.try_number, None)
+        for earlier in found:
+            self.log.info("Removing %s and releasing its claim before starting afresh", earlier)
+            GpuDockerHook(earlier.host).stop_and_remove(earlier.container_id, grace_s=self.stop_grace_s)
+            release(Reserved(earlier.host, Placement(earlier.host.name, (), "", {}, {}), adopt_claim(earlier)))
+        return None
 
     def _spec(self) -> ContainerSpec:
         """Check the rendered arguments and return the container they describe.
@@ -394,13 +409,13 @@ class GpuDockerOperator(BaseOperator):
         if waiting is not None:
             run_sync(lift_holds(*waiting))
 
-    def _log_shipping(self, identity: Mapping[str, Any], target: Reserved) -> LogShipping:
+    def _log_shipping(self, identity: Mapping[str, Any], run: Running) -> LogShipping:
         """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
         their utilisation in the manifest."""
         samples = None
-        gpu_ids = target.placement.gpu_indices
-        if gpu_ids and target.host.agent_url:
-            samples = functools.partial(gpu_sample, target.host, gpu_ids)
+        gpu_ids, host = run.target.placement.gpu_indices, run.target.host
+        if gpu_ids and host.agent_url:
+            samples = functools.partial(gpu_sample, host, gpu_ids)
         shipping = LogShipping(
             self.log,
             archive=self.log_archive,
@@ -412,18 +427,10 @@ class GpuDockerOperator(BaseOperator):
             chunk_s=self.log_chunk_s,
             chunk_bytes=self.log_chunk_bytes,
             gpu_samples=samples,
+            carry_on=run.reattached,
         )
         self.log_archive_url = shipping.archive.url if shipping.archive is not None else None
         return shipping
-
-    def _wait(self, hook: GpuDockerHook, container_id: str) -> int:
-        exit_code = hook.wait(container_id)
-        if exit_code is None:
-            raise ContainerFailed(
-                image=self.image, host=hook.host.name, container_id=container_id, exit_code=-1,
-                duration_s=0.0, tail=["(the container was removed while the task waited: killed)"],
-            )
-        return exit_code
 
     def on_kill(self) -> None:
         """Stop and remove the container: a killed task must leave nothing running."""
@@ -436,14 +443,3 @@ class GpuDockerOperator(BaseOperator):
         self._release()
         self._lift_holds()
 
-
-def _ti_identity(context: Context) -> dict[str, Any]:
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return {
-        "dag_id": ti.dag_id,
-        "task_id": ti.task_id,
-        "run_id": ti.run_id,
-        "try_number": int(getattr(ti, "try_number", 1) or 1),
-        "map_index": -1 if map_index is None else int(map_index),
-    }

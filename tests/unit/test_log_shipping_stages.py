@@ -82,6 +82,19 @@ def test_follow_resumes_without_loss_or_duplicates(
     assert resume.passed == {1: len(OUT), 2: len(ERR)}
 
 
+@pytest.mark.parametrize(
+    "statuses, opened", [([RUNNING, EXITED], [True, False]), ([EXITED], [False])], ids=["running", "exited"]
+)
+def test_an_adopted_container_is_followed_from_its_log_after_what_was_passed_on(
+    statuses: list[Status | None], opened: list[bool]
+) -> None:
+    engine, resume = Engine(OUT, ERR, [], statuses), Resume(passed={1: len(b"line 1\n"), 2: 0})
+    got: dict[int, bytes] = {1: b"", 2: b""}
+    for sid, payload in follow_frames(None, engine.open_log, engine.status, resume, sleep=lambda s: None):
+        got[sid] += payload
+    assert got == {1: b"line 2\nline 3\n", 2: ERR} and engine.opened == opened
+
+
 def test_follow_ends_when_the_container_is_gone() -> None:
     engine = Engine(OUT, ERR, [1], [None])
     assert followed(engine, Resume()) == {1: OUT[:7], 2: b""}
@@ -229,3 +242,33 @@ def test_spool_flush_of_an_earlier_task_and_a_partial_entry(tmp_path: Path) -> N
     assert Spool(tmp_path / "spool").flush() == 1
     assert (tmp_path / "out/a/chunk-000001.log").read_bytes() == b"kept\n"
     assert spool.pending() == 0
+
+
+def test_an_archive_carried_on_by_a_later_try_equals_one_written_at_once(tmp_path: Path) -> None:
+    batches = [LineBatch("stdout", T1, ["1", "2"]), LineBatch("stderr", T1, ["warn"]),
+               LineBatch("stdout", T2, ["x" * 5], True), LineBatch("stdout", T2, ["y", "3"])]
+
+    def archive(where: str) -> ChunkedArchive:
+        return ChunkedArchive(ObjectStoragePath(f"file://{tmp_path}/{where}"), Spool(tmp_path / "spool"), Log(),
+                              chunk_s=3600)
+
+    whole = archive("whole")
+    for batch in batches:
+        whole.add(batch)
+        whole.flush()
+    expected = whole.finish(exit_code=0)
+
+    first = archive("split")  # the first try: killed after two chunks, before its manifest
+    for batch in batches[:2]:
+        first.add(batch)
+        first.flush()
+    first._stop.set()
+    later = archive("split")
+    assert later.carry_on() == {"stdout": len(b"1\n2\n"), "stderr": len(b"warn\n")}
+    for batch in batches[2:]:
+        later.add(batch)
+        later.flush()
+    carried = later.finish(exit_code=0)
+    assert carried == expected and carried["sha256"] == hashlib.sha256(b"1\n2\nxxxxxy\n3\n").hexdigest()
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert archive("empty").carry_on() == {"stdout": 0, "stderr": 0}

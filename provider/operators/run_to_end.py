@@ -1,0 +1,91 @@
+"""The second half of a training task: from a started container to its result.
+
+The same for a container this try started and for one it adopted from an earlier try whose
+worker was lost (``reattach``): ship its output, wait for its exit, seal the archive, and read
+the result file. Removing the container and releasing its claim stay with the operator, which
+also answers a kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import Context
+
+from provider.errors import ContainerFailed
+from provider.hooks.docker_host import GpuDockerHook
+from provider.logs.follow import Frame
+from provider.logs.shipping import LogShipping
+from provider.operators.outcome import result_record
+from provider.reservations.placement import Reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A started container and what the task knows of it.
+
+    ``attached`` is the attach stream opened before the start; None for an adopted container,
+    whose output is read from the engine's log after what the earlier try archived."""
+
+    hook: GpuDockerHook
+    container_id: str
+    target: Reserved
+    image: str
+    result_path: str
+    started: datetime
+    started_by_try: int
+    attached: Iterable[Frame] | None
+
+    @property
+    def reattached(self) -> bool:
+        return self.attached is None
+
+
+def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
+    """Follow ``run`` to its exit and return the task's XCom; :class:`ContainerFailed` on a
+    non-zero exit. ``reattached`` and ``started_by_try`` say, in the XCom and in the archive's
+    manifest, whether this try adopted the container and which try started it."""
+    hook, container_id, host = run.hook, run.container_id, run.target.host.name
+    gpu_ids = run.target.placement.gpu_indices
+    who = {"reattached": run.reattached, "started_by_try": run.started_by_try}
+    exit_code: int | None = None
+    try:
+        shipping.run(hook, container_id, run.attached)
+        exit_code = hook.wait(container_id)
+        if exit_code is None:
+            raise ContainerFailed(
+                image=run.image, host=host, container_id=container_id, exit_code=-1, duration_s=0.0,
+                tail=["(the container was removed while the task waited: killed)"],
+            )
+    finally:
+        shipped = shipping.finish(exit_code=exit_code, host=host, container_id=container_id,
+                                  gpu_ids=list(gpu_ids), image=run.image, **who)
+    finished = datetime.now(timezone.utc)
+    if exit_code != 0:
+        raise ContainerFailed(
+            image=run.image, host=host, container_id=container_id, exit_code=exit_code,
+            duration_s=(finished - run.started).total_seconds(), tail=list(shipping.sink.tail),
+            oom_killed=hook.oom_killed(container_id),
+        )
+    result = hook.read_json(container_id, run.result_path)
+    record = result_record(
+        host=host, container_id=container_id, image=run.image, gpu_ids=gpu_ids, exit_code=exit_code,
+        started=run.started, finished=finished, log_lines=shipping.sink.lines, result=result,
+    )
+    return {**record, **shipped, **who}
+
+
+def ti_identity(context: Context) -> dict[str, Any]:
+    """The task instance a container belongs to: its labels, and the path of its archive."""
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "try_number": int(getattr(ti, "try_number", 1) or 1),
+        "map_index": -1 if map_index is None else int(map_index),
+    }

@@ -1,0 +1,105 @@
+"""Find the container an earlier try of a task left on the pool, and take over its claim.
+
+A try whose worker was lost (killed, out of memory, its machine gone) leaves its container
+training on the host, with the claim that reserves its GPUs. The next try of the same task
+instance finds it by the labels every task container carries: dag_id, task_id, run_id and
+map_index, but not the try number, so a container of any earlier try is found. It then
+adopts that container and its claim instead of placing the task again and training twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from provider.errors import EngineError
+from provider.hooks.engine import AsyncEngine
+from provider.hooks.engine_sync import run_sync
+from provider.hooks.hosts import HostConfig
+from provider.reservations.labels import (
+    DAG_ID_LABEL,
+    LOCK_LABEL,
+    MAP_INDEX_LABEL,
+    MANAGED_LABEL,
+    OWNER_LABEL,
+    RESERVATION_LABEL,
+    RUN_ID_LABEL,
+    TASK_ID_LABEL,
+    TRY_NUMBER_LABEL,
+)
+from provider.reservations.store import ClaimStore, Reservation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """A task container of an earlier try, as its engine lists it."""
+
+    host: HostConfig
+    container_id: str
+    state: str
+    try_number: int
+    owner: str | None
+
+    def __str__(self) -> str:
+        return f"container {self.container_id[:12]} of try {self.try_number} on {self.host.name} ({self.state})"
+
+
+def _same_task(identity: Mapping[str, object]) -> list[str]:
+    return [f"{MANAGED_LABEL}=true"] + [
+        f"{label}={identity[key]}"
+        for label, key in ((DAG_ID_LABEL, "dag_id"), (TASK_ID_LABEL, "task_id"), (RUN_ID_LABEL, "run_id"),
+                           (MAP_INDEX_LABEL, "map_index"))
+    ]
+
+
+async def _on(host: HostConfig, identity: Mapping[str, object]) -> list[Earlier]:
+    found = []
+    for entry in await AsyncEngine(host).containers(_same_task(identity)):
+        labels = entry.get("Labels") or {}
+        if RESERVATION_LABEL in labels or LOCK_LABEL in labels:
+            continue  # a claim, hold or lock of the task, not the task's container
+        found.append(Earlier(host, str(entry["Id"]), str(entry.get("State")), int(labels.get(TRY_NUMBER_LABEL, 0)),
+                             labels.get(OWNER_LABEL)))
+    return found
+
+
+def find_earlier(hosts: Sequence[HostConfig], identity: Mapping[str, object]) -> list[Earlier]:
+    """Every container of this task instance on the pool's hosts, of any try.
+
+    A host whose engine does not answer is left out with a warning: a container there cannot be
+    adopted anyway, and the task must still be able to run on the rest of the pool."""
+
+    async def gather() -> list[list[Earlier] | BaseException]:
+        return await asyncio.gather(*(_on(h, identity) for h in hosts), return_exceptions=True)
+
+    found: list[Earlier] = []
+    for host, answer in zip(hosts, run_sync(gather())):
+        if isinstance(answer, EngineError):
+            log.warning("Could not look for an earlier try's container on %s: %s", host.name, answer)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            found.extend(answer)
+    return found
+
+
+def adopt_claim(earlier: Earlier) -> Reservation:
+    """The reservation of ``earlier``'s container: its claim, when still there. A claim whose
+    container stopped may have been reclaimed as stale; then its GPUs are read from the
+    container, and nothing is held (the container no longer uses them)."""
+
+    async def read() -> Reservation:
+        engine = AsyncEngine(earlier.host)
+        for claim in await ClaimStore(engine).claims():
+            if earlier.owner is not None and claim.owner == earlier.owner:
+                return Reservation(earlier.host.name, claim.owner, claim.gpus, claim.container_id)
+        info = await engine.inspect(earlier.container_id) or {}
+        requests = (info.get("HostConfig") or {}).get("DeviceRequests") or []
+        gpus = tuple(int(i) for r in requests for i in (r.get("DeviceIDs") or []))
+        return Reservation(earlier.host.name, earlier.owner or "", gpus, None)
+
+    return run_sync(read())

@@ -1,0 +1,148 @@
+"""A retry adopts the container of a try whose worker was lost, instead of training twice.
+
+The first try runs in a process of its own that is killed with SIGKILL (nothing of it runs
+after: no ``on_kill``, no ``finally``), as when a worker is OOM-killed or its machine is lost.
+The next try runs here against the same private engine. What was created is counted from the
+engine's event stream; the archive is checked against what the container printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provider.errors import ReattachAmbiguous
+from provider.operators.gpu_docker import GpuDockerOperator
+from provider.reservations.labels import LABEL_PREFIX, task_labels
+from tests.conftest import FakeTI, TaskLog
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.local_airflow import REPO
+
+pytestmark = pytest.mark.integration
+
+LINES = 160
+COUNT = f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo $i; sleep 0.05; done"
+EXPECTED = "".join(f"{i}\n" for i in range(1, LINES + 1)).encode()
+FIRST_TRY = """
+import json, sys
+from provider.operators.gpu_docker import GpuDockerOperator
+from tests.conftest import FakeTI
+op = GpuDockerOperator(task_id="train", host="it_host", image=sys.argv[1], pull="never",
+                       command=["sh", "-c", sys.argv[2]], log_chunk_s=0.3)
+op.execute({"ti": FakeTI(run_id=sys.argv[3], try_number=1)})
+"""
+
+
+@pytest.fixture(autouse=True)
+def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
+
+
+def archive_dir(ti: FakeTI, attempt: int) -> Path:
+    return (Path(os.environ["AIRFLOW_HOME"]) / "container_logs" / f"dag_id={ti.dag_id}" / f"run_id={ti.run_id}"
+            / f"task_id={ti.task_id}" / f"attempt={attempt}")
+
+
+def archived(ti: FakeTI, attempt: int) -> tuple[bytes, dict[str, Any]]:
+    """The archived stdout, joined as the container printed it, and the manifest."""
+    base = archive_dir(ti, attempt)
+    records = b"".join(p.read_bytes() for p in sorted(base.glob("chunk-*.log")))
+    stdout = b"".join(r.split(b" ", 2)[2] + b"\n" for r in records.splitlines() if r.split(b" ", 2)[1] == b"stdout")
+    return stdout, json.loads((base / "manifest.json").read_text())
+
+
+def first_try_killed(engine: PrivateDockerd, ti: FakeTI) -> str:
+    """Run try 1 in a process of its own and SIGKILL it once part of the output is archived;
+    returns the id of the container it left running."""
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, COUNT, ti.run_id], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not list(archive_dir(ti, 1).glob("chunk-*.log")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the first try ended by itself"
+            time.sleep(0.1)
+        assert list(archive_dir(ti, 1).glob("chunk-*.log")), "the first try archived nothing in 60 s"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    [left] = engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}", f"{LABEL_PREFIX}.try_number=1",
+                               f"{LABEL_PREFIX}.managed=true")
+    return str(left["Id"])
+
+
+def created(engine: PrivateDockerd, ti: FakeTI, since: float) -> int:
+    """Task containers the engine created for ``ti`` since ``since`` (claims are not counted)."""
+    with engine.client() as c:
+        events = c.api.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                              filters={"type": "container", "event": "create",
+                                       "label": [f"{LABEL_PREFIX}.run_id={ti.run_id}"]})
+        return sum(1 for e in events
+                   if e["timeNano"] >= since * 1e9 and f"{LABEL_PREFIX}.reservation" not in e["Actor"]["Attributes"])
+
+
+def second_try(ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
+    op = GpuDockerOperator(task_id="train", host="it_host", image=TESTBOX_IMAGE, pull="never",
+                           command=["sh", "-c", COUNT], log_chunk_s=0.3, **kwargs)
+    again = FakeTI(run_id=ti.run_id, try_number=2)
+    return op.execute({"ti": again})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("exited_first", [False, True], ids=["still-running", "exited-while-nobody-watched"])
+def test_a_retry_adopts_the_lost_tries_container_and_completes_its_archive(
+    dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog, exited_first: bool
+) -> None:
+    since = time.time()
+    left = first_try_killed(dockerd, ti)
+    if exited_first:
+        with dockerd.client() as c:
+            assert c.api.wait(left, timeout=60)["StatusCode"] == 0
+    out = second_try(ti)
+    assert out["reattached"] is True and out["started_by_try"] == 1 and out["container_id"] == left
+    stdout, manifest = archived(ti, 1)
+    assert stdout == EXPECTED and manifest["sha256"] == hashlib.sha256(EXPECTED).hexdigest()
+    assert manifest["reattached"] is True and manifest["started_by_try"] == 1 and manifest["exit_code"] == 0
+    shown = [int(t) for t in task_log.texts("stdout") if t.isdigit()]  # this try: the rest, in order, once
+    assert shown == list(range(LINES - len(shown) + 1, LINES + 1)) and 0 < len(shown) < LINES
+    assert created(dockerd, ti, since) == 1
+    assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []  # removed, claims too
+
+
+def test_reattach_false_removes_the_lost_tries_container_and_trains_afresh(
+    dockerd: PrivateDockerd, ti: FakeTI
+) -> None:
+    since = time.time()
+    left = first_try_killed(dockerd, ti)
+    out = second_try(ti, reattach=False)
+    assert out["reattached"] is False and out["started_by_try"] == 2 and out["container_id"] != left
+    assert archived(ti, 2)[0] == EXPECTED
+    assert created(dockerd, ti, since) == 2
+    assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []
+
+
+def test_two_earlier_containers_fail_the_retry_naming_both_and_start_nothing(
+    dockerd: PrivateDockerd, ti: FakeTI
+) -> None:
+    labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, 1, ti.map_index)
+    with dockerd.client() as c:
+        ids = [c.api.create_container(TESTBOX_IMAGE, ["sleep", "60"], labels=labels)["Id"] for _ in range(2)]
+    try:
+        since = time.time()
+        with pytest.raises(ReattachAmbiguous) as failed:
+            second_try(ti)
+        assert all(i[:12] in str(failed.value) for i in ids) and "reattach=False" in str(failed.value)
+        assert created(dockerd, ti, since) == 0
+        assert {c["Id"] for c in dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}")} == set(ids)
+    finally:
+        with dockerd.client() as c:
+            for i in ids:
+                c.api.remove_container(i, force=True)
