@@ -1,0 +1,74 @@
+"""A lost worker on a real Airflow (LocalExecutor): the task process is killed with SIGKILL
+mid-run, as an out-of-memory kill or a lost machine ends it, and the retry adopts the
+container instead of training again. Counted from the engine's event stream; the archive is
+checked against what the container printed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+from provider.reservations.labels import LABEL_PREFIX
+from tests.system.conftest import containers_of_run
+from tests.system.dags.counter import LINES
+from tools.dockerd import PrivateDockerd
+from tools.local_airflow import LocalAirflow
+
+DAG_ID = "gpu_docker_counter"
+TASKS = ("while_running", "after_exit")
+EXPECTED = "".join(f"{i}\n" for i in range(1, LINES + 1)).encode()
+
+
+def archive_dir(airflow: LocalAirflow, run_id: str, task_id: str) -> Path:
+    return airflow.home / "container_logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}" / "attempt=1"
+
+
+def archived_stdout(base: Path) -> bytes:
+    records = b"".join(p.read_bytes() for p in sorted(base.glob("chunk-*.log")))
+    return b"".join(r.split(b" ", 2)[2] + b"\n" for r in records.splitlines() if r.split(b" ", 2)[1] == b"stdout")
+
+
+def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd
+) -> None:
+    since = time.time()
+    run_id = airflow_stack.trigger(DAG_ID, {})
+    killed: dict[str, int] = {}
+    deadline = time.monotonic() + 180
+    while len(killed) < len(TASKS) and time.monotonic() < deadline:
+        for task_id in TASKS:
+            ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
+            chunks = list(archive_dir(airflow_stack, run_id, task_id).glob("chunk-*.log"))
+            if task_id not in killed and ti["state"] == "running" and ti.get("pid") and chunks:
+                os.kill(int(ti["pid"]), signal.SIGKILL)  # the task process, as the kernel's OOM killer would
+                killed[task_id] = int(ti["pid"])
+        time.sleep(0.2)
+    assert set(killed) == set(TASKS), f"not both killed mid-run: {killed}"
+
+    assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
+    with system_engine.client() as c:
+        events = [e for e in c.api.events(since=int(since), until=int(time.time()) + 1, decode=True, filters={
+            "type": "container", "event": ["create", "die"], "label": [f"{LABEL_PREFIX}.run_id={run_id}"]})
+            if f"{LABEL_PREFIX}.reservation" not in e["Actor"]["Attributes"]]
+    task_of = {e["id"]: e["Actor"]["Attributes"][f"{LABEL_PREFIX}.task_id"] for e in events}
+    created = [task_of[e["id"]] for e in events if e["Action"] == "create"]
+    assert sorted(created) == sorted(TASKS)  # one container per task, ever
+    died = {task_of[e["id"]]: e["timeNano"] / 1e9 for e in events if e["Action"] == "die"}
+    retried = datetime.fromisoformat(airflow_stack.task_instance(DAG_ID, run_id, "after_exit")["start_date"])
+    assert died["after_exit"] < retried.timestamp()  # it finished while no try watched: collected
+    for task_id in TASKS:
+        ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
+        out = airflow_stack.xcom(DAG_ID, run_id, task_id)
+        assert ti["try_number"] == 2 and out["reattached"] is True and out["started_by_try"] == 1, out
+        stdout = archived_stdout(archive_dir(airflow_stack, run_id, task_id))
+        assert stdout == EXPECTED, task_id
+        assert out["log_sha256"] == hashlib.sha256(EXPECTED).hexdigest()
+        shown = [line for line in airflow_stack.task_log_text(DAG_ID, run_id, task_id, try_number=2).splitlines()
+                 if '"event":"' in line]
+        numbers = [int(x) for line in shown for x in [line.split('"event":"', 1)[1].split('"', 1)[0]] if x.isdigit()]
+        assert numbers == list(range(numbers[0], LINES + 1)), task_id  # the rest, once each, in order
+    assert containers_of_run(system_engine, run_id) == []
