@@ -60,7 +60,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.cgroups import remove_cgroup  # noqa: E402
 from tools.cluster.topology import POOL, Cluster, ClusterSpec  # noqa: E402
 from tools.dockerd import TESTBOX_IMAGE  # noqa: E402
 from tools.local_airflow import AirflowRest  # noqa: E402
@@ -374,9 +373,7 @@ def main(argv: list[str]) -> int:
         return 130
     finally:
         print("Stopping the topology ...", flush=True)
-        cluster.stop()
-        for h in CPUSETS:  # the topology removes only the cpuset group of each host
-            remove_cgroup(f"{cluster.spec.tag}-{h}")
+        cluster.stop()  # its engines' cgroups too, in every controller
     summary = summarise(runs, cluster.hosts)
     report(summary, cluster.hosts)
     print(f"Whole run, topology start and stop included: {(time.monotonic() - began) / 60:.1f} min")

@@ -271,25 +271,29 @@ class GpuDockerOperator(BaseOperator):
 
     def _earlier_try(self, identity: Mapping[str, Any], spec: ContainerSpec) -> Running | None:
         """A container an earlier try of this task left on the pool, adopted when ``reattach``
-        (see docs/failures.md); otherwise, or when it never started, removed with its claim."""
+        and it runs or exited by itself (docs/failures.md); otherwise removed with its claim:
+        one never started, or killed by a signal (its engine restarted), trains afresh."""
         hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         found = find_earlier(hosts, identity)
         if len(found) > 1 and self.reattach:
             raise ReattachAmbiguous(found)
-        if found and self.reattach and found[0].state != "created":
-            earlier = found[0]
-            hook = GpuDockerHook(earlier.host)
-            reservation = adopt_claim(earlier)
-            target = Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {}, {}),
-                              reservation)
-            state = hook.state(earlier.container_id) or {}
-            started = datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
-            self.log.info("Reattaching to %s: no new placement and no new container", earlier)
-            return Running(hook, earlier.container_id, target, spec.image, spec.result_path, started,
-                           earlier.try_number, None)
         for earlier in found:
-            self.log.info("Removing %s and releasing its claim before starting afresh", earlier)
-            GpuDockerHook(earlier.host).stop_and_remove(earlier.container_id, grace_s=self.stop_grace_s)
+            hook = GpuDockerHook(earlier.host)
+            state = hook.state(earlier.container_id) or {}
+            code = state.get("ExitCode")
+            by_itself = state.get("Status") == "exited" and isinstance(code, int) and 0 <= code < 128
+            if self.reattach and (state.get("Running") or by_itself):
+                reservation = adopt_claim(earlier)
+                target = Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {},
+                                                          {}), reservation)
+                started = datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
+                self.log.info("Reattaching to %s: no new placement and no new container", earlier)
+                return Running(hook, earlier.container_id, target, spec.image, spec.result_path, started,
+                               earlier.try_number, None)
+            why = ("reattach=False" if not self.reattach else "never started" if state.get("Status") == "created"
+                   else f"exit code {code}: killed by a signal, e.g. its engine restarted without live-restore")
+            self.log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
+            hook.stop_and_remove(earlier.container_id, grace_s=self.stop_grace_s)
             release(Reserved(earlier.host, Placement(earlier.host.name, (), "", {}, {}), adopt_claim(earlier)))
         return None
 

@@ -36,7 +36,7 @@ FIRST_TRY = """
 import json, sys
 from provider.operators.gpu_docker import GpuDockerOperator
 from tests.conftest import FakeTI
-op = GpuDockerOperator(task_id="train", host="it_host", image=sys.argv[1], pull="never",
+op = GpuDockerOperator(task_id="train", host=sys.argv[4], image=sys.argv[1], pull="never",
                        command=["sh", "-c", sys.argv[2]], log_chunk_s=0.3)
 op.execute({"ti": FakeTI(run_id=sys.argv[3], try_number=1)})
 """
@@ -61,10 +61,10 @@ def archived(ti: FakeTI, attempt: int) -> tuple[bytes, dict[str, Any]]:
     return stdout, json.loads((base / "manifest.json").read_text())
 
 
-def first_try_killed(engine: PrivateDockerd, ti: FakeTI) -> str:
+def first_try_killed(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", script: str = COUNT) -> str:
     """Run try 1 in a process of its own and SIGKILL it once part of the output is archived;
     returns the id of the container it left running."""
-    proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, COUNT, ti.run_id], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, script, ti.run_id, host], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 60
@@ -90,8 +90,8 @@ def created(engine: PrivateDockerd, ti: FakeTI, since: float) -> int:
                    if e["timeNano"] >= since * 1e9 and f"{LABEL_PREFIX}.reservation" not in e["Actor"]["Attributes"])
 
 
-def second_try(ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
-    op = GpuDockerOperator(task_id="train", host="it_host", image=TESTBOX_IMAGE, pull="never",
+def second_try(ti: FakeTI, host: str = "it_host", **kwargs: Any) -> dict[str, Any]:
+    op = GpuDockerOperator(task_id="train", host=host, image=TESTBOX_IMAGE, pull="never",
                            command=["sh", "-c", COUNT], log_chunk_s=0.3, **kwargs)
     again = FakeTI(run_id=ti.run_id, try_number=2)
     return op.execute({"ti": again})  # type: ignore[arg-type]
@@ -127,6 +127,25 @@ def test_reattach_false_removes_the_lost_tries_container_and_trains_afresh(
     assert archived(ti, 2)[0] == EXPECTED
     assert created(dockerd, ti, since) == 2
     assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []
+
+
+def test_a_container_its_engine_killed_on_restart_is_not_adopted_the_retry_trains_afresh(
+    ti: FakeTI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with PrivateDockerd("rr") as engine:  # no live-restore: a restart stops its containers
+        engine.load(TESTBOX_IMAGE)
+        monkeypatch.setenv("AIRFLOW_CONN_RR_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}))
+        left = first_try_killed(engine, ti, host="rr_host", script="trap 'exit 143' TERM; " + COUNT.replace(
+            f"-lt {LINES}", "-lt 100000"))  # still running when the engine stops it
+        engine.restart()  # its event history goes with it: count what is created from here on
+        since = time.time()
+        with engine.client() as c:
+            assert c.api.inspect_container(left)["State"]["ExitCode"] >= 128
+        out = second_try(ti, host="rr_host")
+        assert out["reattached"] is False and out["started_by_try"] == 2 and out["container_id"] != left
+        assert archived(ti, 2)[0] == EXPECTED
+        assert created(engine, ti, since) == 1
+        assert engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []  # the killed one and all claims
 
 
 def test_two_earlier_containers_fail_the_retry_naming_both_and_start_nothing(

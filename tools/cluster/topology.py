@@ -38,6 +38,7 @@ import boto3
 from cryptography.fernet import Fernet
 
 from tools.cluster.lan import Lan
+from tools.cgroups import remove_cgroup
 from tools.cluster.services import start_postgres, start_redis, start_s3, wait_port
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, AirflowRest, venv_env
@@ -278,7 +279,7 @@ class Cluster:
             engine.stop()
         self.engines.clear()
         for path in self.cgroups:
-            path.rmdir()
+            remove_cgroup(path.name)  # the engine made it in every controller, not only cpuset
         self.cgroups.clear()
         self.lan.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
