@@ -27,13 +27,15 @@ class RunningAgent:
     process: subprocess.Popen[bytes]
 
 
-def start_agent(name: str, options: Sequence[str], log_path: Path, listen: str = "127.0.0.1:0") -> RunningAgent:
+def start_agent(name: str, options: Sequence[str], log_path: Path, listen: str = "127.0.0.1:0",
+                wrap: Sequence[str] = ()) -> RunningAgent:
     """Start an agent listening on ``listen`` with ``options``; its log (stderr) goes to ``log_path``.
+    ``wrap`` runs it elsewhere, e.g. on a machine of a :class:`~tools.cluster.lan.Lan`.
 
     Returns once it serves; raises with the agent's log when it does not within
     :data:`START_TIMEOUT_S`. The caller stops it with :func:`stop_agent`.
     """
-    args = [sys.executable, "-m", "provider.agent", "--listen", listen, *options]
+    args = [*wrap, sys.executable, "-m", "provider.agent", "--listen", listen, *options]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)

@@ -37,11 +37,12 @@ from typing import Any
 import boto3
 from cryptography.fernet import Fernet
 
-from tools.cluster.lan import Lan
 from tools.cgroups import remove_cgroup
-from tools.cluster.services import start_postgres, start_redis, start_s3, wait_port
+from tools.cluster.lan import Lan
+from tools.cluster.services import start_postgres, start_redis, start_s3
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, AirflowRest, venv_env
+from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
 from tools.processes import Processes
 
@@ -86,6 +87,7 @@ class Cluster:
         self.lan = Lan(["control", *self.workers, *self.hosts], tag=spec.tag)
         self.procs = Processes(self.workdir / "logs")
         self.engines: dict[str, PrivateDockerd] = {}
+        self.agents: list[RunningAgent] = []
         self.cgroups: list[Path] = []
         self.api = AirflowRest("", self.workdir / "control")
         self.env: dict[str, str] = {}
@@ -153,13 +155,12 @@ class Cluster:
         (hdir / "gpus.json").write_text(json.dumps(inventory))
         (hdir / "agent.token").write_text(self.agent_token + "\n")
         (hdir / "agent.token").chmod(0o600)
-        cmd = [*self.lan.wrap(h), sys.executable, "-m", "provider.agent", "--listen", f"{ip}:{AGENT_PORT}",
-               "--host-id", h, "--token-file", str(hdir / "agent.token"),
-               "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data")]
+        options = ["--host-id", h, "--token-file", str(hdir / "agent.token"),
+                   "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data")]
         if h in self.spec.host_cpus:
-            cmd += ["--cpus", self.spec.host_cpus[h]]
-        self.procs.start(f"agent-{h}", cmd, env={**os.environ, **venv_env()}, cwd=REPO)
-        wait_port(ip, AGENT_PORT, self.procs)
+            options += ["--cpus", self.spec.host_cpus[h]]
+        self.agents.append(start_agent(h, options, hdir / "agent.log", listen=f"{ip}:{AGENT_PORT}",
+                                       wrap=self.lan.wrap(h)))
 
     def _cpuset(self, h: str, cpus: str) -> str:
         """A cgroup v1 cpuset for ``h``'s containers (``--cgroup-parent``); removed in :meth:`stop`."""
@@ -275,6 +276,9 @@ class Cluster:
     # -- tear-down ------------------------------------------------------------------------
     def stop(self) -> None:
         self.procs.stop_all()
+        for agent in self.agents:
+            stop_agent(agent.process)
+        self.agents.clear()
         for engine in self.engines.values():
             engine.stop()
         self.engines.clear()
