@@ -39,7 +39,7 @@ def report(cluster: Cluster, run_id: str, planned: list[dict[str, Any]]) -> bool
         outcome: dict[str, Any] = api.xcom(DAG_ID, run_id, "train", map_index=k) if ti["state"] == "success" else {}
         result = outcome.get("result") or {}
         share = planned[k].get("gpu_milli", "")
-        print(f"train[{k}]{'':<{3 - len(str(k))}} {ti['state']:<9} {ti.get('hostname') or '-':<7} "
+        print(f"{f'train[{k}]':<10} {ti['state']:<9} {ti.get('hostname') or '-':<7} "
               f"{outcome.get('host', '-'):<7} {','.join(map(str, outcome.get('gpus') or [])) or '-':<10} "
               f"{share!s:<6} {result.get('test_accuracy', '-')}")
     return ok

@@ -254,14 +254,6 @@ class Cluster:
             raise TimeoutError(f"Celery workers {sorted(waiting)} not ready within {timeout} s; see {self.procs.log_dir}")
 
     # -- use ------------------------------------------------------------------------------
-    def restart_worker(self, w: str) -> None:
-        self.procs.stop(f"worker-{w}")
-        self._start_worker(w)
-        self._wait_workers(120)
-
-    def login(self) -> tuple[str, str]:
-        return "admin", self.api.password()
-
     def describe(self) -> str:
         """Which process runs where: the picture a user needs to find each piece."""
         c = self.lan["control"]
