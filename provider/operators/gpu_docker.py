@@ -37,12 +37,12 @@ from provider.operators.container_spec import (
 )
 from provider.operators.links import ContainerLogLink
 from provider.operators.run_to_end import Running, run_to_end, ti_identity
-from provider.reservations.adopt import adopt_claim, find_earlier
+from provider.reservations.adopt import adopt, discard, find_earlier
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
 from provider.reservations.store import DEFAULT_GRACE_S, engine_seconds, lift_holds, mark_gpu_problem, new_owner
-from provider.scheduling.model import MILLI_PER_GPU, Placement, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
 from provider.scheduling.waiting import Waiter
@@ -213,12 +213,13 @@ class GpuDockerOperator(BaseOperator):
         spec = self._spec()
         gpus = gpu_count(self.gpus)
         identity = ti_identity(context)
+        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         if waiter is None:  # a try resumed from waiting for room never started a container
-            adopted = self._earlier_try(identity, spec)
+            adopted = self._earlier_try(hosts, identity, spec)
             if adopted is not None:
                 return self._to_end(adopted, identity)
         labels = task_labels(**identity)
-        target = self._reserve(gpus, spec, context, dict(labels), waiter)
+        target = self._reserve(hosts, gpus, spec, context, dict(labels), waiter)
         gpu_ids = target.placement.gpu_indices
         hook = GpuDockerHook(target.host)
         labels[OWNER_LABEL] = target.reservation.owner
@@ -269,11 +270,11 @@ class GpuDockerOperator(BaseOperator):
         hook.remove(container_id)
         self._release()
 
-    def _earlier_try(self, identity: Mapping[str, Any], spec: ContainerSpec) -> Running | None:
+    def _earlier_try(self, hosts: Sequence[HostConfig], identity: Mapping[str, Any], spec: ContainerSpec
+                     ) -> Running | None:
         """A container an earlier try of this task left on the pool, adopted when ``reattach``
         and it runs or exited by itself (docs/failures.md); otherwise removed with its claim:
         one never started, or killed by a signal (its engine restarted), trains afresh."""
-        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         found = find_earlier(hosts, identity)
         if len(found) > 1 and self.reattach:
             raise ReattachAmbiguous(found)
@@ -283,9 +284,7 @@ class GpuDockerOperator(BaseOperator):
             code = state.get("ExitCode")
             by_itself = state.get("Status") == "exited" and isinstance(code, int) and 0 <= code < 128
             if self.reattach and (state.get("Running") or by_itself):
-                reservation = adopt_claim(earlier)
-                target = Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {},
-                                                          {}), reservation)
+                target = adopt(earlier)
                 started = datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
                 self.log.info("Reattaching to %s: no new placement and no new container", earlier)
                 return Running(hook, earlier.container_id, target, spec.image, spec.result_path, started,
@@ -293,8 +292,7 @@ class GpuDockerOperator(BaseOperator):
             why = ("reattach=False" if not self.reattach else "never started" if state.get("Status") == "created"
                    else f"exit code {code}: killed by a signal, e.g. its engine restarted without live-restore")
             self.log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
-            hook.stop_and_remove(earlier.container_id, grace_s=self.stop_grace_s)
-            release(Reserved(earlier.host, Placement(earlier.host.name, (), "", {}, {}), adopt_claim(earlier)))
+            discard(earlier, self.stop_grace_s)
         return None
 
     def _spec(self) -> ContainerSpec:
@@ -321,11 +319,11 @@ class GpuDockerOperator(BaseOperator):
         )
 
     def _reserve(
-        self, gpus: int, spec: ContainerSpec, context: Context, identity: Mapping[str, str], waiter: Waiter | None
+        self, hosts: Sequence[HostConfig], gpus: int, spec: ContainerSpec, context: Context,
+        identity: Mapping[str, str], waiter: Waiter | None,
     ) -> Reserved:
         """Place the task on the pool (``host`` alone is a pool of one) and reserve it there; the XCom
         ``placement`` says why, also when nothing fits (docs/reservations.md)."""
-        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         request = PlacementRequest(
             gpus=gpus,
             gpu_milli=self.gpu_milli,

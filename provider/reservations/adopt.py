@@ -29,7 +29,9 @@ from provider.reservations.labels import (
     TASK_ID_LABEL,
     TRY_NUMBER_LABEL,
 )
+from provider.reservations.placement import Reserved
 from provider.reservations.store import ClaimStore, Reservation
+from provider.scheduling.model import Placement
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +89,33 @@ def find_earlier(hosts: Sequence[HostConfig], identity: Mapping[str, object]) ->
     return found
 
 
-def adopt_claim(earlier: Earlier) -> Reservation:
-    """The reservation of ``earlier``'s container: its claim, when still there. A claim whose
+def adopt(earlier: Earlier) -> Reserved:
+    """What the adopting try holds: ``earlier``'s claim when still there. A claim whose
     container stopped may have been reclaimed as stale; then its GPUs are read from the
     container, and nothing is held (the container no longer uses them)."""
+    reservation = run_sync(_claim(earlier))
+    return Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {}, {}), reservation)
 
-    async def read() -> Reservation:
+
+async def _claim(earlier: Earlier) -> Reservation:
+    engine = AsyncEngine(earlier.host)
+    for claim in await ClaimStore(engine).claims():
+        if earlier.owner is not None and claim.owner == earlier.owner:
+            return Reservation(earlier.host.name, claim.owner, claim.gpus, claim.container_id)
+    info = await engine.inspect(earlier.container_id) or {}
+    requests = (info.get("HostConfig") or {}).get("DeviceRequests") or []
+    gpus = tuple(int(i) for r in requests for i in (r.get("DeviceIDs") or []))
+    return Reservation(earlier.host.name, earlier.owner or "", gpus, None)
+
+
+def discard(earlier: Earlier, grace_s: int) -> None:
+    """Stop and remove ``earlier``'s container and release its claim: the task trains afresh."""
+
+    async def go() -> None:
         engine = AsyncEngine(earlier.host)
-        for claim in await ClaimStore(engine).claims():
-            if earlier.owner is not None and claim.owner == earlier.owner:
-                return Reservation(earlier.host.name, claim.owner, claim.gpus, claim.container_id)
-        info = await engine.inspect(earlier.container_id) or {}
-        requests = (info.get("HostConfig") or {}).get("DeviceRequests") or []
-        gpus = tuple(int(i) for r in requests for i in (r.get("DeviceIDs") or []))
-        return Reservation(earlier.host.name, earlier.owner or "", gpus, None)
+        reservation = await _claim(earlier)
+        await engine.stop(earlier.container_id, grace_s)
+        await engine.remove(earlier.container_id)
+        await ClaimStore(engine).release(reservation)
 
-    return run_sync(read())
+    run_sync(go())
