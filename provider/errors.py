@@ -96,8 +96,26 @@ class ReattachAmbiguous(GpuDockerError):
         )
 
 
+class HandedOver(GpuDockerError):
+    """The task process got SIGTERM while Airflow still counts its try as running: its worker
+    is going away (a Celery cold shutdown, a service manager stopping the worker, a pod evicted),
+    which is not a user's decision to stop the training. The container goes on with its claim;
+    the next try adopts it, or the orphan sweep removes it when no try comes."""
+
+    def __init__(self, container: str, host: str) -> None:
+        super().__init__(
+            f"This try's worker is shutting down (SIGTERM while Airflow still counts the try as running). "
+            f"Container {container[:12]} on host {host!r} goes on training and keeps its GPUs: the next try "
+            "of the task adopts it (reattach), and with no try left the api-server's orphan sweep stops it "
+            "within 2 minutes. To stop a training run, mark the task failed or clear it."
+        )
+
+
 class ContainerFailed(GpuDockerError):
-    """A training container exited non-zero; the message carries what is needed to act on it."""
+    """A training container exited non-zero; the message carries what is needed to act on it.
+
+    ``engine_restarted``: the container was stopped by a signal while its log stream dropped,
+    which is what an engine without live-restore does to its containers when it restarts."""
 
     def __init__(
         self,
@@ -109,10 +127,18 @@ class ContainerFailed(GpuDockerError):
         duration_s: float,
         tail: list[str],
         oom_killed: bool = False,
+        engine_restarted: bool = False,
     ) -> None:
         self.exit_code = exit_code
         self.tail = list(tail)
         why = " (killed for running out of memory: raise mem_limit)" if oom_killed else ""
+        if engine_restarted and not oom_killed:
+            why = (
+                f" (stopped by the Docker engine of host {host!r}, which restarted while the container ran: "
+                "its log stream dropped, and an engine without live-restore stops its containers when it "
+                "stops. A retry places the task again, possibly on another host; set \"live-restore\": true "
+                "in the host's daemon.json to keep training through engine restarts)"
+            )
         lines = "\n".join(f"  {line}" for line in tail) or "  (the container printed nothing)"
         super().__init__(
             f"Container {container_id[:12]} of image {image!r} on host {host!r} exited with code "

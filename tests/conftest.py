@@ -73,6 +73,14 @@ def ti() -> FakeTI:
     return FakeTI()
 
 
+@pytest.fixture
+def marked_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_kill`` called here, outside a task process, hears what the api-server says of a task
+    somebody marked failed: a kill (provider/operators/interrupt.py; the real answer is in the
+    system tests)."""
+    monkeypatch.setattr("provider.operators.gpu_docker.airflow_state", lambda identity: "failed")
+
+
 def archived_stdout(objects: dict[str, bytes]) -> list[bytes]:
     """The stdout lines held by an archive's chunks (``{key: bytes}`` of one attempt's prefix),
     in order; see provider/logs/archive.py for the record format."""

@@ -177,6 +177,14 @@ class GpuDockerHook(BaseHook):
         doc = self.engine.inspect(container_id)
         return None if doc is None else dict(doc.get("State") or {})
 
+    def stopped_by_restart(self, container_id: str, started: float) -> bool:
+        """Whether a container that died of a signal was stopped by its engine going down: the
+        engine, which restarted since, has no record of the death (its event log starts anew)."""
+        try:
+            return not self.engine.death_recorded(container_id, started - 1, time.time() + 1)
+        except EngineError:
+            return False  # cannot tell: the failure is reported without a guess
+
     def oom_killed(self, container_id: str) -> bool:
         """Whether the kernel's OOM killer ended the container (False once it is gone: killed)."""
         return bool((self.state(container_id) or {}).get("OOMKilled"))

@@ -220,8 +220,13 @@ class AsyncEngine:
             raise self.refused(f"stop container {container_id[:12]}", status, doc)
 
     async def remove(self, container_id: str) -> None:
-        """Remove a container with its anonymous volumes; one that is already gone is fine."""
+        """Remove a container with its anonymous volumes; one that is already gone is fine, and
+        so is one that another caller is removing at this moment (HTTP 409, "already in
+        progress"): a task's ``on_kill`` and the orphan sweep, or two api-servers' sweeps, may
+        remove the same container at once."""
         status, doc = await self.call("DELETE", f"/containers/{quote(container_id)}?force=1&v=1")
+        if status == 409 and "already in progress" in _reason(doc):
+            return
         if status not in (204, 404):
             raise self.refused(f"remove container {container_id[:12]}", status, doc)
 
@@ -235,6 +240,19 @@ class AsyncEngine:
         if response.status != 200 or not isinstance(doc, dict) or "StatusCode" not in doc:
             raise self.refused(f"wait for container {container_id[:12]}", response.status, doc)
         return int(doc["StatusCode"])
+
+    async def death_recorded(self, container_id: str, since: float, until: float) -> bool:
+        """Whether the engine's event log holds a death of the container between ``since`` and
+        ``until`` (epoch seconds, ``until`` not far past the engine's now: the answer waits for
+        it). An engine keeps its events in memory, so one that restarted since has no record of
+        the containers it stopped while going down."""
+        filters = json.dumps({"type": ["container"], "container": [container_id], "event": ["die"]})
+        query = urlencode({"since": f"{since:.0f}", "until": f"{until:.0f}", "filters": filters})
+        response = await self._open("GET", f"/events?{query}", None, self.timeout)
+        body = await self._body(response, self.timeout + max(0.0, until - since))
+        if response.status != 200:
+            raise self.refused("list its events", response.status, _maybe_json(body))
+        return b'"die"' in body
 
     async def image(self, reference: str) -> dict[str, Any] | None:
         """The image's description (id, size, digests); None when the host does not have it."""

@@ -115,6 +115,9 @@ class Engine:
     def wait(self, container_id: str) -> int | None:
         return run_sync(self.aio.wait(container_id))
 
+    def death_recorded(self, container_id: str, since: float, until: float) -> bool:
+        return run_sync(self.aio.death_recorded(container_id, since, until))
+
     def image(self, reference: str) -> dict[str, Any] | None:
         return run_sync(self.aio.image(reference))
 

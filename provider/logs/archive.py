@@ -189,6 +189,15 @@ class ChunkedArchive:
         self._buf.clear()
         self._put(self.base / f"chunk-{self.chunks:06d}.log", data)
 
+    def hand_over(self) -> None:
+        """Write what is buffered as a chunk, and no manifest: the container goes on, and the
+        try that adopts it continues this archive after the last chunk (:meth:`carry_on`)."""
+        self._stop.set()
+        self._ticker.join()
+        self.flush()
+        if self._retry_at is not None:
+            self._retry(force=True)
+
     def finish(self, **facts: Any) -> dict[str, Any]:
         """Write the last chunk and the manifest (with ``facts``: exit code, host, GPUs, …)."""
         self._stop.set()

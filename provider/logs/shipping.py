@@ -191,6 +191,14 @@ class LogShipping:
             return
         self.log.info("Uploaded %d container-log objects spooled by earlier tasks on this worker", sent)
 
+    def hand_over(self) -> None:
+        """Leave the archive to the try that adopts the container: what was shipped is stored,
+        nothing is sealed."""
+        self._note_elided()
+        if self.archive is not None:
+            self.archive.hand_over()
+            self.log.info("Container log archive at %s handed over to the next try", self.archive.url)
+
     def finish(self, **facts: Any) -> dict[str, Any]:
         """Seal the archive with its manifest; the keys this adds to the task's XCom."""
         out: dict[str, Any] = {

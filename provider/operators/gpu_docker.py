@@ -18,7 +18,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import EngineError, NoFit, NoGpuRuntime, ReattachAmbiguous, SpecError
+from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, ReattachAmbiguous, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.engine_sync import run_sync
@@ -35,13 +35,14 @@ from provider.operators.container_spec import (
     create_body,
     gpu_count,
 )
+from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
 from provider.operators.run_to_end import Running, run_to_end, ti_identity
-from provider.reservations.adopt import adopt, discard, find_earlier
+from provider.reservations.adopt import adopt, discard, find_earlier, removal_reason, started_at
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
-from provider.reservations.store import DEFAULT_GRACE_S, engine_seconds, lift_holds, mark_gpu_problem, new_owner
+from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.registry import check_placement_policy
@@ -201,6 +202,7 @@ class GpuDockerOperator(BaseOperator):
         self._running: tuple[GpuDockerHook, str] | None = None
         self._reserved: Reserved | None = None
         self._waiting: tuple[Sequence[HostConfig], str] | None = None  # the pool and owner of a waiter's holds
+        self._identity: Mapping[str, Any] = {}  # the task instance a followed container belongs to
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._execute(context, waiter=None)
@@ -254,12 +256,14 @@ class GpuDockerOperator(BaseOperator):
         return self._to_end(run, identity)
 
     def _to_end(self, run: Running, identity: Mapping[str, Any]) -> dict[str, Any]:
-        """Follow ``run`` to its result; the container is removed and its claim released after."""
-        self._running, self._reserved = (run.hook, run.container_id), run.target
+        """Follow ``run`` to its result; the container is removed and its claim released after,
+        unless the worker goes away (:class:`HandedOver`): then both stay for the next try."""
+        self._running, self._reserved, self._identity = (run.hook, run.container_id), run.target, identity
         try:
             out = run_to_end(run, self._log_shipping({**identity, "try_number": run.started_by_try}, run))
         finally:
-            self._remove_and_release(run.hook, run.container_id, run.attached)
+            if self._running is not None:  # None: ``on_kill`` removed the container or handed it over
+                self._remove_and_release(run.hook, run.container_id, run.attached)
         self.log.info("Container %s exited 0 after %d lines of output", run.container_id[:12], out["log_lines"])
         return out
 
@@ -281,16 +285,11 @@ class GpuDockerOperator(BaseOperator):
         for earlier in found:
             hook = GpuDockerHook(earlier.host)
             state = hook.state(earlier.container_id) or {}
-            code = state.get("ExitCode")
-            by_itself = state.get("Status") == "exited" and isinstance(code, int) and 0 <= code < 128
-            if self.reattach and (state.get("Running") or by_itself):
-                target = adopt(earlier)
-                started = datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
+            why = removal_reason(state, self.reattach)
+            if why is None:
                 self.log.info("Reattaching to %s: no new placement and no new container", earlier)
-                return Running(hook, earlier.container_id, target, spec.image, spec.result_path, started,
-                               earlier.try_number, None)
-            why = ("reattach=False" if not self.reattach else "never started" if state.get("Status") == "created"
-                   else f"exit code {code}: killed by a signal, e.g. its engine restarted without live-restore")
+                return Running(hook, earlier.container_id, adopt(earlier), spec.image, spec.result_path,
+                               started_at(state), earlier.try_number, None)
             self.log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
             discard(earlier, self.stop_grace_s)
         return None
@@ -435,8 +434,12 @@ class GpuDockerOperator(BaseOperator):
         return shipping
 
     def on_kill(self) -> None:
-        """Stop and remove the container: a killed task must leave nothing running."""
+        """SIGTERM: a kill when Airflow says the try must end: stop and remove the container. Else
+        the worker is going away: container and claim go to the next try (operators/interrupt.py)."""
         running, self._running = self._running, None
+        if running is not None and self._identity and not stopped_by_decision(airflow_state(self._identity)):
+            self._reserved = None
+            raise HandedOver(running[1], running[0].host.name)
         if running is not None:
             hook, container_id = running
             # A client of its own: the interrupted main thread may be inside the other one.

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from provider.errors import ContainerFailed
+from provider.errors import ContainerFailed, HandedOver
 from provider.hooks.docker_host import GpuDockerHook
 from provider.logs.follow import Frame
 from provider.logs.shipping import LogShipping
@@ -52,6 +52,7 @@ def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
     gpu_ids = run.target.placement.gpu_indices
     who = {"reattached": run.reattached, "started_by_try": run.started_by_try}
     exit_code: int | None = None
+    handed_over = False
     try:
         shipping.run(hook, container_id, run.attached)
         exit_code = hook.wait(container_id)
@@ -60,15 +61,21 @@ def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
                 image=run.image, host=host, container_id=container_id, exit_code=-1, duration_s=0.0,
                 tail=["(the container was removed while the task waited: killed)"],
             )
+    except HandedOver:  # raised by ``on_kill``: the container goes on, for the next try
+        handed_over = True
+        shipping.hand_over()
+        raise
     finally:
-        shipped = shipping.finish(exit_code=exit_code, host=host, container_id=container_id,
-                                  gpu_ids=list(gpu_ids), image=run.image, **who)
+        if not handed_over:
+            shipped = shipping.finish(exit_code=exit_code, host=host, container_id=container_id,
+                                      gpu_ids=list(gpu_ids), image=run.image, **who)
     finished = datetime.now(timezone.utc)
     if exit_code != 0:
         raise ContainerFailed(
             image=run.image, host=host, container_id=container_id, exit_code=exit_code,
             duration_s=(finished - run.started).total_seconds(), tail=list(shipping.sink.tail),
             oom_killed=hook.oom_killed(container_id),
+            engine_restarted=exit_code >= 128 and hook.stopped_by_restart(container_id, run.started.timestamp()),
         )
     result = hook.read_json(container_id, run.result_path)
     record = result_record(

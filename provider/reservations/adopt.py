@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 from provider.errors import EngineError
 from provider.hooks.engine import AsyncEngine
@@ -30,7 +33,7 @@ from provider.reservations.labels import (
     TRY_NUMBER_LABEL,
 )
 from provider.reservations.placement import Reserved
-from provider.reservations.store import ClaimStore, Reservation
+from provider.reservations.store import ClaimStore, Reservation, engine_seconds
 from provider.scheduling.model import Placement
 
 log = logging.getLogger(__name__)
@@ -58,15 +61,19 @@ def _same_task(identity: Mapping[str, object]) -> list[str]:
     ]
 
 
+def earlier_of(host: HostConfig, entry: Mapping[str, Any]) -> Earlier | None:
+    """The task container one entry of ``host``'s container list describes; None for a claim,
+    hold or lock, which carry the task's labels too but are not its container."""
+    labels = entry.get("Labels") or {}
+    if RESERVATION_LABEL in labels or LOCK_LABEL in labels:
+        return None
+    return Earlier(host, str(entry["Id"]), str(entry.get("State")), int(labels.get(TRY_NUMBER_LABEL, 0)),
+                   labels.get(OWNER_LABEL))
+
+
 async def _on(host: HostConfig, identity: Mapping[str, object]) -> list[Earlier]:
-    found = []
-    for entry in await AsyncEngine(host).containers(_same_task(identity)):
-        labels = entry.get("Labels") or {}
-        if RESERVATION_LABEL in labels or LOCK_LABEL in labels:
-            continue  # a claim, hold or lock of the task, not the task's container
-        found.append(Earlier(host, str(entry["Id"]), str(entry.get("State")), int(labels.get(TRY_NUMBER_LABEL, 0)),
-                             labels.get(OWNER_LABEL)))
-    return found
+    entries = await AsyncEngine(host).containers(_same_task(identity))
+    return [e for e in (earlier_of(host, entry) for entry in entries) if e is not None]
 
 
 def find_earlier(hosts: Sequence[HostConfig], identity: Mapping[str, object]) -> list[Earlier]:
@@ -87,6 +94,26 @@ def find_earlier(hosts: Sequence[HostConfig], identity: Mapping[str, object]) ->
         else:
             found.extend(answer)
     return found
+
+
+def removal_reason(state: Mapping[str, Any], reattach: bool) -> str | None:
+    """None when a container in engine ``state`` is adopted: ``reattach`` and it runs, or it
+    exited by itself (code below 128) while no try watched. Otherwise why it is removed and
+    the task trains afresh: never started, or killed by a signal (its engine restarted)."""
+    code = state.get("ExitCode")
+    by_itself = state.get("Status") == "exited" and isinstance(code, int) and 0 <= code < 128
+    if reattach and (state.get("Running") or by_itself):
+        return None
+    if not reattach:
+        return "reattach=False"
+    if state.get("Status") == "created":
+        return "never started"
+    return f"exit code {code}: killed by a signal, e.g. its engine restarted without live-restore"
+
+
+def started_at(state: Mapping[str, Any]) -> datetime:
+    """When the engine started the container (now, when it does not say)."""
+    return datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
 
 
 def adopt(earlier: Earlier) -> Reserved:

@@ -222,6 +222,7 @@ def test_engine_restart_kills_the_container_what_it_printed_is_archived_once(
         op, _, errors = run_through_restart(engine, monkeypatch, task_log, ti, script)
     assert len(errors) == 1 and isinstance(errors[0], ContainerFailed), errors
     assert "exited with code 143" in str(errors[0])  # the engine's SIGTERM on shutdown
+    assert "which restarted while the container ran" in str(errors[0]) and "live-restore" in str(errors[0])
     lines, manifest = archived_once(op.log_archive_url)
     assert len(lines) >= 300 and manifest["exit_code"] == 143
     assert str(errors[0]).rstrip().endswith(lines[-1].decode())

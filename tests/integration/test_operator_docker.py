@@ -106,7 +106,9 @@ def test_sixty_seconds_of_silence_then_output(dockerd: PrivateDockerd, ti: FakeT
     assert [t for t in task_log.texts() if t in ("before", "after")] == ["before", "after"]
 
 
-def test_kill_during_run_removes_the_container(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
+def test_kill_during_run_removes_the_container(
+    dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog, marked_failed: None
+) -> None:
     op = HostOperator(dockerd, command=sh("echo started; sleep 600"))
     errors: list[BaseException] = []
 
@@ -125,6 +127,13 @@ def test_kill_during_run_removes_the_container(dockerd: PrivateDockerd, ti: Fake
     assert not worker.is_alive()
     assert leftovers(dockerd, ti) == []
     assert errors and isinstance(errors[0], ContainerFailed)
+
+
+def test_a_signal_from_inside_is_not_blamed_on_an_engine_restart(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    op = HostOperator(dockerd, command=sh("echo going; sh -c 'kill -KILL $$'; exit $?"))
+    with pytest.raises(ContainerFailed, match="exited with code 137 after") as failed:
+        run(op, ti)
+    assert "restarted" not in str(failed.value) and leftovers(dockerd, ti) == []
 
 
 def test_out_of_memory_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:

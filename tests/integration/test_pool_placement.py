@@ -153,7 +153,9 @@ def test_failed_container_releases_its_gpus(cluster: Cluster, ti: FakeTI) -> Non
         op.execute({"ti": ti})  # type: ignore[arg-type]
 
 
-def test_kill_frees_the_gpus(cluster: Cluster, ti: FakeTI, task_log: TaskLog) -> None:
+def test_kill_frees_the_gpus(
+    cluster: Cluster, ti: FakeTI, task_log: TaskLog, marked_failed: None
+) -> None:
     op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=4,
                            command=["sh", "-c", "echo started; sleep 600"])
     errors: list[BaseException] = []

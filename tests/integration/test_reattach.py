@@ -32,13 +32,20 @@ pytestmark = pytest.mark.integration
 LINES = 160
 COUNT = f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo $i; sleep 0.05; done"
 EXPECTED = "".join(f"{i}\n" for i in range(1, LINES + 1)).encode()
-FIRST_TRY = """
-import json, sys
-from provider.operators.gpu_docker import GpuDockerOperator
+HANDED_OVER = 3
+FIRST_TRY = f"""
+import signal, sys
+import provider.operators.gpu_docker as module
+from provider.errors import HandedOver
 from tests.conftest import FakeTI
-op = GpuDockerOperator(task_id="train", host=sys.argv[4], image=sys.argv[1], pull="never",
-                       command=["sh", "-c", sys.argv[2]], log_chunk_s=0.3)
-op.execute({"ti": FakeTI(run_id=sys.argv[3], try_number=1)})
+module.airflow_state = lambda identity: sys.argv[5]  # what the api-server would answer
+op = module.GpuDockerOperator(task_id="train", host=sys.argv[4], image=sys.argv[1], pull="never",
+                              command=["sh", "-c", sys.argv[2]], log_chunk_s=0.3)
+signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # as Airflow's task runner does
+try:
+    op.execute({{"ti": FakeTI(run_id=sys.argv[3], try_number=1)}})
+except HandedOver:
+    sys.exit({HANDED_OVER})
 """
 
 
@@ -61,23 +68,30 @@ def archived(ti: FakeTI, attempt: int) -> tuple[bytes, dict[str, Any]]:
     return stdout, json.loads((base / "manifest.json").read_text())
 
 
-def first_try_killed(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", script: str = COUNT) -> str:
-    """Run try 1 in a process of its own and SIGKILL it once part of the output is archived;
-    returns the id of the container it left running."""
-    proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, script, ti.run_id, host], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+def first_try_ended(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", script: str = COUNT,
+                    sig: int = signal.SIGKILL, airflow_says: str = "running") -> tuple[str, int]:
+    """Run try 1 in a process of its own and send it ``sig`` once part of the output is
+    archived (``airflow_says``: the task state the api-server would report to its ``on_kill``);
+    returns the id of the container it left and the process's exit code."""
+    proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, script, ti.run_id, host, airflow_says],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 60
         while not list(archive_dir(ti, 1).glob("chunk-*.log")) and time.monotonic() < deadline:
             assert proc.poll() is None, "the first try ended by itself"
             time.sleep(0.1)
         assert list(archive_dir(ti, 1).glob("chunk-*.log")), "the first try archived nothing in 60 s"
+        [left] = engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}", f"{LABEL_PREFIX}.try_number=1",
+                                   f"{LABEL_PREFIX}.managed=true")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    [left] = engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}", f"{LABEL_PREFIX}.try_number=1",
-                               f"{LABEL_PREFIX}.managed=true")
-    return str(left["Id"])
+        proc.send_signal(sig)
+        code = proc.wait(60)
+    return str(left["Id"]), code
+
+
+def first_try_killed(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", script: str = COUNT) -> str:
+    """Try 1 killed with SIGKILL (a lost worker); the id of the container it left running."""
+    return first_try_ended(engine, ti, host, script)[0]
 
 
 def created(engine: PrivateDockerd, ti: FakeTI, since: float) -> int:
@@ -115,6 +129,34 @@ def test_a_retry_adopts_the_lost_tries_container_and_completes_its_archive(
     assert shown == list(range(LINES - len(shown) + 1, LINES + 1)) and 0 < len(shown) < LINES
     assert created(dockerd, ti, since) == 1
     assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []  # removed, claims too
+
+
+def test_sigterm_while_airflow_counts_the_try_running_hands_the_container_to_the_retry(
+    dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog
+) -> None:
+    """A worker going away (its supervisor passes SIGTERM on) is not a kill: the container goes
+    on with its claim, the archive is stored but not sealed, and the retry adopts it."""
+    since = time.time()
+    left, code = first_try_ended(dockerd, ti, sig=signal.SIGTERM, airflow_says="running")
+    assert code == HANDED_OVER
+    with dockerd.client() as c:
+        assert c.api.inspect_container(left)["State"]["Running"]
+    assert not (archive_dir(ti, 1) / "manifest.json").exists()
+    out = second_try(ti)
+    assert out["reattached"] is True and out["started_by_try"] == 1 and out["container_id"] == left
+    stdout, manifest = archived(ti, 1)
+    assert stdout == EXPECTED and manifest["sha256"] == hashlib.sha256(EXPECTED).hexdigest()
+    assert created(dockerd, ti, since) == 1
+    assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []
+
+
+@pytest.mark.parametrize("state", ["failed", "restarting", ""], ids=["marked-failed", "cleared-running", "cleared"])
+def test_sigterm_after_airflow_ended_the_try_is_a_kill(dockerd: PrivateDockerd, ti: FakeTI, state: str) -> None:
+    left, code = first_try_ended(dockerd, ti, sig=signal.SIGTERM, airflow_says=state)
+    assert code not in (0, HANDED_OVER)
+    with dockerd.client() as c:
+        assert left not in {x["Id"] for x in c.api.containers(all=True)}
+    assert dockerd.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}") == []  # its claim released too
 
 
 def test_reattach_false_removes_the_lost_tries_container_and_trains_afresh(

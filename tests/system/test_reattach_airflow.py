@@ -72,3 +72,36 @@ def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
         numbers = [int(x) for line in shown for x in [line.split('"event":"', 1)[1].split('"', 1)[0]] if x.isdigit()]
         assert numbers == list(range(numbers[0], LINES + 1)), task_id  # the rest, once each, in order
     assert containers_of_run(system_engine, run_id) == []
+
+
+def test_a_worker_shutting_down_hands_its_container_to_the_retry(
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd
+) -> None:
+    """The task's supervisor gets SIGTERM (its worker is being stopped) and passes it on to the
+    task: Airflow still counts the try as running, so this is not a kill. The container goes on,
+    and the retry adopts it."""
+    since = time.time()
+    run_id = airflow_stack.trigger(DAG_ID, {})
+    task_id = "while_running"
+    deadline = time.monotonic() + 180
+    supervisor = 0
+    while not supervisor and time.monotonic() < deadline:
+        ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
+        if ti["state"] == "running" and ti.get("pid") and list(archive_dir(airflow_stack, run_id, task_id).glob("chunk-*")):
+            supervisor = int(Path(f"/proc/{ti['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            os.kill(supervisor, signal.SIGTERM)
+        time.sleep(0.2)
+    assert supervisor, "the task did not run"
+    assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
+    assert "worker is shutting down" in airflow_stack.task_log_text(DAG_ID, run_id, task_id, try_number=1)
+    out = airflow_stack.xcom(DAG_ID, run_id, task_id)
+    assert out["reattached"] is True and out["started_by_try"] == 1, out
+    assert archived_stdout(archive_dir(airflow_stack, run_id, task_id)) == EXPECTED
+    assert out["log_sha256"] == hashlib.sha256(EXPECTED).hexdigest()
+    with system_engine.client() as c:
+        created = [e for e in c.api.events(since=int(since), until=int(time.time()) + 1, decode=True, filters={
+            "type": "container", "event": "create", "label": [f"{LABEL_PREFIX}.task_id={task_id}",
+                                                               f"{LABEL_PREFIX}.run_id={run_id}"]})
+            if f"{LABEL_PREFIX}.reservation" not in e["Actor"]["Attributes"]]
+    assert len(created) == 1
+    assert containers_of_run(system_engine, run_id) == []
