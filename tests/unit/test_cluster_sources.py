@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from airflow.models import import_all_models
-from airflow.models.base import Base
 from airflow.models.connection import Connection
 from airflow.models.taskinstance import TaskInstance
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from provider.ui.cluster_sources import PoolCache, PoolSet, pool_ids, waiting_tasks
 from provider.ui.cluster_view import TaskRef
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    """A fresh metadata database per test."""
-    import_all_models()
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as s:
-        yield s
-    engine.dispose()
 
 
 def ti(task_id: str, state: str, operator: str, *, dag_id: str = "train", map_index: int = -1,

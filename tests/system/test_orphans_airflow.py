@@ -1,0 +1,93 @@
+"""No orphan outlives its task, on a real Airflow (LocalExecutor): a task with no retries whose
+task process is killed with SIGKILL while its container trains ends failed, and the api-server's
+orphan sweep stops and removes the container and releases its GPU claim within 2 minutes.
+
+The sweep runs at its default interval (30 s). The time is measured from the task instance's
+end date to the engine's record of the container's removal, on the same machine's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.error
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from provider.reservations.labels import CLAIM_LABEL, LABEL_PREFIX, RESERVATION_LABEL
+from tests.system.conftest import containers_of_run
+from tools.dockerd import PrivateDockerd
+from tools.local_airflow import LocalAirflow
+
+pytestmark = pytest.mark.system
+DAG_ID, TASK_ID = "gpu_docker_gpu_sleeper", "sleep_on_gpu"
+LIMIT_S = 120.0
+
+
+def running_with_claim(airflow: LocalAirflow, engine: PrivateDockerd, run_id: str) -> tuple[dict[str, Any], str]:
+    """The task instance once its container runs with its claim, and the container's id."""
+    deadline = time.monotonic() + 180
+    ti: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
+        made = containers_of_run(engine, run_id)
+        running = [c for c in made if c["State"] == "running" and RESERVATION_LABEL not in c["Labels"]]
+        if ti["state"] == "running" and ti.get("pid") and running and any(CLAIM_LABEL in c["Labels"] for c in made):
+            return ti, str(running[0]["Id"])
+        time.sleep(0.5)
+    raise TimeoutError(f"the GPU sleeper's container did not start with its claim: {ti}")
+
+
+def ended(airflow: LocalAirflow, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
+        if ti["state"] not in ("running", "queued", "scheduled", None) and ti.get("end_date"):
+            return ti
+        time.sleep(0.5)
+    raise TimeoutError(f"the task instance did not end within {timeout:g} s after its process was killed")
+
+
+def removed_at(engine: PrivateDockerd, container_id: str, since: float) -> float:
+    """When the engine removed the container, from its event log."""
+    with engine.client() as c:
+        events = c.api.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                              filters={"type": "container", "event": "destroy", "container": container_id})
+        [event] = list(events)
+    return float(event["timeNano"]) / 1e9
+
+
+def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd
+) -> None:
+    since = time.time()
+    run_id = airflow_stack.trigger(DAG_ID, {})
+    ti, container_id = running_with_claim(airflow_stack, system_engine, run_id)
+    os.kill(int(ti["pid"]), signal.SIGKILL)  # the task process, as the kernel's OOM killer ends it: no on_kill
+
+    ti = ended(airflow_stack, run_id)
+    assert ti["state"] == "failed", ti
+    end = datetime.fromisoformat(ti["end_date"]).timestamp()
+    assert any(c["Id"] == container_id for c in containers_of_run(system_engine, run_id)), \
+        "nothing is left to sweep: the container went with the task process"
+
+    deadline = end + LIMIT_S + 30
+    while containers_of_run(system_engine, run_id) and time.time() < deadline:
+        time.sleep(1)
+    assert containers_of_run(system_engine, run_id) == [], "the container or its claim is still there"
+    seconds = removed_at(system_engine, container_id, since) - end
+    print(f"\norphaned container removed {seconds:.1f} s after its task instance ended (limit {LIMIT_S:g} s)")
+    assert seconds < LIMIT_S
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        airflow_stack.request("GET", "/gpu-orphans/", auth=False)
+    assert refused.value.code == 401  # what the sweep did is shown to signed-in users only
+    doc = airflow_stack.request("GET", "/gpu-orphans/")
+    [reaped] = [r for r in doc["reaped"] if r["run_id"] == run_id]
+    assert (reaped["task_id"], reaped["container_id"], reaped["error"]) == (TASK_ID, container_id, None)
+    assert "failed" in reaped["reason"]
+    log = airflow_stack.processes.log_path("api-server").read_text(errors="replace")
+    assert f"container {container_id[:12]} of task {DAG_ID}.{TASK_ID} of run {run_id}" in log
