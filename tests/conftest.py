@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import structlog
 
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+
+if TYPE_CHECKING:
+    from provider.operators.gpu_docker import GpuDockerOperator
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +71,27 @@ class FakeTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
+
+
+def run_task(op: GpuDockerOperator, ti: FakeTI, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``op`` as Airflow's task runner does: ``execute`` (``execute_complete`` with a
+    trigger's ``event``), then, once it returned, the success callbacks, where the operator
+    removes the container that exited 0 (provider/operators/gpu_docker.py)."""
+    context: Any = {"ti": ti, "task": op}
+    out = op.execute(context) if event is None else op.execute_complete(context, event)
+    for callback in op.on_success_callback:
+        callback(context)
+    return out
+
+
+def settled(look: Callable[[], list[T]], timeout_s: float = 15.0) -> list[T]:
+    """What ``look`` lists once it lists nothing, or after ``timeout_s``. A task's container is
+    removed after Airflow has recorded the task's success, so it may outlive by a moment the run
+    that Airflow already reports a success."""
+    deadline = time.monotonic() + timeout_s
+    while (found := look()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
 
 
 @pytest.fixture

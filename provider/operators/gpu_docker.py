@@ -2,7 +2,8 @@
 
 ``execute`` follows the path of one training task: check the arguments, choose the host and
 GPUs, create and start the container, stream its output into the task log, collect the exit
-code and the result file, and always remove the container.
+code and the result file, and remove the container: at once when it failed or was killed,
+after Airflow has recorded the success when it exited 0 (:func:`remove_finished`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, ReattachAmbiguous, SpecError
 from provider.hooks.agent_client import gpu_sample
-from provider.hooks.docker_host import GpuDockerHook
+from provider.hooks.docker_host import Frames, GpuDockerHook
 from provider.hooks.engine_sync import run_sync
 from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
 from provider.hooks.registry import docker_connection, registry_auth
@@ -203,6 +204,8 @@ class GpuDockerOperator(BaseOperator):
         self._reserved: Reserved | None = None
         self._waiting: tuple[Sequence[HostConfig], str] | None = None  # the pool and owner of a waiter's holds
         self._identity: Mapping[str, Any] = {}  # the task instance a followed container belongs to
+        self._finished: tuple[GpuDockerHook, str] | None = None  # exited 0, removed once Airflow recorded it
+        self.on_success_callback = [*self.on_success_callback, remove_finished]
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self._execute(context, waiter=None)
@@ -256,18 +259,33 @@ class GpuDockerOperator(BaseOperator):
         return self._to_end(run, identity)
 
     def _to_end(self, run: Running, identity: Mapping[str, Any]) -> dict[str, Any]:
-        """Follow ``run`` to its result; the container is removed and its claim released after,
-        unless the worker goes away (:class:`HandedOver`): then both stay for the next try."""
+        """Follow ``run`` to its result. A container that failed or was killed is removed and its
+        claim released here. One that exited 0 only gives its claim back: it is removed once
+        Airflow has recorded the success (:func:`remove_finished`), so a worker lost in between
+        leaves it for the retry to collect instead of training again. A worker going away
+        (:class:`HandedOver`) leaves container and claim to the next try."""
         self._running, self._reserved, self._identity = (run.hook, run.container_id), run.target, identity
         try:
             out = run_to_end(run, self._log_shipping({**identity, "try_number": run.started_by_try}, run))
-        finally:
+        except BaseException:
             if self._running is not None:  # None: ``on_kill`` removed the container or handed it over
                 self._remove_and_release(run.hook, run.container_id, run.attached)
+            raise
+        self._running, self._finished = None, (run.hook, run.container_id)
+        if run.attached is not None:
+            run.attached.close()
+        self._release()
         self.log.info("Container %s exited 0 after %d lines of output", run.container_id[:12], out["log_lines"])
         return out
 
-    def _remove_and_release(self, hook: GpuDockerHook, container_id: str, attached: Any) -> None:
+    def remove_finished(self) -> None:
+        """Remove the container that exited 0, now that its success is recorded; one left by a
+        lost worker is removed by the orphan sweep (docs/failures.md)."""
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished[0].remove(finished[1])
+
+    def _remove_and_release(self, hook: GpuDockerHook, container_id: str, attached: Frames | None) -> None:
         self._running = None
         if attached is not None:
             attached.close()
@@ -448,3 +466,11 @@ class GpuDockerOperator(BaseOperator):
         self._release()
         self._lift_holds()
 
+
+def remove_finished(context: Context) -> None:
+    """Every :class:`GpuDockerOperator`'s own ``on_success_callback``: Airflow's task runner
+    calls it after the api-server has recorded the success, the first moment the container
+    of a try is no longer the only proof that its training ran."""
+    task = context.get("task")
+    if isinstance(task, GpuDockerOperator):
+        task.remove_finished()

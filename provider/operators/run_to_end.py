@@ -8,7 +8,6 @@ also answers a kill.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -16,8 +15,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from provider.errors import ContainerFailed, HandedOver
-from provider.hooks.docker_host import GpuDockerHook
-from provider.logs.follow import Frame
+from provider.hooks.docker_host import Frames, GpuDockerHook
 from provider.logs.shipping import LogShipping
 from provider.operators.outcome import result_record
 from provider.reservations.placement import Reserved
@@ -37,7 +35,7 @@ class Running:
     result_path: str
     started: datetime
     started_by_try: int
-    attached: Iterable[Frame] | None
+    attached: Frames | None
 
     @property
     def reattached(self) -> bool:

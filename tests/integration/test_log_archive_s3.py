@@ -20,7 +20,7 @@ from moto import server as moto_server
 from provider.logs.shipping import default_spool_root
 from provider.logs.spool import Spool
 from provider.operators.gpu_docker import GpuDockerOperator
-from tests.conftest import FakeTI, TaskLog, archived_stdout
+from tests.conftest import FakeTI, TaskLog, archived_stdout, run_task
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def prefix_of(out: dict[str, Any]) -> str:
 
 
 def test_archive_to_s3_with_manifest(s3: S3Server, ti: FakeTI) -> None:
-    out = op_for(s3, command=["seq", "1", "50000"]).execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op_for(s3, command=["seq", "1", "50000"]), ti)
     objects = s3.objects(prefix_of(out))
     assert archived_stdout(objects) == [b"%d" % i for i in range(1, 50001)]
     manifest = json.loads(objects[prefix_of(out) + "/manifest.json"])
@@ -104,7 +104,7 @@ def test_storage_outage_spools_and_completes_the_archive(s3: S3Server, ti: FakeT
     script = "i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line $i; sleep 0.01; done"
     op = op_for(s3, command=["sh", "-c", script], log_chunk_s=0.5)
     out: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: out.update(op.execute({"ti": ti})))  # type: ignore[arg-type]
+    worker = threading.Thread(target=lambda: out.update(run_task(op, ti)))
     worker.start()
     assert task_log.wait_for("line 50", timeout=60) is not None
     s3.stop()

@@ -18,7 +18,7 @@ import structlog
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.links import ContainerLogLink
 from provider.errors import ContainerFailed
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def counting_log() -> Iterator[CountingLog]:
 
 def test_a_million_lines_archived_exactly_and_logged(counting_log: CountingLog, ti: FakeTI) -> None:
     n = 1_000_000
-    out = op_for(command=sh(f"seq 1 {n}")).execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op_for(command=sh(f"seq 1 {n}")), ti)
     expected = hashlib.sha256()
     for i in range(1, n + 1):
         expected.update(b"%d\n" % i)
@@ -117,7 +117,7 @@ def test_a_million_lines_archived_exactly_and_logged(counting_log: CountingLog, 
 
 
 def test_streams_keep_their_own_order(task_log: TaskLog, ti: FakeTI) -> None:
-    out = op_for(command=sh("i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo o$i; echo e$i >&2; done")).execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op_for(command=sh("i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo o$i; echo e$i >&2; done")), ti)
     base = archive_dir(out)
     assert list(joined(base, "stdout")) == [b"o%d" % i for i in range(1, 2001)]
     assert list(joined(base, "stderr")) == [b"e%d" % i for i in range(1, 2001)]
@@ -131,7 +131,7 @@ def test_streams_keep_their_own_order(task_log: TaskLog, ti: FakeTI) -> None:
 
 def test_a_10_mb_line_is_split_in_the_task_log_and_exact_in_the_archive(task_log: TaskLog, ti: FakeTI) -> None:
     size = 10_000_000
-    out = op_for(command=sh(f"head -c {size} /dev/zero | tr '\\0' x; echo; echo end")).execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op_for(command=sh(f"head -c {size} /dev/zero | tr '\\0' x; echo; echo end")), ti)
     assert list(joined(archive_dir(out), "stdout")) == [b"x" * size, b"end"]
     pieces = [t for t in task_log.texts("stdout") if t.startswith("x")]
     assert all(p.endswith(" [continued]") for p in pieces[:-1]) and not pieces[-1].endswith("]")
@@ -141,7 +141,7 @@ def test_a_10_mb_line_is_split_in_the_task_log_and_exact_in_the_archive(task_log
 
 
 def test_binary_garbage_is_archived_and_logged_without_failing(task_log: TaskLog, ti: FakeTI) -> None:
-    out = op_for(command=sh("head -c 100000 /dev/urandom; echo; echo done")).execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op_for(command=sh("head -c 100000 /dev/urandom; echo; echo done")), ti)
     base = archive_dir(out)
     manifest = json.loads((base / "manifest.json").read_text())
     lines = list(joined(base, "stdout"))
@@ -153,7 +153,7 @@ def test_binary_garbage_is_archived_and_logged_without_failing(task_log: TaskLog
 def test_silence_of_90_s_keeps_following_and_archives_what_came_before(task_log: TaskLog, ti: FakeTI) -> None:
     op = op_for(command=sh("echo before; sleep 90; echo after"), log_chunk_s=1)
     outcome: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: outcome.update(op.execute({"ti": ti})))  # type: ignore[arg-type]
+    worker = threading.Thread(target=lambda: outcome.update(run_task(op, ti)))
     worker.start()
     assert task_log.wait_for("before", timeout=30) is not None
     time.sleep(3)
@@ -168,7 +168,7 @@ def test_silence_of_90_s_keeps_following_and_archives_what_came_before(task_log:
 def test_live_rate_elides_lines_but_the_archive_keeps_all(task_log: TaskLog, ti: FakeTI) -> None:
     op = op_for(command=sh("seq 1 20000"), log_live_rate=5)
     assert ContainerLogLink().get_link(op, ti_key=None) == ""
-    out = op.execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op, ti)
     shown = [t for t in task_log.texts() if t.isdigit()]
     notes = [t for t in task_log.texts() if "lines not shown here" in t]
     elided = sum(int(n.split()[0]) for n in notes)
@@ -190,7 +190,7 @@ def run_through_restart(
 
     def target() -> None:
         try:
-            out.update(op.execute({"ti": ti}))  # type: ignore[arg-type]
+            out.update(run_task(op, ti))
         except BaseException as exc:  # noqa: BLE001 - recorded for the assertions
             errors.append(exc)
 
@@ -258,7 +258,7 @@ def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 def test_a_full_disk_costs_the_archive_chunks_not_the_task(full_disk: Path, task_log: TaskLog, ti: FakeTI) -> None:
     op = op_for(command=sh("seq 1 100000"), log_chunk_bytes=64 * 1024)
-    out = op.execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op, ti)
     assert out["exit_code"] == 0 and out["log_archive_complete"] is False
     assert [t for t in task_log.texts("stdout") if t.isdigit()] == [str(i) for i in range(1, 100001)]
     expected = hashlib.sha256(b"".join(b"%d\n" % i for i in range(1, 100001))).hexdigest()

@@ -12,7 +12,7 @@ from provider.hooks.docker_host import GpuDockerHook
 from provider.reservations.labels import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.errors import ContainerFailed, EngineRefused, ImageMissing, NoFit
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -34,10 +34,6 @@ def HostOperator(engine: PrivateDockerd, **kwargs: Any) -> GpuDockerOperator:  #
     return GpuDockerOperator(task_id="train", host="it_host", **kwargs)
 
 
-def run(op: GpuDockerOperator, ti: FakeTI) -> dict[str, Any]:
-    return op.execute({"ti": ti})  # type: ignore[arg-type]
-
-
 def leftovers(engine: PrivateDockerd, ti: FakeTI) -> list[dict[str, Any]]:
     return engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}")
 
@@ -52,7 +48,7 @@ def test_exit_zero_returns_result_and_removes_container(dockerd: PrivateDockerd,
         command=sh('echo "epoch 1"; echo "{\\"test_accuracy\\": 0.93}" > "$RESULT_PATH"'),
         environment={"X": "1"},
     )
-    out = run(op, ti)
+    out = run_task(op, ti)
     assert out["exit_code"] == 0 and out["host"] == "it_host" and out["image"] == TESTBOX_IMAGE
     assert out["result"] == {"test_accuracy": 0.93} and out["gpus"] == [] and out["log_lines"] == 1
     assert out["duration_s"] >= 0 and out["started"] <= out["finished"]
@@ -60,10 +56,24 @@ def test_exit_zero_returns_result_and_removes_container(dockerd: PrivateDockerd,
     assert leftovers(dockerd, ti) == []
 
 
+def test_a_finished_container_stays_until_airflow_recorded_the_success(dockerd: PrivateDockerd, ti: FakeTI) -> None:
+    """Until the success is recorded, a worker lost after the exit would leave the retry nothing
+    to collect but to train again; so ``execute`` gives the claim back and keeps the container,
+    and the success callback removes it."""
+    op = HostOperator(dockerd, command=sh("echo done"))
+    context: Any = {"ti": ti, "task": op}
+    assert op.execute(context)["exit_code"] == 0
+    left = leftovers(dockerd, ti)
+    assert [c["State"] for c in left] == ["exited"]  # the container, and no claim
+    for callback in op.on_success_callback:
+        callback(context)
+    assert leftovers(dockerd, ti) == []
+
+
 def test_nonzero_exit_names_image_host_code_and_tail(dockerd: PrivateDockerd, ti: FakeTI) -> None:
     op = HostOperator(dockerd, command=sh('for i in $(seq 1 30); do echo "line $i"; done; sleep 0.3; echo boom >&2; exit 3'))
     with pytest.raises(ContainerFailed) as err:
-        run(op, ti)
+        run_task(op, ti)
     text = str(err.value)
     assert f"'{TESTBOX_IMAGE}'" in text and "'it_host'" in text and "code 3" in text
     assert err.value.tail == [f"line {i}" for i in range(12, 31)] + ["[stderr] boom"]
@@ -73,14 +83,14 @@ def test_nonzero_exit_names_image_host_code_and_tail(dockerd: PrivateDockerd, ti
 def test_stderr_lines_are_told_apart(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
     # Docker copies the two streams separately: only the order within a stream is kept.
     op = HostOperator(dockerd, command=sh("echo out1; echo err1 >&2; echo out2; echo err2 >&2"))
-    run(op, ti)
+    run_task(op, ti)
     assert task_log.texts("stderr") == ["err1", "err2"]
     assert [t for t in task_log.texts("stdout") if t.startswith("out")] == ["out1", "out2"]
 
 
 def test_100k_lines_arrive_complete_and_in_order(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
     op = HostOperator(dockerd, command=sh("seq 1 100000"))
-    out = run(op, ti)
+    out = run_task(op, ti)
     numbers = [t for t in task_log.texts("stdout") if t.isdigit()]
     assert numbers == [str(i) for i in range(1, 100001)]
     assert out["log_lines"] == 100000
@@ -90,7 +100,7 @@ def test_lines_reach_the_log_while_the_container_runs(
     dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog
 ) -> None:
     op = HostOperator(dockerd, command=sh("echo 'epoch 1'; sleep 3; echo 'epoch 2'"))
-    worker = threading.Thread(target=run, args=(op, ti))
+    worker = threading.Thread(target=run_task, args=(op, ti))
     worker.start()
     epoch1 = task_log.wait_for("epoch 1", timeout=30)
     status = [c["State"] for c in leftovers(dockerd, ti)]
@@ -102,7 +112,7 @@ def test_lines_reach_the_log_while_the_container_runs(
 
 def test_sixty_seconds_of_silence_then_output(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
     op = HostOperator(dockerd, command=sh("echo before; sleep 62; echo after"))
-    run(op, ti)
+    run_task(op, ti)
     assert [t for t in task_log.texts() if t in ("before", "after")] == ["before", "after"]
 
 
@@ -114,7 +124,7 @@ def test_kill_during_run_removes_the_container(
 
     def target() -> None:
         try:
-            run(op, ti)
+            run_task(op, ti)
         except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
             errors.append(exc)
 
@@ -132,7 +142,7 @@ def test_kill_during_run_removes_the_container(
 def test_a_signal_from_inside_is_not_blamed_on_an_engine_restart(dockerd: PrivateDockerd, ti: FakeTI) -> None:
     op = HostOperator(dockerd, command=sh("echo going; sh -c 'kill -KILL $$'; exit $?"))
     with pytest.raises(ContainerFailed, match="exited with code 137 after") as failed:
-        run(op, ti)
+        run_task(op, ti)
     assert "restarted" not in str(failed.value) and leftovers(dockerd, ti) == []
 
 
@@ -140,7 +150,7 @@ def test_out_of_memory_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
     op = HostOperator(dockerd, mem_limit="32m",
                       command=sh("echo filling; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo never"))
     with pytest.raises(ContainerFailed, match=r"killed for running out of memory: raise mem_limit"):
-        run(op, ti)
+        run_task(op, ti)
     assert leftovers(dockerd, ti) == []
 
 
@@ -168,7 +178,7 @@ def test_an_engine_refusal_names_host_image_cause_and_fix(
         kwargs = {"mounts": [m.format(tmp=tmp_path) for m in kwargs["mounts"]]}
     op = HostOperator(dockerd, **kwargs)
     with pytest.raises(EngineRefused, match=rf"host 'it_host' would not .* '{TESTBOX_IMAGE}': .*{why}") as err:
-        run(op, ti)
+        run_task(op, ti)
     assert fix in str(err.value)
     assert leftovers(dockerd, ti) == []
 
@@ -176,7 +186,7 @@ def test_an_engine_refusal_names_host_image_cause_and_fix(
 def test_missing_image_is_named(dockerd: PrivateDockerd, ti: FakeTI) -> None:
     op = HostOperator(dockerd, image="no-such-trainer:9.9", pull="missing")
     with pytest.raises(ImageMissing, match="'no-such-trainer:9.9' is not on host 'it_host'"):
-        run(op, ti)
+        run_task(op, ti)
     assert leftovers(dockerd, ti) == []
 
 
@@ -185,7 +195,7 @@ def test_gpus_on_a_host_without_agent_fail_before_creating(dockerd: PrivateDocke
     before = {x["Id"] for x in dockerd.containers()}
     op = HostOperator(dockerd, gpus=1, command=sh("echo never"))
     with pytest.raises(NoFit, match="it_host: GPUs unknown: connection 'it_host' has no agent_url.*provider.agent"):
-        run(op, ti)
+        run_task(op, ti)
     assert {x["Id"] for x in dockerd.containers()} == before
     assert ti.xcoms["placement"]["host"] is None and ti.xcoms["placement"]["never"] is True
 
@@ -196,4 +206,4 @@ def test_unreachable_host_is_named(ti: FakeTI, tmp_path: Any, monkeypatch: pytes
     op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, host="gone")
     with pytest.raises(NoFit, match="gone: unreachable: Docker engine of host 'gone' at unix://.*did not answer.*"
                                     "start dockerd there.*No host of the pool could be read"):
-        run(op, ti)
+        run_task(op, ti)

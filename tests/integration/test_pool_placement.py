@@ -33,7 +33,7 @@ from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved, place_and_reserve, release
 from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
@@ -132,7 +132,7 @@ def test_operator_runs_on_the_chosen_host_and_gpus(cluster: Cluster, ti: FakeTI,
         task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=2, gpu_model="T4",
         command=["sh", "-c", 'echo "visible=$NVIDIA_VISIBLE_DEVICES"; sleep 1.5'], log_chunk_s=0.5,
     )
-    out = op.execute({"ti": ti})  # type: ignore[arg-type]
+    out = run_task(op, ti)
     assert out["host"] == "pool_b" and out["gpus"] == [0, 1] and out["exit_code"] == 0
     assert "visible=0,1" in task_log.texts("stdout")
     placement = ti.xcoms["placement"]
@@ -150,7 +150,7 @@ def test_failed_container_releases_its_gpus(cluster: Cluster, ti: FakeTI) -> Non
     op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", gpu_pool=POOL, gpus=1,
                            command=["sh", "-c", "exit 4"])
     with pytest.raises(ContainerFailed, match="code 4"):
-        op.execute({"ti": ti})  # type: ignore[arg-type]
+        run_task(op, ti)
 
 
 def test_kill_frees_the_gpus(
@@ -162,7 +162,7 @@ def test_kill_frees_the_gpus(
 
     def target() -> None:
         try:
-            op.execute({"ti": ti})  # type: ignore[arg-type]
+            run_task(op, ti)
         except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
             errors.append(exc)
 
@@ -319,7 +319,7 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
                                command=["true"], log_archive=None)
         with pytest.raises(NoGpuRuntime, match="'broken' has a runtime named nvidia but cannot start GPU containers"
                                                ".*problem of the host.*nvidia-ctk runtime configure"):
-            op.execute({"ti": ti})  # type: ignore[arg-type]
+            run_task(op, ti)
         assert [c["Names"] for c in engine.containers()] == [["/gpu-docker-gpu-problem"]]  # no task, no claim
         # The host remembers it: the retry goes elsewhere, CPU work still goes there.
         retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])

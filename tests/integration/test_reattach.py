@@ -23,7 +23,7 @@ import pytest
 from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import LABEL_PREFIX, task_labels
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
@@ -108,7 +108,7 @@ def second_try(ti: FakeTI, host: str = "it_host", **kwargs: Any) -> dict[str, An
     op = GpuDockerOperator(task_id="train", host=host, image=TESTBOX_IMAGE, pull="never",
                            command=["sh", "-c", COUNT], log_chunk_s=0.3, **kwargs)
     again = FakeTI(run_id=ti.run_id, try_number=2)
-    return op.execute({"ti": again})  # type: ignore[arg-type]
+    return run_task(op, again)
 
 
 @pytest.mark.parametrize("exited_first", [False, True], ids=["still-running", "exited-while-nobody-watched"])

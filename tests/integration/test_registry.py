@@ -30,7 +30,7 @@ from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
 from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.netns import Link, veth_namespace
@@ -103,7 +103,7 @@ def train(site: Site, ti: FakeTI, pool: list[str], **kwargs: Any) -> dict[str, A
     kwargs.setdefault("docker_conn_id", CONN)
     op = GpuDockerOperator(task_id="train", image=kwargs.pop("image", site.image), gpu_pool=pool, gpus=1,
                            command=["sh", "-c", "echo trained"], log_archive=None, **kwargs)
-    return op.execute({"ti": ti})  # type: ignore[arg-type]
+    return run_task(op, ti)
 
 
 def test_the_operator_pulls_with_the_stock_docker_connection(site: Site, ti: FakeTI, task_log: TaskLog) -> None:

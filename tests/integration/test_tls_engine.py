@@ -21,7 +21,7 @@ import pytest
 
 from provider.errors import NoFit
 from provider.operators.gpu_docker import GpuDockerOperator
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import free_port
@@ -79,7 +79,7 @@ def nothing_left(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def run(ti: FakeTI, **kwargs: Any) -> dict[str, Any]:
     op = GpuDockerOperator(task_id="train", image=TESTBOX_IMAGE, pull="never", **kwargs)
-    return op.execute({"ti": ti})  # type: ignore[arg-type]
+    return run_task(op, ti)
 
 
 def test_operator_runs_on_a_tls_engine(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, ti: FakeTI,

@@ -33,7 +33,7 @@ from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
-from tests.conftest import FakeTI, TaskLog
+from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
@@ -135,7 +135,7 @@ def test_waiting_operator_runs_once_a_gpu_is_freed(full_then_freed: threading.Ti
                            gpu_pool=[HOST], pull="never", log_archive=None, wait_for_resources=True,
                            deferrable=False, poll_interval=0.5, wait_timeout=60)
     start = time.monotonic()
-    result = op.execute({"ti": ti})  # type: ignore[arg-type]
+    result = run_task(op, ti)
     assert result["exit_code"] == 0 and result["host"] == HOST
     assert time.monotonic() - start >= FREED_AFTER_S - 0.5
     assert "trained" in task_log.texts()
@@ -149,10 +149,10 @@ def test_deferred_operator_resumes_when_the_reservation_is_released(
                            gpu_pool=[HOST], pull="never", log_archive=None, wait_for_resources=True,
                            deferrable=True, poll_interval=0.5, wait_timeout=60)
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"ti": ti})  # type: ignore[arg-type]
+        run_task(op, ti)
     assert deferred.value.method_name == "execute_complete"
     event = run_trigger(deferred.value.trigger)  # type: ignore[arg-type]
-    result = op.execute_complete({"ti": ti}, event)  # type: ignore[arg-type]
+    result = run_task(op, ti, event)
     assert result["exit_code"] == 0 and "resumed" in task_log.texts()
 
 
@@ -164,7 +164,7 @@ def test_waiting_operator_times_out_with_every_reason() -> None:
                                wait_timeout=2)
         with pytest.raises(NoRoom, match=f"Still no room at the deadline, after wait_timeout=2 s: .*{HOST}: "
                                          r"gpu free 0 of 2 < 1 \(held by hog.train r0\).*Raise wait_timeout"):
-            op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+            run_task(op, FakeTI())
     finally:
         release(held)
 

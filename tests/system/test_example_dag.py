@@ -8,6 +8,7 @@ import json
 import pytest
 
 from provider.hooks.hosts import HostConfig
+from tests.conftest import settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -32,7 +33,7 @@ def test_example_pipeline_trains_a_real_classifier(airflow_stack: LocalAirflow, 
     on_disk = airflow_stack.task_log_file(DAG_ID, run_id, "train").read_text()
     events = [json.loads(line)["event"] for line in on_disk.splitlines() if line.startswith("{")]
     assert sum(e.startswith("epoch ") for e in events) == 30
-    assert containers_of_run(system_engine, run_id) == []
+    assert settled(lambda: containers_of_run(system_engine, run_id)) == []
 
 
 def test_example_pipeline_is_placed_through_the_pool_the_example_defines(

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from provider.reservations.labels import LABEL_PREFIX
+from tests.conftest import settled
 from tests.system.conftest import containers_of_run
 from tests.system.dags.counter import LINES
 from tools.dockerd import PrivateDockerd
@@ -71,7 +72,7 @@ def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
                  if '"event":"' in line]
         numbers = [int(x) for line in shown for x in [line.split('"event":"', 1)[1].split('"', 1)[0]] if x.isdigit()]
         assert numbers == list(range(numbers[0], LINES + 1)), task_id  # the rest, once each, in order
-    assert containers_of_run(system_engine, run_id) == []
+    assert settled(lambda: containers_of_run(system_engine, run_id)) == []
 
 
 def test_a_worker_shutting_down_hands_its_container_to_the_retry(
@@ -104,4 +105,4 @@ def test_a_worker_shutting_down_hands_its_container_to_the_retry(
                                                                f"{LABEL_PREFIX}.run_id={run_id}"]})
             if f"{LABEL_PREFIX}.reservation" not in e["Actor"]["Attributes"]]
     assert len(created) == 1
-    assert containers_of_run(system_engine, run_id) == []
+    assert settled(lambda: containers_of_run(system_engine, run_id)) == []

@@ -44,7 +44,8 @@ def remote_airflow(system_engine: PrivateDockerd, tmp_path_factory: pytest.TempP
 
 def test_task_logs_go_to_object_storage_and_are_read_back_from_there(remote_airflow: LocalAirflow) -> None:
     run_id = remote_airflow.trigger(DAG_ID, {"epochs": 4})
-    assert remote_airflow.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
+    state = remote_airflow.wait_for_run(DAG_ID, run_id, timeout=300)
+    assert state == "success", remote_airflow.task_log_text(DAG_ID, run_id, "train")[-3000:]
     relative = Path(f"dag_id={DAG_ID}") / f"run_id={run_id}" / "task_id=train" / "attempt=1.log"
     stored = remote_airflow.home / "remote-logs" / relative
     deadline = time.monotonic() + 60  # the worker uploads once the task process has ended

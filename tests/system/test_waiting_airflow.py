@@ -9,6 +9,7 @@ import pytest
 from provider.hooks.hosts import HostConfig
 from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
+from tests.conftest import settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -54,4 +55,4 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
     train = airflow_stack.xcom(DAG_ID, run_id, "waiting_train")
     assert train["exit_code"] == 0 and train["host"] == gpu_host.name
     assert "trained" in airflow_stack.task_log_text(DAG_ID, run_id, "waiting_train")
-    assert containers_of_run(system_engine, run_id) == []
+    assert settled(lambda: containers_of_run(system_engine, run_id)) == []
