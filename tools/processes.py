@@ -1,8 +1,10 @@
 """Long-running programs started for a test topology or a demo, and stopped by their own pids.
 
-Each program is started in a session of its own with its output in a log file; stopping sends
-SIGTERM to that session's process group (the program and what it forked), waits, and then
-sends SIGKILL to what is left. Nothing is ever looked up or stopped by name.
+Each program is started in a session of its own with its output in a log file. Stopping sends
+SIGTERM to the program's process group (the program and what it forked), waits, and then sends
+SIGKILL to everything left in its session: a program's descendants may have made process groups
+of their own (Airflow's task supervisor puts each task process in one), but they stay in the
+session, whose id is the program's pid. Nothing is ever looked up or stopped by name.
 """
 
 from __future__ import annotations
@@ -12,7 +14,68 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+SESSION_KILL_S = 10.0
+"""How long killing a session may take: a program forking while it is killed is killed again."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What :meth:`Processes.start` was given, to start the same program again."""
+
+    cmd: tuple[str, ...]
+    env: Mapping[str, str] | None
+    cwd: Path | None
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of live process ``pid``; None when it is gone or a zombie. The command
+    name in ``/proc/PID/stat`` may hold spaces and parentheses, so fields are counted from the
+    last ``)``: state, ppid, pgrp, session."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[3])
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process of session ``sid``, read from ``/proc``."""
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and session_of(int(e.name)) == sid]
+
+
+def signal_session(sid: int, sig: int) -> int:
+    """Send ``sig`` to every live process of session ``sid``; how many got it.
+
+    Each is signalled through a pidfd opened before its session is read again, so a pid that
+    ended and was reused by an unrelated process meanwhile is never signalled."""
+    sent = 0
+    for pid in session_members(sid):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if session_of(pid) == sid:
+                signal.pidfd_send_signal(fd, sig)
+                sent += 1
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+    return sent
+
+
+def kill_session(sid: int, timeout: float = SESSION_KILL_S) -> None:
+    """SIGKILL every process of session ``sid`` until none is left (what forks meanwhile too)."""
+    deadline = time.monotonic() + timeout
+    while signal_session(sid, signal.SIGKILL):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of session {sid} still alive after {timeout} s: {session_members(sid)}")
+        time.sleep(0.05)
 
 
 class Processes:
@@ -21,10 +84,11 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.launches: dict[str, Launch] = {}
 
     def start(self, name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start ``cmd`` as ``name`` with its output in ``LOG_DIR/NAME.out``."""
+        """Start ``cmd`` as ``name`` with its output in ``LOG_DIR/NAME.out`` (appended to)."""
         if name in self.procs and self.procs[name].poll() is None:
             raise RuntimeError(f"{name} is already running (pid {self.procs[name].pid})")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -33,6 +97,7 @@ class Processes:
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.procs[name] = proc
+        self.launches[name] = Launch(tuple(cmd), env, cwd)
         return proc
 
     def log_path(self, name: str) -> Path:
@@ -49,15 +114,15 @@ class Processes:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; {self.log_path(name)} ends:\n"
                                    f"{self.log_tail(name)}")
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to ``name``'s process group (a crash when SIGKILL; a shutdown when SIGTERM)."""
-        try:
-            os.killpg(self.procs[name].pid, sig)
-        except ProcessLookupError:
-            pass
+    def crash(self, name: str) -> None:
+        """Kill every process ``name`` started, at once, with SIGKILL, and forget it: what a lost
+        machine does to its programs, with no chance for any of them to clean up."""
+        proc = self.procs.pop(name)
+        kill_session(proc.pid)
+        proc.wait()
 
     def stop(self, name: str, grace_s: float = 20) -> None:
-        """SIGTERM ``name``'s process group, SIGKILL it after ``grace_s``, and forget it."""
+        """SIGTERM ``name``'s process group, SIGKILL its session after ``grace_s``, and forget it."""
         proc = self.procs.pop(name)
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -68,11 +133,18 @@ class Processes:
         except subprocess.TimeoutExpired:
             pass
         # What the program forked into its session may outlive it; end that too.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_session(proc.pid)
         proc.wait()
+
+    def restart(self, name: str, crash: bool = False, grace_s: float = 20) -> subprocess.Popen[bytes]:
+        """Stop ``name`` (:meth:`crash` when ``crash``, else :meth:`stop`) and start the same
+        command again, with the same environment and directory, its output appended to its log."""
+        launch = self.launches[name]
+        if crash:
+            self.crash(name)
+        else:
+            self.stop(name, grace_s)
+        return self.start(name, launch.cmd, launch.env, launch.cwd)
 
     def stop_all(self, grace_s: float = 20) -> None:
         """Stop every program, the newest first (workers before the services they use)."""

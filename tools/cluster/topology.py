@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,26 @@ POOL = "gpu_pool"
 STORE_CONN = "object_store"
 ARCHIVE_BUCKET = "container-logs"
 TASK_LOG_BUCKET = "task-logs"
+HEARTBEAT_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+"""The components that heartbeat, by their key in the api-server's health answer."""
 VISIBILITY_TIMEOUT_S = 172800
 """Redis hands a task to another worker when it is unacknowledged this long; it must exceed the
-longest training run (48 h here; Celery's default is 1 h, Airflow's 24 h)."""
+longest training run (48 h here; Celery's default is 1 h, Airflow's 24 h). Airflow's Celery
+executor acknowledges a message only when its task ends (``task_acks_late``), so the messages of
+a lost worker stay unacknowledged this long: it is Airflow that retries their tasks, sooner (see
+``ClusterSpec.heartbeat_timeout_s``)."""
 
 
 @dataclass(frozen=True)
 class ClusterSpec:
     """The shape of the topology. ``host_cpus`` pins a GPU host's containers to a cpuset
-    (``{"h1": "0"}``) so that hosts do not share CPUs (benchmarks; cgroup v1 only)."""
+    (``{"h1": "0"}``) so that hosts do not share CPUs (benchmarks; cgroup v1 only).
+
+    ``heartbeat_timeout_s`` and ``queued_timeout_s`` say how soon Airflow gives up on a lost
+    worker (Airflow's defaults: 300 s and 600 s). A task whose try was running there is failed
+    and retried once it has not heartbeat for ``heartbeat_timeout_s``; one the worker had taken
+    from the broker but not yet started is queued again after ``queued_timeout_s``. The broker
+    does not hand either to another worker sooner (see ``VISIBILITY_TIMEOUT_S``)."""
 
     workers: int = 3
     hosts: int = 3
@@ -70,6 +82,8 @@ class ClusterSpec:
     gpu_memory_mb: int = 81920
     worker_concurrency: int = 4
     host_cpus: Mapping[str, str] = field(default_factory=dict)
+    heartbeat_timeout_s: float = 300
+    queued_timeout_s: float = 600
     tag: str = "gdc"
     images: tuple[str, ...] = (TRAINER_IMAGE, TESTBOX_IMAGE)
 
@@ -198,6 +212,11 @@ class Cluster:
             "AIRFLOW__API__BASE_URL": f"http://{control.ip}:{API_PORT}",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": f"{self.spec.heartbeat_timeout_s:g}",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL":
+                f"{max(1.0, min(10.0, self.spec.heartbeat_timeout_s / 8)):g}",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": f"{self.spec.queued_timeout_s:g}",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": f"{min(120.0, self.spec.queued_timeout_s / 5):g}",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
             # Task logs go to the store when an attempt ends: the api-server shows a running task's
             # log from its worker's log server, and a finished one's (with the triggerer's part of a
@@ -207,6 +226,9 @@ class Cluster:
             "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": STORE_CONN,
             "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE": f"s3://{ARCHIVE_BUCKET}/",
             "AIRFLOW__GPU_DOCKER__LOG_ARCHIVE_CONN_ID": STORE_CONN,
+            # The pool by name from the start: before its connection is made, the cluster page and
+            # the orphan sweep must not fall back on the default host (this machine's engine).
+            "AIRFLOW__GPU_DOCKER__CLUSTER_POOLS": POOL,
         }
 
     def _machine_env(self, machine: str) -> dict[str, str]:
@@ -241,6 +263,34 @@ class Cluster:
         self.procs.start(f"worker-{w}", [*self.lan.wrap(w), self._bin(), "celery", "worker",
                                          "--concurrency", str(self.spec.worker_concurrency)],
                          env=self._machine_env(w), cwd=self._dir(w))
+
+    def crash_worker(self, w: str) -> None:
+        """Worker ``w``'s machine is lost and comes back: every process it ran (the Celery worker,
+        its pool, the task supervisors and the task processes) dies at once with SIGKILL, then the
+        worker starts again with the same home and task logs. Its tasks' messages stay
+        unacknowledged in the broker; Airflow retries the tries it ran (``heartbeat_timeout_s``)."""
+        self.procs.restart(f"worker-{w}", crash=True)
+
+    def restart_control(self, name: str, timeout: float = 300) -> float:
+        """Restart Airflow's ``name`` (``scheduler``, ``api-server``, ...) on the control machine
+        as an upgrade does: SIGTERM, wait, the same command again. Returns the seconds it was
+        away: until the api-server answers again and, for a component that heartbeats, until
+        the new process has heartbeat (the health answer names the latest heartbeat, which
+        the old process wrote until it stopped)."""
+        began, since = time.monotonic(), datetime.now(timezone.utc)
+        self.procs.restart(name)
+        self.api.wait_healthy(timeout, self.procs.check_alive)
+        key = HEARTBEAT_KEYS.get(name)
+        while key is not None:
+            beat = self.api.request("GET", "/api/v2/monitor/health", auth=False)[key][f"latest_{key}_heartbeat"]
+            if beat and datetime.fromisoformat(beat) > since:
+                break
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(f"{name} did not heartbeat within {timeout} s of its restart; "
+                                   f"{self.procs.log_path(name)} ends:\n{self.procs.log_tail(name)}")
+            self.procs.check_alive()
+            time.sleep(0.5)
+        return time.monotonic() - began
 
     def _wait_workers(self, timeout: float) -> None:
         """Wait until each worker's Celery consumer says it is ready."""

@@ -1,7 +1,7 @@
 """The provider across Celery workers and GPU hosts on a network (tools/cluster/topology.py).
 
-One topology serves every test here (it takes about a minute to start): a control machine,
-3 Celery workers and 3 GPU hosts with 4 simulated GPUs each, every machine a network namespace.
+The package's topology (conftest.py) serves every test here: a control machine, 3 Celery
+workers and 3 GPU hosts with 4 simulated GPUs each, every machine a network namespace.
 What is checked comes from the engines and from Airflow's REST API, never from the provider's
 own records: the engines' event streams and each started container's device request ids and
 GPU share say whether a GPU was ever double-booked.
@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, MAP_INDEX_LABEL, RUN_ID_LABEL, TASK_ID_LABEL
-from tools.cluster.services import S3_PORT
-from tools.cluster.topology import ARCHIVE_BUCKET, POOL, Cluster, ClusterSpec
+from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
 from tests.conftest import archived_stdout
-from tools.dockerd import PrivateDockerd
+from tests.system.cluster.observe import EngineEvents, archive_objects, overbooked
+from tools.cluster.topology import POOL, Cluster
 
 pytestmark = pytest.mark.system
 
@@ -32,115 +27,6 @@ DAG_ID = "train_on_pool"
 LONG_EPOCHS = 400  # map index 0 trains long enough to read its log while it runs
 MIX = ({"gpus": 1}, {"gpus": 2}, {"gpu_milli": 500})
 TASKS = 36
-
-
-@dataclass
-class Started:
-    """A task container as its engine saw it: when it started and died, what GPUs it got."""
-
-    host: str
-    container: str
-    run_id: str
-    map_index: int
-    gpus: tuple[str, ...]
-    milli: int
-    start_ns: int
-    die_ns: int | None = None
-
-
-class EngineEvents:
-    """Every container start and death on each engine, read from the engines' event streams
-    while the tests run; a started container is inspected at once for its device requests."""
-
-    def __init__(self, engines: dict[str, PrivateDockerd]) -> None:
-        self.started: dict[str, Started] = {}
-        self.lock = threading.Lock()
-        self.streams: list[Any] = []
-        self.threads = [threading.Thread(target=self._follow, args=(h, e), daemon=True) for h, e in engines.items()]
-        self.ready = threading.Barrier(len(engines) + 1)
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-        self.ready.wait(timeout=30)
-
-    def _follow(self, host: str, engine: PrivateDockerd) -> None:
-        with engine.client() as client:
-            stream = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
-            self.streams.append(stream)
-            self.ready.wait(timeout=30)
-            try:
-                for event in stream:
-                    self._record(host, client, event)
-            except Exception:  # noqa: BLE001 - the stream is closed at the end
-                return
-
-    def _record(self, host: str, client: Any, event: dict[str, Any]) -> None:
-        labels = event["Actor"]["Attributes"]
-        if TASK_ID_LABEL not in labels or CLAIM_LABEL in labels or HOLD_LABEL in labels:
-            return
-        cid = event["id"]
-        if event["Action"] == "start":
-            info = client.api.inspect_container(cid)
-            requests = info["HostConfig"].get("DeviceRequests") or []
-            gpus = tuple(i for r in requests for i in (r.get("DeviceIDs") or []))
-            env = dict(e.split("=", 1) for e in info["Config"]["Env"] or [])
-            share = env.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
-            with self.lock:
-                self.started[cid] = Started(host, cid, labels[RUN_ID_LABEL], int(labels[MAP_INDEX_LABEL]), gpus,
-                                            int(share) * 10 if share else 1000, int(event["timeNano"]))
-        else:
-            with self.lock:
-                if cid in self.started:
-                    self.started[cid].die_ns = int(event["timeNano"])
-
-    def stop(self) -> None:
-        for stream in self.streams:
-            stream.close()
-
-    def of_run(self, run_id: str) -> list[Started]:
-        with self.lock:
-            return [s for s in self.started.values() if s.run_id == run_id]
-
-
-def overbooked(started: list[Started]) -> list[str]:
-    """Every moment at which a GPU's shares summed above 1000 milli (a whole GPU is 1000),
-    swept over start and death times per host and GPU."""
-    moments = sorted((t, kind, s) for s in started for g in s.gpus
-                     for t, kind in ((s.start_ns, 1), (s.die_ns if s.die_ns is not None else 2**63, 0)))
-    in_use: dict[tuple[str, str], dict[str, int]] = {}
-    problems = []
-    for _, kind, s in moments:
-        for g in s.gpus:
-            users = in_use.setdefault((s.host, g), {})
-            if kind == 0:
-                users.pop(s.container, None)
-                continue
-            users[s.container] = s.milli
-            if sum(users.values()) > 1000:
-                problems.append(f"{s.host} GPU {g}: {users}")
-    return problems
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(ClusterSpec(tag="gdt")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def events(cluster: Cluster) -> Iterator[EngineEvents]:
-    watcher = EngineEvents(cluster.engines)
-    watcher.start()
-    yield watcher
-    watcher.stop()
-
-
-def archive_objects(cluster: Cluster, prefix: str) -> dict[str, bytes]:
-    s3 = boto3.client("s3", endpoint_url=f"http://{cluster.lan['control'].ip}:{S3_PORT}", region_name="us-east-1",
-                      aws_access_key_id="cluster", aws_secret_access_key="cluster")
-    listed = s3.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix=prefix).get("Contents", [])
-    return {o["Key"]: s3.get_object(Bucket=ARCHIVE_BUCKET, Key=o["Key"])["Body"].read() for o in listed}
 
 
 def test_mapped_training_runs_across_workers_and_hosts_without_double_booking(
@@ -209,7 +95,7 @@ def test_a_host_off_the_network_is_named_unreachable_and_new_tasks_go_to_the_oth
     conn = f"gpu_{off}"
 
     def card() -> dict[str, Any]:
-        return {h["name"]: h for h in cluster.api.request("GET", "/gpu-cluster/api/cluster")["hosts"]}[conn]
+        return dict({h["name"]: h for h in cluster.api.request("GET", "/gpu-cluster/api/cluster")["hosts"]}[conn])
 
     cluster.lan.unplug(off)
     try:
