@@ -95,6 +95,18 @@ def settled(look: Callable[[], list[T]], timeout_s: float = 15.0) -> list[T]:
 
 
 @pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print a measured figure past pytest's capture, so that it stands in every run's output
+    (CI's included), not only when the test fails."""
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n{text}")
+
+    return say
+
+
+@pytest.fixture
 def ti() -> FakeTI:
     return FakeTI()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,7 +47,7 @@ def task_containers(engine: PrivateDockerd, run_id: str) -> list[dict[str, Any]]
 
 
 def test_sigterm_while_airflow_counts_the_try_running_hands_over_and_the_sweep_removes_the_orphan(
-    airflow_stack: LocalAirflow, system_engine: PrivateDockerd
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd, report: Callable[[str], None]
 ) -> None:
     run_id, ti = running_task(airflow_stack, system_engine)
     os.kill(int(ti["pid"]), signal.SIGTERM)  # type: ignore[call-overload]
@@ -55,7 +56,7 @@ def test_sigterm_while_airflow_counts_the_try_running_hands_over_and_the_sweep_r
     assert [c["State"] for c in task_containers(system_engine, run_id)] == ["running"]  # handed over
     assert "worker is shutting down" in airflow_stack.task_log_text(DAG_ID, run_id, TASK_ID)
     left = wait_gone(system_engine, run_id, timeout=150)
-    print(f"orphan of a failed task removed {time.monotonic() - ended:.0f} s after the task ended")
+    report(f"orphan of a failed task removed {time.monotonic() - ended:.0f} s after the task ended")
     assert left == []
 
 

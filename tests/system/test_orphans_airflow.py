@@ -12,6 +12,7 @@ import os
 import signal
 import time
 import urllib.error
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -61,7 +62,7 @@ def removed_at(engine: PrivateDockerd, container_id: str, since: float) -> float
 
 
 def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
-    airflow_stack: LocalAirflow, system_engine: PrivateDockerd
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd, report: Callable[[str], None]
 ) -> None:
     since = time.time()
     run_id = airflow_stack.trigger(DAG_ID, {})
@@ -79,7 +80,7 @@ def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
         time.sleep(1)
     assert containers_of_run(system_engine, run_id) == [], "the container or its claim is still there"
     seconds = removed_at(system_engine, container_id, since) - end
-    print(f"\norphaned container removed {seconds:.1f} s after its task instance ended (limit {LIMIT_S:g} s)")
+    report(f"orphaned container removed {seconds:.1f} s after its task instance ended (limit {LIMIT_S:g} s)")
     assert seconds < LIMIT_S
 
     with pytest.raises(urllib.error.HTTPError) as refused:

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -155,7 +156,9 @@ def told_by_tries(cluster: Cluster, run_id: str, k: int, tries: int, seen: list[
     return "\n".join(told)
 
 
-def test_lost_workers_and_restarts_lose_no_task_line_or_reservation(cluster: Cluster, events: EngineEvents) -> None:
+def test_lost_workers_and_restarts_lose_no_task_line_or_reservation(
+    cluster: Cluster, events: EngineEvents, report: Callable[[str], None]
+) -> None:
     rng = random.Random(SEED)
     runs = counting_runs(rng)
     run_id = cluster.api.trigger(DAG_ID, {"pool": POOL, "runs": runs})
@@ -170,19 +173,21 @@ def test_lost_workers_and_restarts_lose_no_task_line_or_reservation(cluster: Clu
     reattached = [k for k, o in enumerate(outcomes) if o.get("reattached")]
     collected = [k for k in reattached if k in used and died_before(used[k], instances[k]["start_date"])]
     afresh = [k for k, o in enumerate(outcomes) if o and not o["reattached"] and instances[k]["try_number"] > 1]
-    print(f"\nchaos: {TASKS} tasks, seed {SEED}, run {chaos.state} {chaos.duration_s:.0f} s after the trigger")
-    print(f"kills: {len(chaos.kills)}, of tries running there: {sum(len(k.running) for k in chaos.kills)} "
-          f"({', '.join(f'{k.worker}@{k.at_s:.0f}s:{len(k.running)}' for k in chaos.kills)})")
-    print(f"tries retried: {sum(ti['try_number'] - 1 for ti in instances)} (heartbeat timeouts "
-          f"{logged(cluster, run_id, 'heartbeat timeout')}, requeued from queued "
-          f"{logged(cluster, run_id, 'stuck in queued reschedule')})")
-    print(f"reattached: {len(reattached)} (to a running container {len(reattached) - len(collected)}, "
-          f"collected after exit {len(collected)}); a retry started the container: {len(afresh)}; "
-          f"containers: {len(seen)} for {TASKS} tasks")
-    print("restarts: " + "; ".join(f"{r.component} at {r.at_s:.0f} s, away {r.away_s:.1f} s" for r in chaos.restarts))
+    report("\n".join([
+        f"chaos: {TASKS} tasks, seed {SEED}, run {chaos.state} {chaos.duration_s:.0f} s after the trigger",
+        f"kills: {len(chaos.kills)}, of tries running there: {sum(len(k.running) for k in chaos.kills)} "
+        f"({', '.join(f'{k.worker}@{k.at_s:.0f}s:{len(k.running)}' for k in chaos.kills)})",
+        f"tries retried: {sum(ti['try_number'] - 1 for ti in instances)} (heartbeat timeouts "
+        f"{logged(cluster, run_id, 'heartbeat timeout')}, requeued from queued "
+        f"{logged(cluster, run_id, 'stuck in queued reschedule')})",
+        f"reattached: {len(reattached)} (to a running container {len(reattached) - len(collected)}, "
+        f"collected after exit {len(collected)}); a retry started the container: {len(afresh)}; "
+        f"containers: {len(seen)} for {TASKS} tasks",
+        "restarts: " + "; ".join(f"{r.component} at {r.at_s:.0f} s, away {r.away_s:.1f} s" for r in chaos.restarts),
+    ]))
     locks = {h: len(e.containers(LOCK_LABEL)) for h, e in cluster.engines.items()}
     if any(locks.values()):
-        print(f"claim locks present at the end (a lost claimant's lapses after 150 s): {locks}")
+        report(f"claim locks present at the end (a lost claimant's lapses after 150 s): {locks}")
 
     assert chaos.state == "success", [(ti["map_index"], ti["state"], ti["try_number"]) for ti in instances]
     assert [ti["state"] for ti in instances] == ["success"] * TASKS
