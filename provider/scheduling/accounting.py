@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from provider.scheduling.model import MILLI_PER_GPU, GpuState, NodeState, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, FreeState, GpuState, NodeState, PlacementRequest
 
 
 def _per_gpu_milli(request: PlacementRequest) -> int:
@@ -70,3 +70,16 @@ def apply(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ..
 def release(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> NodeState:
     """The inverse of :func:`apply`: ``node`` with that reservation taken away."""
     return _shift(node, request, gpu_indices, -1)
+
+
+def free_state_after(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> FreeState:
+    """``free_state(apply(node, request, gpu_indices))`` for GPUs that a filter found free
+    enough, without building the node: a placement policy asks it of every GPU choice of every
+    feasible node, the inner loop of a trace replay."""
+    milli = _per_gpu_milli(request)
+    frees = [max(0, MILLI_PER_GPU - g.allocated_milli - (milli if g.index in gpu_indices else 0)) for g in node.gpus]
+    memory = max(0, node.memory_mb - node.memory_allocated_mb - request.memory_mb)
+    if node.memory_available_mb is not None:
+        memory = min(memory, node.memory_available_mb)
+    cpu = max(0, node.cpu_milli - node.cpu_allocated_milli - request.cpu_milli)
+    return node.gpu_model, cpu, memory, tuple(sorted(frees))

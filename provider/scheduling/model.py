@@ -105,6 +105,17 @@ class NodeState:
         return self.gpus[0].model if self.gpus else ""
 
 
+FreeState = tuple[str, int, int, tuple[int, ...]]
+"""What is free on a node, all that the fragmentation measures read: GPU model, free
+milli-CPUs, free memory (MB), free milli-GPUs of each GPU in ascending order. Nodes in the same
+free state measure alike, so the measures remember results per free state."""
+
+
+def free_state(node: NodeState) -> FreeState:
+    """The :data:`FreeState` of ``node``."""
+    return (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, tuple(sorted([g.free_milli for g in node.gpus])))
+
+
 @dataclass(frozen=True, slots=True)
 class PlacementRequest:
     """What one task needs.

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Protocol
 
-from provider.scheduling.accounting import apply
+from provider.scheduling.accounting import free_state_after
 from provider.scheduling.filters import eligible_gpus, gpu_sets
-from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, FreeState, NodeState, PlacementRequest, free_state
 from provider.scheduling.taskmix import TaskMix, TaskType
 
 MAX_SCORE = 100.0
@@ -213,13 +213,15 @@ def _mix(request: PlacementRequest, context: PlacementContext) -> TaskMix:
 
 def _least_fragmenting(
     request: PlacementRequest, node: NodeState, mix: TaskMix
-) -> tuple[float, tuple[int, ...], NodeState]:
-    """(increase of expected fragmentation, GPUs, node after) for the GPU choice that
-    increases it least."""
-    before = mix.fragmentation(node)
-    afters = ((g, apply(node, request, g)) for g in _sets(request, node))
-    growths = ((mix.fragmentation(after) - before, g, after) for g, after in afters)
-    return min(growths, key=lambda triple: triple[0])  # the lowest index among equals
+) -> tuple[float, tuple[int, ...], FreeState, FreeState]:
+    """(increase of expected fragmentation, GPUs, free state before, free state after) for
+    the GPU choice that increases it least."""
+    before = free_state(node)
+    fragmented = mix.fragmentation_of(before)
+    afters = ((g, free_state_after(node, request, g)) for g in _sets(request, node))
+    growths = ((mix.fragmentation_of(after) - fragmented, g, after) for g, after in afters)
+    growth, gpus, after = min(growths, key=lambda triple: triple[0])  # the lowest index among equals
+    return growth, gpus, before, after
 
 
 def _quantised(score: float, resolution: float) -> float:
@@ -248,7 +250,7 @@ class Fragmentation:
     def __call__(
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
-        growth, gpus, _ = _least_fragmenting(request, node, _mix(request, context))
+        growth, gpus, _, _ = _least_fragmenting(request, node, _mix(request, context))
         return Choice(self.score_of(growth), gpus)
 
     def score_of(self, growth: float) -> float:
@@ -280,8 +282,8 @@ class FragmentationBalanced:
         self, request: PlacementRequest, node: NodeState, context: PlacementContext
     ) -> Choice:
         mix = _mix(request, context)
-        growth, gpus, after = _least_fragmenting(request, node, mix)
+        growth, gpus, before, after = _least_fragmenting(request, node, mix)
         frag = self.fragmentation
-        unfed_growth = mix.unfed(after) - mix.unfed(node)
+        unfed_growth = mix.unfed_of(after) - mix.unfed_of(before)
         balance = _sigmoid(-unfed_growth / frag.scale)  # in (0, 1): 0.5 when unchanged
         return Choice(_clamp(frag.score_of(growth) + _TIE_SHARE * frag.resolution * balance), gpus)

@@ -38,17 +38,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from provider.scheduling.filters import model_matches
-from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, FreeState, NodeState, PlacementRequest, free_state
 
 DEFAULT_COVERAGE = 0.95
 """Share of the workload that the most popular task types must cover (FGD's default)."""
 
 _MEMO_LIMIT = 500_000
-
-_StateKey = tuple[str, int, int, tuple[int, ...]]
-"""A node's resource state as the measures see it: GPU model, free CPU, free memory, free
-milli-GPUs per GPU (sorted)."""
-
 
 @dataclass(frozen=True, slots=True)
 class TaskType:
@@ -102,10 +97,10 @@ class TaskMix:
     popularity: tuple[float, ...]
     _classes: tuple[_Class, ...] = field(init=False, repr=False, compare=False)
     _gpuless: float = field(init=False, repr=False, compare=False)
-    _memo: dict[_StateKey, float] = field(
+    _memo: dict[FreeState, float] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    _unfed_memo: dict[_StateKey, float] = field(
+    _unfed_memo: dict[FreeState, float] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -180,13 +175,21 @@ class TaskMix:
 
     def fragmentation(self, node: NodeState) -> float:
         """Expected unusable GPU capacity of ``node`` in milli-GPUs (see the module text)."""
-        return _remembered(self._memo, node, self._fragmentation)
+        return self.fragmentation_of(free_state(node))
+
+    def fragmentation_of(self, state: FreeState) -> float:
+        """:meth:`fragmentation` of a node in free ``state``."""
+        return _remembered(self._memo, state, self._fragmentation)
 
     def unfed(self, node: NodeState) -> float:
         """Expected GPU capacity of ``node``, in milli-GPUs, that the mix's types fit but the
         node's free CPU and memory could not feed (U in the module text). A type that does
         not fit at all is not counted here, :meth:`fragmentation` already counts it whole."""
-        return _remembered(self._unfed_memo, node, self._unfed)
+        return self.unfed_of(free_state(node))
+
+    def unfed_of(self, state: FreeState) -> float:
+        """:meth:`unfed` of a node in free ``state``."""
+        return _remembered(self._unfed_memo, state, self._unfed)
 
     def _fragmentation(self, model: str, cpu: int, memory: int, frees: tuple[int, ...]) -> float:
         idle = sum(frees)
@@ -219,17 +222,15 @@ class TaskMix:
 
 
 def _remembered(
-    memo: dict[_StateKey, float], node: NodeState, measure: Callable[[str, int, int, tuple[int, ...]], float]
+    memo: dict[FreeState, float], state: FreeState, measure: Callable[[str, int, int, tuple[int, ...]], float]
 ) -> float:
-    """``measure`` of the node's resource state, remembered per distinct state."""
-    frees = tuple(sorted([g.free_milli for g in node.gpus]))
-    key = (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, frees)
-    cached = memo.get(key)
+    """``measure`` of a free state, remembered per distinct state."""
+    cached = memo.get(state)
     if cached is None:
-        cached = measure(*key)
+        cached = measure(*state)
         if len(memo) >= _MEMO_LIMIT:
             memo.clear()
-        memo[key] = cached
+        memo[state] = cached
     return cached
 
 
