@@ -10,12 +10,17 @@ A caller that places many requests against a slowly changing pool (the trace sim
 reservation loop) can pass a :class:`PlacementMemo`: verdicts are remembered per node
 *snapshot* and request shape, and since a placement changes one node, only that node is
 judged again next time. Snapshots are immutable, so a remembered verdict cannot go stale.
+For a policy whose score depends on the snapshot alone (``cacheable``), the memo keeps each
+request shape's verdicts on the whole node list it saw last, so a request of that shape
+only visits the nodes replaced since (found by identity, at C speed), not every node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 
 from provider.errors import NoFit
 from provider.scheduling.filters import gpu_sets, reasons
@@ -27,9 +32,11 @@ _RequestKey = Hashable
 
 @dataclass(frozen=True, slots=True)
 class _Verdict:
+    """A node snapshot's reasons against a request shape, and its GPU candidates for a policy
+    that draws (a drawing policy's score is new at every placement)."""
+
     reasons: tuple[str, ...]
-    choice: Choice | None
-    sets: tuple[tuple[int, ...], ...] = ()  # GPU candidates, for a policy that draws
+    sets: tuple[tuple[int, ...], ...] = ()
 
 
 def request_key(request: PlacementRequest) -> _RequestKey:
@@ -45,6 +52,15 @@ def request_key(request: PlacementRequest) -> _RequestKey:
     )
 
 
+@dataclass(slots=True)
+class _ShapeView:
+    """One request shape's verdicts on the node list it was placed against last."""
+
+    nodes: list[NodeState] = field(default_factory=list)
+    choices: dict[str, Choice] = field(default_factory=dict)
+    rejections: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 class PlacementMemo:
     """Verdicts remembered per node snapshot and request shape, for one policy and context.
 
@@ -53,13 +69,14 @@ class PlacementMemo:
     Request shapes are numbered once, so the per-node lookup hashes a small integer.
     """
 
-    __slots__ = ("policy", "context", "_nodes", "_shapes")
+    __slots__ = ("policy", "context", "_nodes", "_shapes", "_views")
 
     def __init__(self, policy: Policy, context: PlacementContext) -> None:
         self.policy = policy
         self.context = context
         self._nodes: dict[str, tuple[NodeState, dict[int, _Verdict]]] = {}
         self._shapes: dict[_RequestKey, int] = {}
+        self._views: dict[int, _ShapeView] = {}
 
     def shape(self, request: PlacementRequest) -> int:
         """The number of this request's shape (see :func:`request_key`)."""
@@ -100,7 +117,10 @@ def _judge_all(
 ) -> None:
     """The memoised filter-and-score loop, the hot path of a trace replay."""
     policy, context, shape = memo.policy, memo.context, memo.shape(request)
-    draw: Draw | None = None if policy.cacheable else getattr(policy, "draw", None)
+    if policy.cacheable:
+        _judge_changed(request, nodes, memo, shape, choices, rejections)
+        return
+    draw: Draw | None = getattr(policy, "draw", None)
     remembered = memo._nodes
     for node in nodes:
         entry = remembered.get(node.name)
@@ -110,17 +130,48 @@ def _judge_all(
         verdict = known.get(shape)
         if verdict is None:
             found = reasons(request, node)
-            keep = None if found or not policy.cacheable else _score(request, node, policy, context)
             sets = gpu_sets(request, node) if not found and draw is not None else ()
-            verdict = known[shape] = _Verdict(found, keep, sets)
+            verdict = known[shape] = _Verdict(found, sets)
         if verdict.reasons:
             rejections[node.name] = verdict.reasons
-        elif verdict.choice is not None:
-            choices[node.name] = verdict.choice
         elif draw is not None:
             choices[node.name] = _adjusted(request, node, draw(verdict.sets, context), context)
         else:
             choices[node.name] = _score(request, node, policy, context)
+
+
+def _judge_changed(
+    request: PlacementRequest,
+    nodes: Sequence[NodeState],
+    memo: PlacementMemo,
+    shape: int,
+    choices: dict[str, Choice],
+    rejections: dict[str, tuple[str, ...]],
+) -> None:
+    """:func:`_judge_all` for a cacheable policy: judge only the nodes replaced since this
+    shape was last placed, then hand out every node's verdict."""
+    view = memo._views.setdefault(shape, _ShapeView())
+    if len(view.nodes) == len(nodes):
+        changed = list(compress(range(len(nodes)), map(is_not, nodes, view.nodes)))
+    else:
+        view.choices.clear()
+        view.rejections.clear()
+        view.nodes, changed = [], list(range(len(nodes)))
+    for i in changed if view.nodes else ():  # all forgotten first: a name may move to another place
+        view.choices.pop(view.nodes[i].name, None)
+        view.rejections.pop(view.nodes[i].name, None)
+    for i in changed:
+        node = nodes[i]
+        found = reasons(request, node)
+        if found:
+            view.rejections[node.name] = found
+        else:
+            view.choices[node.name] = _score(request, node, memo.policy, memo.context)
+    view.nodes = list(nodes)
+    if len(view.choices) + len(view.rejections) != len(nodes):  # repeated names: never trust this view
+        del memo._views[shape]
+    choices.update(view.choices)
+    rejections.update(view.rejections)
 
 
 def place(

@@ -206,3 +206,24 @@ def test_a_full_host_with_the_image_is_passed_over() -> None:
     full = node("has-image", allocated=(1000, 1000), pull_bytes=0)
     chosen = place(PlacementRequest(gpus=1), [full, node("pulls", pull_bytes=10**10)], LeastLoaded())
     assert chosen.node == "pulls" and "has-image" in chosen.rejections
+
+
+def test_a_memo_follows_nodes_that_move_leave_and_repeat() -> None:
+    """The memo's view of the node list is matched by position: a node list reordered, shortened,
+    or with a name repeated (refused) must still give what placing without a memo gives."""
+    policy = get_policy("fragmentation")
+    request = PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=1000)
+    context = PlacementContext(task_mix=TaskMix.from_requests([request]))
+    memo = PlacementMemo(policy, context)
+    a, b, c = node("a", (0, 500)), node("b", (0, 0)), node("c", (1000,))
+    full = node("d", (1000, 1000))
+    for nodes in ([a, b, c], [b, a, c], [b, full, c], [c, b], [a, a, b], [a, b, full]):
+        try:
+            fresh = place(request, nodes, policy, context)
+        except (NoFit, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                place(request, nodes, policy, context, memo)
+            continue
+        remembered = place(request, nodes, policy, context, memo)
+        assert (remembered.node, remembered.gpu_indices, remembered.scores, remembered.rejections) == \
+            (fresh.node, fresh.gpu_indices, fresh.scores, fresh.rejections), [n.name for n in nodes]
