@@ -19,7 +19,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, ReattachAmbiguous, SpecError
+from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, SpecError
 from provider.hooks.agent_client import gpu_sample
 from provider.hooks.docker_host import Frames, GpuDockerHook
 from provider.hooks.engine_sync import run_sync
@@ -38,8 +38,7 @@ from provider.operators.container_spec import (
 )
 from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
-from provider.operators.run_to_end import Running, run_to_end, ti_identity
-from provider.reservations.adopt import adopt, discard, find_earlier, removal_reason, started_at
+from provider.operators.run_to_end import Running, earlier_try, run_to_end, ti_identity
 from provider.reservations.labels import OWNER_LABEL, task_labels
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
@@ -220,7 +219,7 @@ class GpuDockerOperator(BaseOperator):
         identity = ti_identity(context)
         hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
         if waiter is None:  # a try resumed from waiting for room never started a container
-            adopted = self._earlier_try(hosts, identity, spec)
+            adopted = earlier_try(hosts, identity, spec, self.reattach, self.stop_grace_s, self.log)
             if adopted is not None:
                 return self._to_end(adopted, identity)
         labels = task_labels(**identity)
@@ -278,39 +277,12 @@ class GpuDockerOperator(BaseOperator):
         self.log.info("Container %s exited 0 after %d lines of output", run.container_id[:12], out["log_lines"])
         return out
 
-    def remove_finished(self) -> None:
-        """Remove the container that exited 0, now that its success is recorded; one left by a
-        lost worker is removed by the orphan sweep (docs/failures.md)."""
-        finished, self._finished = self._finished, None
-        if finished is not None:
-            finished[0].remove(finished[1])
-
     def _remove_and_release(self, hook: GpuDockerHook, container_id: str, attached: Frames | None) -> None:
         self._running = None
         if attached is not None:
             attached.close()
         hook.remove(container_id)
         self._release()
-
-    def _earlier_try(self, hosts: Sequence[HostConfig], identity: Mapping[str, Any], spec: ContainerSpec
-                     ) -> Running | None:
-        """A container an earlier try of this task left on the pool, adopted when ``reattach``
-        and it runs or exited by itself (docs/failures.md); otherwise removed with its claim:
-        one never started, or killed by a signal (its engine restarted), trains afresh."""
-        found = find_earlier(hosts, identity)
-        if len(found) > 1 and self.reattach:
-            raise ReattachAmbiguous(found)
-        for earlier in found:
-            hook = GpuDockerHook(earlier.host)
-            state = hook.state(earlier.container_id) or {}
-            why = removal_reason(state, self.reattach)
-            if why is None:
-                self.log.info("Reattaching to %s: no new placement and no new container", earlier)
-                return Running(hook, earlier.container_id, adopt(earlier), spec.image, spec.result_path,
-                               started_at(state), earlier.try_number, None)
-            self.log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
-            discard(earlier, self.stop_grace_s)
-        return None
 
     def _spec(self) -> ContainerSpec:
         """Check the rendered arguments and return the container they describe.
@@ -468,9 +440,11 @@ class GpuDockerOperator(BaseOperator):
 
 
 def remove_finished(context: Context) -> None:
-    """Every :class:`GpuDockerOperator`'s own ``on_success_callback``: Airflow's task runner
-    calls it after the api-server has recorded the success, the first moment the container
-    of a try is no longer the only proof that its training ran."""
+    """Every :class:`GpuDockerOperator`'s own ``on_success_callback``: remove the container that
+    exited 0. Airflow's task runner calls it after the api-server has recorded the success, the
+    first moment the container is no longer the only proof that its training ran; one left by a
+    lost worker is removed by the orphan sweep (docs/failures.md)."""
     task = context.get("task")
-    if isinstance(task, GpuDockerOperator):
-        task.remove_finished()
+    if isinstance(task, GpuDockerOperator) and task._finished is not None:
+        (hook, container_id), task._finished = task._finished, None
+        hook.remove(container_id)

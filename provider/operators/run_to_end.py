@@ -8,16 +8,21 @@ also answers a kill.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk import Context
 
-from provider.errors import ContainerFailed, HandedOver
+from provider.errors import ContainerFailed, HandedOver, ReattachAmbiguous
 from provider.hooks.docker_host import Frames, GpuDockerHook
+from provider.hooks.hosts import HostConfig
 from provider.logs.shipping import LogShipping
+from provider.logs.task_log import LineLogger
+from provider.operators.container_spec import ContainerSpec
 from provider.operators.outcome import result_record
+from provider.reservations.adopt import adopt, discard, find_earlier, removal_reason, started_at
 from provider.reservations.placement import Reserved
 
 
@@ -40,6 +45,27 @@ class Running:
     @property
     def reattached(self) -> bool:
         return self.attached is None
+
+
+def earlier_try(hosts: Sequence[HostConfig], identity: Mapping[str, Any], spec: ContainerSpec, reattach: bool,
+                grace_s: int, log: LineLogger) -> Running | None:
+    """A container an earlier try of this task left on the pool, adopted when ``reattach``
+    and it runs or exited by itself (docs/failures.md); otherwise removed with its claim:
+    one never started, or killed by a signal (its engine restarted), trains afresh."""
+    found = find_earlier(hosts, identity)
+    if len(found) > 1 and reattach:
+        raise ReattachAmbiguous(found)
+    for earlier in found:
+        hook = GpuDockerHook(earlier.host)
+        state = hook.state(earlier.container_id) or {}
+        why = removal_reason(state, reattach)
+        if why is None:
+            log.info("Reattaching to %s: no new placement and no new container", earlier)
+            return Running(hook, earlier.container_id, adopt(earlier), spec.image, spec.result_path,
+                           started_at(state), earlier.try_number, None)
+        log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
+        discard(earlier, grace_s)
+    return None
 
 
 def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
