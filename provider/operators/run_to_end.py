@@ -2,8 +2,9 @@
 
 The same for a container this try started and for one it adopted from an earlier try whose
 worker was lost (``reattach``): ship its output, wait for its exit, seal the archive, and read
-the result file. Removing the container and releasing its claim stay with the operator, which
-also answers a kill.
+the result file. :func:`earlier_try` finds that earlier try's container on the pool and
+decides whether to adopt it. Removing the container and releasing its claim stay with the
+operator, which also answers a kill.
 """
 
 from __future__ import annotations
