@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from provider.reservations.labels import LABEL_PREFIX
-from tests.conftest import settled
+from tests.conftest import archived_stdout, settled
 from tests.system.conftest import containers_of_run
 from tests.system.dags.counter import LINES
 from tools.dockerd import PrivateDockerd
@@ -28,9 +28,10 @@ def archive_dir(airflow: LocalAirflow, run_id: str, task_id: str) -> Path:
     return airflow.home / "container_logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}" / "attempt=1"
 
 
-def archived_stdout(base: Path) -> bytes:
-    records = b"".join(p.read_bytes() for p in sorted(base.glob("chunk-*.log")))
-    return b"".join(r.split(b" ", 2)[2] + b"\n" for r in records.splitlines() if r.split(b" ", 2)[1] == b"stdout")
+def stdout_in(base: Path) -> bytes:
+    """The container's stdout as the archive under ``base`` holds it, each line with its newline."""
+    lines = archived_stdout({p.name: p.read_bytes() for p in base.glob("chunk-*.log")})
+    return b"".join(line + b"\n" for line in lines)
 
 
 def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
@@ -65,7 +66,7 @@ def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
         ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
         out = airflow_stack.xcom(DAG_ID, run_id, task_id)
         assert ti["try_number"] == 2 and out["reattached"] is True and out["started_by_try"] == 1, out
-        stdout = archived_stdout(archive_dir(airflow_stack, run_id, task_id))
+        stdout = stdout_in(archive_dir(airflow_stack, run_id, task_id))
         assert stdout == EXPECTED, task_id
         assert out["log_sha256"] == hashlib.sha256(EXPECTED).hexdigest()
         shown = [line for line in airflow_stack.task_log_text(DAG_ID, run_id, task_id, try_number=2).splitlines()
@@ -97,7 +98,7 @@ def test_a_worker_shutting_down_hands_its_container_to_the_retry(
     assert "worker is shutting down" in airflow_stack.task_log_text(DAG_ID, run_id, task_id, try_number=1)
     out = airflow_stack.xcom(DAG_ID, run_id, task_id)
     assert out["reattached"] is True and out["started_by_try"] == 1, out
-    assert archived_stdout(archive_dir(airflow_stack, run_id, task_id)) == EXPECTED
+    assert stdout_in(archive_dir(airflow_stack, run_id, task_id)) == EXPECTED
     assert out["log_sha256"] == hashlib.sha256(EXPECTED).hexdigest()
     with system_engine.client() as c:
         created = [e for e in c.api.events(since=int(since), until=int(time.time()) + 1, decode=True, filters={
