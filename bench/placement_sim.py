@@ -27,7 +27,16 @@ By default the trace is read from ``../shared/traces/openb`` next to the reposit
 ``--trace-dir`` or ``PLACEMENT_TRACE_DIR`` to read it elsewhere. Any node/pod CSVs with the
 same columns work (``--nodes``/``--pods``).
 
-    python bench/placement_sim.py --workload default --policy fragmentation,ours --seeds 42-51
+Beyond the openb files, ``--workload`` takes generated workload families
+(``bench/workload_families.py``: ``gen-share60``, or ``generated`` for all of them), and
+``--policy bound`` adds the offline upper bound of ``bench/placement_bound.py`` as a row.
+With ``fragmentation`` among the policies, a second table compares every other policy with
+it seed by seed: the mean difference at 130%, its standard error, and the share of FGD's
+gap to the bound it closes, with each workload marked as one the recommended policy was
+developed on or held out from.
+
+    python bench/placement_sim.py --workload default --policy fragmentation,fragmentation_balanced --seeds 42-51
+    python bench/placement_sim.py --workload openb,generated --policy fragmentation,fragmentation_balanced,bound
     python bench/placement_sim.py --matrix --json placement_matrix.json
 """
 
@@ -50,6 +59,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import placement_bound  # noqa: E402
+import workload_families  # noqa: E402
 from provider.errors import NoFit  # noqa: E402
 from provider.scheduling import (  # noqa: E402
     GpuState,
@@ -57,6 +68,7 @@ from provider.scheduling import (  # noqa: E402
     PlacementContext,
     PlacementMemo,
     PlacementRequest,
+    Policy,
     TaskMix,
     apply,
     get_policy,
@@ -71,6 +83,7 @@ NODES_FILE = "openb_node_list_gpu_node.csv"
 PUBLISHED_FILE = "published_fgd_allocation.csv"
 WORKLOADS = ("default", "gpushare40", "multigpu50", "cpu100")
 POLICIES = ("random", "best_fit", "fragmentation", "least_loaded", "fragmentation_balanced")
+BOUND = "bound"  # not a policy: the offline upper bound (bench/placement_bound.py), as a row
 CHECKPOINTS = (100, 110, 120, 130)
 PUBLISHED_NAMES = {"random": "01-Random", "best_fit": "05-BestFit", "fragmentation": "06-FGD"}
 ANCHOR = "06-FGD"  # policies without a published counterpart are compared with FGD
@@ -150,33 +163,60 @@ class Job:
     policy: str
     seed: int
     inflation: float
+    generated: str | None = None  # a workload family built from ``pods`` (bench.workloads)
+    family_seed: int = 1
+
+
+def job_pods(job: Job, nodes: Sequence[NodeState]) -> list[PlacementRequest]:
+    """The job's pod list: the CSV's, or the generated family built from it."""
+    pods = [r for _, r in load_pods(job.pods)]
+    return workload_families.generate(job.generated, pods, nodes, job.family_seed) if job.generated else pods
+
+
+def replay(
+    nodes: list[NodeState], sequence: Sequence[PlacementRequest], policy: Policy, context: PlacementContext
+) -> Iterator[tuple[PlacementRequest, bool]]:
+    """Place each request of ``sequence`` in turn, updating ``nodes`` in place; yields each
+    request and whether it was placed. Tasks never leave."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    memo = PlacementMemo(policy, context)
+    for request in sequence:
+        try:
+            chosen = place(request, nodes, policy, context, memo)
+        except NoFit:
+            yield request, False
+            continue
+        i = index[chosen.node]
+        nodes[i] = apply(nodes[i], request, chosen.gpu_indices)
+        yield request, True
 
 
 def run(job: Job) -> dict[str, Any]:
     """One policy, one seed: the allocation curve and the checkpoints."""
     started = time.perf_counter()
     nodes = load_nodes(job.nodes)
-    pods = [r for _, r in load_pods(job.pods)]
+    pods = job_pods(job, nodes)
     capacity = sum(len(n.gpus) for n in nodes) * 1000
     rng = random.Random(job.seed)
     sequence = arrivals(pods, capacity, job.inflation, rng)
+    if job.policy == BOUND:
+        at = placement_bound.bound_curve(nodes, sequence, CHECKPOINTS)
+        return {
+            "seed": job.seed,
+            "alloc_at": {str(x): round(at[x], 3) if x in at else None for x in CHECKPOINTS},
+            "curve": [], "tasks": len(sequence), "failed": None,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
     nodes = shuffle_names(nodes, rng)
-    index = {n.name: i for i, n in enumerate(nodes)}
-    policy = get_policy(job.policy)
     context = PlacementContext(task_mix=TaskMix.from_requests(pods), rng=random.Random(job.seed))
-    memo = PlacementMemo(policy, context)
     arrived = used = failed = 0
     by_percent: dict[int, list[float]] = {}
-    for request in sequence:
+    for request, placed in replay(nodes, sequence, get_policy(job.policy), context):
         arrived += request.gpu_milli_total
-        try:
-            chosen = place(request, nodes, policy, context, memo)
-        except NoFit:
-            failed += 1
-        else:
-            i = index[chosen.node]
-            nodes[i] = apply(nodes[i], request, chosen.gpu_indices)
+        if placed:
             used += request.gpu_milli_total
+        else:
+            failed += 1
         by_percent.setdefault(round(100 * arrived / capacity), []).append(100 * used / capacity)
     curve = {pct: statistics.fmean(v) for pct, v in sorted(by_percent.items())}
     return {
@@ -252,6 +292,46 @@ def table(results: list[dict[str, Any]], anchors: dict[tuple[str, str], dict[str
     return "\n".join(lines)
 
 
+def split_of(workload: str) -> str:
+    """Whether policies were developed on ``workload`` ("dev") or it is held out."""
+    return "dev" if workload == "openb_pod_list_default" or workload in workload_families.DEVELOPED_ON else "held out"
+
+
+def comparison(results: list[dict[str, Any]], anchor: str = "fragmentation") -> str:
+    """Each policy against ``anchor`` (FGD) seed by seed at 130%: the mean difference, its
+    standard error over seeds, and the share of the gap between FGD and the bound it closes."""
+    at: dict[tuple[str, str], dict[int, float]] = {
+        (r["workload"], r["policy"]): {
+            s["seed"]: s["alloc_at"]["130"] for s in r["per_seed"] if s["alloc_at"]["130"] is not None
+        }
+        for r in results
+    }
+    head = (f"{'workload':<24} {'split':<9} {'policy':<22} {anchor + '@130':>17} {'policy@130':>10} "
+            f"{'diff':>6} {'SE':>5} {'diff/SE':>7} {'bound@130':>9} {'gap closed':>10}")
+    lines = [head, "-" * len(head)]
+    for (workload, policy), ours in at.items():
+        base = at.get((workload, anchor))
+        if policy in (anchor, BOUND) or not base:
+            continue
+        seeds = sorted(set(ours) & set(base))
+        if not seeds:
+            continue
+        diffs = [ours[s] - base[s] for s in seeds]
+        mean = statistics.fmean(diffs)
+        se = statistics.stdev(diffs) / len(seeds) ** 0.5 if len(seeds) > 1 else 0.0
+        fgd = statistics.fmean(base[s] for s in seeds)
+        mine = statistics.fmean(ours[s] for s in seeds)
+        bound = at.get((workload, BOUND), {})
+        top = statistics.fmean(bound[s] for s in seeds) if all(s in bound for s in seeds) else None
+        closed = f"{100 * mean / (top - fgd):9.1f}%" if top is not None and top > fgd else "       n/a"
+        lines.append(
+            f"{workload:<24} {split_of(workload):<9} {policy:<22} {fgd:17.2f} {mine:10.2f} {mean:+6.2f} "
+            f"{se:5.2f} {(mean / se if se else float('inf')):7.1f} "
+            f"{(f'{top:9.2f}' if top is not None else '      n/a')} {closed:>10}"
+        )
+    return "\n".join(lines)
+
+
 def _pm(s: dict[str, float | None]) -> str:
     return "n/a" if s["mean"] is None else f"{s['mean']:6.2f} ± {s['sd'] or 0:4.2f}"
 
@@ -264,27 +344,38 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+WORKLOAD_GROUPS = {"openb": WORKLOADS, "generated": workload_families.GENERATED}
+
+
+def workload_names(text: str) -> list[str]:
+    """Comma-separated workload names, with ``openb`` and ``generated`` standing for their groups."""
+    return [w for part in text.split(",") for w in WORKLOAD_GROUPS.get(part, (part,))]
+
+
 def jobs_for(args: argparse.Namespace) -> Iterator[tuple[str, str, Job]]:
     trace_dir = Path(args.trace_dir)
     nodes = Path(args.nodes) if args.nodes else trace_dir / NODES_FILE
-    if args.matrix:
-        workloads = [pods_file(trace_dir, w) for w in WORKLOADS]
-        policies = list(POLICIES)
-    else:
-        workloads = [Path(args.pods) if args.pods else pods_file(trace_dir, args.workload)]
-        policies = args.policy.split(",")
-    for pods in workloads:
+    names = list(WORKLOADS) if args.matrix else workload_names(args.workload)
+    policies = list(POLICIES) if args.matrix else args.policy.split(",")
+    for name in names:
+        generated = name if workload_families.parse(name) else None
+        base = "default" if generated else name
+        pods = Path(args.pods) if args.pods else pods_file(trace_dir, base)
+        label = generated or workload_name(pods)
         for policy in policies:
             for seed in parse_seeds(args.seeds):
-                yield workload_name(pods), policy, Job(nodes, pods, policy, seed, args.inflation)
+                yield label, policy, Job(nodes, pods, policy, seed, args.inflation, generated, args.family_seed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", help="node CSV (default: the openb node list)")
-    parser.add_argument("--pods", help="pod CSV (overrides --workload)")
-    parser.add_argument("--workload", default="default",
-                        help=f"openb workload name ({', '.join(WORKLOADS)}) or a pod CSV path")
+    parser.add_argument("--pods", help="pod CSV (overrides --workload; the base of a generated one)")
+    parser.add_argument("--workload", default="default", help=(
+        f"workload(s), comma-separated: openb names ({', '.join(WORKLOADS)}), generated families "
+        f"built from the base pod list ({', '.join(workload_families.GENERATED)}), pod CSV paths, "
+        "or the groups 'openb' and 'generated'"))
+    parser.add_argument("--family-seed", type=int, default=1, help="seed of the generated pod lists")
     parser.add_argument("--policy", default="fragmentation", help="policy name(s), comma-separated")
     parser.add_argument("--seeds", default="42-51", help="e.g. 42-51 or 42,45")
     parser.add_argument("--inflation", type=float, default=1.3)
@@ -308,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         grouped.setdefault((workload, policy), []).append(outcome)
     results = [summarise(w, p, seeds) for (w, p), seeds in grouped.items()]
     print(table(results, published(Path(args.trace_dir))))
+    if any(r["policy"] == "fragmentation" for r in results) and len({r["policy"] for r in results}) > 1:
+        print()
+        print(comparison(results))
     log.info("%d runs in %.1f s wall", len(planned), time.perf_counter() - started)
     if args.json:
         Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=1))

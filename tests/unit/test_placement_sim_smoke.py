@@ -78,3 +78,27 @@ def test_inflation_reaches_the_target(trace: tuple[Path, Path]) -> None:
         demand = sum(r.gpu_milli_total for r in sequence)
         assert demand <= inflation * capacity
         assert demand > inflation * capacity - 8000  # stopped within one task of the target
+
+
+def test_generated_workloads_against_fgd_and_the_bound(
+    trace: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes, pods = trace
+    out = tmp_path / "families.json"
+    argv = ["--nodes", str(nodes), "--pods", str(pods), "--workload", "gen-share60,gen-multi35",
+            "--policy", "fragmentation,fragmentation_balanced,bound", "--seeds", "1-3", "--workers", "1",
+            "--trace-dir", str(tmp_path), "--json", str(out)]
+    assert placement_sim.main(argv) == 0
+    results = {(r["workload"], r["policy"]): r for r in json.loads(out.read_text())}
+    assert {w for w, _ in results} == {"gen-share60", "gen-multi35"}
+    for workload in ("gen-share60", "gen-multi35"):
+        top = {s["seed"]: s["alloc_at"] for s in results[(workload, "bound")]["per_seed"]}
+        for policy in ("fragmentation", "fragmentation_balanced"):
+            for s in results[(workload, policy)]["per_seed"]:
+                for pct, got in s["alloc_at"].items():  # None where a large task jumped past pct±1
+                    assert got is None or got <= top[s["seed"]][pct] + 1e-6
+    printed = capsys.readouterr().out
+    # The comparison with FGD: one row per workload, its split, and the share of the gap closed.
+    rows = [line.split() for line in printed.splitlines() if line.startswith("gen-") and "fragmentation_balanced" in line
+            and "%" in line]
+    assert [(r[0], r[1]) for r in rows] == [("gen-share60", "dev"), ("gen-multi35", "dev")]
