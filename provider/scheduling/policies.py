@@ -265,13 +265,16 @@ class FragmentationBalanced:
     FGD counts a task type as able to use every GPU slice it fits once the node has CPU and
     memory for *one* such task, so it cannot tell a host that keeps enough cores for its
     free GPUs from one that keeps two cores per GPU too few: both look unfragmented until
-    the cores run out and the last GPUs strand. :meth:`TaskMix.unfed` measures the GPU
-    capacity that the mix's types fit but the node could not feed. Within one rounding step
-    of FGD's score (see :class:`Fragmentation`) this policy prefers the placement where
-    that measure grows least, so CPU-heavy tasks go where cores are plentiful per free GPU
-    and CPU-light tasks use the hosts where cores are scarce. The term is mapped into less
-    than one rounding step, so it never overrides FGD, and where it is equal (plenty of
-    CPU everywhere) ties still go by node order as in FGD.
+    the cores run out and the last GPUs strand. :meth:`TaskMix.stranded` measures the free
+    GPU capacity that a host's free CPU and memory cannot feed at the rate the mix's GPU work
+    asks for them, and at the rate all its work (CPU-only tasks included) does. Within one
+    rounding step of FGD's score (see :class:`Fragmentation`) this policy prefers the
+    placement where that measure grows least, so a task that brings more cores per GPU than
+    the mix goes where cores are plentiful per free GPU, and one that brings fewer (or a
+    CPU-only task) goes where they are short or where no GPU is left to feed. The term is
+    mapped into less than one rounding step, so it never overrides FGD, and where it is
+    equal (cores to spare on both) ties still go by node order as in FGD, whose habit of
+    filling the same hosts first keeps the others whole.
     """
 
     fragmentation: Fragmentation = Fragmentation()
@@ -284,6 +287,6 @@ class FragmentationBalanced:
         mix = _mix(request, context)
         growth, gpus, before, after = _least_fragmenting(request, node, mix)
         frag = self.fragmentation
-        unfed_growth = mix.unfed_of(after) - mix.unfed_of(before)
-        balance = _sigmoid(-unfed_growth / frag.scale)  # in (0, 1): 0.5 when unchanged
+        stranding = mix.stranded_of(after) - mix.stranded_of(before)
+        balance = _sigmoid(-stranding / frag.scale)  # in (0, 1): 0.5 when unchanged
         return Choice(_clamp(frag.score_of(growth) + _TIE_SHARE * frag.resolution * balance), gpus)

@@ -13,16 +13,24 @@ memory left, a GPU model it does not accept, too few GPUs with enough free capac
 needs no GPU), and otherwise cannot use the free slices of GPUs too small for one part of
 ``m``. Placement then prefers the node and GPUs where F grows least.
 
-F has a blind spot: a type that fits *once* counts as able to use every GPU slice it fits,
-however many of them the node's CPU and memory could actually feed. Eight free GPUs beside
-sixteen free cores are eight usable GPUs to F, but only two for a type that asks for eight
-cores each. :meth:`TaskMix.unfed` measures that second part, the GPU capacity that types
-fit but the node cannot feed:
+F has a blind spot: a type counts as able to use every GPU slice it fits as soon as the
+node has CPU and memory for *one* task of it. Eight free GPUs beside sixteen free cores are
+eight usable GPUs to F, although the GPU work of the openb trace brings about eleven cores per
+GPU and those cores feed fewer than two. :meth:`TaskMix.stranded` measures that part: the free
+GPU capacity that the node's free CPU (or memory) cannot feed at the rate the mix asks for
+it, at two rates,
 
-    U(node) = sum over m that fit of p_m * (GPU capacity m fits) * (1 - fed_m / slots_m)
+    S(node) = sum over r in (r_gpu, r_all) of max(0, G - C / r_cpu, G - M / r_memory)
 
-where ``slots_m`` is how many tasks of ``m`` the free GPUs could take at once and ``fed_m``
-how many of those the free CPU and memory can carry (at most ``slots_m``).
+with ``G`` the free milli-GPUs, ``C`` and ``M`` the free milli-CPUs and MB. ``r_gpu`` is the
+CPU (memory) per milli-GPU of the mix's GPU types, popularity-weighted; ``r_all`` also counts
+the CPU-only types' CPU (memory) against the same GPU demand. The first shortfall is GPU
+capacity stranded already; the second is what will be once the CPU-only work arriving with
+the GPU work takes its share of the node. Summed, S is zero while a node keeps ``r_all``
+cores per free GPU, grows as it falls below that, and twice as fast below ``r_gpu``. S is one
+number per node for the whole mix, not a sum over types: per-type counts of what a node could
+feed are dominated by the smallest shares (sixty 160m slots on eight GPUs), which ask for
+little CPU in all.
 
 Evaluating F is the inner loop of every fragmentation-aware placement, so the mix is
 precomputed once by *GPU-demand class* (GPU count, milli-GPUs per GPU, accepted models):
@@ -80,8 +88,6 @@ class _Class:
     model: str | None
     members: tuple[tuple[int, int, float], ...]  # (cpu_milli, memory_mb, popularity)
     popularity: float
-    cpu_most: int  # the largest CPU and memory need among the members
-    memory_most: int
 
 
 def _sort_key(item: tuple[TaskType, float]) -> tuple[float, int, int, int, int, str]:
@@ -100,9 +106,7 @@ class TaskMix:
     _memo: dict[FreeState, float] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    _unfed_memo: dict[FreeState, float] = field(
-        init=False, repr=False, compare=False, default_factory=dict
-    )
+    _rates: tuple[tuple[float, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.types) != len(self.popularity):
@@ -125,14 +129,19 @@ class TaskMix:
                 (t.cpu_milli, t.memory_mb, p)
             )
         classes = tuple(
-            _Class(
-                k[0], k[1], k[2], tuple(v), sum(m[2] for m in v),
-                max(m[0] for m in v), max(m[1] for m in v),
-            )
+            _Class(k[0], k[1], k[2], tuple(v), sum(m[2] for m in v))
             for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
         )
         object.__setattr__(self, "_classes", classes)
         object.__setattr__(self, "_gpuless", gpuless)
+        demand = sum(share * kind.gpu_milli_total for kind, share in zip(self.types, norm) if kind.gpus)
+        rates = []
+        for with_cpu_only in (False, True):  # r for the GPU work, then for all the work
+            work = [(kind, share) for kind, share in zip(self.types, norm) if kind.gpus or with_cpu_only]
+            cpu = sum(share * kind.cpu_milli for kind, share in work)
+            memory = sum(share * kind.memory_mb for kind, share in work)
+            rates.append((cpu / demand, memory / demand) if demand else (0.0, 0.0))
+        object.__setattr__(self, "_rates", tuple(rates))
 
     @classmethod
     def from_requests(
@@ -181,15 +190,24 @@ class TaskMix:
         """:meth:`fragmentation` of a node in free ``state``."""
         return _remembered(self._memo, state, self._fragmentation)
 
-    def unfed(self, node: NodeState) -> float:
-        """Expected GPU capacity of ``node``, in milli-GPUs, that the mix's types fit but the
-        node's free CPU and memory could not feed (U in the module text). A type that does
-        not fit at all is not counted here, :meth:`fragmentation` already counts it whole."""
-        return self.unfed_of(free_state(node))
+    def stranded(self, node: NodeState) -> float:
+        """Free GPU capacity of ``node``, in milli-GPUs, that its free CPU and memory cannot
+        feed at the rate the mix's GPU work needs them, plus what they cannot feed at the rate
+        all its work needs them (S in the module text)."""
+        return self.stranded_of(free_state(node))
 
-    def unfed_of(self, state: FreeState) -> float:
-        """:meth:`unfed` of a node in free ``state``."""
-        return _remembered(self._unfed_memo, state, self._unfed)
+    def stranded_of(self, state: FreeState) -> float:
+        """:meth:`stranded` of a node in free ``state``."""
+        _, cpu, memory, frees = state
+        idle = sum(frees)
+        total = 0.0
+        for cpu_rate, memory_rate in self._rates:
+            short = 0.0
+            for free, rate in ((cpu, cpu_rate), (memory, memory_rate)):
+                if rate:
+                    short = max(short, idle - free / rate)
+            total += short
+        return total
 
     def _fragmentation(self, model: str, cpu: int, memory: int, frees: tuple[int, ...]) -> float:
         idle = sum(frees)
@@ -205,21 +223,6 @@ class TaskMix:
                 total += p * (stranded if cpu_need <= cpu and memory_need <= memory else idle)
         return total
 
-    def _unfed(self, model: str, cpu: int, memory: int, frees: tuple[int, ...]) -> float:
-        total = 0.0
-        for c in self._classes:
-            if not model_matches(c.model, model) or sum(1 for f in frees if f >= c.milli) < c.gpus:
-                continue
-            slots = _slots(c, frees)
-            if c.cpu_most * slots <= cpu and c.memory_most * slots <= memory:
-                continue  # every member is fed: the common case, and the cheap one
-            fitting = sum(f for f in frees if f >= c.milli)
-            for cpu_need, memory_need, p in c.members:
-                if cpu_need <= cpu and memory_need <= memory:
-                    fed = min(slots, _times(cpu, cpu_need, slots), _times(memory, memory_need, slots))
-                    total += p * fitting * (1.0 - fed / slots)
-        return total
-
 
 def _remembered(
     memo: dict[FreeState, float], state: FreeState, measure: Callable[[str, int, int, tuple[int, ...]], float]
@@ -232,15 +235,3 @@ def _remembered(
             memo.clear()
         memo[state] = cached
     return cached
-
-
-def _slots(c: _Class, frees: tuple[int, ...]) -> int:
-    """How many tasks of class ``c`` the free GPUs could take at once (>= 1 when it fits)."""
-    if c.milli < MILLI_PER_GPU:
-        return sum(f // c.milli for f in frees)
-    return sum(1 for f in frees if f >= MILLI_PER_GPU) // c.gpus
-
-
-def _times(free: int, need: int, limit: int) -> int:
-    """How many times ``need`` fits into ``free``, at most ``limit`` (no need: ``limit``)."""
-    return min(limit, free // need) if need else limit

@@ -1,4 +1,4 @@
-"""fragmentation_balanced and the measure it adds (TaskMix.unfed), on hand-built hosts.
+"""fragmentation_balanced and the measure it adds (TaskMix.stranded), on hand-built hosts.
 
 Every expected value is worked out in the comment above it. Mixes use one type unless said
 otherwise, so its popularity is 1.
@@ -43,32 +43,40 @@ HALF_GPU_2C = TaskType(gpus=1, gpu_milli=500, cpu_milli=2000)
 @pytest.mark.parametrize(
     ("task_mix", "state", "expected"),
     [
-        # 4 free GPUs take 4 one-GPU tasks, 8 cores feed 2 of them: 4000m * (1 - 2/4).
-        pytest.param(mix(ONE_GPU_4C), host("n", (0, 0, 0, 0), cpu=8000), 2000.0, id="cpu-feeds-half"),
-        # 16 cores feed all 4: nothing unfed.
+        # S sums the shortfall at two rates: cores per GPU of the mix's GPU work, and of all
+        # its work. Without CPU-only types the two are equal, so S is twice one shortfall.
+        # 4 cores per GPU (4 per 1000m). 4 free GPUs, 8 cores feed 2000m: (4000 - 2000) * 2.
+        pytest.param(mix(ONE_GPU_4C), host("n", (0, 0, 0, 0), cpu=8000), 4000.0, id="cpu-feeds-half"),
+        # 16 cores feed all 4: nothing stranded.
         pytest.param(mix(ONE_GPU_4C), host("n", (0, 0, 0, 0), cpu=16000), 0.0, id="cpu-feeds-all"),
-        # 3 cores: the type does not fit at all. FGD's measure counts that whole; unfed does not.
-        pytest.param(mix(ONE_GPU_4C), host("n", (0, 0), cpu=3000), 0.0, id="no-fit-not-counted-twice"),
-        # Only one GPU entirely free: a 2-GPU task does not fit, so nothing here either.
-        pytest.param(mix(TWO_GPU_4C), host("n", (0, 500), cpu=64000), 0.0, id="gpu-short-not-counted"),
-        # 4 free GPUs take 2 two-GPU tasks, 4 cores feed 1: 4000m * (1 - 1/2).
-        pytest.param(mix(TWO_GPU_4C), host("n", (0, 0, 0, 0), cpu=4000), 2000.0, id="multi-gpu"),
-        # Shares: GPU 0 has 1000m free (2 slots of 500m), GPU 1 300m (too small, FGD's part).
-        # 2 cores feed 1 of the 2 slots: the 1000m that fits, times 1 - 1/2.
-        pytest.param(mix(HALF_GPU_2C), host("n", (0, 700), cpu=2000), 500.0, id="shared-gpu"),
-        # Memory limits like CPU: 8 GB feed 1 of 2 GPUs.
-        pytest.param(mix(TaskType(gpus=1, memory_mb=8000)), host("n", (0, 0), cpu=0, memory=8000), 1000.0, id="memory"),
-        # A type that asks for no CPU or memory is always fed.
+        # 3 cores feed 750m of 2000m, whether or not one whole task of the type still fits.
+        pytest.param(mix(ONE_GPU_4C), host("n", (0, 0), cpu=3000), 2500.0, id="cpu-short"),
+        # A 2-GPU, 4-core type brings 2 cores per GPU: 64 cores feed far more than 1500m.
+        pytest.param(mix(TWO_GPU_4C), host("n", (0, 500), cpu=64000), 0.0, id="cpu-plenty"),
+        # 4 free GPUs at 2 cores each need 8; 4 cores feed 2000m: (4000 - 2000) * 2.
+        pytest.param(mix(TWO_GPU_4C), host("n", (0, 0, 0, 0), cpu=4000), 4000.0, id="multi-gpu"),
+        # Shares: 500m with 2 cores is 4 cores per GPU. 1300m free (1000m + 300m), 2 cores
+        # feed 500m of it: (1300 - 500) * 2.
+        pytest.param(mix(HALF_GPU_2C), host("n", (0, 700), cpu=2000), 1600.0, id="shared-gpu"),
+        # Memory limits like CPU: 8 GB per GPU, 8 GB feed 1 of 2 free GPUs: 1000 * 2.
+        pytest.param(mix(TaskType(gpus=1, memory_mb=8000)), host("n", (0, 0), cpu=0, memory=8000), 2000.0, id="memory"),
+        # A mix that asks for no CPU or memory strands nothing.
         pytest.param(mix(TaskType(gpus=1)), host("n", (0, 0), cpu=0), 0.0, id="zero-need"),
         # No GPUs, or none free: nothing to feed.
         pytest.param(mix(ONE_GPU_4C), NodeState(name="n", cpu_milli=8000), 0.0, id="zero-gpu-node"),
         pytest.param(mix(ONE_GPU_4C), host("n", (1000, 1000), cpu=0), 0.0, id="all-allocated"),
-        # Two types, 1/2 each: 2000m for the 4-core type (above) and 0 for a CPU-free one.
-        pytest.param(mix(ONE_GPU_4C, TaskType(gpus=1)), host("n", (0, 0, 0, 0), cpu=8000), 1000.0, id="weighted-by-popularity"),
+        # Two types, 1/2 each: 4 cores and none per GPU average 2. 4 cores feed 2 of 4 GPUs.
+        pytest.param(mix(ONE_GPU_4C, TaskType(gpus=1)), host("n", (0, 0, 0, 0), cpu=4000), 4000.0, id="weighted-by-popularity"),
+        # With a CPU-only type of 32 cores (1/2), the GPU work still brings 4 cores per GPU
+        # (2000 of 500m), all the work 36 ((2000 + 16000) / 500). 8 cores: 4000 - 2000 at
+        # the first rate, 4000 - 8000 / 36 at the second.
+        pytest.param(mix(ONE_GPU_4C, TaskType(cpu_milli=32000)), host("n", (0, 0, 0, 0), cpu=8000), 2000.0 + 4000.0 - 8000 / 36, id="cpu-only-work-second-rate"),
+        # 64 cores feed the GPU work (16 needed) but not all of it (144): only the second counts.
+        pytest.param(mix(ONE_GPU_4C, TaskType(cpu_milli=32000)), host("n", (0, 0, 0, 0), cpu=64000), 4000.0 - 64000 / 36, id="short-of-all-work-only"),
     ],
 )
-def test_unfed(task_mix: TaskMix, state: NodeState, expected: float) -> None:
-    assert task_mix.unfed(state) == pytest.approx(expected)
+def test_stranded(task_mix: TaskMix, state: NodeState, expected: float) -> None:
+    assert task_mix.stranded(state) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -76,29 +84,40 @@ def test_unfed(task_mix: TaskMix, state: NodeState, expected: float) -> None:
     [
         # A CPU-heavy 1-GPU task (8 cores) on a 4-core-per-GPU mix. FGD: the type still fits
         # on both afterwards, growth 0 on both, a tie that node order gives to "a".
-        # "a" (4 GPUs, 12 cores): unfed 4000 * (1 - 3/4) = 1000 before, 3000 * (1 - 1/3)
-        # = 2000 after: +1000. "b" (4 GPUs, 32 cores): 0 before and after. Balanced: "b".
+        # "a" (4 GPUs, 12 cores): stranded (4000 - 3000) * 2 = 2000 before, (3000 - 1000) * 2
+        # = 4000 after: +2000. "b" (4 GPUs, 32 cores): 0 before and after. Balanced: "b".
         pytest.param(
             mix(ONE_GPU_4C), PlacementRequest(gpus=1, cpu_milli=8000),
             [host("a", (0, 0, 0, 0), cpu=12000), host("b", (0, 0, 0, 0), cpu=32000)],
             ("a", (0,)), ("b", (0,)), id="cpu-heavy-goes-where-cores-are-plentiful",
         ),
-        # A CPU-light 2-GPU task (2 cores) on a 2-GPU, 4-core mix. FGD: growth 0 on both, "a".
-        # "a" (4 GPUs, 8 cores): unfed 0 before, 0 after (2 GPUs, 6 cores: 1 slot, fed).
-        # "b" (8 GPUs, 10 cores): 8000 * (1 - 2/4) = 4000 before, 6000 * (1 - 2/3) = 2000
-        # after: -2000. Balanced fills the host that is short of cores: "b".
+        # A CPU-light 2-GPU task (2 cores) on a 2-GPU, 4-core mix (2 cores per GPU). FGD:
+        # growth 0 on both, "a". "a" (4 GPUs, 8 cores): stranded 0 before, 0 after (2 GPUs,
+        # 6 cores). "b" (8 GPUs, 10 cores): (8000 - 5000) * 2 = 6000 before, (6000 - 4000) * 2
+        # = 4000 after: -2000. Balanced fills the host that is short of cores: "b".
         pytest.param(
             mix(TWO_GPU_4C), PlacementRequest(gpus=2, cpu_milli=2000),
             [host("a", (0,) * 4, cpu=8000), host("b", (0,) * 8, cpu=10000)],
             ("a", (0, 1)), ("b", (0, 1)), id="multi-gpu-cpu-light-goes-where-cores-are-short",
         ),
-        # A 500m share with 4 cores on a 500m, 2-core mix. FGD: growth 0 everywhere, GPU 0 of
-        # "a". "a" (2 GPUs, 6 cores): 2000 * (1 - 3/4) = 500 before, 1500 * (1 - 1/3) = 1000
-        # after: +500. "b" (2 GPUs, 16 cores): fed before and after. Balanced: "b", GPU 0.
+        # A 500m share with 4 cores on a 500m, 2-core mix (4 cores per GPU). FGD: growth 0
+        # everywhere, GPU 0 of "a". "a" (2 GPUs, 6 cores): stranded (2000 - 1500) * 2 = 1000
+        # before, (1500 - 500) * 2 = 2000 after: +1000. "b" (2 GPUs, 16 cores): 0 before and after.
+        # Balanced: "b", GPU 0.
         pytest.param(
             mix(HALF_GPU_2C), PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=4000),
             [host("a", (0, 0), cpu=6000), host("b", (0, 0), cpu=16000)],
             ("a", (0,)), ("b", (0,)), id="shared-gpu",
+        ),
+        # A CPU-only task (8 cores) on a mix where CPU-only work (32 cores, 1/2) brings 32
+        # cores per 500m of GPU work: all the work needs 36 per GPU. FGD: no GPU type stops
+        # fitting anywhere, growth 0, "a". "a" (4 free GPUs, 64 cores): feeds the GPU work
+        # before and after, falls further short of all the work (4000 - 64000 / 36 before,
+        # 4000 - 56000 / 36 after: +222). "b" (GPUs all taken): nothing to feed. Balanced: "b".
+        pytest.param(
+            mix(ONE_GPU_4C, TaskType(cpu_milli=32000)), PlacementRequest(cpu_milli=8000),
+            [host("a", (0, 0, 0, 0), cpu=64000), host("b", (1000, 1000), cpu=64000)],
+            ("a", ()), ("b", ()), id="cpu-only-task-goes-where-no-gpu-needs-the-cores",
         ),
         # Within one host the share still goes where FGD puts it: on the half-used GPU 1,
         # which it fills (growth -500), not on the empty GPU 0 (growth +500).
@@ -113,15 +132,16 @@ def test_unfed(task_mix: TaskMix, state: NodeState, expected: float) -> None:
             [host("b", (0, 0), cpu=8000), host("a", (0, 0), cpu=8000)],
             ("a", (0,)), ("a", (0,)), id="tie-by-name",
         ),
-        # FGD decides when it is not a tie. A 6-core task: on "a" (4 GPUs, 8 cores) it leaves
-        # 2 cores, too few for the type, so FGD counts the 3 GPUs left whole (growth +3000,
-        # score 4), although unfed falls from 4000 * (1 - 2/4) = 2000 to 0 (the best balance
-        # term, 0.88 of a step). On "b" (2 GPUs, 16 cores) the type still fits: growth 0,
-        # score 50, unfed 0 before and after. 4.87 < 50.5: "b", whose name sorts second.
+        # FGD decides when it is not a tie. A 2-GPU task without cores, 2-GPU 4-core mix (2
+        # cores per GPU). On "a" (3 GPUs, 4 cores) it leaves 1 GPU, too few for the type, so
+        # FGD counts it whole (growth +1000, score 26), although stranding falls from
+        # (3000 - 2000) * 2 = 2000 to 0 (the best balance term, 0.87 of a step). On "b" (4
+        # GPUs, 64 cores) the type still fits: growth 0, score 50, stranded 0 before and after.
+        # 26.87 < 50.49: "b", whose name sorts second.
         pytest.param(
-            mix(ONE_GPU_4C), PlacementRequest(gpus=1, cpu_milli=6000),
-            [host("a", (0, 0, 0, 0), cpu=8000), host("b", (0, 0), cpu=16000)],
-            ("b", (0,)), ("b", (0,)), id="never-overrides-fgd",
+            mix(TWO_GPU_4C), PlacementRequest(gpus=2),
+            [host("a", (0, 0, 0), cpu=4000), host("b", (0, 0, 0, 0), cpu=64000)],
+            ("b", (0, 1)), ("b", (0, 1)), id="never-overrides-fgd",
         ),
     ],
 )
@@ -162,7 +182,7 @@ def test_infeasible_names_every_host() -> None:
 
 
 def test_cpu_only_task_prefers_the_host_without_gpus() -> None:
-    # No GPU capacity anywhere changes (growth 0, unfed 0): equal scores, then the GPU host's
+    # No GPU capacity anywhere changes, nothing is stranded (64 cores for 2 GPUs): equal scores, then the GPU host's
     # score is halved by the context's CPU-task factor, so "gpu" (which sorts first) loses.
     nodes = [host("gpu", (0, 0), cpu=64000), NodeState(name="plain", cpu_milli=64000, memory_mb=64000)]
     chosen = place(PlacementRequest(cpu_milli=1000), nodes, FragmentationBalanced(), PlacementContext(task_mix=mix(ONE_GPU_4C)))
