@@ -25,6 +25,7 @@ Solved with HiGHS through ``scipy.optimize.linprog``, well under a second per pr
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -47,7 +48,7 @@ def dff(k: int, share: float) -> float:
     whole = round(scaled)
     if abs(scaled - whole) < 1e-9:
         return share
-    return float(np.floor(scaled)) / k
+    return math.floor(scaled) / k
 
 
 HostType = tuple[str, int, int, int]  # GPU model, GPU count, milli-CPUs, memory MB
