@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provider.agent.sampler import NodeSample  # noqa: E402
 from provider.agent.simulated import SimulatedBackend, SimulatedGpu  # noqa: E402
-from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents  # noqa: E402
-from provider.hooks.engine_sync import run_sync  # noqa: E402
-from provider.hooks.hosts import HostConfig  # noqa: E402
+from provider.limits import MAX_CONCURRENT_HOSTS  # noqa: E402
+from provider.reservations.measured import measure  # noqa: E402
+from provider.clients.engine_sync import run_sync  # noqa: E402
+from provider.clients.hosts import HostConfig  # noqa: E402
 from provider.reservations.pool import read_pool_view  # noqa: E402
 from provider.reservations.room import room  # noqa: E402
 from provider.reservations.labels import OWNER_LABEL  # noqa: E402
@@ -200,7 +201,7 @@ def with_claims(policy: Policy, context: PlacementContext, image: str | None = N
 def agents_only(policy: Policy, context: PlacementContext) -> Decide:
     """The agents alone and ``place()``: what a read without the engines' claims costs."""
     def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
-        nodes = run_sync(read_agents(hosts, 2.0))
+        nodes = run_sync(measure(hosts, 2.0))
         return place(REQUEST, nodes, policy, context).node, sum(1 for n in nodes if n.unreachable)
     return decide
 
@@ -231,7 +232,7 @@ def main() -> int:
     args = parser.parse_args()
     total = max(SIZES)
     wait_for_time_wait()
-    raise_fd_limit(total * 4 + 4 * DEFAULT_MAX_CONCURRENCY + 256)
+    raise_fd_limit(total * 4 + 4 * MAX_CONCURRENT_HOSTS + 256)
     ctx = multiprocessing.get_context("fork")
     helpers, pipes = [], []
     try:

@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from provider.hooks.hosts import HOST_CONN_TYPE, POOL_CONN_TYPE, HostConfig, local_host
-from provider.ui.plugin import APP_PREFIX, URL_ROUTE
+from provider.clients.hosts import HOST_CONN_TYPE, POOL_CONN_TYPE, HostConfig, local_host
+from provider.ui.routes import APP_PREFIX, URL_ROUTE
 from tools.local_airflow import REPO, AirflowRest, LocalAirflow
 from tools.node_agent import start_agent, stop_agent
 

@@ -2,7 +2,7 @@
 
 The hook is also the ``gpu_docker_host`` connection type's hook (the UI's Test button). It
 connects to nothing until it is first used, speaks to the engine only through the one client
-(:class:`~provider.hooks.engine_sync.Engine`), and turns the engine's refusals into errors that name
+(:class:`~provider.clients.engine_sync.Engine`), and turns the engine's refusals into errors that name
 the host and the fix, because a DAG author sees these in the task log with nothing else to go on.
 """
 
@@ -20,29 +20,14 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from provider.errors import EngineError, EngineRefused, ImageMissing, NoGpuRuntime, ResultFileError
-from provider.hooks.engine_sync import Engine, Stream
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HOST_CONN_TYPE, HostConfig, resolve_pool
-from provider.hooks.registry import PullProgress, RegistryAuth, auth_header, check_matches, pull_failure_fix
-from provider.logs.lines import parse_frames
+from provider.clients.engine_sync import Engine
+from provider.clients.frames import Frames
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HOST_CONN_TYPE, HostConfig, resolve_pool
+from provider.clients.registry_auth import PullProgress, RegistryAuth, auth_header, check_matches, pull_failure_fix
 
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
-
-
-class Frames:
-    """A container's output as ``(stream id, payload)`` frames, over a stream that can be closed
-    before it is read (:class:`~provider.hooks.engine_sync.Stream`)."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self._frames = parse_frames(stream)
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        return self._frames
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 class GpuDockerHook(BaseHook):
@@ -87,7 +72,7 @@ class GpuDockerHook(BaseHook):
         """Make ``image`` present: ``pull`` is "missing" (default), "always" or "never".
 
         ``auth`` logs in to the image's registry for this pull only; ``progress`` receives a
-        few lines while it runs (:class:`~provider.hooks.registry.PullProgress`).
+        few lines while it runs (:class:`~provider.clients.registry_auth.PullProgress`).
         """
         if auth is not None:
             check_matches(auth, image)

@@ -16,9 +16,9 @@ from functools import cached_property
 
 from airflow.sdk import BaseHook
 
-from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
+from provider.limits import AGENT_TIMEOUT_S, MAX_CONCURRENT_HOSTS
 from provider.reservations.pool import read_pool_view
 from provider.reservations.view import PoolView
 
@@ -31,7 +31,7 @@ class NodeMetricsHook(BaseHook):
     :param hosts: hosts already resolved (a trigger passes these so it looks nothing up);
         overrides ``pool``.
     :param timeout: seconds each agent may take, connect and read together (engines have their
-        own, :data:`provider.reservations.pool.ENGINE_TIMEOUT_S`).
+        own, :data:`provider.limits.ENGINE_TIMEOUT_S`).
     :param max_concurrency: hosts read at once, which bounds open sockets.
     """
 
@@ -45,8 +45,8 @@ class NodeMetricsHook(BaseHook):
         pool: str | Sequence[str] | None = default_conn_name,
         *,
         hosts: Sequence[HostConfig] | None = None,
-        timeout: float = 2.0,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout: float = AGENT_TIMEOUT_S,
+        max_concurrency: int = MAX_CONCURRENT_HOSTS,
     ) -> None:
         super().__init__()
         if timeout <= 0 or max_concurrency < 1:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from provider.errors import TruncatedStream
-from provider.logs.lines import STDERR, STDOUT
+from provider.clients.frames import STDERR, STDOUT
 
 Frame = tuple[int, bytes]
 # Opens the container's log from its start; True: follow it while the container runs.

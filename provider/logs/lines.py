@@ -1,9 +1,9 @@
-"""Pure stages that turn Docker's multiplexed output stream into batches of tagged lines.
+"""Pure stages that turn a container's output frames into batches of tagged lines.
 
-The Docker engine sends a container's output as *frames*: an 8-byte header (stream id, three
-zero bytes, big-endian payload length) and the payload. On the attach stream a payload is
-whatever the container wrote in one go (often many lines, or part of one); on the logs
-endpoint it is one logged message. Lines are cut here, per stream, at ``\n``.
+The Docker engine sends a container's output as *frames* (:mod:`provider.clients.frames`). On
+the attach stream a payload is whatever the container wrote in one go (often many lines, or
+part of one); on the logs endpoint it is one logged message. Lines are cut here, per stream,
+at ``\n``.
 
 The unit passed on is a :class:`LineBatch`, the whole lines of one payload, so the work per
 line is a slice of bulk ``bytes.split``/``decode``/``join`` rather than a Python loop: a
@@ -15,18 +15,15 @@ outside input is the ``now`` function that stamps each batch with its arrival ti
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
-from provider.errors import FrameError, TruncatedStream
+from provider.clients.frames import STDERR, STDOUT
 
-STDOUT, STDERR = 1, 2
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 CONTINUATION_MARK = " [continued]"
-_HEADER = struct.Struct(">BxxxL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,32 +44,6 @@ class LineBatch:
     def rendered(self) -> list[str]:
         """The texts as shown to people: a cut piece carries a visible continuation mark."""
         return [self.texts[0] + CONTINUATION_MARK] if self.continued else self.texts
-
-
-def parse_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Reassemble ``(stream id, payload)`` frames from arbitrarily cut chunks of bytes."""
-    buf = bytearray()
-    pos = 0
-    for chunk in chunks:
-        if pos:
-            del buf[:pos]
-            pos = 0
-        buf += chunk
-        end = len(buf)
-        while end - pos >= _HEADER.size:
-            stream, size = _HEADER.unpack_from(buf, pos)
-            if stream not in (0, STDOUT, STDERR):
-                raise FrameError(
-                    f"unexpected stream id {stream} in the log stream; containers must run "
-                    "without a TTY (tty=False) for stdout and stderr to be told apart"
-                )
-            if end - pos - _HEADER.size < size:
-                break
-            start = pos + _HEADER.size
-            yield stream or STDOUT, bytes(buf[start : start + size])
-            pos = start + size
-    if len(buf) - pos:
-        raise TruncatedStream(f"log stream ended inside a frame ({len(buf) - pos} bytes left over)")
 
 
 def assemble_lines(

@@ -17,21 +17,30 @@ import time
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.configuration import conf, get_airflow_home
 from airflow.sdk import ObjectStoragePath
 
-from provider.hooks.docker_host import GpuDockerHook
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S, MANIFEST_NAME, ChunkedArchive
 from provider.logs.follow import Frame, Resume, Status, follow_frames
-from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, STDERR, STDOUT, LineBatch, arrival_time, assemble_lines
+from provider.clients.frames import STDERR, STDOUT
+from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LineBatch, arrival_time, assemble_lines
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
 
 DEFAULT_LOG_ARCHIVE = "file://{AIRFLOW_HOME}/container_logs"
 GpuSamples = Callable[[], Mapping[str, Any] | None]
+
+
+class ContainerOutput(Protocol):
+    """Where a followed container's state and log come from (the operator's engine hook): the
+    log pipeline reads them, and knows nothing else of engines."""
+
+    def state(self, container_id: str) -> dict[str, Any] | None: ...
+
+    def log_frames(self, container_id: str, follow: bool) -> Iterable[tuple[int, bytes]]: ...
 
 
 def archive_prefix(base: str, conn_id: str | None, identity: Mapping[str, Any]) -> ObjectStoragePath:
@@ -116,7 +125,7 @@ class LogShipping:
     def where(self) -> str:
         return self.archive.url if self.archive is not None else "(no archive: log_archive=None)"
 
-    def run(self, hook: GpuDockerHook, container_id: str, attached: Iterable[Frame] | None) -> None:
+    def run(self, hook: ContainerOutput, container_id: str, attached: Iterable[Frame] | None) -> None:
         """Follow the container until it stops, shipping every line.
 
         ``attached`` is the attach stream, opened before the container was started; None for an

@@ -20,11 +20,12 @@ from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
 from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, SpecError
-from provider.hooks.agent_client import gpu_sample
-from provider.hooks.docker_host import Frames, GpuDockerHook
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
-from provider.hooks.registry import docker_connection, registry_auth
+from provider.clients.agent import gpu_sample
+from provider.clients.frames import Frames
+from provider.hooks.docker_host import GpuDockerHook
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
+from provider.clients.registry_auth import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
@@ -45,7 +46,7 @@ from provider.reservations.room import advice
 from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
-from provider.scheduling.registry import check_placement_policy
+from provider.scheduling.policy_names import check_placement_policy
 from provider.scheduling.waiting import Waiter
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
 
@@ -323,7 +324,7 @@ class GpuDockerOperator(BaseOperator):
             labels=self.required_labels,
         )
 
-        auth = None if self.docker_conn_id is None else registry_auth(docker_connection(self.docker_conn_id))
+        auth = None if self.docker_conn_id is None else registry_auth(docker_connection(self.docker_conn_id, BaseHook.get_connection))
 
         def prepare(host: HostConfig) -> None:
             GpuDockerHook(host).ensure_image(spec.image, self.pull, auth, progress=self.log.info)

@@ -17,8 +17,9 @@ from typing import Any
 from airflow.sdk import Context
 
 from provider.errors import ContainerFailed, HandedOver, ReattachAmbiguous
-from provider.hooks.docker_host import Frames, GpuDockerHook
-from provider.hooks.hosts import HostConfig
+from provider.clients.frames import Frames
+from provider.hooks.docker_host import GpuDockerHook
+from provider.clients.hosts import HostConfig
 from provider.logs.shipping import LogShipping
 from provider.logs.task_log import LineLogger
 from provider.operators.container_spec import ContainerSpec

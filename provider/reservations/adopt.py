@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from provider.errors import EngineError
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import HostConfig
+from provider.clients.engine import AsyncEngine
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import HostConfig
 from provider.reservations.labels import (
     DAG_ID_LABEL,
     LOCK_LABEL,

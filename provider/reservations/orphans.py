@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from provider.errors import EngineError
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.hosts import HostConfig
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import HostConfig
+from provider.limits import BACKGROUND_ENGINE_TIMEOUT_S
 from provider.reservations.adopt import Earlier, discard, earlier_of
 from provider.reservations.labels import (
     DAG_ID_LABEL,
@@ -36,9 +37,6 @@ from provider.reservations.labels import (
 
 log = logging.getLogger(__name__)
 
-ENGINE_TIMEOUT_S = 5.0
-"""Seconds an engine may take for each step of listing its containers before its host is
-skipped until the next sweep."""
 STOP_GRACE_S = 10
 """Seconds an orphan has between SIGTERM and SIGKILL: nobody collects its result any more."""
 
@@ -140,7 +138,7 @@ async def sweep(
     hosts: Sequence[HostConfig],
     lookup: StateLookup,
     *,
-    engine_timeout: float = ENGINE_TIMEOUT_S,
+    engine_timeout: float = BACKGROUND_ENGINE_TIMEOUT_S,
     grace_s: int = STOP_GRACE_S,
 ) -> Sweep:
     """Reap every orphan on ``hosts``. A host whose engine does not answer is skipped with a

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider.errors import ClaimTaken, NoFit
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import HostConfig
+from provider.clients.engine import AsyncEngine
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import room
 from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation, lift_holds, new_owner
@@ -27,6 +27,7 @@ from provider.scheduling import PlacementContext, get_policy
 from provider.scheduling.model import Placement, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.waiting import Waiter
+from provider.limits import AGENT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def place_and_reserve(
     prepare: Callable[[HostConfig], None] = lambda host: None,
     waiter: Waiter | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
-    agent_timeout: float = 2.0,
+    agent_timeout: float = AGENT_TIMEOUT_S,
     grace_s: float = DEFAULT_GRACE_S,
     rng: random.Random | None = None,
     pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,

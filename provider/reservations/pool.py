@@ -27,10 +27,11 @@ from dataclasses import replace
 from typing import TypeVar
 
 from provider.errors import EngineError
-from provider.hooks.agent_client import DEFAULT_MAX_CONCURRENCY, read_agents
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.hosts import HostConfig
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import HostConfig
+from provider.limits import AGENT_TIMEOUT_S, ENGINE_TIMEOUT_S, MAX_CONCURRENT_HOSTS
 from provider.reservations.labels import OWNER_LABEL
+from provider.reservations.measured import measure
 from provider.reservations.rules import (
     allocation,
     live_owners,
@@ -46,8 +47,6 @@ from provider.scheduling.waiting import Waiter, apply_holds
 
 log = logging.getLogger(__name__)
 
-ENGINE_TIMEOUT_S = 10.0
-"""Seconds an engine may take to list its containers; engines answer slower than agents under load."""
 NVIDIA_RUNTIME = "nvidia"
 T = TypeVar("T")
 
@@ -63,10 +62,10 @@ async def read_pool_view(
     waiter: Waiter | None = None,
     *,
     tidy: bool = True,
-    agent_timeout: float = 2.0,
+    agent_timeout: float = AGENT_TIMEOUT_S,
     engine_timeout: float = ENGINE_TIMEOUT_S,
     grace_s: float = DEFAULT_GRACE_S,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_concurrency: int = MAX_CONCURRENT_HOSTS,
     clock: Callable[[], float] = time.time,
     image: str | None = None,
 ) -> PoolView:
@@ -76,7 +75,7 @@ async def read_pool_view(
     ``pull_bytes`` says what a pull would cost there: 0 where the image is, its size (as the
     hosts that have it report it) elsewhere, unknown when no host has it.
     """
-    measured = await read_agents(hosts, agent_timeout, max_concurrency)
+    measured = await measure(hosts, agent_timeout, max_concurrency)
     gate = asyncio.Semaphore(max_concurrency)
 
     async def one(host: HostConfig, node: NodeState) -> HostView:

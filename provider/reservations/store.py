@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provider.errors import ClaimTaken, EngineError
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.hosts import HostConfig
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import HostConfig
 from provider.reservations.labels import (
     CLAIM_LABEL,
     LOCK_LABEL,

@@ -28,7 +28,7 @@ from provider.scheduling.policies import (
     Policy,
     RandomPolicy,
 )
-from provider.scheduling.registry import POLICIES, get_policy
+from provider.scheduling.policy_names import POLICIES, get_policy
 from provider.scheduling.taskmix import TaskMix, TaskType
 
 __all__ = [

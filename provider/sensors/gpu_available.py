@@ -22,14 +22,15 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import HostConfig, host_to_dict, resolve_pool
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import HostConfig, host_to_dict, resolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import Verdict, room
-from provider.scheduling.registry import check_placement_policy
+from provider.scheduling.policy_names import check_placement_policy
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
+from provider.limits import AGENT_TIMEOUT_S
 
 
 class GpuAvailableSensor(BaseSensorOperator):
@@ -62,7 +63,7 @@ class GpuAvailableSensor(BaseSensorOperator):
         required_labels: Mapping[str, str] | None = None,
         placement_policy: str = "least_loaded",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        agent_timeout: float = 2.0,
+        agent_timeout: float = AGENT_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -29,12 +29,13 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from provider.errors import EngineError, NoRoom
-from provider.hooks.hosts import HostConfig, host_from_dict
+from provider.clients.hosts import HostConfig, host_from_dict
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import Verdict, room, timeout_message
 from provider.reservations.store import hold_if_due, lift_holds
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
 from provider.scheduling.waiting import Waiter
+from provider.limits import AGENT_TIMEOUT_S
 
 CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
 
@@ -67,7 +68,7 @@ class GpuAvailableTrigger(BaseTrigger):
         hold_after_s: float | None = None,
         image: str = "",
         identity: Mapping[str, str] | None = None,
-        agent_timeout: float = 2.0,
+        agent_timeout: float = AGENT_TIMEOUT_S,
         wait_timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is not annotated

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from provider.ui.cluster_sources import PoolCache, pool_ids, read_hosts, waiting_tasks
 from provider.ui.cluster_view import cluster_document
-from provider.ui.plugin import APP_PREFIX, TITLE, base_path
+from provider.ui.routes import APP_PREFIX, TITLE, base_path
 
 STATIC = Path(__file__).with_name("static")
 REFRESH_S = 5
@@ -41,7 +41,7 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
 
 
 def create_app() -> FastAPI:
-    """The app served under :data:`~provider.ui.plugin.APP_PREFIX`."""
+    """The app served under :data:`~provider.ui.routes.APP_PREFIX`."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
     pools = PoolCache()
 

@@ -30,8 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provider.errors import HostConfigError
-from provider.hooks.engine_sync import run_sync
-from provider.hooks.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
+from provider.clients.engine_sync import run_sync
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
+from provider.limits import AGENT_TIMEOUT_S, BACKGROUND_ENGINE_TIMEOUT_S
 from provider.reservations.pool import read_pool_view
 from provider.reservations.rules import TaskRef
 from provider.reservations.view import HostView
@@ -42,12 +43,6 @@ from provider.ui.cluster_view import (
     merged_pool_ids,
     pool_ids_in_environment,
 )
-
-AGENT_TIMEOUT_S = 2.0
-"""Seconds each node agent may take; the page refreshes every few seconds."""
-
-ENGINE_TIMEOUT_S = 3.0
-"""Seconds each Docker engine may take to list its claims."""
 
 MAX_WAITING = 500
 """Rows of the waiting-tasks table; more would not be read by anyone."""
@@ -131,7 +126,7 @@ def read_hosts(hosts: Sequence[HostConfig]) -> list[HostView]:
     """Every host's metrics, claims and holds, read as placement reads them; nothing is removed."""
     if not hosts:
         return []
-    view = run_sync(read_pool_view(hosts, tidy=False, agent_timeout=AGENT_TIMEOUT_S, engine_timeout=ENGINE_TIMEOUT_S))
+    view = run_sync(read_pool_view(hosts, tidy=False, agent_timeout=AGENT_TIMEOUT_S, engine_timeout=BACKGROUND_ENGINE_TIMEOUT_S))
     return list(view.hosts)
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from provider.hooks.hosts import POOL_CONN_TYPE
+from provider.clients.hosts import POOL_CONN_TYPE
 from provider.reservations.rules import Claim, HoldRecord, TaskRef
 from provider.reservations.view import HostView
 from provider.scheduling.model import GpuState

@@ -25,7 +25,7 @@ from airflow.utils.session import create_session
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from provider.reservations.orphans import Known, Reaped, Sweep, TaskKey, sweep
 from provider.ui.cluster_sources import PoolCache, pool_ids
 

@@ -13,27 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
+
+from provider.ui.routes import APP_PREFIX, TITLE, URL_ROUTE, base_path
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
-
-APP_PREFIX = "/gpu-cluster"
-"""Where the api-server mounts the app, below its base URL."""
-
-URL_ROUTE = "gpu-cluster"
-"""The page's route in the Airflow UI: ``/plugin/gpu-cluster``."""
-
-TITLE = "GPU cluster"
-
-
-def base_path() -> str:
-    """The path part of ``[api] base_url`` ("" at the root), which every link starts with."""
-    return urlsplit(conf.get("api", "base_url", fallback="/") or "/").path.rstrip("/")
-
 
 def nav_view() -> dict[str, Any]:
     """The navigation entry: a top-level item whose page the UI shows in a frame."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from provider.hooks.node_metrics import NodeMetricsHook
 from provider.reservations.view import PoolView
 from provider.scheduling.model import NodeState

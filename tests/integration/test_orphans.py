@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from provider.reservations.adopt import discard, find_earlier
 from provider.reservations.labels import CLAIM_LABEL, LABEL_PREFIX, RESERVATION_LABEL
 from provider.reservations.orphans import Known, TaskKey, sweep

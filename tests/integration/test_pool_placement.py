@@ -26,7 +26,7 @@ import pytest
 from airflow.sdk import BaseHook
 
 from provider.errors import ContainerFailed, NoFit, NoGpuRuntime
-from provider.hooks.hosts import resolve_pool
+from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
 from provider.reservations.pool import read_pool_view

@@ -25,7 +25,7 @@ import pytest
 from airflow.sdk import BaseHook
 
 from provider.errors import HostConfigError, ImageMissing
-from provider.hooks.hosts import resolve_pool
+from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
 from provider.reservations.placement import place_and_reserve, release

@@ -21,8 +21,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from provider.errors import NoFit, NoRoom
-from provider.hooks.engine import AsyncEngine
-from provider.hooks.hosts import host_to_dict, resolve_pool
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import host_to_dict, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, task_labels
 from provider.reservations.placement import Reserved, place_and_reserve, release

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from provider.reservations.labels import LABEL_PREFIX
 from tests.integration.agents import gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from tests.conftest import settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from provider.hooks.hosts import HostConfig
+from provider.clients.hosts import HostConfig
 from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
 from tests.conftest import settled

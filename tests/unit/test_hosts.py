@@ -10,7 +10,7 @@ from airflow.sdk import Connection
 
 from provider.errors import HostConfigError
 from provider import get_provider_info
-from provider.hooks.hosts import (
+from provider.clients.hosts import (
     LOCAL_DOCKER_URL,
     host_from_connection,
     resolve_pool,

@@ -7,13 +7,13 @@ import struct
 
 import pytest
 
+from provider.clients.frames import parse_frames
 from provider.errors import FrameError
 from provider.logs.lines import (
     CONTINUATION_MARK,
     LineBatch,
     arrival_time,
     assemble_lines,
-    parse_frames,
 )
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from provider.hooks.agent_client import node_state, unreachable
-from provider.hooks.hosts import HostConfig
+from provider.reservations.measured import node_state, unreachable
+from provider.clients.hosts import HostConfig
 from provider import get_provider_info
 from provider.hooks.docker_host import GpuDockerHook
 from provider.hooks.node_metrics import NodeMetricsHook

@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 from provider.errors import SpecError
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.scheduling import POLICIES
-from provider.scheduling.registry import check_placement_policy
+from provider.scheduling.policy_names import check_placement_policy
 from provider.sensors.gpu_available import GpuAvailableSensor
 from tests.conftest import FakeTI
 

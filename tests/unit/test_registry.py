@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from provider.errors import HostConfigError
-from provider.hooks.registry import (
+from provider.clients.registry_auth import (
     PullProgress,
     RegistryAuth,
     auth_header,

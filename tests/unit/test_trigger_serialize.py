@@ -7,7 +7,7 @@ from types import MappingProxyType
 import pytest
 
 from provider.errors import NoRoom
-from provider.hooks.hosts import HostConfig, TlsFiles, host_from_dict, host_to_dict
+from provider.clients.hosts import HostConfig, TlsFiles, host_from_dict, host_to_dict
 from provider.scheduling import PlacementRequest
 from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, request_to_dict, waiter_from_event
 

@@ -1,4 +1,4 @@
-"""The synchronous face of the one Docker Engine API client (:mod:`provider.hooks.engine`).
+"""The synchronous face of the one Docker Engine API client (:mod:`provider.clients.engine`).
 
 The operator's worker code is synchronous: :class:`Engine` runs :class:`AsyncEngine`'s
 coroutines and has the same method names and the same exceptions, as Kubernetes'
@@ -13,9 +13,10 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from provider.hooks.engine import DEFAULT_TIMEOUT_S, AsyncEngine
-from provider.hooks.hosts import HostConfig
-from provider.hooks.http10 import Response
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import HostConfig
+from provider.clients.http10 import Response
+from provider.limits import ENGINE_TIMEOUT_S
 
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ class Stream(Iterator[bytes]):
 class Engine:
     """:class:`AsyncEngine`'s verbs for synchronous code: same names, same exceptions."""
 
-    def __init__(self, host: HostConfig, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, host: HostConfig, timeout: float = ENGINE_TIMEOUT_S) -> None:
         self.aio = AsyncEngine(host, timeout)
 
     @property

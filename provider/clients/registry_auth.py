@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook
-
 from provider.errors import HostConfigError
 
 DOCKER_CONN_TYPE = "docker"
@@ -51,10 +49,11 @@ class RegistryAuth:
     email: str | None = None
 
 
-def docker_connection(conn_id: str) -> RegistryConnection:
-    """The ``docker`` connection ``conn_id``, from wherever Airflow keeps connections."""
+def docker_connection(conn_id: str, get_connection: Callable[[str], RegistryConnection]) -> RegistryConnection:
+    """The ``docker`` connection ``conn_id``, by ``get_connection`` (Airflow's
+    ``BaseHook.get_connection`` finds it wherever connections are kept)."""
     try:
-        conn: RegistryConnection = BaseHook.get_connection(conn_id)
+        conn = get_connection(conn_id)
     except Exception as exc:
         raise HostConfigError(
             f"docker_conn_id {conn_id!r} is not defined ({exc}). Create a connection of type 'Docker' with the "

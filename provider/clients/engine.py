@@ -2,9 +2,9 @@
 
 Placement reads every engine of a pool on every decision, and a waiting task's trigger does so
 on every poll inside the triggerer's shared event loop, where a blocking client would stall
-every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.hooks.http10` on
+every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.clients.http10` on
 ``unix://`` sockets or ``tcp://`` with the connection's TLS files. The operator's worker code is
-synchronous: :class:`~provider.hooks.engine_sync.Engine` runs the same coroutines and has the
+synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
 same method names and the same exceptions, as Kubernetes' ``PodManager`` and
 ``AsyncPodManager`` do. Claims, holds, locks,
 listing, reclaiming and the task container's whole life (create, attach, start, logs, wait,
@@ -27,10 +27,10 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from provider.errors import EngineRefused, HostUnreachable, ProtocolError, ResultFileError
-from provider.hooks.hosts import HostConfig, TlsFiles, tls_failure_fix
-from provider.hooks.http10 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
+from provider.clients.hosts import HostConfig, TlsFiles, tls_failure_fix
+from provider.clients.http10 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
+from provider.limits import ENGINE_TIMEOUT_S
 
-DEFAULT_TIMEOUT_S = 10.0
 PULL_IDLE_S = 300.0
 """How long a pull may send no progress at all before it counts as stalled."""
 TAR_OVERHEAD_BYTES = 64 * 1024
@@ -63,7 +63,7 @@ class AsyncEngine:
         :meth:`logs`) and a pull, which may last as long as it makes progress.
     """
 
-    def __init__(self, host: HostConfig, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, host: HostConfig, timeout: float = ENGINE_TIMEOUT_S) -> None:
         self.host = host
         self.timeout = timeout
 
@@ -263,7 +263,7 @@ class AsyncEngine:
     ) -> None:
         """Pull ``reference``; ``progress`` sees each status message. ``auth`` is the registry
         credential as the engine takes it (``X-Registry-Auth``, see
-        :func:`provider.hooks.registry.auth_header`): it goes with this request only, and nothing
+        :func:`provider.clients.registry_auth.auth_header`): it goes with this request only, and nothing
         is stored on the host. A failed pull raises :class:`EngineRefused` with the registry's
         reason."""
         repo, tag = split_reference(reference)

@@ -1,0 +1,142 @@
+"""Read node agents: their ``/v1/node`` documents, or why a host could not be read.
+
+One coroutine reads one agent; :func:`read_agents` reads many concurrently on one event loop.
+What a document means for placement is the reservation layer's business
+(:mod:`provider.reservations.measured`); this module only fetches.
+
+The transport is :mod:`provider.clients.http10` over plain ``http`` or ``https``: reading a
+pool of 1000 agents is on the path of every placement, so each request must be cheap.
+
+A host that cannot be read is never dropped: its reading carries ``unreachable``, a sentence
+naming the cause, the timeout and the fix, so a no-fit message can list it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from provider.errors import AgentError, ProtocolError
+from provider.clients.hosts import HostConfig
+from provider.clients.http10 import decode_json, exchange
+from provider.limits import MAX_CONCURRENT_HOSTS
+
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReading:
+    """What one agent answered: its ``/v1/node`` document, or why there is none.
+
+    ``unmeasured``: the host has no agent to ask (no ``agent_url``); ``unreachable``: it has
+    one that could not be read. Either is a sentence naming the cause and the fix.
+    """
+
+    doc: Mapping[str, Any] | None = None
+    unreachable: str | None = None
+    unmeasured: str | None = None
+
+
+async def read_agents(
+    hosts: Sequence[HostConfig], timeout: float, max_concurrency: int = MAX_CONCURRENT_HOSTS
+) -> list[AgentReading]:
+    """Read every host's agent concurrently, at most ``max_concurrency`` sockets at once, in order."""
+    gate = asyncio.Semaphore(max_concurrency)
+
+    async def one(host: HostConfig) -> AgentReading:
+        async with gate:
+            return await read_agent(host, timeout)
+
+    return list(await asyncio.gather(*(one(h) for h in hosts)))
+
+
+async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
+    """One host's agent document; every failure becomes a reading with its reason."""
+    url = host.agent_url
+    if not url:
+        return AgentReading(unmeasured=(
+            f"connection {host.name!r} has no agent_url, so its capacity and GPUs are unknown; run "
+            '`python -m provider.agent` on the host and add {"agent_url": "http://HOST:9400"} to the '
+            "connection's extra"
+        ))
+    try:
+        return AgentReading(doc=await asyncio.wait_for(fetch_node(url, host.agent_token), timeout))
+    except asyncio.TimeoutError:
+        return AgentReading(unreachable=(
+            f"agent {url} did not answer within {timeout:g} s (timeout={timeout:g} s); check that "
+            "`python -m provider.agent` runs there and the port is open, or raise the timeout"
+        ))
+    except ConnectionRefusedError as exc:
+        return AgentReading(unreachable=(
+            f"agent {url} refused the connection ({exc.strerror or exc}; timeout={timeout:g} s); "
+            f"start `python -m provider.agent` there or fix agent_url of {host.name!r}"
+        ))
+    except OSError as exc:
+        return AgentReading(
+            unreachable=f"cannot reach agent {url} ({exc}; timeout={timeout:g} s); fix agent_url of {host.name!r}")
+    except AgentError as exc:
+        return AgentReading(unreachable=str(exc))
+
+
+async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
+    """``GET {url}/v1/node`` and decode the JSON; raises AgentError or OSError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=_tls_context() if tls else None)
+    what = f"agent {url}"
+    try:
+        status, body = await exchange(
+            reader, writer, "GET", f"{parts.path.rstrip('/')}/v1/node", host=parts.netloc,
+            headers={"Authorization": f"Bearer {token}"} if token else None, what=what,
+        )
+        if status == 401:
+            raise AgentError(
+                f"agent {url} rejected the token (HTTP 401); set the host connection's password to "
+                "the token in the agent's --token-file"
+            )
+        if status != 200:
+            raise AgentError(f"agent {url} answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+        doc = decode_json(body, what)
+    except ProtocolError as exc:
+        raise AgentError(f"{exc}; is agent_url pointing at the agent?") from exc
+    if not isinstance(doc, dict):
+        raise AgentError(f"agent {url} sent JSON that is not an object; is agent_url pointing at the agent?")
+    return doc
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Built once: creating a default context loads the CA store (milliseconds)."""
+    return ssl.create_default_context()
+
+
+SAMPLE_TIMEOUT_S = 1.0
+"""A GPU sample is taken while the log pipeline waits: it must never hold it up for long."""
+
+
+def gpu_sample(host: HostConfig, gpu_ids: Sequence[int], timeout: float = SAMPLE_TIMEOUT_S) -> dict[str, Any] | None:
+    """Utilisation and memory of ``gpu_ids`` on ``host`` now, from its agent; None if unreadable.
+
+    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``.
+    """
+    if not host.agent_url:
+        return None
+    try:
+        doc = asyncio.run(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
+    except (OSError, AgentError, asyncio.TimeoutError):
+        return None
+    wanted = set(gpu_ids)
+    return {
+        "t": doc.get("sampled_at"),
+        "gpus": [
+            {"index": g["index"], "utilization_pct": g.get("utilization_pct"), "memory_used_mib": g.get("memory_used_mib")}
+            for g in doc.get("gpus", []) if g.get("index") in wanted
+        ],
+    }
