@@ -33,6 +33,7 @@ the median over rounds. Beside the pool, one engine on a unix socket is read 300
 row per transport (``unix``: per-request wall time and CPU).
 
     python -m bench.transport [--hosts 100,1000] [--reps N] [--rounds R] [--smoke] [--json PATH]
+    python -m bench.transport --merge A.json B.json ... [--json PATH]   # several runs' rounds pooled
 
 Default reps: 30 reads at 100 hosts, 15 at 1000 (after one warm-up read). ``--smoke``: 5 hosts,
 2 reps, one round.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing
@@ -539,11 +541,12 @@ def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float =
         return asyncio.run(run())
 
 
-def measure_unix(name: str, requests: int) -> dict[str, Any]:
-    """One engine on a unix socket, read ``requests`` times in a row: per request wall and CPU."""
+def measure_unix(name: str, requests: int, engine: str | None = None) -> dict[str, Any]:
+    """One engine on a unix socket (the helper's, or a real one at ``engine``), its container list
+    read ``requests`` times in a row: per request wall and CPU."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "engine.sock")
-        with Helper(0, None, unix_path=path):
+        path = engine or str(Path(tmp) / "engine.sock")
+        with contextlib.nullcontext() if engine else Helper(0, None, unix_path=path):
             async def run() -> dict[str, Any]:
                 if name == "aiohttp":
                     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path),
@@ -603,7 +606,9 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def decisions(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size and TLS: how much faster each hand-written reader is than kept-alive aiohttp."""
+    """Per size and TLS: how much faster each hand-written reader is than kept-alive aiohttp, as
+    the median of the ratios within each round (the transports of a round ran back to back, so
+    under the same load from the machine's other work), with the lowest and highest."""
     out = []
     by = {(r["transport"], r["tls"], r["hosts"]): r for r in rows}
     for hosts in sorted({r["hosts"] for r in rows}):
@@ -614,10 +619,14 @@ def decisions(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             entry: dict[str, Any] = {"hosts": hosts, "tls": tls}
             for name in ("http10", "http11"):
                 r = by.get((name, tls, hosts))
-                if r:
-                    entry[f"{name}_speedup_wall"] = round(base["p50_ms"] / r["p50_ms"], 2)
-                    entry[f"{name}_speedup_cpu"] = round(base["cpu_ms"] / r["cpu_ms"], 2) if r["cpu_ms"] else None
-            best = max((entry.get(f"{n}_speedup_wall", 0.0) for n in ("http10", "http11")))
+                if not r:
+                    continue
+                for figure, key in (("wall", "p50_ms_by_round"), ("cpu", "cpu_ms_by_round")):
+                    ratios = [a / h for a, h in zip(base[key], r[key]) if h]
+                    if ratios:
+                        entry[f"{name}_speedup_{figure}"] = round(statistics.median(ratios), 2)
+                        entry[f"{name}_speedup_{figure}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            best = max(entry.get(f"{n}_speedup_wall", 0.0) for n in ("http10", "http11"))
             entry["keep_hand_written"] = best >= SPEEDUP_TO_KEEP
             out.append(entry)
     return out
@@ -641,9 +650,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="default: all")
     parser.add_argument("--tls", choices=("both", "plain", "tls"), default="both")
     parser.add_argument("--no-unix", action="store_true", help="skip the unix-socket engine")
+    parser.add_argument("--unix-engine", metavar="PATH",
+                        help="read a real engine's socket (e.g. /var/run/docker.sock) instead of the helper's")
     parser.add_argument("--smoke", action="store_true", help="5 hosts, 2 reps, one round: does it run at all")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="measure nothing: summarise these runs' --json files together")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
     sizes = [5] if args.smoke else [int(h) for h in args.hosts.split(",")]
     rounds = 1 if args.smoke else args.rounds
     names = [t for t in args.transports.split(",") if t]
@@ -673,12 +688,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"errors {row['errors']}", file=sys.stderr)
             if not args.no_unix:
                 for name in order:
-                    unix.setdefault(name, []).append(measure_unix(name, 20 if args.smoke else UNIX_REQUESTS))
+                    unix.setdefault(name, []).append(
+                        measure_unix(name, 20 if args.smoke else UNIX_REQUESTS, args.unix_engine))
 
+    return report(results, unix, args.unix_engine, time.monotonic() - started, args.json)
+
+
+def merge(paths: Sequence[Path], out: Path | None) -> int:
+    """The summary of several runs' JSON files together (their rounds pooled)."""
+    results: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
+    unix: dict[str, list[dict[str, Any]]] = {}
+    engines = set()
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for row in doc["runs"]:
+            results.setdefault((row["transport"], row["tls"], row["hosts"]), []).append(row)
+        for row in doc["unix_runs"]:
+            unix.setdefault(row["transport"], []).append(row)
+        engines.add(doc.get("unix_engine"))
+    return report(results, unix, " or ".join(sorted(e or "the helper" for e in engines)), None, out)
+
+
+def report(results: Mapping[tuple[str, bool, int], list[dict[str, Any]]], unix: Mapping[str, list[dict[str, Any]]],
+           unix_engine: str | None, took_s: float | None, out: Path | None) -> int:
+    """Print the table (medians over rounds) and the ratios; write the JSON."""
     rows = [summarise(runs) for runs in results.values()]
     rows.sort(key=lambda r: (r["hosts"], r["tls"], TRANSPORTS.index(r["transport"])))
-    print(f"\n{len(os.sched_getaffinity(0))} CPUs; medians over {rounds} round(s); wall and CPU per full read "
-          f"(agents + one engine list per host); took {time.monotonic() - started:.0f} s")
+    rounds = max(len(runs) for runs in results.values()) if results else 0
+    took = "" if took_s is None else f"; took {took_s:.0f} s"
+    print(f"\n{len(os.sched_getaffinity(0))} CPUs; medians over up to {rounds} round(s); wall and CPU per full read "
+          f"(agents + one engine list per host){took}")
     print(f"{'transport':<9} {'tls':<5} {'hosts':>5} {'reps':>4} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms':>8} "
           f"{'srv cpu':>8} {'1st ms':>8} {'open':>5} {'TW':>6} {'err':>4}  p50 by round")
     for r in rows:
@@ -692,20 +731,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                           **{k: round(statistics.median(r[k] for r in runs), 3) for k in ("p50_ms", "p95_ms",
                                                                                           "cpu_ms")}})
     if unix_rows:
-        print("\nengine on a unix socket, one request at a time:")
+        print(f"\nengine on a unix socket ({unix_engine or 'the helper'}), its container list, one request "
+              "at a time:")
         for u in sorted(unix_rows, key=lambda u: TRANSPORTS.index(u["transport"])):
             print(f"{u['transport']:<9} p50 {u['p50_ms']:.3f} ms  p95 {u['p95_ms']:.3f} ms  cpu {u['cpu_ms']:.3f} ms")
     verdicts = decisions(rows)
-    print(f"\nhand-written vs kept-alive aiohttp (p50 wall ratio; keep the hand-written only at >= {SPEEDUP_TO_KEEP}x):")
+    print(f"\nhand-written vs kept-alive aiohttp, aiohttp's p50 / theirs per round, median [range] (the rule: keep "
+          f"the hand-written only at >= {SPEEDUP_TO_KEEP}x):")
     for d in verdicts:
-        print(f"  {d['hosts']:>5} hosts {'tls' if d['tls'] else 'plain':<5} http10 {d.get('http10_speedup_wall')}x "
-              f"(cpu {d.get('http10_speedup_cpu')}x)  http11 {d.get('http11_speedup_wall')}x "
-              f"(cpu {d.get('http11_speedup_cpu')}x)  -> {'hand-written' if d['keep_hand_written'] else 'aiohttp'}")
-    if args.json:
-        args.json.write_text(json.dumps({
+        line = "".join(
+            f"  {n} {d[f'{n}_speedup_wall']}x {d[f'{n}_speedup_wall_range']} (cpu {d[f'{n}_speedup_cpu']}x)"
+            for n in ("http10", "http11") if f"{n}_speedup_wall" in d)
+        print(f"  {d['hosts']:>5} hosts {'tls' if d['tls'] else 'plain':<5}{line}  -> "
+              f"{'a hand-written reader' if d['keep_hand_written'] else 'aiohttp'}")
+    if out:
+        out.write_text(json.dumps({
             "machine": {"cpus": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
                         "aiohttp": aiohttp.__version__, "load_avg_at_end": os.getloadavg()},
             "rounds": rounds, "configurations": rows, "unix_socket": unix_rows, "decisions": verdicts,
+            "unix_engine": unix_engine, "runs": [r for runs in results.values() for r in runs],
+            "unix_runs": [r for runs in unix.values() for r in runs],
         }, indent=2) + "\n")
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 
