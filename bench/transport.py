@@ -432,8 +432,10 @@ def endpoints(ports: Sequence[tuple[int, int]], contexts: Contexts | None) -> tu
     return agents, engines
 
 
-async def read_pool(client: Transport, agents: Sequence[Endpoint], engines: Sequence[Endpoint]) -> int:
-    """One read: every agent's document, then every engine's list, decoded; the failures' count."""
+async def read_pool(client: Transport, agents: Sequence[Endpoint], engines: Sequence[Endpoint],
+                    phases: list[tuple[float, float]] | None = None) -> int:
+    """One read: every agent's document, then every engine's list, decoded; the failures' count.
+    Each phase's wall and CPU time (ms) are appended to ``phases``."""
     gate = asyncio.Semaphore(MAX_CONCURRENCY)
 
     async def agent(e: Endpoint) -> None:
@@ -451,8 +453,11 @@ async def read_pool(client: Transport, agents: Sequence[Endpoint], engines: Sequ
 
     failed = 0
     for phase, targets in ((agent, agents), (engine, engines)):
+        started, cpu = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(phase(e) for e in targets), return_exceptions=True)
         failed += sum(1 for r in results if isinstance(r, BaseException))
+        if phases is not None:
+            phases.append(((time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000))
     return failed
 
 
@@ -504,8 +509,35 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float = BUDGET_S) -> dict[str, Any]:
-    """One configuration: a fresh helper, one warm-up read, ``reps`` timed reads."""
+async def one_shot(name: str, agents: Sequence[Endpoint], engines: Sequence[Endpoint], ports: set[int],
+                   reads: int) -> dict[str, Any]:
+    """``reads`` reads each with a client of its own, closed after it: what a reader gets whose
+    event loop lasts one read (the synchronous callers' ``asyncio.run`` per read), so nothing
+    is kept between reads. Its wall and CPU per read, and the sockets each read leaves in
+    TIME_WAIT on the client's side (on the reader's machine) and on the servers' (the hosts)."""
+    await asyncio.sleep(0.2)  # the kept-alive client's own closing settles first
+    earlier = tcp_table(ports)[1]
+    walls, cpus = [], []
+    for _ in range(reads):
+        started, cpu = time.perf_counter(), time.process_time()
+        client = transport(name)
+        try:
+            await read_pool(client, agents, engines)
+        finally:
+            await client.close()
+        cpus.append((time.process_time() - cpu) * 1000)
+        walls.append((time.perf_counter() - started) * 1000)
+    await asyncio.sleep(0.2)
+    left = sockets(ports, earlier)
+    return {"oneshot_ms": round(statistics.median(walls), 2), "oneshot_cpu_ms": round(statistics.median(cpus), 2),
+            "oneshot_time_wait_client_side": round(left["time_wait_client_side"] / reads, 1),
+            "oneshot_time_wait_server_side": round(left["time_wait_server_side"] / reads, 1)}
+
+
+def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float = BUDGET_S,
+            oneshot: int = 0) -> dict[str, Any]:
+    """One configuration: a fresh helper, one warm-up read, ``reps`` timed reads (then ``oneshot``
+    reads with a client each, see :func:`one_shot`)."""
     helper = Helper(hosts, pki)
     with helper as ports:
         contexts = Contexts.made(pki) if pki else None
@@ -521,21 +553,27 @@ def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float =
                 first_ms = (time.perf_counter() - started) * 1000
                 walls: list[float] = []
                 cpus: list[float] = []
+                phases: list[tuple[float, float]] = []
                 server_before = helper.cpu_s()
                 deadline = time.monotonic() + budget_s
                 while len(walls) < reps and (len(walls) < MIN_REPS or time.monotonic() < deadline):
                     started, cpu = time.perf_counter(), time.process_time()
-                    failed += await read_pool(client, agents, engines)
+                    failed += await read_pool(client, agents, engines, phases)
                     cpus.append((time.process_time() - cpu) * 1000)
                     walls.append((time.perf_counter() - started) * 1000)
                 server_ms = (helper.cpu_s() - server_before) * 1000 / len(walls)
                 held = sockets(port_set, earlier)
             finally:
                 await client.close()
-            return {"transport": name, "tls": pki is not None, "hosts": hosts, "reps": len(walls),
+            once = await one_shot(name, agents, engines, port_set, oneshot) if oneshot else {}
+            return {**once, "transport": name, "tls": pki is not None, "hosts": hosts, "reps": len(walls),
                     "p50_ms": round(percentile(walls, 50), 2), "p95_ms": round(percentile(walls, 95), 2),
                     "cpu_ms": round(statistics.median(cpus), 2), "server_cpu_ms": round(server_ms, 2),
                     "first_read_ms": round(first_ms, 2), **held, "errors": failed,
+                    "agents_p50_ms": round(percentile([w for w, _ in phases[0::2]], 50), 2),
+                    "agents_cpu_ms": round(statistics.median(c for _, c in phases[0::2]), 2),
+                    "engines_p50_ms": round(percentile([w for w, _ in phases[1::2]], 50), 2),
+                    "engines_cpu_ms": round(statistics.median(c for _, c in phases[1::2]), 2),
                     "load_avg_1m": os.getloadavg()[0]}
 
         return asyncio.run(run())
@@ -595,11 +633,16 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: first[k] for k in ("transport", "tls", "hosts")}
     out["reps"] = min(r["reps"] for r in runs)
     for key in ("p50_ms", "p95_ms", "cpu_ms", "server_cpu_ms", "first_read_ms", "open_sockets", "time_wait",
-                "time_wait_server_side", "time_wait_client_side"):
-        out[key] = round(statistics.median(r[key] for r in runs), 2)
+                "time_wait_server_side", "time_wait_client_side", "agents_p50_ms", "agents_cpu_ms", "engines_p50_ms",
+                "engines_cpu_ms", "oneshot_ms", "oneshot_cpu_ms", "oneshot_time_wait_client_side",
+                "oneshot_time_wait_server_side"):
+        if any(key in r for r in runs):  # runs of an earlier version of this file lack the phases
+            out[key] = round(statistics.median(r[key] for r in runs if key in r), 2)
     out["errors"] = sum(r["errors"] for r in runs)
     out["p50_ms_by_round"] = [r["p50_ms"] for r in runs]
     out["cpu_ms_by_round"] = [r["cpu_ms"] for r in runs]
+    for key in ("agents_p50_ms", "engines_p50_ms"):
+        out[f"{key}_by_round"] = [r.get(key) for r in runs]
     out["reps_by_round"] = [r["reps"] for r in runs]
     out["load_avg_1m_by_round"] = [round(r["load_avg_1m"], 2) for r in runs]
     return out
@@ -621,8 +664,10 @@ def decisions(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 r = by.get((name, tls, hosts))
                 if not r:
                     continue
-                for figure, key in (("wall", "p50_ms_by_round"), ("cpu", "cpu_ms_by_round")):
-                    ratios = [a / h for a, h in zip(base[key], r[key]) if h]
+                for figure, key in (("wall", "p50_ms_by_round"), ("cpu", "cpu_ms_by_round"),
+                                    ("agents_wall", "agents_p50_ms_by_round"),
+                                    ("engines_wall", "engines_p50_ms_by_round")):
+                    ratios = [a / h for a, h in zip(base.get(key, []), r.get(key, [])) if a and h]
                     if ratios:
                         entry[f"{name}_speedup_{figure}"] = round(statistics.median(ratios), 2)
                         entry[f"{name}_speedup_{figure}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
@@ -647,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help=f"stop timed reads of a configuration after this long, at least {MIN_REPS} reads "
                              f"(default {BUDGET_S:g})")
+    parser.add_argument("--oneshot", type=int, default=0, metavar="N",
+                        help="also time N reads with a client each, closed after it (default 0)")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="default: all")
     parser.add_argument("--tls", choices=("both", "plain", "tls"), default="both")
     parser.add_argument("--no-unix", action="store_true", help="skip the unix-socket engine")
@@ -681,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name in order:
                         if hosts >= 500:
                             wait_for_time_wait(131_072 - 4 * hosts * (reps + 1))
-                        row = measure(name, hosts, pki if tls else None, reps, args.budget_s)
+                        row = measure(name, hosts, pki if tls else None, reps, args.budget_s, args.oneshot)
                         results.setdefault((name, tls, hosts), []).append(row)
                         print(f"  round {round_ + 1}: {name:<8} {'tls' if tls else 'plain':<5} {hosts:>5} hosts "
                               f"p50 {row['p50_ms']:8.2f} ms  cpu {row['cpu_ms']:8.2f} ms  "
@@ -717,14 +764,23 @@ def report(results: Mapping[tuple[str, bool, int], list[dict[str, Any]]], unix: 
     rounds = max(len(runs) for runs in results.values()) if results else 0
     took = "" if took_s is None else f"; took {took_s:.0f} s"
     print(f"\n{len(os.sched_getaffinity(0))} CPUs; medians over up to {rounds} round(s); wall and CPU per full read "
-          f"(agents + one engine list per host){took}")
+          f"(agents + one engine list per host; agents, engines: p50 of each phase){took}")
     print(f"{'transport':<9} {'tls':<5} {'hosts':>5} {'reps':>4} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms':>8} "
-          f"{'srv cpu':>8} {'1st ms':>8} {'open':>5} {'TW':>6} {'err':>4}  p50 by round")
+          f"{'agents':>8} {'engines':>8} {'srv cpu':>8} {'1st ms':>8} {'open':>5} {'TW':>6} {'err':>4}  p50 by round")
     for r in rows:
         print(f"{r['transport']:<9} {'tls' if r['tls'] else 'plain':<5} {r['hosts']:>5} {r['reps']:>4} "
-              f"{r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['cpu_ms']:>8.2f} {r['server_cpu_ms']:>8.2f} "
+              f"{r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['cpu_ms']:>8.2f} {r.get('agents_p50_ms', math.nan):>8.2f} "
+              f"{r.get('engines_p50_ms', math.nan):>8.2f} {r['server_cpu_ms']:>8.2f} "
               f"{r['first_read_ms']:>8.2f} {r['open_sockets']:>5.0f} {r['time_wait']:>6.0f} {r['errors']:>4}  "
               f"{r['p50_ms_by_round']}")
+    if any("oneshot_ms" in r for r in rows):
+        print("\none-shot reads (a client per read, closed after it; TW: sockets each read leaves in TIME_WAIT):")
+        print(f"{'transport':<9} {'tls':<5} {'hosts':>5} {'ms':>8} {'cpu ms':>8} {'TW reader':>9} {'TW hosts':>9}")
+        for r in rows:
+            if "oneshot_ms" in r:
+                print(f"{r['transport']:<9} {'tls' if r['tls'] else 'plain':<5} {r['hosts']:>5} {r['oneshot_ms']:>8.2f} "
+                      f"{r['oneshot_cpu_ms']:>8.2f} {r['oneshot_time_wait_client_side']:>9.0f} "
+                      f"{r['oneshot_time_wait_server_side']:>9.0f}")
     unix_rows = []
     for name, runs in unix.items():
         unix_rows.append({"transport": name, "requests": runs[0]["requests"],
@@ -740,7 +796,8 @@ def report(results: Mapping[tuple[str, bool, int], list[dict[str, Any]]], unix: 
           f"the hand-written only at >= {SPEEDUP_TO_KEEP}x):")
     for d in verdicts:
         line = "".join(
-            f"  {n} {d[f'{n}_speedup_wall']}x {d[f'{n}_speedup_wall_range']} (cpu {d[f'{n}_speedup_cpu']}x)"
+            f"  {n} {d[f'{n}_speedup_wall']}x {d[f'{n}_speedup_wall_range']} (cpu {d[f'{n}_speedup_cpu']}x, "
+            f"agents {d.get(f'{n}_speedup_agents_wall')}x, engines {d.get(f'{n}_speedup_engines_wall')}x)"
             for n in ("http10", "http11") if f"{n}_speedup_wall" in d)
         print(f"  {d['hosts']:>5} hosts {'tls' if d['tls'] else 'plain':<5}{line}  -> "
               f"{'a hand-written reader' if d['keep_hand_written'] else 'aiohttp'}")
