@@ -20,23 +20,28 @@ One helper process serves every host, an agent-like and an engine-like listener 
 loopback ports of their own, with answers rendered once: an HTTP/1.0 request gets a
 close-delimited answer (the server closes, as today); an HTTP/1.1 request is kept alive, the
 agent's answer carrying a Content-Length and the engine's, like Go's net/http, a Content-Length
-up to 2048 bytes and chunked encoding above. Each configuration gets a fresh helper, so fresh
-ports: connections in TIME_WAIT from an earlier configuration never meet a later one.
+up to 2048 bytes and chunked encoding above (as dockerd does). Each configuration gets a fresh
+helper, so fresh ports; sockets in TIME_WAIT that an earlier configuration left on a port the
+kernel hands out again are not counted.
 
 Per configuration: p50 and p95 wall time of one full read (all agents, then one container list
-per engine), the reader's CPU per read (process time), the helper's CPU per read (the servers'
-side; all hosts share one core here, where a real pool has a machine per host), the first read
-(in which the kept-alive transports connect; it is not timed), and after the timed reads, the
-client's open sockets and the sockets in TIME_WAIT on the helper's ports (``/proc/net/tcp``).
-Every configuration runs ``--rounds`` times (default 2, in alternating order) and the summary is
-the median over rounds. Beside the pool, one engine on a unix socket is read 300 times in a
-row per transport (``unix``: per-request wall time and CPU).
+per engine) and the p50 of each phase, the reader's CPU per read (process time), the helper's
+CPU per read (the servers' side; all hosts share one core here, where a real pool has a machine
+per host), the first read (in which the kept-alive transports connect; it is not timed), and
+after the timed reads, the client's open sockets and the sockets in TIME_WAIT on the helper's
+ports (``/proc/net/tcp``). With ``--oneshot N``, also N reads with a client each, closed after
+it (what a caller whose event loop lasts one read gets). Every configuration runs ``--rounds``
+times (default 2, in alternating order); the summary is the median over rounds, and each
+hand-written reader's speed-up over aiohttp the median of the ratios within a round. Beside the
+pool, one engine on a unix socket (the helper's, or a real one with ``--unix-engine``) is read
+300 times in a row per transport: per-request wall time and CPU.
 
     python -m bench.transport [--hosts 100,1000] [--reps N] [--rounds R] [--smoke] [--json PATH]
     python -m bench.transport --merge A.json B.json ... [--json PATH]   # several runs' rounds pooled
 
-Default reps: 30 reads at 100 hosts, 15 at 1000 (after one warm-up read). ``--smoke``: 5 hosts,
-2 reps, one round.
+Default reps: 30 reads at 100 hosts, 15 at 1000 (after one warm-up read), within ``--budget-s``
+(20 s; at least 5 reads). ``--smoke``: 5 hosts, 2 reps, one round. Figures and the decision:
+docs/transport.md.
 """
 
 from __future__ import annotations
