@@ -34,7 +34,11 @@ build_trainer() {
   local base
   base=$(trainer_base)
   echo "build.sh: $TRAINER from $base" >&2
-  docker build -q --build-arg BASE="$base" -t "$TRAINER" "$here/trainer" >/dev/null
+  # The bootstrapped base has everything the trainer needs, so its build needs no network (and
+  # does not depend on the engine's bridge); a registry's base installs packages over the network.
+  local network=()
+  [ "$base" = "$LOCAL_BASE" ] && network=(--network none)
+  docker build -q "${network[@]}" --build-arg BASE="$base" -t "$TRAINER" "$here/trainer" >/dev/null
 }
 
 build_testbox() {
@@ -47,7 +51,7 @@ build_testbox() {
   trap 'rm -rf "$ctx"' RETURN
   cp "$here/testbox/Dockerfile" "$ctx/" && cp "$bb" "$ctx/busybox"
   echo "build.sh: $TESTBOX" >&2
-  docker build -q -t "$TESTBOX" "$ctx" >/dev/null
+  docker build -q --network none -t "$TESTBOX" "$ctx" >/dev/null
 }
 
 # Save each image where the test suite's private engines load it from (tools/dockerd.py).
