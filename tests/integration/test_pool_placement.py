@@ -168,7 +168,7 @@ def test_kill_frees_the_gpus(
 
     worker = threading.Thread(target=target)
     worker.start()
-    assert task_log.wait_for("started", timeout=30) is not None
+    task_log.wait_for("started", timeout=30)
     assert claimed_gpus(cluster.engines["pool_a"]) == 4
     with pytest.raises(NoFit, match="pool_a: gpu free 0 of 4 < 4"):
         reserve(PlacementRequest(gpus=4))

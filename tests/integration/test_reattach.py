@@ -23,7 +23,7 @@ import pytest
 from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import LABEL_PREFIX, task_labels
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
@@ -76,11 +76,12 @@ def first_try_ended(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", s
     proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, script, ti.run_id, host, airflow_says],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.monotonic() + 60
-        while not list(archive_dir(ti, 1).glob("chunk-*.log")) and time.monotonic() < deadline:
+
+        def chunks() -> list[Path]:
             assert proc.poll() is None, "the first try ended by itself"
-            time.sleep(0.1)
-        assert list(archive_dir(ti, 1).glob("chunk-*.log")), "the first try archived nothing in 60 s"
+            return list(archive_dir(ti, 1).glob("chunk-*.log"))
+
+        eventually(chunks, 60, interval_s=0.1, what="a chunk archived by the first try")
         [left] = engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}", f"{LABEL_PREFIX}.try_number=1",
                                    f"{LABEL_PREFIX}.managed=true")
     finally:

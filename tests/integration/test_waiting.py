@@ -33,7 +33,7 @@ from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
@@ -187,10 +187,7 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
     waiting = threading.Thread(target=lambda: result.update(run_trigger(trigger)))
     waiting.start()
     try:
-        deadline = time.monotonic() + 30
-        while not labelled(pool.engine, HOLD_LABEL) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert labelled(pool.engine, HOLD_LABEL), "the due waiter did not hold the host"
+        eventually(lambda: labelled(pool.engine, HOLD_LABEL), 30, what="the due waiter's hold on the host")
         with pytest.raises(NoFit, match="held for big.train r1"):
             reserve(1)
         with pytest.raises(NoFit, match="held for big.train r1"):
