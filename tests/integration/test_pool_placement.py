@@ -33,7 +33,7 @@ from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved, place_and_reserve, release
 from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
@@ -353,7 +353,9 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
     assert sorted(claims(cluster.engines["pool_b"])) == sorted(orphaned)
     with pytest.raises(NoFit, match="pool_b: gpu free 0 of 2 < 2"):
         reserve(PlacementRequest(gpus=2, gpu_model="T4"))  # within the grace period: still held
-    time.sleep(1.2)
+    [claim] = [c for c in map(parse_claim, cluster.engines["pool_b"].containers(f"{CLAIM_LABEL}=true")) if c]
+    eventually(lambda: time.time() - claim.created > 1.0, 5, interval_s=0.05,
+               what="the orphaned claim older than the reader's grace of 1 s")
     hosts = resolve_pool(POOL, BaseHook.get_connection)
     asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []
