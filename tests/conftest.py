@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 import structlog
@@ -96,7 +96,7 @@ def settled(look: Callable[[], list[T]], timeout_s: float = 15.0) -> list[T]:
     try:
         return eventually(look, timeout_s, what="nothing left", until=lambda found: not found)
     except NotWithin as late:
-        return late.last  # type: ignore[no-any-return]
+        return cast("list[T]", late.last)
 
 
 @pytest.fixture

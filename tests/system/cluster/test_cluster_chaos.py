@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -142,7 +142,7 @@ def containers_of(events: EngineEvents, run_id: str, timeout: float = 30) -> lis
         return eventually(lambda: events.of_run(run_id), timeout, interval_s=0.5, what="every task container died",
                           until=lambda seen: all(s.die_ns is not None for s in seen))
     except NotWithin as late:
-        return late.last  # type: ignore[no-any-return]
+        return cast("list[Started]", late.last)
 
 
 def died_before(started: Started, iso_time: str) -> bool:
