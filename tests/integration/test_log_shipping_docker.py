@@ -19,25 +19,16 @@ from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.links import ContainerLogLink
 from provider.errors import ContainerFailed
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.integration.conftest import define_host, sh
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 
 def op_for(host: str = "it_host", **kwargs: Any) -> GpuDockerOperator:
     kwargs.setdefault("image", TESTBOX_IMAGE)
     kwargs.setdefault("pull", "never")
     return GpuDockerOperator(task_id="train", host=host, **kwargs)
-
-
-def sh(script: str) -> list[str]:
-    return ["sh", "-c", script]
 
 
 def archive_dir(out_or_url: dict[str, Any] | str) -> Path:
@@ -186,7 +177,7 @@ def run_through_restart(
 ) -> tuple[GpuDockerOperator, dict[str, Any], list[BaseException]]:
     """Run ``script`` on ``engine``, restart the engine once line 300 is logged, wait for the end."""
     engine.load(TESTBOX_IMAGE)
-    monkeypatch.setenv("AIRFLOW_CONN_RS_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}))
+    define_host(monkeypatch, "rs_host", engine.url)
     op = op_for(host="rs_host", command=sh(script))
     out: dict[str, Any] = {}
     errors: list[BaseException] = []

@@ -11,7 +11,6 @@ as its look-up.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -32,7 +31,7 @@ from tests.conftest import FakeTI, eventually
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 FIRST_TRY = """
 import sys
@@ -43,12 +42,6 @@ op = GpuDockerOperator(task_id="train", host="it_host", image=sys.argv[1], pull=
 op.execute({"ti": FakeTI(run_id=sys.argv[2], try_number=1)})
 """
 STATES = {"failed": "failed", "running": "running", "retry": "up_for_retry"}
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
 
 
 def of_run(engine: PrivateDockerd, run_id: str, *labels: str) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -68,12 +69,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             stop_agent(agent.process)
         for engine in c.engines.values():
             engine.stop()
-
-
-def define_host(monkeypatch: pytest.MonkeyPatch, name: str, docker_url: str, agent_url: str | None) -> None:
-    extra = {"agent_url": agent_url} if agent_url else {}
-    conn = {"conn_type": "gpu_docker_host", "host": docker_url, "extra": extra}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(conn))
 
 
 @pytest.fixture(autouse=True)

@@ -24,10 +24,11 @@ from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import LABEL_PREFIX, task_labels
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 LINES = 160
 COUNT = f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo $i; sleep 0.05; done"
@@ -47,12 +48,6 @@ try:
 except HandedOver:
     sys.exit({HANDED_OVER})
 """
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
 
 
 def archive_dir(ti: FakeTI, attempt: int) -> Path:
@@ -177,7 +172,7 @@ def test_a_container_its_engine_killed_on_restart_is_not_adopted_the_retry_train
 ) -> None:
     with PrivateDockerd("rr") as engine:  # no live-restore: a restart stops its containers
         engine.load(TESTBOX_IMAGE)
-        monkeypatch.setenv("AIRFLOW_CONN_RR_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}))
+        define_host(monkeypatch, "rr_host", engine.url)
         left = first_try_killed(engine, ti, host="rr_host", script="trap 'exit 143' TERM; " + COUNT.replace(
             f"-lt {LINES}", "-lt 100000"))  # still running when the engine stops it
         engine.restart()  # its event history goes with it: count what is created from here on

@@ -8,7 +8,6 @@ claim and hold is created here and removed by id/pid.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -66,8 +66,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 
 @pytest.fixture(autouse=True)
 def connection(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    conn = {"conn_type": "gpu_docker_host", "host": pool.engine.url, "extra": {"agent_url": pool.agent.url}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST.upper()}", json.dumps(conn))
+    define_host(monkeypatch, HOST, pool.engine.url, pool.agent.url)
     yield
     assert labelled(pool.engine, CLAIM_LABEL) == [], "a test left a reservation behind"
     assert labelled(pool.engine, HOLD_LABEL) == [], "a test left a hold behind"
