@@ -45,6 +45,7 @@ from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, AirflowRest, venv_env
 from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
+from tools.polling import eventually
 from tools.processes import Processes
 
 API_PORT = 8080
@@ -294,14 +295,16 @@ class Cluster:
 
     def _wait_workers(self, timeout: float) -> None:
         """Wait until each worker's Celery consumer says it is ready."""
-        deadline = time.monotonic() + timeout
         waiting = set(self.workers)
-        while waiting and time.monotonic() < deadline:
+
+        def not_ready() -> list[str]:
             self.procs.check_alive()
-            waiting = {w for w in waiting if f"celery@{w} ready" not in self.procs.log_tail(f"worker-{w}", 400)}
-            time.sleep(0.5)
-        if waiting:
-            raise TimeoutError(f"Celery workers {sorted(waiting)} not ready within {timeout} s; see {self.procs.log_dir}")
+            waiting.difference_update(w for w in list(waiting)
+                                      if f"celery@{w} ready" in self.procs.log_tail(f"worker-{w}", 400))
+            return sorted(waiting)
+
+        eventually(not_ready, timeout, interval_s=0.5, what=f"Celery workers ready (see {self.procs.log_dir}); not yet",
+                   until=lambda left: not left)
 
     # -- use ------------------------------------------------------------------------------
     def describe(self) -> str:
