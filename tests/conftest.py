@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 import structlog
 
-from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.dockerd import REPO, TESTBOX_IMAGE, PrivateDockerd
 from tools.polling import NotWithin, eventually
 
 __all__ = ["NotWithin", "eventually"]
@@ -129,3 +133,16 @@ def archived_stdout(objects: dict[str, bytes]) -> list[bytes]:
     in order; see provider/logs/archive.py for the record format."""
     chunks = [v for k, v in sorted(objects.items()) if k.rsplit("/", 1)[-1].startswith("chunk-")]
     return [r.split(b" ", 2)[2] for r in b"".join(chunks).splitlines() if r.split(b" ", 2)[1] == b"stdout"]
+
+
+def run_bench(name: str, *args: str, tmp_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run ``python -m bench.<name> *args --json FILE`` from the repository as a user does and
+    return the JSON it wrote. A bench exits 1 when a bar it checks is not met on this machine,
+    which a smoke run does not judge; a crash (a traceback) or no JSON fails."""
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *args, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s)
+    said = f"bench/{name}.py exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode in (0, 1) and "Traceback (most recent call last)" not in proc.stderr, said
+    assert out.exists(), said
+    return dict(json.loads(out.read_text()))
