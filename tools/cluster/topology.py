@@ -45,7 +45,7 @@ from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, AirflowRest, venv_env
 from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
-from tools.polling import eventually
+from tools.polling import NotWithin, eventually
 from tools.processes import Processes
 
 API_PORT = 8080
@@ -282,15 +282,21 @@ class Cluster:
         self.procs.restart(name)
         self.api.wait_healthy(timeout, self.procs.check_alive)
         key = HEARTBEAT_KEYS.get(name)
-        while key is not None:
-            beat = self.api.request("GET", "/api/v2/monitor/health", auth=False)[key][f"latest_{key}_heartbeat"]
-            if beat and datetime.fromisoformat(beat) > since:
-                break
-            if time.monotonic() - began > timeout:
+        if key is not None:
+
+            def beat_since() -> bool:
+                beat = self.api.request("GET", "/api/v2/monitor/health", auth=False)[key][f"latest_{key}_heartbeat"]
+                if beat and datetime.fromisoformat(beat) > since:
+                    return True
+                self.procs.check_alive()
+                return False
+
+            try:
+                eventually(beat_since, timeout - (time.monotonic() - began), interval_s=0.5,
+                           what=f"{name} heartbeating after its restart")
+            except NotWithin:
                 raise TimeoutError(f"{name} did not heartbeat within {timeout} s of its restart; "
-                                   f"{self.procs.log_path(name)} ends:\n{self.procs.log_tail(name)}")
-            self.procs.check_alive()
-            time.sleep(0.5)
+                                   f"{self.procs.log_path(name)} ends:\n{self.procs.log_tail(name)}") from None
         return time.monotonic() - began
 
     def _wait_workers(self, timeout: float) -> None:
