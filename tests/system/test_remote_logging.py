@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tools.local_airflow import LocalAirflow
 
 pytestmark = pytest.mark.system
