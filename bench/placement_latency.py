@@ -113,7 +113,7 @@ def engine_documents(index: int, rng: random.Random) -> tuple[bytes, bytes, byte
     listed: list[dict[str, object]] = []
     for n in range(min(count, rng.randrange(4))):
         owner = f"owner{index}x{n}"
-        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), {})
+        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), None)
         listed.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
                        "Labels": labels})
         listed.append({"Id": f"{index:08x}{n + 8:056x}", "Names": [f"/task-{index}-{n}"], "State": "running",

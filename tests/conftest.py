@@ -1,4 +1,4 @@
-"""Shared fixtures: private Docker engines, captured task logs, a task-instance identity; and
+"""Shared fixtures: private Docker engines, captured task logs, a stand-in task instance; and
 :func:`eventually`, the one way a test waits for a condition."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -22,7 +22,10 @@ from tools.polling import NotWithin, eventually
 __all__ = ["NotWithin", "eventually"]
 
 if TYPE_CHECKING:
+    from provider.clients.hosts import HostConfig
     from provider.operators.gpu_docker import GpuDockerOperator
+    from provider.reservations.placement import Reserved
+    from provider.scheduling.model import PlacementRequest
 
 T = TypeVar("T")
 
@@ -69,7 +72,7 @@ def task_log() -> Iterator[TaskLog]:
 
 @dataclass
 class FakeTI:
-    """The identity fields a task instance gives the operator (no Airflow needed)."""
+    """The fields a task instance gives the operator (no Airflow needed)."""
 
     dag_id: str = "it_dag"
     task_id: str = "train"
@@ -125,7 +128,7 @@ def marked_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     """``on_kill`` called here, outside a task process, hears what the api-server says of a task
     somebody marked failed: a kill (provider/operators/interrupt.py; the real answer is in the
     system tests)."""
-    monkeypatch.setattr("provider.operators.gpu_docker.airflow_state", lambda identity: "failed")
+    monkeypatch.setattr("provider.operators.gpu_docker.airflow_state", lambda task: "failed")
 
 
 def archived_stdout(objects: dict[str, bytes]) -> list[bytes]:
@@ -133,6 +136,24 @@ def archived_stdout(objects: dict[str, bytes]) -> list[bytes]:
     in order; see provider/logs/archive.py for the record format."""
     chunks = [v for k, v in sorted(objects.items()) if k.rsplit("/", 1)[-1].startswith("chunk-")]
     return [r.split(b" ", 2)[2] for r in b"".join(chunks).splitlines() if r.split(b" ", 2)[1] == b"stdout"]
+
+
+def reserve_now(hosts: Sequence[HostConfig], request: PlacementRequest, policy: str = "least_loaded",
+                **kwargs: Any) -> Reserved:
+    """:func:`provider.reservations.placement.place_and_reserve` from a test's synchronous code,
+    through the one synchronous boundary the operator uses too."""
+    from provider.clients.engine_sync import run_sync
+    from provider.reservations.placement import place_and_reserve
+
+    return run_sync(place_and_reserve(hosts, request, policy, **kwargs))
+
+
+def release_now(reserved: Reserved) -> None:
+    """:func:`provider.reservations.placement.release` from a test's synchronous code."""
+    from provider.clients.engine_sync import run_sync
+    from provider.reservations.placement import release
+
+    run_sync(release(reserved))
 
 
 def run_bench(name: str, *args: str, tmp_path: Path, timeout_s: float) -> dict[str, Any]:

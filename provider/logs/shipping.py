@@ -29,6 +29,7 @@ from provider.logs.lines import DEFAULT_MAX_LINE_BYTES, LineBatch, arrival_time,
 from provider.logs.rate import LiveRate
 from provider.logs.spool import Spool
 from provider.logs.task_log import DEFAULT_TAIL_LINES, LineLogger, TaskLogSink
+from provider.task_instance import TaskInstanceRef
 
 DEFAULT_LOG_ARCHIVE = "file://{AIRFLOW_HOME}/container_logs"
 GpuSamples = Callable[[], Mapping[str, Any] | None]
@@ -43,7 +44,7 @@ class ContainerOutput(Protocol):
     def log_frames(self, container_id: str, follow: bool) -> Iterable[tuple[int, bytes]]: ...
 
 
-def archive_prefix(base: str, conn_id: str | None, identity: Mapping[str, Any]) -> ObjectStoragePath:
+def archive_prefix(base: str, conn_id: str | None, task: TaskInstanceRef) -> ObjectStoragePath:
     """Where one task attempt's container log goes, laid out like Airflow's own task logs."""
     if "://" not in base:
         raise ValueError(
@@ -51,10 +52,10 @@ def archive_prefix(base: str, conn_id: str | None, identity: Mapping[str, Any]) 
             "s3://CONN_ID@bucket/prefix (or None for no archive)."
         )
     root = ObjectStoragePath(base.replace("{AIRFLOW_HOME}", get_airflow_home()), conn_id=conn_id)
-    parts = [f"dag_id={identity['dag_id']}", f"run_id={identity['run_id']}", f"task_id={identity['task_id']}"]
-    if identity.get("map_index", -1) >= 0:
-        parts.append(f"map_index={identity['map_index']}")
-    parts.append(f"attempt={identity['try_number']}")
+    parts = [f"dag_id={task.dag_id}", f"run_id={task.run_id}", f"task_id={task.task_id}"]
+    if task.map_index >= 0:
+        parts.append(f"map_index={task.map_index}")
+    parts.append(f"attempt={task.try_number}")
     return root.joinpath(*parts)
 
 
@@ -78,10 +79,10 @@ class LogShipping:
 
     :param log: the task logger (structlog in a task).
     :param archive: prefix URL of the archive (``{AIRFLOW_HOME}`` is expanded), or None.
-    :param identity: dag_id, run_id, task_id, map_index, try_number: the archive's sub-path.
+    :param task: the task instance and try whose archive this is: the archive's sub-path.
     :param live_rate: lines per second into the task log; None shows every line.
     :param carry_on: the container was started by an earlier try, which archived part of its
-        output under ``identity``: continue that archive and ship only what follows it.
+        output under ``task``: continue that archive and ship only what follows it.
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class LogShipping:
         log: LineLogger,
         *,
         archive: str | None,
-        identity: Mapping[str, Any],
+        task: TaskInstanceRef,
         archive_conn_id: str | None = None,
         live_rate: float | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -113,7 +114,7 @@ class LogShipping:
         if archive is not None:
             spool = Spool(spool_root or default_spool_root())
             self.archive = ChunkedArchive(
-                archive_prefix(archive, archive_conn_id, identity), spool, log,
+                archive_prefix(archive, archive_conn_id, task), spool, log,
                 chunk_s=chunk_s, chunk_bytes=chunk_bytes, gpu_samples=gpu_samples,
             )
             if carry_on:  # an adopted container: go on after what the earlier try archived

@@ -188,12 +188,12 @@ def _parse_mount(text: str) -> dict[str, Any]:
     parts = text.split(":") if isinstance(text, str) else []
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
         raise SpecError(
-            f"mount {text!r} must read 'SOURCE:/container/path[:ro]' with SOURCE an absolute host "
+            f"mounts entry {text!r} must read 'SOURCE:/container/path[:ro]' with SOURCE an absolute host "
             "path or a volume name."
         )
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
-        raise SpecError(f"mount {text!r}: mode must be 'ro' or 'rw', got {mode!r}.")
+        raise SpecError(f"mounts entry {text!r}: mode must be 'ro' or 'rw', got {mode!r}.")
     kind = "bind" if parts[0].startswith("/") else "volume"
     return {"Type": kind, "Source": parts[0], "Target": parts[1], "ReadOnly": mode == "ro"}
 

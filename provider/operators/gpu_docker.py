@@ -19,7 +19,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime, SpecError
+from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime
 from provider.clients.agent import gpu_sample
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
@@ -30,27 +30,21 @@ from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
 from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
 from provider.logs.task_log import DEFAULT_TAIL_LINES
-from provider.operators.container_spec import (
-    DEFAULT_RESULT_PATH,
-    ContainerSpec,
-    build_spec,
-    create_body,
-    gpu_count,
-)
+from provider.operators.arguments import ARGUMENT_NAMES, Arguments, check_arguments
+from provider.operators.container_spec import DEFAULT_RESULT_PATH, create_body
 from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
-from provider.operators.run_to_end import Running, earlier_try, run_to_end, ti_identity
-from provider.reservations.labels import OWNER_LABEL, task_labels
+from provider.operators.run_to_end import Running, earlier_try, run_to_end
+from provider.reservations.labels import OWNER_LABEL
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.room import advice
 from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
-from provider.scheduling.model import MILLI_PER_GPU, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
-from provider.scheduling.policy_names import check_placement_policy
 from provider.scheduling.waiting import Waiter
+from provider.task_instance import TaskInstanceRef
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
 
-_PULL_POLICIES = ("missing", "always", "never")
 DEFER_MARGIN_S = 60.0
 """Airflow's own deferral timeout is a backstop past the trigger's deadline, whose event
 carries the better message (every host's reasons)."""
@@ -156,15 +150,13 @@ class GpuDockerOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if pull not in _PULL_POLICIES:
-            raise SpecError(f"pull={pull!r}; use one of {', '.join(_PULL_POLICIES)}.")
         self.image = image
         self.command = command
         self.entrypoint = entrypoint
         self.user = user
         self.working_dir = working_dir
-        self.environment = dict(environment or {})
-        self.mounts = list(mounts)
+        self.environment = environment
+        self.mounts = mounts
         self.gpus = gpus
         self.cpus = cpus
         self.mem_limit = mem_limit
@@ -176,7 +168,7 @@ class GpuDockerOperator(BaseOperator):
         self.gpu_milli = gpu_milli
         self.gpu_memory_mb = gpu_memory_mb
         self.gpu_model = gpu_model
-        self.required_labels = dict(required_labels or {})
+        self.required_labels = required_labels
         self.pull = pull
         self.docker_conn_id = docker_conn_id
         self.pull_penalty_per_gb = pull_penalty_per_gb
@@ -191,19 +183,18 @@ class GpuDockerOperator(BaseOperator):
         self.log_chunk_bytes = log_chunk_bytes
         self.wait_for_resources = wait_for_resources
         self.deferrable = deferrable
-        self.wait_timeout_s = wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else float(wait_timeout)
+        self.wait_timeout = wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else wait_timeout
         self.poll_interval = poll_interval
         self.hold_after_s = hold_after_s
         self.reattach = reattach
-        if self.wait_timeout_s <= 0 or poll_interval <= 0:
-            raise SpecError(f"wait_timeout and poll_interval must be > 0, got {wait_timeout!r}, {poll_interval!r}.")
         self.log_archive_url: str | None = None  # for ContainerLogLink
         # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
         self._running: tuple[GpuDockerHook, str] | None = None
         self._reserved: Reserved | None = None
         self._waiting: tuple[Sequence[HostConfig], str] | None = None  # the pool and owner of a waiter's holds
-        self._identity: Mapping[str, Any] = {}  # the task instance a followed container belongs to
+        self._task: TaskInstanceRef | None = None  # the task instance a followed container belongs to
+        self._args: Arguments | None = None  # the checked arguments of the run in progress
         self._finished: tuple[GpuDockerHook, str] | None = None  # exited 0, removed once Airflow recorded it
         self.on_success_callback = [*self.on_success_callback, remove_finished]
 
@@ -215,16 +206,16 @@ class GpuDockerOperator(BaseOperator):
         return self._execute(context, waiter=waiter_from_event(event, self.log))
 
     def _execute(self, context: Context, waiter: Waiter | None) -> dict[str, Any]:
-        spec = self._spec()
-        gpus = gpu_count(self.gpus)
-        identity = ti_identity(context)
-        hosts = resolve_pool(self.gpu_pool if self.gpu_pool is not None else self.host, BaseHook.get_connection)
+        args = self._args = self._checked()
+        spec = args.spec
+        task = TaskInstanceRef.of(context["ti"])
+        hosts = resolve_pool(args.pool, BaseHook.get_connection)
         if waiter is None:  # a try resumed from waiting for room never started a container
-            adopted = earlier_try(hosts, identity, spec, self.reattach, self.stop_grace_s, self.log)
+            adopted = earlier_try(hosts, task, spec, self.reattach, args.stop_grace_s, self.log)
             if adopted is not None:
-                return self._to_end(adopted, identity)
-        labels = task_labels(**identity)
-        target = self._reserve(hosts, gpus, spec, context, dict(labels), waiter)
+                return self._to_end(adopted, task)
+        labels = task.to_labels()
+        target = self._reserve(hosts, args, context, task, waiter)
         gpu_ids = target.placement.gpu_indices
         hook = GpuDockerHook(target.host)
         labels[OWNER_LABEL] = target.reservation.owner
@@ -232,7 +223,7 @@ class GpuDockerOperator(BaseOperator):
             "Starting %s on host %s (%s) with GPUs %s",
             spec.image, target.host.name, target.host.docker_url, list(gpu_ids) or "none",
         )
-        body = create_body(spec, gpu_ids=gpu_ids, gpu_milli=int(self.gpu_milli), labels=labels)
+        body = create_body(spec, gpu_ids=gpu_ids, gpu_milli=args.request.gpu_milli, labels=labels)
         started = datetime.now(timezone.utc)
         try:
             container_id = hook.create(body)
@@ -254,19 +245,18 @@ class GpuDockerOperator(BaseOperator):
         except BaseException:
             self._remove_and_release(hook, container_id, attached)
             raise
-        run = Running(hook, container_id, target, spec.image, spec.result_path, started, identity["try_number"],
-                      attached)
-        return self._to_end(run, identity)
+        run = Running(hook, container_id, target, spec.image, spec.result_path, started, task.try_number, attached)
+        return self._to_end(run, task)
 
-    def _to_end(self, run: Running, identity: Mapping[str, Any]) -> dict[str, Any]:
+    def _to_end(self, run: Running, task: TaskInstanceRef) -> dict[str, Any]:
         """Follow ``run`` to its result. A container that failed or was killed is removed and its
         claim released here. One that exited 0 only gives its claim back: it is removed once
         Airflow has recorded the success (:func:`remove_finished`), so a worker lost in between
         leaves it for the retry to collect instead of training again. A worker going away
         (:class:`HandedOver`) leaves container and claim to the next try."""
-        self._running, self._reserved, self._identity = (run.hook, run.container_id), run.target, identity
+        self._running, self._reserved, self._task = (run.hook, run.container_id), run.target, task
         try:
-            out = run_to_end(run, self._log_shipping({**identity, "try_number": run.started_by_try}, run))
+            out = run_to_end(run, self._log_shipping(task.at_try(run.started_by_try), run))
         except BaseException:
             if self._running is not None:  # None: ``on_kill`` removed the container or handed it over
                 self._remove_and_release(run.hook, run.container_id, run.attached)
@@ -285,67 +275,41 @@ class GpuDockerOperator(BaseOperator):
         hook.remove(container_id)
         self._release()
 
-    def _spec(self) -> ContainerSpec:
-        """Check the rendered arguments and return the container they describe.
-
-        The first step of every run, before any connection or engine is touched: template
-        fields are rendered only now, so a bad value (``placement_policy`` included) fails
-        here with its fix, not halfway through placement.
-        """
-        check_placement_policy(self.placement_policy)
-        return build_spec(
-            image=self.image,
-            command=self.command,
-            entrypoint=self.entrypoint,
-            environment=self.environment,
-            mounts=self.mounts,
-            cpus=self.cpus,
-            mem_limit=self.mem_limit,
-            shm_size=self.shm_size,
-            network_mode=self.network_mode,
-            user=self.user,
-            working_dir=self.working_dir,
-            result_path=self.result_path,
-        )
+    def _checked(self) -> Arguments:
+        """Every argument, rendered and checked: the first step of every run, before any
+        connection, engine or agent is touched, so a bad value (a template's included) fails
+        here with its fix, not halfway through placement (provider/operators/arguments.py)."""
+        return check_arguments({name: getattr(self, name) for name in ARGUMENT_NAMES})
 
     def _reserve(
-        self, hosts: Sequence[HostConfig], gpus: int, spec: ContainerSpec, context: Context,
-        identity: Mapping[str, str], waiter: Waiter | None,
+        self, hosts: Sequence[HostConfig], args: Arguments, context: Context, task: TaskInstanceRef,
+        waiter: Waiter | None,
     ) -> Reserved:
         """Place the task on the pool (``host`` alone is a pool of one) and reserve it there; the XCom
         ``placement`` says why, also when nothing fits (docs/reservations.md)."""
-        request = PlacementRequest(
-            gpus=gpus,
-            gpu_milli=self.gpu_milli,
-            gpu_memory_mb=self.gpu_memory_mb,
-            cpu_milli=round((spec.cpus or 0) * 1000),
-            memory_mb=(spec.mem_limit or 0) // (1024 * 1024),
-            gpu_model=self.gpu_model,
-            labels=self.required_labels,
-        )
-
+        request, spec = args.request, args.spec
         auth = None if self.docker_conn_id is None else registry_auth(docker_connection(self.docker_conn_id, BaseHook.get_connection))
 
         def prepare(host: HostConfig) -> None:
-            GpuDockerHook(host).ensure_image(spec.image, self.pull, auth, progress=self.log.info)
+            GpuDockerHook(host).ensure_image(spec.image, args.pull, auth, progress=self.log.info)
 
         try:
             while True:
                 if waiter is not None:
                     self._waiting = (hosts, waiter.owner)
                 try:
-                    reserved = place_and_reserve(
-                        hosts, request, self.placement_policy, image=spec.image, identity=identity, prepare=prepare,
-                        waiter=waiter, pull_penalty_per_gb=self.pull_penalty_per_gb,
-                    )
+                    reserved = run_sync(place_and_reserve(
+                        hosts, request, args.policy, image=spec.image, task=task, prepare=prepare,
+                        waiter=waiter, pull_penalty_per_gb=args.pull_penalty_per_gb,
+                    ))
                     break
                 except NoFit as exc:
-                    context["ti"].xcom_push(key="placement", value=no_fit_record(exc, self.placement_policy))
+                    context["ti"].xcom_push(key="placement", value=no_fit_record(exc, args.policy))
                     if exc.never:
                         raise
                     if not self.wait_for_resources:
                         raise exc.advised(advice(exc)) from None
-                    waiter = self._wait_for_room(hosts, request, spec.image, identity, waiter, exc)
+                    waiter = self._wait_for_room(hosts, args, task, waiter, exc)
         except TaskDeferred:
             raise  # the wait goes on in the triggerer, with the task's place in line
         except BaseException:
@@ -363,8 +327,8 @@ class GpuDockerOperator(BaseOperator):
         return reserved
 
     def _wait_for_room(
-        self, hosts: Sequence[HostConfig], request: PlacementRequest, image: str, identity: Mapping[str, str],
-        waiter: Waiter | None, no_fit: NoFit,
+        self, hosts: Sequence[HostConfig], args: Arguments, task: TaskInstanceRef, waiter: Waiter | None,
+        no_fit: NoFit,
     ) -> Waiter:
         """Wait until the request fits: deferred to the triggerer, or polling in this worker.
 
@@ -372,12 +336,12 @@ class GpuDockerOperator(BaseOperator):
         every round, so a task that loses a race for the room it waited for keeps its age.
         """
         waiter = waiter or Waiter(new_owner(), time.time())
-        deadline = waiter.since + self.wait_timeout_s
+        deadline = waiter.since + args.wait_timeout_s
         trigger = GpuAvailableTrigger(
-            hosts=[host_to_dict(h) for h in hosts], request=request_to_dict(request), policy=self.placement_policy,
-            deadline=deadline, poll_interval=self.poll_interval, wait_timeout=self.wait_timeout_s,
-            waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=self.hold_after_s,
-            image=image, identity=identity,
+            hosts=[host_to_dict(h) for h in hosts], request=request_to_dict(args.request), policy=args.policy,
+            deadline=deadline, poll_interval=args.poll_interval_s, wait_timeout=args.wait_timeout_s,
+            waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=args.hold_after_s,
+            image=args.spec.image, task=task.to_dict(),
         )
         self.log.info("No room on the pool yet, waiting up to %.0f s more: %s", deadline - time.time(), no_fit)
         if self.deferrable:
@@ -390,7 +354,7 @@ class GpuDockerOperator(BaseOperator):
         reserved, self._reserved = self._reserved, None
         if reserved is not None:
             try:
-                release(reserved)
+                run_sync(release(reserved))
             except EngineError as exc:
                 self.log.warning("Could not release the claim on %s (%s); it is reclaimed as stale within %.0f s",
                                  reserved.host.name, exc, DEFAULT_GRACE_S)
@@ -401,23 +365,24 @@ class GpuDockerOperator(BaseOperator):
         if waiting is not None:
             run_sync(lift_holds(*waiting))
 
-    def _log_shipping(self, identity: Mapping[str, Any], run: Running) -> LogShipping:
+    def _log_shipping(self, task: TaskInstanceRef, run: Running) -> LogShipping:
         """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
         their utilisation in the manifest."""
-        samples = None
+        assert self._args is not None  # checked at the start of the run
+        settings, samples = self._args.log, None
         gpu_ids, host = run.target.placement.gpu_indices, run.target.host
         if gpu_ids and host.agent_url:
             samples = functools.partial(gpu_sample, host, gpu_ids)
         shipping = LogShipping(
             self.log,
-            archive=self.log_archive,
-            identity=identity,
-            archive_conn_id=self.log_archive_conn_id,
-            live_rate=self.log_live_rate,
-            max_line_bytes=self.max_line_bytes,
-            tail_lines=self.tail_lines,
-            chunk_s=self.log_chunk_s,
-            chunk_bytes=self.log_chunk_bytes,
+            archive=settings.archive,
+            task=task,
+            archive_conn_id=settings.archive_conn_id,
+            live_rate=settings.live_rate,
+            max_line_bytes=settings.max_line_bytes,
+            tail_lines=settings.tail_lines,
+            chunk_s=settings.chunk_s,
+            chunk_bytes=settings.chunk_bytes,
             gpu_samples=samples,
             carry_on=run.reattached,
         )
@@ -428,13 +393,14 @@ class GpuDockerOperator(BaseOperator):
         """SIGTERM: a kill when Airflow says the try must end: stop and remove the container. Else
         the worker is going away: container and claim go to the next try (operators/interrupt.py)."""
         running, self._running = self._running, None
-        if running is not None and self._identity and not stopped_by_decision(airflow_state(self._identity)):
+        if running is not None and self._task is not None and not stopped_by_decision(airflow_state(self._task)):
             self._reserved = None
             raise HandedOver(running[1], running[0].host.name)
         if running is not None:
             hook, container_id = running
             # A client of its own: the interrupted main thread may be inside the other one.
-            GpuDockerHook(hook.host).stop_and_remove(container_id, grace_s=self.stop_grace_s)
+            GpuDockerHook(hook.host).stop_and_remove(
+                container_id, grace_s=self._args.stop_grace_s if self._args is not None else self.stop_grace_s)
             self.log.info("Task killed: container %s stopped and removed", container_id[:12])
         self._release()
         self._lift_holds()

@@ -12,8 +12,9 @@ decision. Any other SIGTERM is the worker going away, which must not cost hours 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
+
+from provider.task_instance import TaskInstanceRef
 
 STATE_TIMEOUT_S = 10.0
 """Seconds to wait for Airflow's answer. The question goes through the task's channel to its
@@ -25,8 +26,8 @@ def state_key(task_id: str, map_index: int) -> str:
     return task_id if map_index < 0 else f"{task_id}_{map_index}"
 
 
-def airflow_state(identity: Mapping[str, Any], timeout_s: float = STATE_TIMEOUT_S) -> str | None:
-    """The state Airflow records for the task instance of ``identity``: "" for one without a
+def airflow_state(task: TaskInstanceRef, timeout_s: float = STATE_TIMEOUT_S) -> str | None:
+    """The state Airflow records for ``task``: "" for one without a
     state (cleared); None when Airflow cannot say in ``timeout_s`` (the api-server does not
     answer, or the channel is busy)."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
@@ -36,8 +37,7 @@ def airflow_state(identity: Mapping[str, Any], timeout_s: float = STATE_TIMEOUT_
     def ask() -> None:
         try:
             answer.update(RuntimeTaskInstance.get_task_states(
-                dag_id=identity["dag_id"], task_ids=[identity["task_id"]], run_ids=[identity["run_id"]],
-                map_index=identity["map_index"],
+                dag_id=task.dag_id, task_ids=[task.task_id], run_ids=[task.run_id], map_index=task.map_index,
             ))
         except Exception:  # noqa: BLE001 - no answer is an answer: "cannot say"
             return
@@ -45,8 +45,8 @@ def airflow_state(identity: Mapping[str, Any], timeout_s: float = STATE_TIMEOUT_
     asker = threading.Thread(target=ask, name="ask-task-state", daemon=True)
     asker.start()
     asker.join(timeout_s)
-    states = answer.get(identity["run_id"]) or {}
-    key = state_key(identity["task_id"], int(identity["map_index"]))
+    states = answer.get(task.run_id) or {}
+    key = state_key(task.task_id, task.map_index)
     if key not in states:
         return None
     state = states[key]

@@ -9,14 +9,13 @@ operator, which also answers a kill.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk import Context
-
-from provider.errors import ContainerFailed, HandedOver, ReattachAmbiguous
+from provider.errors import ContainerFailed, HandedOver
+from provider.clients.engine_sync import run_sync
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
 from provider.clients.hosts import HostConfig
@@ -24,8 +23,9 @@ from provider.logs.shipping import LogShipping
 from provider.logs.task_log import LineLogger
 from provider.operators.container_spec import ContainerSpec
 from provider.operators.outcome import result_record
-from provider.reservations.adopt import adopt, discard, find_earlier, removal_reason, started_at
+from provider.reservations.adopt import started_at, take_over
 from provider.reservations.placement import Reserved
+from provider.task_instance import TaskInstanceRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +49,17 @@ class Running:
         return self.attached is None
 
 
-def earlier_try(hosts: Sequence[HostConfig], identity: Mapping[str, Any], spec: ContainerSpec, reattach: bool,
+def earlier_try(hosts: Sequence[HostConfig], task: TaskInstanceRef, spec: ContainerSpec, reattach: bool,
                 grace_s: int, log: LineLogger) -> Running | None:
     """A container an earlier try of this task left on the pool, adopted when ``reattach``
     and it runs or exited by itself (docs/failures.md); otherwise removed with its claim:
     one never started, or killed by a signal (its engine restarted), trains afresh."""
-    found = find_earlier(hosts, identity)
-    if len(found) > 1 and reattach:
-        raise ReattachAmbiguous(found)
-    for earlier in found:
-        hook = GpuDockerHook(earlier.host)
-        state = hook.state(earlier.container_id) or {}
-        why = removal_reason(state, reattach)
-        if why is None:
-            log.info("Reattaching to %s: no new placement and no new container", earlier)
-            return Running(hook, earlier.container_id, adopt(earlier), spec.image, spec.result_path,
-                           started_at(state), earlier.try_number, None)
-        log.info("Removing %s (%s) and its claim; training afresh", earlier, why)
-        discard(earlier, grace_s)
-    return None
+    adopted = run_sync(take_over(hosts, task, reattach, grace_s, log.info))
+    if adopted is None:
+        return None
+    earlier = adopted.earlier
+    return Running(GpuDockerHook(earlier.host), earlier.container_id, adopted.reserved, spec.image, spec.result_path,
+                   started_at(adopted.state), earlier.try_number, None)
 
 
 def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
@@ -109,16 +101,3 @@ def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
         started=run.started, finished=finished, log_lines=shipping.sink.lines, result=result,
     )
     return {**record, **shipped, **who}
-
-
-def ti_identity(context: Context) -> dict[str, Any]:
-    """The task instance a container belongs to: its labels, and the path of its archive."""
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return {
-        "dag_id": ti.dag_id,
-        "task_id": ti.task_id,
-        "run_id": ti.run_id,
-        "try_number": int(getattr(ti, "try_number", 1) or 1),
-        "map_index": -1 if map_index is None else int(map_index),
-    }

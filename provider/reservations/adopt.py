@@ -12,29 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from provider.errors import EngineError
+from provider.errors import EngineError, ReattachAmbiguous
 from provider.clients.engine import AsyncEngine
-from provider.clients.engine_sync import run_sync
 from provider.clients.hosts import HostConfig
-from provider.reservations.labels import (
-    DAG_ID_LABEL,
-    LOCK_LABEL,
-    MAP_INDEX_LABEL,
-    MANAGED_LABEL,
-    OWNER_LABEL,
-    RESERVATION_LABEL,
-    RUN_ID_LABEL,
-    TASK_ID_LABEL,
-    TRY_NUMBER_LABEL,
-)
+from provider.reservations.labels import LOCK_LABEL, OWNER_LABEL, RESERVATION_LABEL
 from provider.reservations.placement import Reserved
 from provider.reservations.store import ClaimStore, Reservation, engine_seconds
 from provider.scheduling.model import Placement
+from provider.task_instance import TRY_NUMBER_LABEL, TaskInstanceRef
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +43,6 @@ class Earlier:
         return f"container {self.container_id[:12]} of try {self.try_number} on {self.host.name} ({self.state})"
 
 
-def _same_task(identity: Mapping[str, object]) -> list[str]:
-    return [f"{MANAGED_LABEL}=true"] + [
-        f"{label}={identity[key]}"
-        for label, key in ((DAG_ID_LABEL, "dag_id"), (TASK_ID_LABEL, "task_id"), (RUN_ID_LABEL, "run_id"),
-                           (MAP_INDEX_LABEL, "map_index"))
-    ]
-
-
 def earlier_of(host: HostConfig, entry: Mapping[str, Any]) -> Earlier | None:
     """The task container one entry of ``host``'s container list describes; None for a claim,
     hold or lock, which carry the task's labels too but are not its container."""
@@ -71,22 +53,19 @@ def earlier_of(host: HostConfig, entry: Mapping[str, Any]) -> Earlier | None:
                    labels.get(OWNER_LABEL))
 
 
-async def _on(host: HostConfig, identity: Mapping[str, object]) -> list[Earlier]:
-    entries = await AsyncEngine(host).containers(_same_task(identity))
+async def _on(host: HostConfig, task: TaskInstanceRef) -> list[Earlier]:
+    entries = await AsyncEngine(host).containers(task.selector())
     return [e for e in (earlier_of(host, entry) for entry in entries) if e is not None]
 
 
-def find_earlier(hosts: Sequence[HostConfig], identity: Mapping[str, object]) -> list[Earlier]:
+async def find_earlier(hosts: Sequence[HostConfig], task: TaskInstanceRef) -> list[Earlier]:
     """Every container of this task instance on the pool's hosts, of any try.
 
     A host whose engine does not answer is left out with a warning: a container there cannot be
     adopted anyway, and the task must still be able to run on the rest of the pool."""
-
-    async def gather() -> list[list[Earlier] | BaseException]:
-        return await asyncio.gather(*(_on(h, identity) for h in hosts), return_exceptions=True)
-
+    answers = await asyncio.gather(*(_on(h, task) for h in hosts), return_exceptions=True)
     found: list[Earlier] = []
-    for host, answer in zip(hosts, run_sync(gather())):
+    for host, answer in zip(hosts, answers):
         if isinstance(answer, EngineError):
             log.warning("Could not look for an earlier try's container on %s: %s", host.name, answer)
         elif isinstance(answer, BaseException):
@@ -116,11 +95,43 @@ def started_at(state: Mapping[str, Any]) -> datetime:
     return datetime.fromtimestamp(engine_seconds(state.get("StartedAt")) or time.time(), timezone.utc)
 
 
-def adopt(earlier: Earlier) -> Reserved:
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """An earlier try's container this try takes over: where it is, its engine ``state`` when
+    found, and the claim that now holds its resources for this try."""
+
+    earlier: Earlier
+    state: Mapping[str, Any]
+    reserved: Reserved
+
+
+async def take_over(
+    hosts: Sequence[HostConfig], task: TaskInstanceRef, reattach: bool, grace_s: int, say: Callable[[str], None],
+) -> Adopted | None:
+    """The container an earlier try of ``task`` left on the pool, adopted when ``reattach`` and
+    it runs or exited by itself (docs/failures.md); any other is removed with its claim (one
+    never started, or killed by a signal: its engine restarted), and None says: train afresh.
+    ``say`` tells the task log which it was."""
+    found = await find_earlier(hosts, task)
+    if len(found) > 1 and reattach:
+        raise ReattachAmbiguous(found)
+    for earlier in found:
+        doc = await AsyncEngine(earlier.host).inspect(earlier.container_id) or {}
+        state = dict(doc.get("State") or {})
+        why = removal_reason(state, reattach)
+        if why is None:
+            say(f"Reattaching to {earlier}: no new placement and no new container")
+            return Adopted(earlier, state, await adopt(earlier))
+        say(f"Removing {earlier} ({why}) and its claim; training afresh")
+        await discard(earlier, grace_s)
+    return None
+
+
+async def adopt(earlier: Earlier) -> Reserved:
     """What the adopting try holds: ``earlier``'s claim when still there. A claim whose
     container stopped may have been reclaimed as stale; then its GPUs are read from the
     container, and nothing is held (the container no longer uses them)."""
-    reservation = run_sync(_claim(earlier))
+    reservation = await _claim(earlier)
     return Reserved(earlier.host, Placement(earlier.host.name, reservation.gpu_ids, "reattached", {}, {}), reservation)
 
 
@@ -135,14 +146,10 @@ async def _claim(earlier: Earlier) -> Reservation:
     return Reservation(earlier.host.name, earlier.owner or "", gpus, None)
 
 
-def discard(earlier: Earlier, grace_s: int) -> None:
+async def discard(earlier: Earlier, grace_s: int) -> None:
     """Stop and remove ``earlier``'s container and release its claim: the task trains afresh."""
-
-    async def go() -> None:
-        engine = AsyncEngine(earlier.host)
-        reservation = await _claim(earlier)
-        await engine.stop(earlier.container_id, grace_s)
-        await engine.remove(earlier.container_id)
-        await ClaimStore(engine).release(reservation)
-
-    run_sync(go())
+    engine = AsyncEngine(earlier.host)
+    reservation = await _claim(earlier)
+    await engine.stop(earlier.container_id, grace_s)
+    await engine.remove(earlier.container_id)
+    await ClaimStore(engine).release(reservation)

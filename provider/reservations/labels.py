@@ -1,22 +1,16 @@
-"""The names this provider writes on containers: the bottom of the reservation layer.
+"""The names of the reservation labels: the bottom of the reservation layer.
 
 Every container the provider creates on an engine carries labels under ``LABEL_PREFIX``:
-the task container, the claims that reserve resources for it, the holds of waiting tasks and
-the short-lived lock that orders claims on one engine. Whoever reads an engine (placement, the
+the task container (its task instance's labels, :mod:`provider.task_instance`), the claims
+that reserve resources for it, the holds of waiting tasks and the short-lived lock that orders
+claims on one engine. Whoever reads an engine (placement, the
 cluster page, the tests) finds them by these names, so they are defined once, here, and
 imported downward by everything else.
 """
 
 from __future__ import annotations
 
-LABEL_PREFIX = "airflow-gpu-docker"
-MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
-
-DAG_ID_LABEL = f"{LABEL_PREFIX}.dag_id"
-TASK_ID_LABEL = f"{LABEL_PREFIX}.task_id"
-RUN_ID_LABEL = f"{LABEL_PREFIX}.run_id"
-TRY_NUMBER_LABEL = f"{LABEL_PREFIX}.try_number"
-MAP_INDEX_LABEL = f"{LABEL_PREFIX}.map_index"
+from provider.task_instance import LABEL_PREFIX
 
 OWNER_LABEL = f"{LABEL_PREFIX}.claim.owner"
 """Carried by a claim *and* by its task container, which ties the claim to a running task."""
@@ -49,15 +43,3 @@ CLAIM_PREFIX = "gpu-docker-claim-"
 HOLD_PREFIX = "gpu-docker-hold-"
 LOCK_NAME = "gpu-docker-lock"
 PROBLEM_NAME = "gpu-docker-gpu-problem"
-
-
-def task_labels(dag_id: str, task_id: str, run_id: str, try_number: int, map_index: int) -> dict[str, str]:
-    """Labels that tie a container to its task instance (clean-up, reservations, the page)."""
-    return {
-        MANAGED_LABEL: "true",
-        DAG_ID_LABEL: dag_id,
-        TASK_ID_LABEL: task_id,
-        RUN_ID_LABEL: run_id,
-        TRY_NUMBER_LABEL: str(try_number),
-        MAP_INDEX_LABEL: str(map_index),
-    }

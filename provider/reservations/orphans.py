@@ -6,7 +6,7 @@ A container keeps training when the worker running its try is lost; the next try
 watched it) or no longer exists, nobody else would stop it: it would train to its end, holding
 its GPUs and its claim. A :func:`sweep` lists every host's task containers, asks for the state
 of each one's task instance through a look-up its caller gives (the api-server reads the
-metadata database, :mod:`provider.ui.orphan_sweeper`), and reaps the orphans: stop, remove,
+metadata database, :mod:`provider.ui.orphan_app`), and reaps the orphans: stop, remove,
 release the claim.
 
 Whether a container is an orphan is decided by :func:`orphan_reason` alone, from its task
@@ -27,13 +27,7 @@ from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.limits import BACKGROUND_ENGINE_TIMEOUT_S
 from provider.reservations.adopt import Earlier, discard, earlier_of
-from provider.reservations.labels import (
-    DAG_ID_LABEL,
-    MANAGED_LABEL,
-    MAP_INDEX_LABEL,
-    RUN_ID_LABEL,
-    TASK_ID_LABEL,
-)
+from provider.task_instance import MANAGED_LABEL, TaskInstanceRef
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +48,16 @@ means to the user reading why the container was stopped. Every other state (runn
 scheduled, up_for_retry, up_for_reschedule, deferred, none, and any state a later Airflow
 adds) keeps the container: a try of the task is running or coming and may adopt it."""
 
-@dataclass(frozen=True, slots=True, order=True)
-class TaskKey:
-    """A task instance, as the labels of its container name it (any try)."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int
-
-    def __str__(self) -> str:
-        mapped = f", map index {self.map_index}" if self.map_index >= 0 else ""
-        return f"task {self.dag_id}.{self.task_id} of run {self.run_id}{mapped}"
-
-
 @dataclass(frozen=True, slots=True)
 class Known:
     """What this deployment's metadata database says of the task instances asked for: the state
     of each that exists (None: no state yet), and which of their DAGs it knows at all."""
 
-    states: Mapping[TaskKey, str | None]
+    states: Mapping[TaskInstanceRef, str | None]
     dags: Set[str]
 
 
-StateLookup = Callable[[Sequence[TaskKey]], Known]
+StateLookup = Callable[[Sequence[TaskInstanceRef]], Known]
 """Called in a worker thread: it may block on a database."""
 
 
@@ -92,21 +72,12 @@ def orphan_reason(dag_known: bool, exists: bool, state: str | None) -> str | Non
     return ENDED.get(state) if state is not None else None
 
 
-def task_key(labels: Mapping[str, str]) -> TaskKey | None:
-    """The task instance a container's labels name; None when they do not name one fully,
-    as no container this provider starts does: such a container is never judged."""
-    try:
-        return TaskKey(labels[DAG_ID_LABEL], labels[TASK_ID_LABEL], labels[RUN_ID_LABEL], int(labels[MAP_INDEX_LABEL]))
-    except (KeyError, ValueError):
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Reaped:
     """An orphan the sweep stopped and removed, with its claim; ``error`` when the engine
     refused, and the next sweep tries again."""
 
-    task: TaskKey
+    task: TaskInstanceRef
     try_number: int
     host: str
     container_id: str
@@ -146,7 +117,7 @@ async def sweep(
     started = time.time()
     unique = list({h.docker_url: h for h in hosts}.values())  # two connections to one engine: read it once
     answers = await asyncio.gather(*(_task_containers(h, engine_timeout) for h in unique), return_exceptions=True)
-    found: list[tuple[TaskKey, Earlier]] = []
+    found: list[tuple[TaskInstanceRef, Earlier]] = []
     read: list[str] = []
     skipped: list[str] = []
     for host, answer in zip(unique, answers):
@@ -168,23 +139,22 @@ async def sweep(
     return Sweep(started, tuple(read), len(found), tuple(reaped), tuple(skipped))
 
 
-async def _task_containers(host: HostConfig, timeout: float) -> list[tuple[TaskKey, Earlier]]:
+async def _task_containers(host: HostConfig, timeout: float) -> list[tuple[TaskInstanceRef, Earlier]]:
     """Every task container on ``host`` (claims, holds and the lock left out) with its task."""
     found = []
     for entry in await AsyncEngine(host, timeout).containers([f"{MANAGED_LABEL}=true"]):
-        container, key = earlier_of(host, entry), task_key(entry.get("Labels") or {})
+        container, key = earlier_of(host, entry), TaskInstanceRef.from_labels(entry.get("Labels") or {})
         if container is not None and key is not None:
             found.append((key, container))
     return found
 
 
-async def _reap(key: TaskKey, container: Earlier, reason: str, grace_s: int) -> Reaped:
-    """Stop and remove ``container`` and release its claim, in a worker thread (the engine calls
-    of :func:`~provider.reservations.adopt.discard` are synchronous), and say so in the log."""
+async def _reap(key: TaskInstanceRef, container: Earlier, reason: str, grace_s: int) -> Reaped:
+    """Stop and remove ``container`` and release its claim, and say so in the log."""
     cid, host = container.container_id, container.host.name
-    what = f"container {cid[:12]} of {key}, try {container.try_number}, on host {host}"
+    what = f"container {cid[:12]} of {key.describe()}, try {container.try_number}, on host {host}"
     try:
-        await asyncio.to_thread(discard, container, grace_s)
+        await discard(container, grace_s)
     except EngineError as exc:
         log.warning("Orphan sweep: could not stop and remove %s (%s): %s. The next sweep tries again; "
                     "to stop it now, run `docker rm -f %s` on that host", what, reason, exc, cid)

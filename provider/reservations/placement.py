@@ -3,12 +3,14 @@
 Between the read and the claim another task may take the chosen resources. The claim then
 fails (:class:`~provider.errors.ClaimTaken`, see :mod:`provider.reservations.store`) and
 placement runs again on a fresh read, at most ``attempts`` times; after that the task fails
-with the no-fit message. The operator calls this from its worker; the trigger only asks
+with the no-fit message. The operator calls this from its worker (the one place where synchronous code enters the
+reservation layer, which is asyncio throughout); the trigger only asks
 :func:`~provider.reservations.room.room` and leaves claiming to the task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +19,6 @@ from typing import Any
 
 from provider.errors import ClaimTaken, NoFit
 from provider.clients.engine import AsyncEngine
-from provider.clients.engine_sync import run_sync
 from provider.clients.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import room
@@ -27,6 +28,7 @@ from provider.scheduling import PlacementContext, get_policy
 from provider.scheduling.model import Placement, PlacementRequest
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.waiting import Waiter
+from provider.task_instance import TaskInstanceRef
 from provider.limits import AGENT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,13 @@ class Reserved:
     """Per host, what its engine would have had to pull for the task's image (the locality term)."""
 
 
-def place_and_reserve(
+async def place_and_reserve(
     hosts: Sequence[HostConfig],
     request: PlacementRequest,
     policy_name: str,
     *,
     image: str,
-    identity: Mapping[str, str],
+    task: TaskInstanceRef | None = None,
     prepare: Callable[[HostConfig], None] = lambda host: None,
     waiter: Waiter | None = None,
     attempts: int = DEFAULT_ATTEMPTS,
@@ -63,15 +65,15 @@ def place_and_reserve(
     rng: random.Random | None = None,
     pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,
 ) -> Reserved:
-    """Place ``request`` on the pool and claim it on the chosen host; :class:`NoFit` (with the
-    holders of each busy host) if none fits.
+    """Place ``request`` on the pool and claim it on the chosen host for ``task`` (None: a claim
+    that names no task instance); :class:`NoFit` (with the holders of each busy host) if none fits.
 
     ``prepare`` readies the chosen host before claiming (the operator makes the image present
-    there: the claim is created from it, and a long pull must not hold resources).
-    ``waiter`` is the request's place in line when it has been waiting (None otherwise):
-    hosts held for earlier waiters are not offered to it, and its own hold is lifted once it
-    has its claim. With ``pull_penalty_per_gb`` above 0, every engine is asked whether it has
-    ``image``, and hosts that would have to pull it lose that many points per GB.
+    there: the claim is created from it, and a long pull must not hold resources); it blocks,
+    so it runs in a thread. ``waiter`` is the request's place in line when it has been waiting
+    (None otherwise): hosts held for earlier waiters are not offered to it, and its own hold is
+    lifted once it has its claim. With ``pull_penalty_per_gb`` above 0, every engine is asked
+    whether it has ``image``, and hosts that would have to pull it lose that many points per GB.
     """
     policy = get_policy(policy_name)
     context = PlacementContext(rng=rng or random.Random(), pull_penalty_per_gb=pull_penalty_per_gb)
@@ -79,27 +81,27 @@ def place_and_reserve(
     by_name = {h.name: h for h in hosts}
     lost: list[str] = []
     for _ in range(attempts):
-        view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s, image=locality))
+        view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s, image=locality)
         answer = room(request, view, policy, context)
         if answer.placement is None:
             assert answer.no_fit is not None
             raise answer.no_fit
         placement = answer.placement
         host = by_name[placement.node]
-        prepare(host)
+        await asyncio.to_thread(prepare, host)
         node = next(n for n in view.nodes if n.name == host.name)
         try:
-            reservation = run_sync(ClaimStore(AsyncEngine(host)).reserve(
-                node, request, placement.gpu_indices, new_owner(), image, identity))
+            reservation = await ClaimStore(AsyncEngine(host)).reserve(
+                node, request, placement.gpu_indices, new_owner(), image, task)
         except ClaimTaken as exc:
             log.info("Lost the claim race, placing again: %s", exc)
             lost.append(str(exc))
             continue
         if waiter is not None:
-            run_sync(lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner))
+            await lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner)
         return Reserved(host, placement, reservation, node.unmeasured,
                         {n.name: n.pull_bytes for n in view.nodes if locality and n.unreachable is None})
-    view = run_sync(read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s))
+    view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
     answer = room(request, view, policy, context)
     if answer.no_fit is not None:
         raise answer.no_fit
@@ -114,9 +116,9 @@ def _held_by(view: PoolView, waiter: Waiter) -> set[str]:
     return {h.hold.host for h in view.holds if h.hold.owner == waiter.owner}
 
 
-def release(reserved: Reserved) -> None:
+async def release(reserved: Reserved) -> None:
     """Give the resources back; safe to call twice and after the claim was reclaimed."""
-    run_sync(ClaimStore(AsyncEngine(reserved.host)).release(reserved.reservation))
+    await ClaimStore(AsyncEngine(reserved.host)).release(reserved.reservation)
 
 
 def placement_record(reserved: Reserved) -> dict[str, Any]:

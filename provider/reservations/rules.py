@@ -26,54 +26,21 @@ from provider.reservations.labels import (
     CLAIM_MILLI_LABEL,
     CLAIM_PREFIX,
     CREATED_LABEL,
-    DAG_ID_LABEL,
     HOLD_EXPIRES_LABEL,
     HOLD_LABEL,
     HOLD_OWNER_LABEL,
     HOLD_PREFIX,
     HOLD_SINCE_LABEL,
-    MAP_INDEX_LABEL,
     OWNER_LABEL,
     PROBLEM_EXPIRES_LABEL,
     PROBLEM_LABEL,
     PROBLEM_OWNER,
     RESERVATION_LABEL,
-    RUN_ID_LABEL,
-    TASK_ID_LABEL,
-    TRY_NUMBER_LABEL,
 )
 from provider.scheduling.accounting import apply
 from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
 from provider.scheduling.waiting import Hold
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRef:
-    """One task instance, as a container's labels and the metadata database name it."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int = -1
-    try_number: int = 0
-
-    def __str__(self) -> str:
-        mapped = f"[{self.map_index}]" if self.map_index >= 0 else ""
-        return f"{self.dag_id}.{self.task_id}{mapped} {self.run_id}"
-
-
-def task_ref(labels: Mapping[str, str]) -> TaskRef | None:
-    """The task instance named by a container's labels; None when they do not name one."""
-    try:
-        return TaskRef(
-            dag_id=labels[DAG_ID_LABEL],
-            task_id=labels[TASK_ID_LABEL],
-            run_id=labels[RUN_ID_LABEL],
-            map_index=int(labels.get(MAP_INDEX_LABEL, "-1")),
-            try_number=int(labels.get(TRY_NUMBER_LABEL, "0")),
-        )
-    except (KeyError, ValueError):
-        return None
+from provider.task_instance import TaskInstanceRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +57,7 @@ class Claim:
     cpu_milli: int
     memory_mb: int
     created: float
-    task: TaskRef | None = None
+    task: TaskInstanceRef | None = None
 
     @property
     def request(self) -> PlacementRequest:
@@ -115,11 +82,11 @@ def claim_name(owner: str) -> str:
 
 
 def claim_labels(
-    request: PlacementRequest, gpu_ids: Sequence[int], owner: str, created: float, identity: Mapping[str, str]
+    request: PlacementRequest, gpu_ids: Sequence[int], owner: str, created: float, task: TaskInstanceRef | None
 ) -> dict[str, str]:
-    """Labels of a claim container: the task's identity plus everything the claim reserves."""
+    """Labels of a claim container: its task instance plus everything the claim reserves."""
     return {
-        **identity,
+        **(task.to_labels() if task is not None else {}),
         RESERVATION_LABEL: "claim",
         CLAIM_LABEL: "true",
         OWNER_LABEL: owner,
@@ -153,7 +120,7 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
             cpu_milli=cpu,
             memory_mb=memory,
             created=float(labels[CREATED_LABEL]),
-            task=task_ref(labels),
+            task=TaskInstanceRef.from_labels(labels),
         )
     except (KeyError, ValueError):
         return None
@@ -261,7 +228,7 @@ class HoldRecord:
     container_id: str
     expires: float
     hold: Hold
-    task: TaskRef | None = None
+    task: TaskInstanceRef | None = None
 
 
 def hold_name(owner: str) -> str:
@@ -269,15 +236,15 @@ def hold_name(owner: str) -> str:
     return f"{HOLD_PREFIX}{owner}"
 
 
-def hold_labels(owner: str, since: float, expires: float, identity: Mapping[str, str]) -> dict[str, str]:
-    """Labels of a hold: the waiting task's identity, its place in line and when the hold lapses.
+def hold_labels(owner: str, since: float, expires: float, task: TaskInstanceRef) -> dict[str, str]:
+    """Labels of a hold: the waiting task instance, its place in line and when the hold lapses.
 
     ``expires`` is the end of the task's wait (its timeout): a hold whose task was killed
     without cleaning up lapses then at the latest. The hold carries ``OWNER_LABEL`` like a
     claim, so one list of a host's containers with an owner finds claims, holds and tasks.
     """
     return {
-        **identity,
+        **task.to_labels(),
         RESERVATION_LABEL: "hold",
         OWNER_LABEL: owner,
         HOLD_LABEL: "true",
@@ -292,7 +259,7 @@ def parse_hold(host: str, summary: Mapping[str, Any]) -> HoldRecord | None:
     labels = summary.get("Labels") or {}
     if labels.get(HOLD_LABEL) != "true":
         return None
-    ref = task_ref(labels)
+    ref = TaskInstanceRef.from_labels(labels)
     try:
         return HoldRecord(
             container_id=str(summary["Id"]),

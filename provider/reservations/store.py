@@ -53,6 +53,7 @@ from provider.reservations.rules import (
 from provider.reservations.view import PoolView
 from provider.scheduling.model import NodeState, PlacementRequest
 from provider.scheduling.waiting import Waiter, hold_host, is_due
+from provider.task_instance import TaskInstanceRef
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class ClaimStore:
 
     async def reserve(
         self, node: NodeState, request: PlacementRequest, gpu_ids: Sequence[int], owner: str, image: str,
-        identity: Mapping[str, str],
+        task: TaskInstanceRef | None,
     ) -> Reservation:
         """Claim ``request`` on ``gpu_ids`` of ``node`` (its capacity as the agent reported it).
 
@@ -128,7 +129,7 @@ class ClaimStore:
             why = overcommit(allocation(capacity, await self.claims()).node, taken, gpus)
             if why:
                 raise ClaimTaken(f"{host}: {why}")
-            labels = claim_labels(taken, gpus, owner, self.clock(), identity)
+            labels = claim_labels(taken, gpus, owner, self.clock(), task)
             claim_id = await self.engine.create_idle(claim_name(owner), image, labels)
             if claim_id is None:
                 raise ClaimTaken(f"{host}: a claim of owner {owner} exists already")
@@ -215,10 +216,10 @@ class ClaimStore:
 
 
 async def put_hold(
-    host: HostConfig, owner: str, since: float, expires: float, image: str, identity: Mapping[str, str]
+    host: HostConfig, owner: str, since: float, expires: float, image: str, task: TaskInstanceRef
 ) -> None:
     """Hold ``host`` for the waiter ``owner`` (a second hold of the same owner is refused)."""
-    await AsyncEngine(host).create_idle(hold_name(owner), image, hold_labels(owner, since, expires, identity))
+    await AsyncEngine(host).create_idle(hold_name(owner), image, hold_labels(owner, since, expires, task))
 
 
 async def mark_gpu_problem(host: HostConfig, reason: str, image: str, now: float) -> None:
@@ -255,7 +256,7 @@ async def hold_if_due(
     hold_after_s: float | None,
     expires: float,
     image: str,
-    identity: Mapping[str, str],
+    task: TaskInstanceRef,
     now: float,
 ) -> str | None:
     """Put ``waiter``'s hold on a host once it is due; the host it holds, or None.
@@ -271,6 +272,6 @@ async def hold_if_due(
     target = hold_host(request, view.nodes)
     if target is None:
         return None
-    await put_hold(hosts[target], waiter.owner, waiter.since, expires, image, identity)
+    await put_hold(hosts[target], waiter.owner, waiter.since, expires, image, task)
     log.info("Waited since %s: holding host %s until this request fits there", waiter.since, target)
     return target

@@ -28,6 +28,7 @@ from provider.reservations.pool import read_pool_view
 from provider.reservations.room import Verdict, room
 from provider.scheduling.policy_names import check_placement_policy
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
+from provider.scheduling.arguments import number, placement_request
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
 from provider.limits import AGENT_TIMEOUT_S
@@ -72,24 +73,26 @@ class GpuAvailableSensor(BaseSensorOperator):
         self.gpu_milli = gpu_milli
         self.gpu_memory_mb = gpu_memory_mb
         self.gpu_model = gpu_model
-        self.required_labels = dict(required_labels or {})
+        self.required_labels = required_labels
         self.placement_policy = placement_policy
         self.deferrable = deferrable
         self.agent_timeout = agent_timeout
 
     def _request(self) -> PlacementRequest:
-        gpus = int(self.gpus)
-        if gpus < 0 or int(self.gpu_memory_mb) < 0:
-            raise AirflowFailException(f"gpus={self.gpus!r} and gpu_memory_mb={self.gpu_memory_mb!r} must be >= 0.")
-        return PlacementRequest(gpus=gpus, gpu_milli=self.gpu_milli, gpu_memory_mb=int(self.gpu_memory_mb),
-                                gpu_model=self.gpu_model, labels=self.required_labels)
+        """Every argument, rendered and checked before the pool is read (:class:`SpecError` names
+        a bad one); the request they make."""
+        check_placement_policy(self.placement_policy)
+        number("agent_timeout", self.agent_timeout, minimum=0.0, above=True)
+        return placement_request(gpus=self.gpus, gpu_milli=self.gpu_milli, gpu_memory_mb=self.gpu_memory_mb,
+                                 gpu_model=self.gpu_model, required_labels=self.required_labels)
 
     def _hosts(self) -> list[HostConfig]:
         return resolve_pool(self.gpu_pool, BaseHook.get_connection)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        request = self._request()
         view = run_sync(read_pool_view(self._hosts(), agent_timeout=self.agent_timeout))
-        answer = room(self._request(), view, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
+        answer = room(request, view, get_policy(self.placement_policy), PlacementContext(rng=random.Random()))
         if answer.placement is None:
             if answer.verdict is Verdict.NEVER:
                 raise AirflowFailException(str(answer.no_fit))
@@ -99,7 +102,7 @@ class GpuAvailableSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=answer.placement.node)
 
     def execute(self, context: Context) -> Any:
-        check_placement_policy(self.placement_policy)  # rendered now; before any pool is read
+        self._request()  # rendered now: checked before any pool is read
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)

@@ -35,6 +35,7 @@ from provider.reservations.room import Verdict, room, timeout_message
 from provider.reservations.store import hold_if_due, lift_holds
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
 from provider.scheduling.waiting import Waiter
+from provider.task_instance import TaskInstanceRef
 from provider.limits import AGENT_TIMEOUT_S
 
 CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
@@ -53,7 +54,7 @@ class GpuAvailableTrigger(BaseTrigger):
     :param waiter: ``{"owner", "since"}`` of a waiting task, or None (a sensor only watches).
     :param hold_after_s: seconds of waiting after which the waiter holds a host (None: never).
     :param image: image of the task, to create its hold from (any image on the host will do).
-    :param identity: the task's labels, carried by its hold.
+    :param task: the waiting task instance (``TaskInstanceRef.to_dict``), named by its hold.
     :param wait_timeout: the task's wait timeout in seconds, named in the deadline's message.
     """
 
@@ -67,7 +68,7 @@ class GpuAvailableTrigger(BaseTrigger):
         waiter: Mapping[str, Any] | None = None,
         hold_after_s: float | None = None,
         image: str = "",
-        identity: Mapping[str, str] | None = None,
+        task: Mapping[str, Any] | None = None,
         agent_timeout: float = AGENT_TIMEOUT_S,
         wait_timeout: float | None = None,
     ) -> None:
@@ -80,7 +81,7 @@ class GpuAvailableTrigger(BaseTrigger):
         self.waiter = None if waiter is None else dict(waiter)
         self.hold_after_s = hold_after_s
         self.image = image
-        self.identity = dict(identity or {})
+        self.waiting_task = None if task is None else dict(task)
         self.agent_timeout = agent_timeout
         self.wait_timeout = wait_timeout
         self._fired = False
@@ -95,7 +96,7 @@ class GpuAvailableTrigger(BaseTrigger):
             "waiter": self.waiter,
             "hold_after_s": self.hold_after_s,
             "image": self.image,
-            "identity": self.identity,
+            "task": self.waiting_task,
             "agent_timeout": self.agent_timeout,
             "wait_timeout": self.wait_timeout,
         }
@@ -110,7 +111,7 @@ class GpuAvailableTrigger(BaseTrigger):
             waiter=None if self.waiter is None else Waiter(**self.waiter),
             hold_after_s=self.hold_after_s,
             image=self.image,
-            identity=self.identity,
+            task=None if self.waiting_task is None else TaskInstanceRef.from_dict(self.waiting_task),
             agent_timeout=self.agent_timeout,
             wait_timeout=self.wait_timeout,
             log=self.log,
@@ -138,7 +139,7 @@ async def wait_until_fits(
     waiter: Waiter | None,
     hold_after_s: float | None,
     image: str,
-    identity: Mapping[str, str],
+    task: TaskInstanceRef | None,
     agent_timeout: float,
     wait_timeout: float | None,
     log: Any,
@@ -160,10 +161,10 @@ async def wait_until_fits(
         now = time.time()
         if now >= deadline:
             return {"status": "timeout", "message": timeout_message(answer.no_fit, wait_timeout)}
-        if waiter is not None:
+        if waiter is not None and task is not None:
             try:
                 await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s, expires=deadline,
-                                  image=image, identity=identity, now=now)
+                                  image=image, task=task, now=now)
             except EngineError as hold_failed:  # the wait goes on; the next poll tries again
                 log.warning("Could not hold a host yet: %s", hold_failed)
         log.info("Waiting for room: %s", answer.no_fit)

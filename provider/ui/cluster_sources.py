@@ -34,7 +34,7 @@ from provider.clients.engine_sync import run_sync
 from provider.clients.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
 from provider.limits import AGENT_TIMEOUT_S, BACKGROUND_ENGINE_TIMEOUT_S
 from provider.reservations.pool import read_pool_view
-from provider.reservations.rules import TaskRef
+from provider.task_instance import TaskInstanceRef
 from provider.reservations.view import HostView
 from provider.ui.cluster_view import (
     WAITING_OPERATORS,
@@ -144,7 +144,7 @@ def waiting_tasks(session: Session, readable_dags: Set[str]) -> list[WaitingTask
     )
     return [
         WaitingTask(
-            task=TaskRef(r.dag_id, r.task_id, r.run_id, r.map_index, r.try_number),
+            task=TaskInstanceRef(r.dag_id, r.task_id, r.run_id, r.map_index, r.try_number),
             state=str(r.state),
             operator=str(r.operator),
             since=r.start_date or r.updated_at,

@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from provider.clients.hosts import POOL_CONN_TYPE
-from provider.reservations.rules import Claim, HoldRecord, TaskRef
+from provider.reservations.rules import Claim, HoldRecord
+from provider.task_instance import TaskInstanceRef
 from provider.reservations.view import HostView
 from provider.scheduling.model import GpuState
 
@@ -45,7 +46,7 @@ class HeldClaim:
 class WaitingTask:
     """A task instance that waits for GPUs (deferred, or a sensor between pokes)."""
 
-    task: TaskRef
+    task: TaskInstanceRef
     state: str
     operator: str
     since: datetime | None
@@ -92,7 +93,7 @@ def held_claims(view: HostView) -> tuple[HeldClaim, ...]:
     return tuple(sorted(held, key=lambda h: (min(h.claim.gpus, default=-1), h.claim.created)))
 
 
-def task_instance_path(base_path: str, task: TaskRef) -> str:
+def task_instance_path(base_path: str, task: TaskInstanceRef) -> str:
     """Where the Airflow UI shows ``task``: ``/dags/D/runs/R/tasks/T[/mapped/I]``.
 
     Every part is percent-encoded: run ids carry ``:`` and ``+`` (``manual__2026-...+00:00``).
@@ -103,7 +104,7 @@ def task_instance_path(base_path: str, task: TaskRef) -> str:
     return base_path.rstrip("/") + "/" + "/".join(quote(p, safe="") for p in parts)
 
 
-def task_document(task: TaskRef, base_path: str) -> dict[str, Any]:
+def task_document(task: TaskInstanceRef, base_path: str) -> dict[str, Any]:
     """A task instance as the page links it."""
     return {
         "dag_id": task.dag_id,
@@ -115,7 +116,7 @@ def task_document(task: TaskRef, base_path: str) -> dict[str, Any]:
     }
 
 
-def named_task(task: TaskRef | None, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+def named_task(task: TaskInstanceRef | None, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
     """``task`` and ``hidden`` of a holder: the task is named only when its DAG is readable."""
     if task is None:
         return {"task": None, "hidden": False}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from provider.hooks.docker_host import GpuDockerHook
-from provider.reservations.labels import LABEL_PREFIX
+from provider.task_instance import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.errors import ContainerFailed, EngineRefused, ImageMissing, NoFit
 from tests.conftest import FakeTI, TaskLog, run_task

@@ -25,8 +25,9 @@ import pytest
 
 from provider.clients.hosts import HostConfig
 from provider.reservations.adopt import discard, find_earlier
-from provider.reservations.labels import CLAIM_LABEL, LABEL_PREFIX, RESERVATION_LABEL
-from provider.reservations.orphans import Known, TaskKey, sweep
+from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.reservations.orphans import Known, sweep
+from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
 from tests.conftest import FakeTI, eventually
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
@@ -90,9 +91,9 @@ def test_the_sweep_reaps_the_ended_tasks_container_keeps_the_others_and_skips_de
     dockerd: PrivateDockerd, lost_tries: dict[str, str], silent_engine: str, tmp_path: Path
 ) -> None:
     states = {lost_tries[name]: state for name, state in STATES.items()}
-    asked: list[TaskKey] = []
+    asked: list[TaskInstanceRef] = []
 
-    def lookup(keys: Sequence[TaskKey]) -> Known:
+    def lookup(keys: Sequence[TaskInstanceRef]) -> Known:
         asked.extend(keys)
         return Known({k: states.get(k.run_id, "running") for k in keys},  # other tests' containers: left alone
                      {k.dag_id for k in keys})
@@ -125,11 +126,11 @@ def test_reaping_a_container_that_is_gone_or_being_removed_is_no_error(
     dockerd: PrivateDockerd, lost_tries: dict[str, str]
 ) -> None:
     """Two api-servers may sweep the same host at once: both reap the same orphan."""
-    identity = {"dag_id": FakeTI().dag_id, "task_id": "train", "run_id": lost_tries["failed"], "map_index": -1}
-    [earlier] = find_earlier([HostConfig("it_host", dockerd.url)], identity)
+    task = TaskInstanceRef(FakeTI().dag_id, "train", lost_tries["failed"])
+    [earlier] = asyncio.run(find_earlier([HostConfig("it_host", dockerd.url)], task))
 
     async def twice() -> None:
-        await asyncio.gather(*(asyncio.to_thread(discard, earlier, 1) for _ in range(2)))
+        await asyncio.gather(*(discard(earlier, 1) for _ in range(2)))
 
     asyncio.run(twice())
     assert of_run(dockerd, lost_tries["failed"]) == []

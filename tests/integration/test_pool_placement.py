@@ -30,10 +30,10 @@ from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
 from provider.reservations.pool import read_pool_view
-from provider.reservations.placement import Reserved, place_and_reserve, release
+from provider.reservations.placement import Reserved
 from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -92,7 +92,7 @@ def claimed_gpus(engine: PrivateDockerd) -> int:
 
 def reserve(request: PlacementRequest, pool: list[str] = POOL, **kwargs: Any) -> Reserved:
     hosts = resolve_pool(pool, BaseHook.get_connection)
-    return place_and_reserve(hosts, request, "least_loaded", image=TESTBOX_IMAGE, identity={}, **kwargs)
+    return reserve_now(hosts, request, image=TESTBOX_IMAGE, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_requests_land_where_they_fit(cluster: Cluster, request_: PlacementReque
         assert claimed_gpus(cluster.engines[host]) == claimed
         assert set(reserved.placement.scores) | set(reserved.placement.rejections) == set(POOL)
     finally:
-        release(reserved)
+        release_now(reserved)
 
 
 def test_no_fit_names_every_host_and_reason(cluster: Cluster) -> None:
@@ -170,7 +170,7 @@ def test_kill_frees_the_gpus(
     op.on_kill()
     worker.join(30)
     assert not worker.is_alive() and errors and isinstance(errors[0], ContainerFailed)
-    release(again := reserve(PlacementRequest(gpus=4)))
+    release_now(again := reserve(PlacementRequest(gpus=4)))
     assert again.host.name == "pool_a"
 
 
@@ -248,7 +248,7 @@ def test_shares_never_add_up_beyond_one_gpu(cluster: Cluster) -> None:
         assert all("gpu free 400m < 600m on one GPU (of 2 GPUs)" in str(e) for e in got if isinstance(e, NoFit))
     finally:
         for r in granted:
-            release(r)
+            release_now(r)
 
 
 def test_agent_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,7 +258,7 @@ def test_agent_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: p
     with pytest.raises(NoFit, match=r"pool_b: unreachable: agent .* refused the connection"):
         reserve(PlacementRequest(gpus=2, gpu_model="T4"))
     reserved = reserve(PlacementRequest(gpus=1))
-    release(reserved)
+    release_now(reserved)
     assert reserved.host.name == "pool_a" and "pool_b" in reserved.placement.rejections
 
 
@@ -269,7 +269,7 @@ def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: 
         define_host(monkeypatch, "pool_d", engine.url, agent.url)
         engine.stop()
         reserved = reserve(PlacementRequest(gpus=1), [*POOL, "pool_d"])
-        release(reserved)
+        release_now(reserved)
         assert reserved.host.name == "pool_a"
         assert "Docker engine of host 'pool_d' at unix://" in reserved.placement.rejections["pool_d"][0]
     finally:
@@ -286,14 +286,14 @@ def test_gpu_tasks_avoid_a_host_without_the_nvidia_runtime(cluster: Cluster, mon
         engine.load(TESTBOX_IMAGE)
         define_host(monkeypatch, "plain", engine.url, agent.url)
         reserved = reserve(PlacementRequest(gpus=1), ["plain", "pool_a"])
-        release(reserved)
+        release_now(reserved)
         assert reserved.host.name == "pool_a"
         assert "no NVIDIA runtime in its engine" in reserved.placement.rejections["plain"][0]
         with pytest.raises(NoFit, match=r"plain: no NVIDIA runtime in its engine \(runtimes: .*runc.*\).*"
                                         "nvidia-ctk runtime configure.*even with nothing else running"):
             reserve(PlacementRequest(gpus=1), ["plain"])
         cpu_only = reserve(PlacementRequest(cpu_milli=100), ["plain"])  # CPU work still runs there
-        release(cpu_only)
+        release_now(cpu_only)
     finally:
         stop_agent(agent.process)
         engine.stop()
@@ -318,10 +318,10 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
         assert [c["Names"] for c in engine.containers()] == [["/gpu-docker-gpu-problem"]]  # no task, no claim
         # The host remembers it: the retry goes elsewhere, CPU work still goes there.
         retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])
-        release(retry)
+        release_now(retry)
         assert retry.host.name == "pool_a"
         assert "GPU containers failed to start there lately" in retry.placement.rejections["broken"][0]
-        release(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
+        release_now(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
         assert cpu_work.host.name == "broken"
     finally:
         stop_agent(agent.process)
@@ -354,7 +354,7 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
     hosts = resolve_pool(POOL, BaseHook.get_connection)
     asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []
-    release(reserve(PlacementRequest(gpus=2, gpu_model="T4")))
+    release_now(reserve(PlacementRequest(gpus=2, gpu_model="T4")))
 
 
 # CPU and memory are reserved like GPUs. This machine has 2 CPUs, which every agent reports;

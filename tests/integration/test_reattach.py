@@ -22,7 +22,7 @@ import pytest
 
 from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import LABEL_PREFIX, task_labels
+from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -189,7 +189,7 @@ def test_a_container_its_engine_killed_on_restart_is_not_adopted_the_retry_train
 def test_two_earlier_containers_fail_the_retry_naming_both_and_start_nothing(
     dockerd: PrivateDockerd, ti: FakeTI
 ) -> None:
-    labels = task_labels(ti.dag_id, ti.task_id, ti.run_id, 1, ti.map_index)
+    labels = TaskInstanceRef(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, 1).to_labels()
     with dockerd.client() as c:
         ids = [c.api.create_container(TESTBOX_IMAGE, ["sleep", "60"], labels=labels)["Id"] for _ in range(2)]
     try:

@@ -28,9 +28,8 @@ from provider.errors import HostConfigError, ImageMissing
 from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
-from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -186,11 +185,11 @@ def test_placement_goes_where_the_image_is_and_pulls_when_that_host_is_full(
     assert "Pulling from" not in "\n".join(task_log.texts())
     # With img_a's GPUs taken, the task goes to another host and pulls there.
     hosts = resolve_pool(["img_a"], BaseHook.get_connection)
-    full = place_and_reserve(hosts, PlacementRequest(gpus=2), "least_loaded", image=site.image, identity={})
+    full = reserve_now(hosts, PlacementRequest(gpus=2), image=site.image)
     try:
         out = train(site, ti, list(HOSTS), pull_penalty_per_gb=penalty)
     finally:
-        release(full)
+        release_now(full)
     assert out["host"] in ("img_b", "img_c") and "Pulling from team/testbox" in "\n".join(task_log.texts())
     assert "img_a" in ti.xcoms["placement"]["rejections"]
 

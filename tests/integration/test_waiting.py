@@ -23,8 +23,9 @@ from provider.errors import NoFit, NoRoom
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import host_to_dict, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, task_labels
-from provider.reservations.placement import Reserved, place_and_reserve, release
+from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.task_instance import TaskInstanceRef
+from provider.reservations.placement import Reserved
 from provider.reservations.pool import read_pool_view
 from provider.reservations.rules import hold_labels, hold_name
 from provider.reservations.store import lift_holds
@@ -32,7 +33,7 @@ from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
-from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -78,19 +79,19 @@ def labelled(engine: PrivateDockerd, label: str) -> list[str]:
 
 def reserve(gpus_: int, waiter: Waiter | None = None) -> Reserved:
     hosts = resolve_pool([HOST], BaseHook.get_connection)
-    return place_and_reserve(hosts, PlacementRequest(gpus=gpus_), "least_loaded", image=TESTBOX_IMAGE,
-                             identity=task_labels("hog", "train", "r0", 1, -1), waiter=waiter)
+    return reserve_now(hosts, PlacementRequest(gpus=gpus_), image=TESTBOX_IMAGE,
+                       task=TaskInstanceRef("hog", "train", "r0", -1, 1), waiter=waiter)
 
 
 @pytest.fixture
 def full_then_freed() -> Iterator[threading.Timer]:
     """Both GPUs reserved now, released after FREED_AFTER_S."""
     held = reserve(2)
-    timer = threading.Timer(FREED_AFTER_S, release, args=(held,))
+    timer = threading.Timer(FREED_AFTER_S, release_now, args=(held,))
     timer.start()
     yield timer
     timer.cancel()
-    release(held)
+    release_now(held)
 
 
 def sensor(**kwargs: Any) -> GpuAvailableSensor:
@@ -165,7 +166,7 @@ def test_waiting_operator_times_out_with_every_reason() -> None:
                                          r"gpu free 0 of 2 < 1 \(held by hog.train r0\).*Raise wait_timeout"):
             run_task(op, FakeTI())
     finally:
-        release(held)
+        release_now(held)
 
 
 def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(pool: Pool) -> None:
@@ -179,8 +180,7 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
         hosts=[host_to_dict(hosts[0])],
         request={"gpus": 2}, policy="least_loaded", deadline=time.time() + 60, poll_interval=0.5,
         waiter={"owner": old.owner, "since": old.since}, hold_after_s=10, image=TESTBOX_IMAGE,
-        identity={"airflow-gpu-docker.dag_id": "big", "airflow-gpu-docker.task_id": "train",
-                  "airflow-gpu-docker.run_id": "r1"},
+        task=TaskInstanceRef("big", "train", "r1").to_dict(),
     )
     result: dict[str, Any] = {}
     waiting = threading.Thread(target=lambda: result.update(run_trigger(trigger)))
@@ -192,11 +192,11 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
         with pytest.raises(NoFit, match="held for big.train r1"):
             reserve(1, waiter=Waiter(owner="young", since=time.time()))
     finally:
-        release(small)
+        release_now(small)
     waiting.join(30)
     assert result["status"] == "fits" and result["gpu_ids"] == [0, 1]
     big = reserve(2, waiter=old)  # the task resumes, reserves, and lifts its hold
-    release(big)
+    release_now(big)
     assert labelled(pool.engine, HOLD_LABEL) == []
     assert asyncio.run(read_pool_view(hosts)).nodes[0].held is None
 
@@ -206,10 +206,9 @@ def test_a_lapsed_hold_is_removed_by_the_next_read_and_frees_the_host(pool: Pool
     whoever reads the host next removes it, and the host serves everyone again."""
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     now = time.time()
-    identity = {"airflow-gpu-docker.dag_id": "gone", "airflow-gpu-docker.task_id": "t",
-                "airflow-gpu-docker.run_id": "r"}
+    gone = TaskInstanceRef("gone", "t", "r")
     for owner, expires in (("lapsed00000001", now - 1), ("current0000001", now + 60)):
-        labels = hold_labels(owner, now - 120, expires, identity)
+        labels = hold_labels(owner, now - 120, expires, gone)
         assert asyncio.run(AsyncEngine(hosts[0]).create_idle(hold_name(owner), TESTBOX_IMAGE, labels)) is not None
     try:
         view = asyncio.run(read_pool_view(hosts))

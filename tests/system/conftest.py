@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from provider.clients.hosts import HostConfig
-from provider.reservations.labels import LABEL_PREFIX
+from provider.task_instance import LABEL_PREFIX
 from tests.integration.agents import gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, LABEL_PREFIX, RESERVATION_LABEL
+from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.task_instance import LABEL_PREFIX
 from tests.conftest import eventually, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd

@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from provider.reservations.labels import LABEL_PREFIX
+from provider.task_instance import LABEL_PREFIX
 from tests.conftest import archived_stdout, eventually, settled
 from tests.system.conftest import containers_of_run
 from tests.system.dags.counter import LINES

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from provider.clients.hosts import HostConfig
-from provider.reservations.placement import place_and_reserve, release
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import eventually, settled
+from tests.conftest import eventually, release_now, reserve_now, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -26,8 +25,7 @@ def states(airflow: LocalAirflow, run_id: str) -> dict[str, str]:
 def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
     airflow_stack: LocalAirflow, gpu_host: HostConfig, system_engine: PrivateDockerd
 ) -> None:
-    held = place_and_reserve([gpu_host], PlacementRequest(gpus=1), "least_loaded", image=TESTBOX_IMAGE,
-                             identity={})
+    held = reserve_now([gpu_host], PlacementRequest(gpus=1), image=TESTBOX_IMAGE)
     try:
         run_id = airflow_stack.trigger(DAG_ID, {})
         seen: dict[str, set[str]] = {task: set() for task in WAITING}
@@ -46,7 +44,7 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
         assert {"deferred_sensor", "waiting_train"} <= set(listed), listed
         assert listed["waiting_train"]["state"] == "deferred"
     finally:
-        release(held)
+        release_now(held)
     outcome = airflow_stack.wait_for_run(DAG_ID, run_id, timeout=240)
     final = states(airflow_stack, run_id)
     assert outcome == "success", (final, {t: airflow_stack.task_log_text(DAG_ID, run_id, t)[-4000:]

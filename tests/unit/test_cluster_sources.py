@@ -19,7 +19,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from provider.ui.cluster_sources import PoolCache, PoolSet, pool_ids, waiting_tasks
-from provider.ui.cluster_view import TaskRef
+from provider.task_instance import TaskInstanceRef
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
 
@@ -43,8 +43,8 @@ def test_waiting_tasks_are_gpu_tasks_that_wait_in_readable_dags(session: Session
     ])
     waiting = waiting_tasks(session, {"train"})
     assert [(w.task, w.state, w.operator) for w in waiting] == [
-        (TaskRef("train", "sensor", "r1", 3, 1), "up_for_reschedule", "GpuAvailableSensor"),
-        (TaskRef("train", "deferred_op", "r1", -1, 1), "deferred", "GpuDockerOperator"),
+        (TaskInstanceRef("train", "sensor", "r1", 3, 1), "up_for_reschedule", "GpuAvailableSensor"),
+        (TaskInstanceRef("train", "deferred_op", "r1", -1, 1), "deferred", "GpuDockerOperator"),
     ]
     assert waiting[0].since == T0 + timedelta(minutes=1)
     assert waiting_tasks(session, set()) == []

@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import task_labels
 from provider.reservations.rules import (
     Claim,
     HoldRecord,
-    TaskRef,
     allocation,
     claim_labels,
     hold_labels,
@@ -21,6 +19,7 @@ from provider.reservations.rules import (
 )
 from provider.reservations.view import HostView
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest
+from provider.task_instance import TaskInstanceRef
 from provider.ui.cluster_view import (
     WaitingTask,
     cluster_document,
@@ -37,9 +36,9 @@ RUN = "manual__2026-11-24T20:27:59.736437+00:00"
 def claim(gpu: int, owner: str, *, milli: int = 1000, age_s: float = 5.0, dag_id: str | None = "train",
           map_index: int = -1, cpu_milli: int = 0) -> Claim:
     """A claim as the engine lists it and the pool reader parses it."""
-    identity = task_labels(dag_id, "fit", RUN, 1, map_index) if dag_id else {}
+    task = TaskInstanceRef(dag_id, "fit", RUN, map_index, 1) if dag_id else None
     request = PlacementRequest(gpus=1, gpu_milli=milli, cpu_milli=cpu_milli)
-    parsed = parse_claim({"Id": f"id-{owner}", "Labels": claim_labels(request, (gpu,), owner, NOW - age_s, identity)})
+    parsed = parse_claim({"Id": f"id-{owner}", "Labels": claim_labels(request, (gpu,), owner, NOW - age_s, task)})
     assert parsed is not None
     return parsed
 
@@ -70,16 +69,16 @@ def document(readings: list[HostView], readable: set[str] = frozenset({"train"})
 @pytest.mark.parametrize(
     ("task", "base", "path"),
     [
-        pytest.param(TaskRef("train", "fit", RUN), "",
+        pytest.param(TaskInstanceRef("train", "fit", RUN), "",
                      "/dags/train/runs/manual__2026-11-24T20%3A27%3A59.736437%2B00%3A00/tasks/fit", id="unmapped"),
-        pytest.param(TaskRef("train", "fit", "r1", map_index=3), "", "/dags/train/runs/r1/tasks/fit/mapped/3",
+        pytest.param(TaskInstanceRef("train", "fit", "r1", map_index=3), "", "/dags/train/runs/r1/tasks/fit/mapped/3",
                      id="mapped"),
-        pytest.param(TaskRef("train", "fit", "r1"), "/airflow/", "/airflow/dags/train/runs/r1/tasks/fit",
+        pytest.param(TaskInstanceRef("train", "fit", "r1"), "/airflow/", "/airflow/dags/train/runs/r1/tasks/fit",
                      id="base-url-with-path"),
-        pytest.param(TaskRef("a/b", "g.t", "r 1"), "", "/dags/a%2Fb/runs/r%201/tasks/g.t", id="odd-characters"),
+        pytest.param(TaskInstanceRef("a/b", "g.t", "r 1"), "", "/dags/a%2Fb/runs/r%201/tasks/g.t", id="odd-characters"),
     ],
 )
-def test_task_instance_path(task: TaskRef, base: str, path: str) -> None:
+def test_task_instance_path(task: TaskInstanceRef, base: str, path: str) -> None:
     assert task_instance_path(base, task) == path
 
 
@@ -88,7 +87,7 @@ def test_held_claims_name_the_task_and_mark_stale_ones() -> None:
     held = held_claims(view(node(), claims=(live, young), stale=(gone,)))
     assert [(h.claim.gpus, h.claim.owner, h.stale) for h in held] == [((0,), "gone", True), ((0,), "young", False),
                                                                         ((1,), "live", False)]
-    assert held[0].claim.task == TaskRef("train", "fit", RUN, -1, 1)
+    assert held[0].claim.task == TaskInstanceRef("train", "fit", RUN, -1, 1)
 
 
 def test_host_document_has_bars_gpus_and_holders_with_links() -> None:
@@ -103,7 +102,7 @@ def test_host_document_has_bars_gpus_and_holders_with_links() -> None:
     assert taken["holders"] == [{
         "milli": 1000, "stale": False, "hidden": False,
         "task": {"dag_id": "train", "task_id": "fit", "run_id": RUN, "map_index": 2, "try_number": 1,
-                 "url": task_instance_path("", TaskRef("train", "fit", RUN, 2))},
+                 "url": task_instance_path("", TaskInstanceRef("train", "fit", RUN, 2))},
     }]
     json.dumps(doc)  # the endpoint returns it as JSON
 
@@ -124,7 +123,7 @@ def test_holder_is_named_only_for_readable_dags(dag_id: str | None, readable: se
 
 def hold(owner: str, since: float, dag_id: str = "train") -> HoldRecord:
     """A hold as the engine lists it and the pool reader parses it."""
-    labels = hold_labels(owner, since, since + 3600, task_labels(dag_id, "fit", RUN, 1, -1))
+    labels = hold_labels(owner, since, since + 3600, TaskInstanceRef(dag_id, "fit", RUN, -1, 1))
     record = parse_hold("gpu-a", {"Id": f"id-{owner}", "Labels": labels})
     assert record is not None
     return record
@@ -133,7 +132,7 @@ def hold(owner: str, since: float, dag_id: str = "train") -> HoldRecord:
 def test_holds_name_their_task_oldest_first_and_hide_unreadable_dags() -> None:
     holds = (hold("late", NOW - 60, dag_id="secret"), hold("early", NOW - 900))
     doc = document([view(node(1), holds=holds)], readable={"train"})["hosts"][0]["holds"]
-    assert doc[0]["task"]["url"] == task_instance_path("", TaskRef("train", "fit", RUN))
+    assert doc[0]["task"]["url"] == task_instance_path("", TaskInstanceRef("train", "fit", RUN))
     assert doc[0]["since"] == datetime.fromtimestamp(NOW - 900, tz=timezone.utc).isoformat()
     assert doc[0]["expires"] == datetime.fromtimestamp(NOW + 2700, tz=timezone.utc).isoformat()
     assert (doc[1]["task"], doc[1]["hidden"]) == (None, True)
@@ -163,7 +162,7 @@ def test_unreachable_host_says_why(reading: HostView, problem: str, has_metrics:
 
 def test_waiting_rows_link_to_the_task_instance() -> None:
     since = datetime(2026, 11, 24, 20, 0, tzinfo=timezone.utc)
-    waiting = [WaitingTask(TaskRef("train", "wait_gpu", "r1", 0, 1), "up_for_reschedule", "GpuAvailableSensor", since)]
+    waiting = [WaitingTask(TaskInstanceRef("train", "wait_gpu", "r1", 0, 1), "up_for_reschedule", "GpuAvailableSensor", since)]
     row = document([], waiting=waiting)["waiting"][0]
     assert row["url"] == "/dags/train/runs/r1/tasks/wait_gpu/mapped/0"
     assert (row["state"], row["operator"], row["since"]) == ("up_for_reschedule", "GpuAvailableSensor",

@@ -10,7 +10,7 @@ import pytest
 from provider.errors import ContainerFailed, SpecError
 from provider.operators.container_spec import IMAGE_REF_PATTERN, build_spec, create_body, gpu_count
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import MANAGED_LABEL, task_labels
+from provider.task_instance import MANAGED_LABEL, TaskInstanceRef
 
 
 @pytest.mark.parametrize(
@@ -194,14 +194,14 @@ def test_operator_process_arguments_are_templated_and_checked_when_run(
     op.render_template_fields({"params": params})  # type: ignore[arg-type]
     if isinstance(expected, str):
         with pytest.raises(SpecError, match=re.escape(expected)):
-            op._spec()
+            op._checked().spec
         return
-    body = create_body(op._spec())
+    body = create_body(op._checked().spec)
     assert {k: body[k] for k in ("Entrypoint", "Cmd", "User", "WorkingDir") if k in body} == expected
 
 
 def test_task_labels_identify_the_task_instance() -> None:
-    labels = task_labels("dag", "train", "manual__1", 2, -1)
+    labels = TaskInstanceRef("dag", "train", "manual__1", -1, 2).to_labels()
     assert labels[MANAGED_LABEL] == "true"
     assert {k.rsplit(".", 1)[1]: v for k, v in labels.items()} == {
         "managed": "true", "dag_id": "dag", "task_id": "train", "run_id": "manual__1",

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from provider.task_instance import TaskInstanceRef
 from provider.operators.interrupt import airflow_state, state_key, stopped_by_decision
 
 
@@ -25,6 +26,5 @@ def test_mapped_task_instances_are_named_with_their_index() -> None:
 
 def test_outside_a_task_process_airflow_cannot_say_and_the_answer_comes_at_once() -> None:
     began = time.monotonic()
-    identity = {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1}
-    assert airflow_state(identity, timeout_s=5) is None
+    assert airflow_state(TaskInstanceRef("d", "t", "r"), timeout_s=5) is None
     assert time.monotonic() - began < 5

@@ -1,7 +1,9 @@
-"""Placement arguments of GpuDockerOperator and GpuAvailableSensor.
+"""Every argument of GpuDockerOperator and GpuAvailableSensor, checked before anything is contacted.
 
-``placement_policy`` is a template field, so it is checked when the task runs, after
-rendering, and before anything is contacted; ``pull`` is not, so it is checked at parse time.
+Arguments may be templates, so they are checked when the task runs, after rendering, in one
+place (provider/operators/arguments.py), before any connection, engine or agent is touched: a
+bad value fails with a :class:`SpecError` naming it, never a ``ValueError`` or ``KeyError``, and
+the listeners standing in for the host's engine and agent see no connection.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import pytest
 from airflow.sdk import BaseOperator
 
-from provider.errors import SpecError
+from provider.errors import GpuDockerError, SpecError
+from provider.operators.arguments import ARGUMENT_NAMES
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.scheduling import POLICIES
 from provider.scheduling.policy_names import check_placement_policy
@@ -116,9 +119,66 @@ def test_bad_rendered_policy_fails_before_anything_is_contacted(
     assert listeners.contacted() == []
 
 
-def test_unknown_pull_fails_at_parse_time() -> None:
-    with pytest.raises(SpecError, match=r"pull='sometimes'; use one of missing, always, never"):
-        GpuDockerOperator(task_id="t", image="x:1", pull="sometimes")
+OPERATOR_BAD = [
+    ("image", "Not An Image!"), ("command", 42), ("command", "python 'unclosed"), ("entrypoint", [""]),
+    ("user", "a b"), ("working_dir", "relative"), ("environment", ["A=1"]), ("environment", {"": "x"}),
+    ("mounts", "/data:/data"), ("mounts", ["no-colon"]), ("mounts", ["/a:/b:rx"]), ("cpus", -1), ("cpus", "many"),
+    ("mem_limit", "lots"), ("shm_size", 0), ("network_mode", "overlay"), ("result_path", "out.json"),
+    ("gpus", "two"), ("gpus", -1), ("gpus", 1.5), ("gpu_milli", 0), ("gpu_milli", 1500), ("gpu_milli", "half"),
+    ("gpu_memory_mb", -5), ("gpu_model", 7), ("required_labels", {"zone": 1}), ("required_labels", ["zone"]),
+    ("host", ""), ("gpu_pool", []), ("gpu_pool", [""]), ("placement_policy", "fastest"), ("pull", "sometimes"),
+    ("docker_conn_id", ""), ("pull_penalty_per_gb", -1), ("pull_penalty_per_gb", float("nan")),
+    ("stop_grace_s", -1), ("log_archive", "/tmp/logs"), ("log_archive_conn_id", 5), ("log_live_rate", 0),
+    ("log_chunk_s", 0), ("log_chunk_bytes", 0), ("max_line_bytes", 2), ("tail_lines", -1),
+    ("wait_for_resources", "yes"), ("deferrable", "no"), ("wait_timeout", 0), ("wait_timeout", "long"),
+    ("poll_interval", -1), ("hold_after_s", -1), ("reattach", 1),
+]
+"""One or more bad values of every operator argument (the table below proves it covers them all)."""
+
+
+def test_the_table_covers_every_argument_the_operator_checks() -> None:
+    assert {name for name, _ in OPERATOR_BAD} == set(ARGUMENT_NAMES)
+
+
+@pytest.mark.parametrize(("name", "value"), [pytest.param(n, v, id=f"{n}={v!r}") for n, v in OPERATOR_BAD])
+def test_a_bad_operator_argument_fails_by_name_before_any_engine_is_asked(
+    name: str, value: Any, listeners: Listeners
+) -> None:
+    op = GpuDockerOperator(task_id="t", **{"image": "x:1", "host": "engine", name: value})
+    with pytest.raises(GpuDockerError) as failed:
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert isinstance(failed.value, SpecError) and re.search(rf"\b{name}\b", str(failed.value)), failed.value
+    assert listeners.contacted() == []
+
+
+def test_a_share_of_several_gpus_is_refused_naming_both() -> None:
+    op = GpuDockerOperator(task_id="t", image="x:1", host="engine", gpus=2, gpu_milli=500)
+    with pytest.raises(SpecError, match=r"gpu_milli=500 is a share of one GPU: it needs gpus=1, got gpus=2"):
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+
+
+def test_good_arguments_do_reach_the_engine(listeners: Listeners) -> None:
+    """The other side of the table: with every argument fine, the run goes on to the host, so
+    the listeners would have seen a bad argument slip through."""
+    op = GpuDockerOperator(task_id="t", image="x:1", host="engine", gpus=1, gpu_milli=500, log_archive=None)
+    with pytest.raises(GpuDockerError):
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]  # the listener never answers
+    assert listeners.contacted() != []
+
+
+SENSOR_BAD = [("gpus", "-1"), ("gpu_milli", 2000), ("gpu_memory_mb", "x"), ("gpu_model", ""),
+              ("required_labels", {"a": 1}), ("placement_policy", "fastest"), ("agent_timeout", 0)]
+
+
+@pytest.mark.parametrize(("name", "value"), [pytest.param(n, v, id=f"{n}={v!r}") for n, v in SENSOR_BAD])
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferrable"])
+def test_a_bad_sensor_argument_fails_by_name_before_the_pool_is_read(
+    name: str, value: Any, deferrable: bool, listeners: Listeners
+) -> None:
+    sensor = GpuAvailableSensor(task_id="t", gpu_pool=["engine"], deferrable=deferrable, **{name: value})
+    with pytest.raises(SpecError, match=f"{name}="):
+        sensor.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert listeners.contacted() == []
 
 
 def test_gpu_pool_leaves_airflows_own_pool_alone() -> None:

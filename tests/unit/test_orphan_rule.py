@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from airflow.exceptions import AirflowConfigException
 
-from provider.reservations.labels import MAP_INDEX_LABEL, RUN_ID_LABEL, task_labels
-from provider.reservations.orphans import MISSING, TaskKey, orphan_reason, task_key
-from provider.ui.orphan_sweeper import DEFAULT_INTERVAL_S, sweep_interval
+from provider.reservations.orphans import MISSING, orphan_reason
+from provider.reservations.sweeper import DEFAULT_INTERVAL_S
+from provider.task_instance import MAP_INDEX_LABEL, RUN_ID_LABEL, TaskInstanceRef
+from provider.ui.orphan_app import sweep_interval
 
 ENDED = ["success", "failed", "skipped", "upstream_failed", "removed", "restarting"]
 A_TRY_IS_COMING = ["running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "deferred", None]
@@ -43,15 +44,15 @@ def test_the_reason_says_whether_a_retry_could_still_come() -> None:
 
 
 def test_the_task_instance_is_read_from_the_container_labels() -> None:
-    labels = task_labels("train", "fit", "manual__2026-11-26T10:00:00+00:00", 3, 7)
-    assert task_key(labels) == TaskKey("train", "fit", "manual__2026-11-26T10:00:00+00:00", 7)
-    assert str(task_key(labels)) == "task train.fit of run manual__2026-11-26T10:00:00+00:00, map index 7"
+    labels = TaskInstanceRef("train", "fit", "manual__2026-11-26T10:00:00+00:00", 7, 3).to_labels()
+    assert TaskInstanceRef.from_labels(labels) == TaskInstanceRef("train", "fit", "manual__2026-11-26T10:00:00+00:00", 7)
+    assert TaskInstanceRef.from_labels(labels).describe() == "task train.fit of run manual__2026-11-26T10:00:00+00:00, map index 7"
 
 
 def test_labels_that_do_not_name_a_task_instance_are_never_judged() -> None:
-    labels = task_labels("train", "fit", "r1", 1, -1)
-    assert task_key({**labels, MAP_INDEX_LABEL: "x"}) is None
-    assert task_key({k: v for k, v in labels.items() if k != RUN_ID_LABEL}) is None
+    labels = TaskInstanceRef("train", "fit", "r1", -1, 1).to_labels()
+    assert TaskInstanceRef.from_labels({**labels, MAP_INDEX_LABEL: "x"}) is None
+    assert TaskInstanceRef.from_labels({k: v for k, v in labels.items() if k != RUN_ID_LABEL}) is None
 
 
 def test_the_sweep_interval_defaults_to_30_s_and_0_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

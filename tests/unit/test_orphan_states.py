@@ -12,9 +12,9 @@ from airflow.models.taskinstance import TaskInstance
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from provider.reservations.orphans import TaskKey
-from provider.ui import orphan_sweeper
-from provider.ui.orphan_sweeper import task_states
+from provider.task_instance import TaskInstanceRef
+from provider.ui import orphan_app
+from provider.ui.orphan_app import task_states
 
 
 def ti(task_id: str, state: str | None, *, run_id: str = "r1", map_index: int = -1) -> dict[str, Any]:
@@ -30,20 +30,20 @@ def test_each_existing_task_instance_answers_its_state_and_a_missing_one_is_left
         ti("fit", "failed"), ti("fit", "running", run_id="r2"), ti("mapped", "success", map_index=3),
         ti("mapped", "up_for_retry", map_index=4), ti("fresh", None),
     ])
-    keys = [TaskKey("train", "fit", "r1", -1), TaskKey("train", "fit", "r2", -1), TaskKey("train", "mapped", "r1", 3),
-            TaskKey("train", "fresh", "r1", -1), TaskKey("train", "fit", "deleted_run", -1),
-            TaskKey("train", "mapped", "r1", 5)]
-    answer = task_states(session, keys + [TaskKey("another_deployments_dag", "fit", "r1", -1)])
+    keys = [TaskInstanceRef("train", "fit", "r1", -1), TaskInstanceRef("train", "fit", "r2", -1), TaskInstanceRef("train", "mapped", "r1", 3),
+            TaskInstanceRef("train", "fresh", "r1", -1), TaskInstanceRef("train", "fit", "deleted_run", -1),
+            TaskInstanceRef("train", "mapped", "r1", 5)]
+    answer = task_states(session, keys + [TaskInstanceRef("another_deployments_dag", "fit", "r1", -1)])
     assert answer.states == {
-        TaskKey("train", "fit", "r1", -1): "failed", TaskKey("train", "fit", "r2", -1): "running",
-        TaskKey("train", "mapped", "r1", 3): "success", TaskKey("train", "fresh", "r1", -1): None,
+        TaskInstanceRef("train", "fit", "r1", -1): "failed", TaskInstanceRef("train", "fit", "r2", -1): "running",
+        TaskInstanceRef("train", "mapped", "r1", 3): "success", TaskInstanceRef("train", "fresh", "r1", -1): None,
     }
     assert answer.dags == {"train"}
 
 
 def test_many_task_instances_are_asked_for_in_several_queries(session: Session, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
-    monkeypatch.setattr(orphan_sweeper, "KEYS_PER_QUERY", 2)
+    monkeypatch.setattr(orphan_app, "KEYS_PER_QUERY", 2)
     session.execute(insert(TaskInstance.__table__), [ti("fit", "failed", map_index=i) for i in range(5)])
-    keys = [TaskKey("train", "fit", "r1", i) for i in range(6)]
-    assert task_states(session, keys).states == {TaskKey("train", "fit", "r1", i): "failed" for i in range(5)}
+    keys = [TaskInstanceRef("train", "fit", "r1", i) for i in range(6)]
+    assert task_states(session, keys).states == {TaskInstanceRef("train", "fit", "r1", i): "failed" for i in range(5)}

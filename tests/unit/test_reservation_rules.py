@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL, task_labels
+from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL
 from provider.reservations.room import Verdict, room
 from provider.reservations.rules import (
     Claim,
     GpuProblem,
-    TaskRef,
     allocation,
     claim_labels,
     claim_name,
@@ -27,12 +26,12 @@ from provider.reservations.rules import (
     problem_labels,
     reserved_request,
     stale_claims,
-    task_ref,
     unreserved,
 )
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling import PlacementContext, apply, get_policy
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest
+from provider.task_instance import MAP_INDEX_LABEL, TaskInstanceRef
 
 
 def claim(gpus: tuple[int, ...] = (0,), milli: int = 1000, owner: str = "o1", created: float = 100.0,
@@ -51,13 +50,13 @@ def test_one_claim_per_owner_and_host() -> None:
 
 def test_labels_round_trip_with_cpu_memory_and_the_task() -> None:
     request = PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=2000, memory_mb=4096)
-    labels = claim_labels(request, (2,), "own", 1234.5, task_labels("d", "t", "r", 1, 3))
+    labels = claim_labels(request, (2,), "own", 1234.5, TaskInstanceRef("d", "t", "r", 3, 1))
     assert parse_claim({"Id": "x", "Labels": labels}) == Claim(
-        "x", "own", (2,), 500, 2000, 4096, 1234.5, TaskRef("d", "t", "r", 3, 1))
+        "x", "own", (2,), 500, 2000, 4096, 1234.5, TaskInstanceRef("d", "t", "r", 3, 1))
 
 
 def test_cpu_only_claim_round_trips() -> None:
-    labels = claim_labels(PlacementRequest(cpu_milli=1000), (), "own", 1.0, {})
+    labels = claim_labels(PlacementRequest(cpu_milli=1000), (), "own", 1.0, None)
     parsed = parse_claim({"Id": "x", "Labels": labels})
     assert parsed is not None and parsed.gpus == () and parsed.cpu_milli == 1000 and parsed.task is None
 
@@ -67,9 +66,9 @@ def test_cpu_only_claim_round_trips() -> None:
     [
         pytest.param({}, id="not-a-claim"),
         pytest.param({CLAIM_LABEL: "true"}, id="missing-fields"),
-        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, {}),
+        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, None),
                       "airflow-gpu-docker.claim.gpus": "x"}, id="bad-gpu"),
-        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, {}),
+        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, None),
                       "airflow-gpu-docker.claim.cpu-milli": "-5"}, id="negative-cpu"),
     ],
 )
@@ -168,22 +167,22 @@ def test_live_owners_are_running_task_containers() -> None:
 
 
 def test_hold_round_trips_and_is_listed_with_the_owner_label() -> None:
-    labels = hold_labels("w1", 10.0, 70.0, task_labels("d", "t", "r", 1, -1))
+    labels = hold_labels("w1", 10.0, 70.0, TaskInstanceRef("d", "t", "r", -1, 1))
     record = parse_hold("a", {"Id": "h", "Labels": labels})
     assert record is not None and record.hold.owner == "w1" and record.expires == 70.0
-    assert record.task == TaskRef("d", "t", "r", -1, 1) and labels[OWNER_LABEL] == "w1"
+    assert record.task == TaskInstanceRef("d", "t", "r", -1, 1) and labels[OWNER_LABEL] == "w1"
 
 
 @pytest.mark.parametrize(
     ("labels", "ref"),
     [
-        pytest.param(task_labels("d", "t", "r", 2, 4), TaskRef("d", "t", "r", 4, 2), id="full"),
+        pytest.param(TaskInstanceRef("d", "t", "r", 4, 2).to_labels(), TaskInstanceRef("d", "t", "r", 4, 2), id="full"),
         pytest.param({"x": "y"}, None, id="no-task"),
-        pytest.param({**task_labels("d", "t", "r", 2, 4), "airflow-gpu-docker.map_index": "x"}, None, id="malformed"),
+        pytest.param({**TaskInstanceRef("d", "t", "r", 4, 2).to_labels(), MAP_INDEX_LABEL: "x"}, None, id="malformed"),
     ],
 )
-def test_task_ref(labels: dict[str, str], ref: TaskRef | None) -> None:
-    assert task_ref(labels) == ref
+def test_task_ref(labels: dict[str, str], ref: TaskInstanceRef | None) -> None:
+    assert TaskInstanceRef.from_labels(labels) == ref
 
 
 def view_of(*hosts: tuple[NodeState, tuple[Claim, ...]]) -> PoolView:
@@ -192,7 +191,7 @@ def view_of(*hosts: tuple[NodeState, tuple[Claim, ...]]) -> PoolView:
 
 def test_room_names_who_holds_a_full_host_and_a_host_without_gpus_differently() -> None:
     busy = claim((0,), owner="x")
-    busy = Claim(busy.container_id, "x", (0,), 1000, 0, 0, 1.0, TaskRef("train", "fit", "run1"))
+    busy = Claim(busy.container_id, "x", (0,), 1000, 0, 0, 1.0, TaskInstanceRef("train", "fit", "run1"))
     view = view_of((host(gpus=1), (busy,)), (NodeState("cpu", cpu_milli=4000, memory_mb=4096), ()))
     answer = room(PlacementRequest(gpus=1), view, get_policy("least_loaded"), PlacementContext(rng=random.Random(0)))
     assert answer.verdict is Verdict.WAIT and answer.no_fit is not None
@@ -222,7 +221,7 @@ def test_a_gpu_problem_marker_round_trips_and_is_listed_with_the_owner_label() -
     labels = problem_labels("could not select device driver", 700.0)
     assert parse_problem({"Id": "p", "Labels": labels}) == GpuProblem("p", "could not select device driver", 700.0)
     assert OWNER_LABEL in labels and parse_claim({"Id": "p", "Labels": labels}) is None
-    assert parse_problem({"Id": "c", "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", 1.0, {})}) is None
+    assert parse_problem({"Id": "c", "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", 1.0, None)}) is None
 
 
 def test_a_host_suspended_for_a_gpu_problem_is_worth_waiting_for_one_without_runtime_is_not() -> None:

@@ -27,7 +27,7 @@ def test_trigger_serialize_round_trips() -> None:
     trigger = GpuAvailableTrigger(
         hosts=[host_to_dict(h) for h in HOSTS], request=request_to_dict(request), policy="best_fit",
         deadline=1234.5, poll_interval=3.0, waiter={"owner": "o1", "since": 1000.0}, hold_after_s=60.0,
-        image="trainer:1", identity={"k": "v"}, agent_timeout=1.5,
+        image="trainer:1", task={"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1, "try_number": 1}, agent_timeout=1.5,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH

@@ -10,14 +10,8 @@ from typing import Any
 
 import boto3
 
-from provider.reservations.labels import (
-    CLAIM_LABEL,
-    HOLD_LABEL,
-    MAP_INDEX_LABEL,
-    RUN_ID_LABEL,
-    TASK_ID_LABEL,
-    TRY_NUMBER_LABEL,
-)
+from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.task_instance import MAP_INDEX_LABEL, RUN_ID_LABEL, TASK_ID_LABEL, TRY_NUMBER_LABEL
 from tools.cluster.services import S3_PORT
 from tools.cluster.topology import ARCHIVE_BUCKET, Cluster
 from tools.dockerd import PrivateDockerd
