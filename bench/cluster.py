@@ -39,6 +39,11 @@ of round-robin's.
 
 Needs root, dockerd, PostgreSQL, Redis, cgroup v1 with the cpuset controller, two CPUs, and the
 images saved by ``images/build.sh``. The default run takes about 20-25 minutes.
+
+``main(argv, cluster)`` runs on a topology that is already up (its DAG folder must hold
+``bench/dags/cluster_job.py``) and leaves it up: the system tests run ``--jobs 2 --epochs 2``
+as a smoke run on theirs (tests/system/cluster/test_bench_smoke.py). Its hosts are not pinned,
+so its figures say nothing about placement; only a topology of this module's own is.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.cluster.topology import POOL, Cluster, ClusterSpec  # noqa: E402
 from tools.dockerd import TESTBOX_IMAGE  # noqa: E402
 from tools.local_airflow import AirflowRest  # noqa: E402
+from tools.polling import eventually  # noqa: E402
 from tools.run_example import raise_interrupt  # noqa: E402
 
 DAG_ID = "bench_cluster_job"
@@ -205,14 +211,9 @@ def cpu_jiffies() -> tuple[int, int]:
 
 def wait_drained(cluster: Cluster, timeout: float = 180) -> None:
     """Wait until no engine holds a container (trainers, claims, holds), then let agents sample."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = {h: len(e.containers()) for h, e in cluster.engines.items()}
-        if not any(left.values()):
-            time.sleep(SETTLE_S)
-            return
-        time.sleep(1)
-    raise TimeoutError(f"the pool did not drain within {timeout} s: containers left {left}")
+    eventually(lambda: {h: len(e.containers()) for h, e in cluster.engines.items()}, timeout, interval_s=1,
+               what="the pool drained (containers left per host)", until=lambda left: not any(left.values()))
+    time.sleep(SETTLE_S)
 
 
 def run_policy(cluster: Cluster, hog: Hog, policy: str, offsets: Sequence[float], epochs: int,
@@ -322,7 +323,8 @@ def report(summary: dict[str, dict[str, Any]], hosts: Sequence[str]) -> None:
           f"{'holds' if ratio <= CLAIM else 'does NOT hold'} under concurrency.")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], cluster: Cluster | None = None) -> int:
+    """Run the benchmark on a topology of its own, or on ``cluster``, which is up and stays up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=24, help="trainer runs per policy (default 24)")
     parser.add_argument("--load", type=float, default=0.8, help="arrival rate as a share of capacity (default 0.8)")
@@ -334,15 +336,20 @@ def main(argv: list[str]) -> int:
         sys.exit("The hosts are pinned to CPUs 0 and 1: this benchmark needs two CPUs.")
     if args.jobs < 2 or not 0 < args.load:
         sys.exit("--jobs must be at least 2 and --load above 0.")
-    signal.signal(signal.SIGTERM, raise_interrupt)
+    own = cluster is None
+    if own:
+        signal.signal(signal.SIGTERM, raise_interrupt)
     began = time.monotonic()
-    cluster = Cluster(ClusterSpec(tag="gdb", host_cpus=CPUSETS), dags_folder=DAGS)
+    if cluster is None:
+        cluster = Cluster(ClusterSpec(tag="gdb", host_cpus=CPUSETS), dags_folder=DAGS)
     hog = Hog(cluster)
-    print("Starting the topology (PostgreSQL, Redis, Airflow, 3 Celery workers, 3 GPU hosts) ...", flush=True)
     try:
-        cluster.start()
+        if own:
+            print("Starting the topology (PostgreSQL, Redis, Airflow, 3 Celery workers, 3 GPU hosts) ...", flush=True)
+            cluster.start()
         print(cluster.describe())
-        print("cpusets: " + ", ".join(f"{h} -> CPU {c}" for h, c in CPUSETS.items()), flush=True)
+        print("cpusets: " + (", ".join(f"{h} -> CPU {c}" for h, c in cluster.spec.host_cpus.items()) or "none"),
+              flush=True)
         lone = Job(0, 0.0, f"gpu_{CALIBRATION_HOST}", "least_loaded")
         submit(cluster.api, lone, args.epochs)
         collect(cluster.api, lone)
@@ -372,14 +379,17 @@ def main(argv: list[str]) -> int:
         print("Interrupted.")
         return 130
     finally:
-        print("Stopping the topology ...", flush=True)
-        cluster.stop()  # its engines' cgroups too, in every controller
+        if own:
+            print("Stopping the topology ...", flush=True)
+            cluster.stop()  # its engines' cgroups too, in every controller
+        else:
+            hog.switch(None)  # gone already unless the run was cut short
     summary = summarise(runs, cluster.hosts)
     report(summary, cluster.hosts)
-    print(f"Whole run, topology start and stop included: {(time.monotonic() - began) / 60:.1f} min")
+    print(f"Whole run{', topology start and stop included' if own else ''}: {(time.monotonic() - began) / 60:.1f} min")
     if args.json:
         doc = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "cpusets": CPUSETS, "job_cpus": JOB_CPUS, "hog_cpu_shares": HOG_CPU_SHARES,
+               "cpusets": dict(cluster.spec.host_cpus), "job_cpus": JOB_CPUS, "hog_cpu_shares": HOG_CPU_SHARES,
                "calibration": asdict(lone), "capacity_jobs_per_s": capacity, "rate_jobs_per_s": rate,
                "offsets_s": offsets, "summary": summary,
                "runs": {p: {"t0": r["t0"], "hog": r["hog"], "jobs": [asdict(j) for j in r["jobs"]]}

@@ -22,7 +22,10 @@ for its host (locality on only: with 0 the engines are not asked). Per pass: mea
 and p95 JCT (interpolated), runs that waited on a pull, engines that pulled, and the bytes that
 crossed the link (the veth's counters).
 
-    python bench/image_locality.py [--json PATH] [--waves N] [--wave-gap-s S] [--seed N]
+    python bench/image_locality.py [--json PATH] [--waves N] [--wave-gap-s S] [--seed N] [--layer-mib M]
+
+``--waves 1 --per-wave 2 --wave-gap-s 0 --layer-mib 2`` is a smoke run of well under a minute
+(tests/integration/test_bench_smoke.py).
 
 Assumptions: the link is the registry's one uplink, shared by all hosts, not a link per host.
 The three hosts share this machine's CPUs and disk, so their agents measure the same CPUs and
@@ -74,8 +77,9 @@ HOLDER = "loc_c"
 GPUS_PER_HOST = 4
 LINK_RATE = "1gbit"
 LAYERS = 4
-LAYER_BYTES = 256 * 1024 * 1024
-CHUNK_BYTES = 16 * 1024 * 1024
+LAYER_MIB = 256
+MIB = 1024 * 1024
+CHUNK_MIB = 16
 LOCAL_TAG = "gpu-docker-locality:1.0"
 REPOSITORY = "bench/locality:1.0"
 REGISTRY_CONN = "locality_registry"
@@ -126,16 +130,17 @@ class PullWatch:
         return event
 
 
-def build_image(engine: PrivateDockerd, workdir: Path) -> None:
-    """Build ``LOCAL_TAG`` on ``engine``: the test image plus ``LAYERS`` COPY layers of random
-    bytes, so that neither the push nor a pull gains anything from compression."""
+def build_image(engine: PrivateDockerd, workdir: Path, layer_mib: int = LAYER_MIB) -> None:
+    """Build ``LOCAL_TAG`` on ``engine``: the test image plus ``LAYERS`` COPY layers of
+    ``layer_mib`` MiB of random bytes, so that neither the push nor a pull gains anything from
+    compression."""
     context = workdir / "context"
     context.mkdir()
     dockerfile = [f"FROM {TESTBOX_IMAGE}"]
     for i in range(LAYERS):
         with open(context / f"layer{i}", "wb") as f:
-            for _ in range(LAYER_BYTES // CHUNK_BYTES):
-                f.write(os.urandom(CHUNK_BYTES))
+            for written in range(0, layer_mib, CHUNK_MIB):
+                f.write(os.urandom(min(CHUNK_MIB, layer_mib - written) * MIB))
         dockerfile.append(f"COPY layer{i} /weights/layer{i}")
     (context / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
     with engine.client() as c:
@@ -237,6 +242,8 @@ def main() -> int:
     parser.add_argument("--wave-gap-s", type=float, default=10.0, help="seconds between waves (default 10)")
     parser.add_argument("--spread-s", type=float, default=1.0, help="arrivals within a wave spread over this (default 1)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the arrivals within each wave")
+    parser.add_argument("--layer-mib", type=int, default=LAYER_MIB,
+                        help=f"MiB of random bytes in each of the image's {LAYERS} layers (default %(default)s)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("This benchmark creates a network namespace and starts dockerd: it needs root.")
@@ -273,7 +280,7 @@ def main() -> int:
         holder = engines[HOLDER]
         holder.load(TESTBOX_IMAGE)
         t = time.monotonic()
-        build_image(holder, workdir)
+        build_image(holder, workdir, args.layer_mib)
         build_s = time.monotonic() - t
         t, sent = time.monotonic(), link.sent_bytes()
         image = registry.push(holder, LOCAL_TAG, REPOSITORY)

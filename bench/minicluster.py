@@ -10,7 +10,9 @@ example trainer arrive at staggered times and are each placed by one policy, thr
 from its arrival to the end of its container. Policies run one after another in one
 invocation, so they see the same machine.
 
-    python bench/minicluster.py [--json PATH] [--epochs N] [--gap-s S]
+    python bench/minicluster.py [--json PATH] [--epochs N] [--gap-s S] [--runs N]
+
+``--runs 2 --epochs 2 --gap-s 0.5`` is a smoke run (tests/integration/test_bench_smoke.py).
 
 Needs root, dockerd, cgroup v1 with the cpuset controller, two CPUs, and the images saved by
 ``images/build.sh``. Bar: least_loaded mean JCT at least 20% lower than round-robin.
@@ -74,12 +76,12 @@ def operator_for(policy: str, index: int, rng: random.Random, epochs: int) -> Gp
     return GpuDockerOperator(host=host, **common)
 
 
-def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[float], list[str], list[Any]]:
+def run_policy(policy: str, epochs: int, gap_s: float, seed: int, runs: int = RUNS) -> tuple[list[float], list[str], list[Any]]:
     """Start the runs ``gap_s`` apart; return each run's JCT, host and placement scores."""
     rng = random.Random(seed)
-    jct: list[float] = [0.0] * RUNS
-    hosts: list[str] = [""] * RUNS
-    scores: list[Any] = [None] * RUNS
+    jct: list[float] = [0.0] * runs
+    hosts: list[str] = [""] * runs
+    scores: list[Any] = [None] * runs
     errors: list[BaseException] = []
     start = time.monotonic()
 
@@ -96,7 +98,7 @@ def run_policy(policy: str, epochs: int, gap_s: float, seed: int) -> tuple[list[
         jct[i], hosts[i] = time.monotonic() - arrival, out["host"]
         scores[i] = ti.xcoms["placement"]["scores"] if policy == "least_loaded" else None
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(RUNS)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
     for t in threads:
         t.start()
     for t in threads:
@@ -112,6 +114,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=60, help="trainer epochs per run (default 60)")
     parser.add_argument("--gap-s", type=float, default=4.0, help="seconds between arrivals (default 4)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the random policy")
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"runs per policy (default {RUNS})")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("This benchmark pins one host to CPU 0 and one to CPU 1: it needs two CPUs.")
@@ -140,7 +143,7 @@ def main() -> int:
                 stack.callback(_remove, engine, hog.id)
         time.sleep(2)  # let the agents see the hog
         for policy in policies:
-            jct, hosts, scores = run_policy(policy, args.epochs, args.gap_s, args.seed)
+            jct, hosts, scores = run_policy(policy, args.epochs, args.gap_s, args.seed, args.runs)
             least_loaded_scores = scores if policy == "least_loaded" else least_loaded_scores
             mean[policy], worst[policy], placed[policy] = sum(jct) / len(jct), max(jct), hosts
             print(f"{policy:>13}: mean {mean[policy]:6.2f} s  hosts {' '.join(h[-1] for h in hosts)}", flush=True)
@@ -154,7 +157,7 @@ def main() -> int:
     if args.json:
         doc = {"mean_jct_s": {k: round(v, 3) for k, v in mean.items()},
                "max_jct_s": {k: round(v, 3) for k, v in worst.items()},
-               "hosts": placed, "least_loaded_scores": least_loaded_scores, "epochs": args.epochs, "gap_s": args.gap_s, "runs": RUNS}
+               "hosts": placed, "least_loaded_scores": least_loaded_scores, "epochs": args.epochs, "gap_s": args.gap_s, "runs": args.runs}
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0 if ok else 1
 

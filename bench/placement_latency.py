@@ -16,7 +16,9 @@ about the image (every third engine has it). One helper process serves them all,
 the other core of a two-core machine to the reader; each answer is rendered once, so the
 measurement is dominated by the reading side, as it is when every host is a machine of its own.
 
-    python -m bench.placement_latency [--json PATH] [--reps N] [--budget-s S]
+    python -m bench.placement_latency [--json PATH] [--reps N] [--budget-s S] [--sizes 10,100,1000]
+
+``--sizes 2,5 --reps 3`` is a smoke run of a few seconds (tests/unit/test_bench_smoke.py).
 
 Bars: p50 <= 50 ms at 100 hosts and <= 500 ms at 1000 hosts, with the engines' claims.
 
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provider.agent.sampler import NodeSample  # noqa: E402
 from provider.agent.simulated import SimulatedBackend, SimulatedGpu  # noqa: E402
 from provider.limits import MAX_CONCURRENT_HOSTS  # noqa: E402
-from provider.reservations.measured import measure  # noqa: E402
+from provider.reservations.measured import measure as measure_pool  # noqa: E402
 from provider.clients.engine_sync import run_sync  # noqa: E402
 from provider.clients.hosts import HostConfig  # noqa: E402
 from provider.reservations.pool import read_pool_view  # noqa: E402
@@ -111,7 +113,7 @@ def engine_documents(index: int, rng: random.Random) -> tuple[bytes, bytes, byte
     listed: list[dict[str, object]] = []
     for n in range(min(count, rng.randrange(4))):
         owner = f"owner{index}x{n}"
-        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), {})
+        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), None)
         listed.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
                        "Labels": labels})
         listed.append({"Id": f"{index:08x}{n + 8:056x}", "Names": [f"/task-{index}-{n}"], "State": "running",
@@ -201,7 +203,7 @@ def with_claims(policy: Policy, context: PlacementContext, image: str | None = N
 def agents_only(policy: Policy, context: PlacementContext) -> Decide:
     """The agents alone and ``place()``: what a read without the engines' claims costs."""
     def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
-        nodes = run_sync(measure(hosts, 2.0))
+        nodes = run_sync(measure_pool(hosts, 2.0))
         return place(REQUEST, nodes, policy, context).node, sum(1 for n in nodes if n.unreachable)
     return decide
 
@@ -223,14 +225,17 @@ def measure(hosts: Sequence[HostConfig], decide: Decide, reps: int, budget_s: fl
     return times, unreachable, chosen
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--reps", type=int, default=50, help="timed runs per size (default 50)")
     parser.add_argument("--policy", default="least_loaded", choices=sorted(POLICIES), help="placement policy")
     parser.add_argument("--budget-s", type=float, default=40.0, help="time limit per size and reader (default 40 s)")
-    args = parser.parse_args()
-    total = max(SIZES)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="pool sizes, comma-separated (default %(default)s)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    total = max(sizes)
     wait_for_time_wait()
     raise_fd_limit(total * 4 + 4 * MAX_CONCURRENT_HOSTS + 256)
     ctx = multiprocessing.get_context("fork")
@@ -260,7 +265,7 @@ def main() -> int:
         figures: dict[str, dict[str, float]] = {"p50_ms": {}, "p99_ms": {}, "agents_only_p50_ms": {},
                                                 "with_image_p50_ms": {}}
         ok = True
-        for size in SIZES:
+        for size in sizes:
             # A pass must stay below the kernel's 131,072 sockets in TIME_WAIT: at 1000 hosts a
             # read opens 2000 to 3000 connections.
             reps = min(args.reps, MAX_CONNECTIONS_PER_PASS // (3 * size) - 2)

@@ -21,6 +21,10 @@ A family level is a share, in percent:
 * ``cpu<L>``: CPU-only tasks, drawn from the base's, ask for L% of the CPU that the GPU
   tasks leave free on the pool (the default openb workload is at about 47%).
 
+    python bench/workload_families.py [--pods CSV] [--nodes CSV] [--workload gen-share60,...] [--json PATH]
+
+prints the level each family reached on the base pod list, beside the base's own level.
+
 Workload names are ``gen-<family><level>``, e.g. ``gen-share60``, apart from the openb file
 names (``gpushare40``, ``cpu100``) whose levels are defined differently. Levels in
 :data:`DEVELOPED_ON` are the ones policies were developed on; the others are held out and
@@ -146,3 +150,62 @@ def _cpu(base: list[PlacementRequest], nodes: Sequence[NodeState], target: float
 
 
 _BUILDERS = {"share": _share, "multi": _multi, "spec": _spec, "cpu": _cpu}
+
+
+def measured_pct(family: str, tasks: Sequence[PlacementRequest], nodes: Sequence[NodeState]) -> float:
+    """The share (%) that defines ``family``, measured on ``tasks`` for the pool ``nodes``."""
+    gpu_tasks = [t for t in tasks if t.gpus]
+    gpu_demand = sum(t.gpu_milli_total for t in gpu_tasks) or 1
+    if family == "share":
+        return 100 * sum(t.gpu_milli_total for t in gpu_tasks if _is_share(t)) / gpu_demand
+    if family == "multi":
+        return 100 * sum(t.gpu_milli_total for t in gpu_tasks if t.gpus > 1) / gpu_demand
+    if family == "spec":
+        return 100 * sum(1 for t in gpu_tasks if t.gpu_model) / (len(gpu_tasks) or 1)
+    spare = sum(n.cpu_milli for n in nodes) - sum(t.cpu_milli for t in gpu_tasks)
+    return 100 * sum(t.cpu_milli for t in tasks if not t.gpus) / spare if spare > 0 else float("nan")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build each workload from the base pod list and print (and with ``--json`` write) the level
+    it reached beside the base's: the families' definitions, checked on the data."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import placement_sim  # here, not at the top: placement_sim imports this module
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", help="node CSV (default: the openb node list)")
+    parser.add_argument("--pods", help="base pod CSV (default: the openb default workload)")
+    parser.add_argument("--workload", default=",".join(GENERATED), help="generated workloads, comma-separated")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated pod lists")
+    parser.add_argument("--trace-dir", default=str(placement_sim.default_trace_dir()))
+    parser.add_argument("--json", help="write the levels here")
+    args = parser.parse_args(argv)
+    trace_dir = Path(args.trace_dir)
+    nodes = placement_sim.load_nodes(Path(args.nodes) if args.nodes else trace_dir / placement_sim.NODES_FILE)
+    pods = Path(args.pods) if args.pods else placement_sim.pods_file(trace_dir, "default")
+    base = [r for _, r in placement_sim.load_pods(pods)]
+    levels: dict[str, dict[str, object]] = {}
+    print(f"{'workload':<14} {'level %':>7} {'reached %':>9} {'base %':>7} {'tasks':>6} {'GPU tasks':>9}")
+    for workload in args.workload.split(","):
+        parsed = parse(workload)
+        if parsed is None:
+            parser.error(f"{workload!r} is not a generated workload; use {', '.join(GENERATED)}")
+        family, level = parsed
+        tasks = generate(workload, base, nodes, args.seed)
+        reached, was = measured_pct(family, tasks, nodes), measured_pct(family, base, nodes)
+        levels[workload] = {"family": family, "level": level, "reached_pct": round(reached, 2),
+                            "base_pct": round(was, 2), "tasks": len(tasks), "gpu_tasks": sum(1 for t in tasks if t.gpus),
+                            "developed_on": workload in DEVELOPED_ON}
+        print(f"{workload:<14} {level:>7} {reached:>9.2f} {was:>7.2f} {len(tasks):>6} {levels[workload]['gpu_tasks']:>9}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"base": str(pods), "seed": args.seed, "workloads": levels}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

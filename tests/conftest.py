@@ -1,17 +1,25 @@
-"""Shared fixtures: private Docker engines, captured task logs, a stand-in task instance."""
+"""Shared fixtures: private Docker engines, captured task logs, a stand-in task instance; and
+:func:`eventually`, the one way a test waits for a condition."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 import structlog
 
-from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.dockerd import REPO, TESTBOX_IMAGE, PrivateDockerd
+from tools.polling import NotWithin, eventually
+
+__all__ = ["NotWithin", "eventually"]
 
 if TYPE_CHECKING:
     from provider.clients.hosts import HostConfig
@@ -45,14 +53,15 @@ class TaskLog:
             if stream is None or e.get("stream", "stdout") == stream
         ]
 
-    def wait_for(self, text: str, timeout: float) -> float | None:
-        """Poll until ``text`` is logged; return the monotonic time it was seen, or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.texts():
-                return time.monotonic()
-            time.sleep(0.02)
-        return None
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Wait until ``text`` is logged; return the monotonic time it was seen (AssertionError
+        naming the last lines logged when it was not, within ``timeout`` seconds)."""
+        def look() -> tuple[bool, list[str]]:
+            texts = self.texts()
+            return text in texts, texts[-5:]  # the last lines, for the message when it never came
+
+        eventually(look, timeout, interval_s=0.02, what=f"task-log line {text!r}", until=lambda seen: seen[0])
+        return time.monotonic()
 
 
 @pytest.fixture
@@ -91,10 +100,10 @@ def settled(look: Callable[[], list[T]], timeout_s: float = 15.0) -> list[T]:
     """What ``look`` lists once it lists nothing, or after ``timeout_s``. A task's container is
     removed after Airflow has recorded the task's success, so it may outlive by a moment the run
     that Airflow already reports a success."""
-    deadline = time.monotonic() + timeout_s
-    while (found := look()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return found
+    try:
+        return eventually(look, timeout_s, what="nothing left", until=lambda found: not found)
+    except NotWithin as late:
+        return cast("list[T]", late.last)
 
 
 @pytest.fixture
@@ -145,3 +154,16 @@ def release_now(reserved: Reserved) -> None:
     from provider.reservations.placement import release
 
     run_sync(release(reserved))
+
+
+def run_bench(name: str, *args: str, tmp_path: Path, timeout_s: float) -> dict[str, Any]:
+    """Run ``python -m bench.<name> *args --json FILE`` from the repository as a user does and
+    return the JSON it wrote. A bench exits 1 when a bar it checks is not met on this machine,
+    which a smoke run does not judge; a crash (a traceback) or no JSON fails."""
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *args, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s)
+    said = f"bench/{name}.py exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode in (0, 1) and "Traceback (most recent call last)" not in proc.stderr, said
+    assert out.exists(), said
+    return dict(json.loads(out.read_text()))

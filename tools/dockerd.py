@@ -20,13 +20,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import docker
+
+from tools.polling import NotWithin, eventually
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_CACHE = Path(os.environ.get("GPU_DOCKER_IMAGE_CACHE", REPO / ".cache" / "images"))
@@ -88,18 +89,24 @@ class PrivateDockerd:
         log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"dockerd {self.name} exited: {self.log_tail()}")
             try:
                 with self.client() as c:
-                    c.ping()
-                return self
+                    return bool(c.ping())
             except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"dockerd {self.name} did not answer within {timeout} s: {self.log_tail()}")
+                return False
+
+        try:
+            eventually(answers, timeout, what=f"dockerd {self.name} answering")
+        except NotWithin:
+            tail = self.log_tail()
+            self.stop()
+            raise TimeoutError(f"dockerd {self.name} did not answer within {timeout} s: {tail}") from None
+        return self
 
     def _simulated_driver(self) -> Path:
         """A directory holding the stand-in driver hook (see the module docstring)."""

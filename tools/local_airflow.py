@@ -13,13 +13,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.polling import eventually
 from tools.processes import Processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,17 +57,15 @@ class AirflowRest:
 
     def wait_healthy(self, timeout: float, check_alive: Callable[[], None]) -> None:
         """Wait for the api-server's health endpoint; ``check_alive`` raises when a component died."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             check_alive()
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return bool(r.status == 200)
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"Airflow api-server did not answer on {self.url} within {timeout} s")
+                return False
+
+        eventually(healthy, timeout, interval_s=0.5, what=f"Airflow api-server answering on {self.url}")
 
     def token(self) -> str:
         if self._token is None:
@@ -77,9 +75,7 @@ class AirflowRest:
 
     def password(self) -> str:
         path = self.home / "simple_auth_manager_passwords.json.generated"
-        deadline = time.monotonic() + 30
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(path.exists, 30, what=f"Airflow's generated passwords in {path}")
         return str(json.loads(path.read_text())["admin"])
 
     def request(
@@ -97,16 +93,16 @@ class AirflowRest:
         return json.loads(raw) if raw and accept == "application/json" else raw.decode()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def parsed() -> bool:
             try:
                 self.request("GET", f"/api/v2/dags/{dag_id}")
-                return
+                return True
             except urllib.error.HTTPError as exc:
                 if exc.code != 404:
                     raise
-            time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout} s; see {self.home}/dag-processor.out")
+                return False
+
+        eventually(parsed, timeout, interval_s=1, what=f"DAG {dag_id} parsed (see {self.home}/dag-processor.out)")
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
         self.wait_for_dag(dag_id)
@@ -115,13 +111,9 @@ class AirflowRest:
         return str(run["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if state in TERMINAL:
-                return str(state)
-            time.sleep(1)
-        raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout} s")
+        state = eventually(lambda: self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"], timeout,
+                           interval_s=1, what=f"run {run_id} of {dag_id} finished", until=lambda s: s in TERMINAL)
+        return str(state)
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))

@@ -31,12 +31,12 @@ import signal
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from tools.dockerd import PrivateDockerd
 from tools.pki import make_pki
+from tools.polling import NotWithin, eventually
 
 CERTS_D = Path("/etc/docker/certs.d")
 """Where every dockerd on the machine looks for the CA of a registry, per ``HOST:PORT``."""
@@ -89,22 +89,26 @@ class PrivateRegistry:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def asks_for_login() -> bool:
+            if proc.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
                 raise RuntimeError(f"docker-registry exited: {tail}")
             if self.port is None and (found := self._listening.search(self.log_tail(200))):
                 self.port = int(found.group(1))
-            if self.port is not None and self._asks_for_login():
-                if self.trusted:
-                    self._trust()
-                return self
-            time.sleep(0.1)
-        tail = self.log_tail()
-        self.stop()
-        raise TimeoutError(f"docker-registry did not answer within {timeout} s: {tail}")
+            return self.port is not None and self._asks_for_login()
+
+        try:
+            eventually(asks_for_login, timeout, interval_s=0.1, what="docker-registry asking for a login")
+        except NotWithin:
+            tail = self.log_tail()
+            self.stop()
+            raise TimeoutError(f"docker-registry did not answer within {timeout} s: {tail}") from None
+        if self.trusted:
+            self._trust()
+        return self
 
     def _trust(self) -> None:
         """Put the CA where engines look for this registry's, making only what did not exist."""

@@ -10,7 +10,6 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,7 +20,7 @@ from provider.logs.shipping import default_spool_root
 from provider.logs.spool import Spool
 from provider.operators.gpu_docker import GpuDockerOperator
 from tests.conftest import FakeTI, TaskLog, archived_stdout, run_task
-from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.dockerd import TESTBOX_IMAGE
 
 pytestmark = pytest.mark.integration
 BUCKET = "container-logs"
@@ -60,7 +59,7 @@ class S3Server:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerd: PrivateDockerd) -> Iterator[S3Server]:
+def s3(monkeypatch: pytest.MonkeyPatch, it_host: None) -> Iterator[S3Server]:
     server = S3Server()
     server.start()
     try:
@@ -72,8 +71,6 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerd: PrivateDockerd)
         conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
         # Airflow caches a filesystem per connection id in the process: one id per server.
         monkeypatch.setenv(f"AIRFLOW_CONN_S3LOGS{server.port}", json.dumps(conn))
-        monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
-        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
         yield server
     finally:
         server.stop()
@@ -106,9 +103,9 @@ def test_storage_outage_spools_and_completes_the_archive(s3: S3Server, ti: FakeT
     out: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: out.update(run_task(op, ti)))
     worker.start()
-    assert task_log.wait_for("line 50", timeout=60) is not None
+    task_log.wait_for("line 50", timeout=60)
     s3.stop()
-    assert task_log.wait_for("line 300", timeout=60) is not None
+    task_log.wait_for("line 300", timeout=60)
     s3.start()
     worker.join(120)
     assert out["exit_code"] == 0

@@ -18,26 +18,17 @@ import structlog
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.links import ContainerLogLink
 from provider.errors import ContainerFailed
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.integration.conftest import define_host, sh
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 
 def op_for(host: str = "it_host", **kwargs: Any) -> GpuDockerOperator:
     kwargs.setdefault("image", TESTBOX_IMAGE)
     kwargs.setdefault("pull", "never")
     return GpuDockerOperator(task_id="train", host=host, **kwargs)
-
-
-def sh(script: str) -> list[str]:
-    return ["sh", "-c", script]
 
 
 def archive_dir(out_or_url: dict[str, Any] | str) -> Path:
@@ -155,10 +146,13 @@ def test_silence_of_90_s_keeps_following_and_archives_what_came_before(task_log:
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(run_task(op, ti)))
     worker.start()
-    assert task_log.wait_for("before", timeout=30) is not None
-    time.sleep(3)
-    assert op.log_archive_url is not None
-    during = list(joined(archive_dir(op.log_archive_url), "stdout"))
+    task_log.wait_for("before", timeout=30)
+
+    def archived_so_far() -> list[bytes]:
+        return [] if op.log_archive_url is None else list(joined(archive_dir(op.log_archive_url), "stdout"))
+
+    # Well within the 90 s of silence: the idle ticker writes the chunk after log_chunk_s.
+    during = eventually(archived_so_far, 30, what="the archive of what came before the silence")
     worker.join(150)
     assert during == [b"before"]  # written by the idle ticker while the container was silent
     assert list(joined(archive_dir(outcome), "stdout")) == [b"before", b"after"]
@@ -183,7 +177,7 @@ def run_through_restart(
 ) -> tuple[GpuDockerOperator, dict[str, Any], list[BaseException]]:
     """Run ``script`` on ``engine``, restart the engine once line 300 is logged, wait for the end."""
     engine.load(TESTBOX_IMAGE)
-    monkeypatch.setenv("AIRFLOW_CONN_RS_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}))
+    define_host(monkeypatch, "rs_host", engine.url)
     op = op_for(host="rs_host", command=sh(script))
     out: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -196,7 +190,7 @@ def run_through_restart(
 
     worker = threading.Thread(target=target)
     worker.start()
-    assert task_log.wait_for("line 300", timeout=60) is not None
+    task_log.wait_for("line 300", timeout=60)
     engine.restart()
     worker.join(120)
     assert not worker.is_alive()

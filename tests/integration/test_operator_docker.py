@@ -13,18 +13,10 @@ from provider.task_instance import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.errors import ContainerFailed, EngineRefused, ImageMissing, NoFit
 from tests.conftest import FakeTI, TaskLog, run_task
+from tests.integration.conftest import sh
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """The fixture's engine as the ``it_host`` connection, defined the way users can; the
-    default log archive (under AIRFLOW_HOME) in the test's own directory."""
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    conn = {"conn_type": "gpu_docker_host", "host": dockerd.url}
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps(conn))
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 
 def HostOperator(engine: PrivateDockerd, **kwargs: Any) -> GpuDockerOperator:  # noqa: N802
@@ -36,10 +28,6 @@ def HostOperator(engine: PrivateDockerd, **kwargs: Any) -> GpuDockerOperator:  #
 
 def leftovers(engine: PrivateDockerd, ti: FakeTI) -> list[dict[str, Any]]:
     return engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}")
-
-
-def sh(script: str) -> list[str]:
-    return ["sh", "-c", script]
 
 
 def test_exit_zero_returns_result_and_removes_container(dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog) -> None:
@@ -130,7 +118,7 @@ def test_kill_during_run_removes_the_container(
 
     worker = threading.Thread(target=target)
     worker.start()
-    assert task_log.wait_for("started", timeout=30) is not None
+    task_log.wait_for("started", timeout=30)
     assert [c["State"] for c in leftovers(dockerd, ti)] == ["running"]
     op.on_kill()
     worker.join(30)

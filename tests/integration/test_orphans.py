@@ -11,7 +11,6 @@ as its look-up.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -29,11 +28,11 @@ from provider.reservations.adopt import discard, find_earlier
 from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.reservations.orphans import Known, sweep
 from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
-from tests.conftest import FakeTI
+from tests.conftest import FakeTI, eventually
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 FIRST_TRY = """
 import sys
@@ -44,12 +43,6 @@ op = GpuDockerOperator(task_id="train", host="it_host", image=sys.argv[1], pull=
 op.execute({"ti": FakeTI(run_id=sys.argv[2], try_number=1)})
 """
 STATES = {"failed": "failed", "running": "running", "retry": "up_for_retry"}
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
 
 
 def of_run(engine: PrivateDockerd, run_id: str, *labels: str) -> list[dict[str, Any]]:
@@ -63,13 +56,14 @@ def lost_tries(dockerd: PrivateDockerd) -> Iterator[dict[str, str]]:
     runs = {name: f"orphan_{name}__{os.urandom(4).hex()}" for name in STATES}
     procs = [subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, run_id], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}) for run_id in runs.values()]
+
+    def all_running() -> bool:
+        assert all(p.poll() is None for p in procs), "a first try ended by itself"
+        return all(any(c["State"] == "running" for c in of_run(dockerd, r, f"{LABEL_PREFIX}.try_number=1"))
+                   for r in runs.values())
+
     try:
-        deadline = time.monotonic() + 120
-        while not all(any(c["State"] == "running" for c in of_run(dockerd, r, f"{LABEL_PREFIX}.try_number=1"))
-                      for r in runs.values()):
-            assert time.monotonic() < deadline, "the first tries did not start their containers in 120 s"
-            assert all(p.poll() is None for p in procs), "a first try ended by itself"
-            time.sleep(0.2)
+        eventually(all_running, 120, what="the first tries' containers running")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGKILL)  # as the kernel's OOM killer ends a worker: no on_kill

@@ -33,8 +33,9 @@ from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved
 from provider.reservations.rules import parse_claim
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -68,12 +69,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             stop_agent(agent.process)
         for engine in c.engines.values():
             engine.stop()
-
-
-def define_host(monkeypatch: pytest.MonkeyPatch, name: str, docker_url: str, agent_url: str | None) -> None:
-    extra = {"agent_url": agent_url} if agent_url else {}
-    conn = {"conn_type": "gpu_docker_host", "host": docker_url, "extra": extra}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(conn))
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +163,7 @@ def test_kill_frees_the_gpus(
 
     worker = threading.Thread(target=target)
     worker.start()
-    assert task_log.wait_for("started", timeout=30) is not None
+    task_log.wait_for("started", timeout=30)
     assert claimed_gpus(cluster.engines["pool_a"]) == 4
     with pytest.raises(NoFit, match="pool_a: gpu free 0 of 4 < 4"):
         reserve(PlacementRequest(gpus=4))
@@ -353,7 +348,9 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
     assert sorted(claims(cluster.engines["pool_b"])) == sorted(orphaned)
     with pytest.raises(NoFit, match="pool_b: gpu free 0 of 2 < 2"):
         reserve(PlacementRequest(gpus=2, gpu_model="T4"))  # within the grace period: still held
-    time.sleep(1.2)
+    [claim] = [c for c in map(parse_claim, cluster.engines["pool_b"].containers(f"{CLAIM_LABEL}=true")) if c]
+    eventually(lambda: time.time() - claim.created > 1.0, 5, interval_s=0.05,
+               what="the orphaned claim older than the reader's grace of 1 s")
     hosts = resolve_pool(POOL, BaseHook.get_connection)
     asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []

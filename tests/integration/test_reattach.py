@@ -23,11 +23,12 @@ import pytest
 from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
-from tests.conftest import FakeTI, TaskLog, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, run_task
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("it_host")]
 
 LINES = 160
 COUNT = f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo $i; sleep 0.05; done"
@@ -47,12 +48,6 @@ try:
 except HandedOver:
     sys.exit({HANDED_OVER})
 """
-
-
-@pytest.fixture(autouse=True)
-def it_host(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.setenv("AIRFLOW_CONN_IT_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": dockerd.url}))
 
 
 def archive_dir(ti: FakeTI, attempt: int) -> Path:
@@ -76,11 +71,12 @@ def first_try_ended(engine: PrivateDockerd, ti: FakeTI, host: str = "it_host", s
     proc = subprocess.Popen([sys.executable, "-c", FIRST_TRY, TESTBOX_IMAGE, script, ti.run_id, host, airflow_says],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.monotonic() + 60
-        while not list(archive_dir(ti, 1).glob("chunk-*.log")) and time.monotonic() < deadline:
+
+        def chunks() -> list[Path]:
             assert proc.poll() is None, "the first try ended by itself"
-            time.sleep(0.1)
-        assert list(archive_dir(ti, 1).glob("chunk-*.log")), "the first try archived nothing in 60 s"
+            return list(archive_dir(ti, 1).glob("chunk-*.log"))
+
+        eventually(chunks, 60, interval_s=0.1, what="a chunk archived by the first try")
         [left] = engine.containers(f"{LABEL_PREFIX}.run_id={ti.run_id}", f"{LABEL_PREFIX}.try_number=1",
                                    f"{LABEL_PREFIX}.managed=true")
     finally:
@@ -176,7 +172,7 @@ def test_a_container_its_engine_killed_on_restart_is_not_adopted_the_retry_train
 ) -> None:
     with PrivateDockerd("rr") as engine:  # no live-restore: a restart stops its containers
         engine.load(TESTBOX_IMAGE)
-        monkeypatch.setenv("AIRFLOW_CONN_RR_HOST", json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}))
+        define_host(monkeypatch, "rr_host", engine.url)
         left = first_try_killed(engine, ti, host="rr_host", script="trap 'exit 143' TERM; " + COUNT.replace(
             f"-lt {LINES}", "-lt 100000"))  # still running when the engine stops it
         engine.restart()  # its event history goes with it: count what is created from here on

@@ -31,6 +31,7 @@ from provider.reservations.labels import CLAIM_LABEL
 from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.netns import Link, veth_namespace
 from tools.registry import PrivateRegistry
@@ -82,12 +83,9 @@ def define_registry(monkeypatch: pytest.MonkeyPatch, conn_id: str, address: str,
 
 
 @pytest.fixture(autouse=True)
-def connections(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+def connections(site: Site, monkeypatch: pytest.MonkeyPatch, airflow_home: Path) -> Iterator[None]:
     for name in HOSTS:
-        conn = {"conn_type": "gpu_docker_host", "host": site.engines[name].url,
-                "extra": {"agent_url": site.agents[name].url}}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(conn))
+        define_host(monkeypatch, name, site.engines[name].url, site.agents[name].url)
     define_registry(monkeypatch, CONN, site.registry.address, site.registry.user, site.registry.password)
     yield
     for name in ("img_b", "img_c"):  # back to no image, and nothing left anywhere

@@ -68,8 +68,7 @@ def define(monkeypatch: pytest.MonkeyPatch, h: TlsHost, **tls: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+def nothing_left(tls_host: TlsHost, monkeypatch: pytest.MonkeyPatch, airflow_home: Path) -> Iterator[None]:
     # As on many company workers: a CA bundle for requests in the environment, which must not
     # replace the connection's own CA file.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())

@@ -8,7 +8,6 @@ claim and hold is created here and removed by id/pid.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -34,8 +33,9 @@ from provider.scheduling.model import PlacementRequest
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
-from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
+from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
+from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 
 pytestmark = pytest.mark.integration
@@ -67,8 +67,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 
 @pytest.fixture(autouse=True)
 def connection(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    conn = {"conn_type": "gpu_docker_host", "host": pool.engine.url, "extra": {"agent_url": pool.agent.url}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST.upper()}", json.dumps(conn))
+    define_host(monkeypatch, HOST, pool.engine.url, pool.agent.url)
     yield
     assert labelled(pool.engine, CLAIM_LABEL) == [], "a test left a reservation behind"
     assert labelled(pool.engine, HOLD_LABEL) == [], "a test left a hold behind"
@@ -187,10 +186,7 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
     waiting = threading.Thread(target=lambda: result.update(run_trigger(trigger)))
     waiting.start()
     try:
-        deadline = time.monotonic() + 30
-        while not labelled(pool.engine, HOLD_LABEL) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert labelled(pool.engine, HOLD_LABEL), "the due waiter did not hold the host"
+        eventually(lambda: labelled(pool.engine, HOLD_LABEL), 30, what="the due waiter's hold on the host")
         with pytest.raises(NoFit, match="held for big.train r1"):
             reserve(1)
         with pytest.raises(NoFit, match="held for big.train r1"):

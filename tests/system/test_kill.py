@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from provider.reservations.labels import RESERVATION_LABEL
+from tests.conftest import eventually, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -24,21 +25,19 @@ DAG_ID, TASK_ID = "gpu_docker_sleeper", "sleep"
 def running_task(airflow: LocalAirflow, engine: PrivateDockerd) -> tuple[str, dict[str, object]]:
     """Trigger the sleeper and wait until its container runs; return the run id and the TI."""
     run_id = airflow.trigger(DAG_ID, {})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def running() -> tuple[bool, dict[str, object]]:
         ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
-        running = [c for c in containers_of_run(engine, run_id) if c["State"] == "running"]
-        if ti["state"] == "running" and running and ti.get("pid"):
-            return run_id, ti
-        time.sleep(0.5)
-    raise TimeoutError(f"the sleeper's container did not start: {ti}")
+        up = [c for c in containers_of_run(engine, run_id) if c["State"] == "running"]
+        return bool(ti["state"] == "running" and up and ti.get("pid")), ti
+
+    _, ti = eventually(running, 120, interval_s=0.5, what="the sleeper's container running",
+                       until=lambda seen: seen[0])
+    return run_id, ti
 
 
 def wait_gone(engine: PrivateDockerd, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while containers_of_run(engine, run_id) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return containers_of_run(engine, run_id)
+    return settled(lambda: containers_of_run(engine, run_id), timeout)
 
 
 def task_containers(engine: PrivateDockerd, run_id: str) -> list[dict[str, Any]]:
@@ -67,10 +66,8 @@ def test_clearing_a_running_task_removes_its_container(
     [first] = [c["Id"] for c in task_containers(system_engine, run_id)]
     airflow_stack.request("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", {
         "dry_run": False, "dag_run_id": run_id, "task_ids": [TASK_ID], "only_failed": False})
-    deadline = time.monotonic() + 60
-    while first in {c["Id"] for c in task_containers(system_engine, run_id)} and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert first not in {c["Id"] for c in task_containers(system_engine, run_id)}
+    eventually(lambda: first not in {c["Id"] for c in task_containers(system_engine, run_id)}, 60, interval_s=0.5,
+               what="the cleared try's container removed")
     path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}"
     airflow_stack.request("PATCH", path, {"new_state": "failed"})  # the cleared task runs again: end it
     assert wait_gone(system_engine, run_id) == []
@@ -89,12 +86,13 @@ def test_marking_the_task_failed_removes_the_container(
 def test_a_task_timeout_removes_its_container(airflow_stack: LocalAirflow, system_engine: PrivateDockerd) -> None:
     dag_id, task_id = "gpu_docker_timeout", "sleep_too_long"
     run_id = airflow_stack.trigger(dag_id, {})
-    deadline = time.monotonic() + 120
     seen: set[str] = set()
-    while airflow_stack.task_instance(dag_id, run_id, task_id)["state"] not in ("failed", "success") \
-            and time.monotonic() < deadline:
+
+    def ended() -> object:
         seen.update(c["Id"] for c in task_containers(system_engine, run_id) if c["State"] == "running")
-        time.sleep(0.5)
+        return airflow_stack.task_instance(dag_id, run_id, task_id)["state"]
+
+    eventually(ended, 120, interval_s=0.5, what="the task ended", until=lambda state: state in ("failed", "success"))
     assert seen, "the container never ran"
     assert airflow_stack.wait_for_run(dag_id, run_id, timeout=60) == "failed"
     assert task_containers(system_engine, run_id) == []  # removed when the timeout struck, not by the sweep

@@ -20,6 +20,7 @@ import pytest
 
 from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.task_instance import LABEL_PREFIX
+from tests.conftest import eventually, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -31,26 +32,25 @@ LIMIT_S = 120.0
 
 def running_with_claim(airflow: LocalAirflow, engine: PrivateDockerd, run_id: str) -> tuple[dict[str, Any], str]:
     """The task instance once its container runs with its claim, and the container's id."""
-    deadline = time.monotonic() + 180
-    ti: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def look() -> tuple[str | None, dict[str, Any]]:
         ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
         made = containers_of_run(engine, run_id)
         running = [c for c in made if c["State"] == "running" and RESERVATION_LABEL not in c["Labels"]]
         if ti["state"] == "running" and ti.get("pid") and running and any(CLAIM_LABEL in c["Labels"] for c in made):
-            return ti, str(running[0]["Id"])
-        time.sleep(0.5)
-    raise TimeoutError(f"the GPU sleeper's container did not start with its claim: {ti}")
+            return str(running[0]["Id"]), ti
+        return None, ti
+
+    container_id, ti = eventually(look, 180, interval_s=0.5, until=lambda seen: seen[0] is not None,
+                                  what="the GPU sleeper's container running with its claim")
+    assert container_id is not None
+    return ti, container_id
 
 
 def ended(airflow: LocalAirflow, run_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ti = airflow.task_instance(DAG_ID, run_id, TASK_ID)
-        if ti["state"] not in ("running", "queued", "scheduled", None) and ti.get("end_date"):
-            return ti
-        time.sleep(0.5)
-    raise TimeoutError(f"the task instance did not end within {timeout:g} s after its process was killed")
+    return eventually(lambda: airflow.task_instance(DAG_ID, run_id, TASK_ID), timeout, interval_s=0.5,
+                      what="the task instance ended after its process was killed",
+                      until=lambda ti: ti["state"] not in ("running", "queued", "scheduled", None) and ti.get("end_date"))
 
 
 def removed_at(engine: PrivateDockerd, container_id: str, since: float) -> float:
@@ -76,10 +76,8 @@ def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
     assert any(c["Id"] == container_id for c in containers_of_run(system_engine, run_id)), \
         "nothing is left to sweep: the container went with the task process"
 
-    deadline = end + LIMIT_S + 30
-    while containers_of_run(system_engine, run_id) and time.time() < deadline:
-        time.sleep(1)
-    assert containers_of_run(system_engine, run_id) == [], "the container or its claim is still there"
+    assert settled(lambda: containers_of_run(system_engine, run_id), end + LIMIT_S + 30 - time.time()) == [], \
+        "the container or its claim is still there"
     seconds = removed_at(system_engine, container_id, since) - end
     report(f"orphaned container removed {seconds:.1f} s after its task instance ended (limit {LIMIT_S:g} s)")
     assert seconds < LIMIT_S

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from provider.task_instance import LABEL_PREFIX
-from tests.conftest import archived_stdout, settled
+from tests.conftest import archived_stdout, eventually, settled
 from tests.system.conftest import containers_of_run
 from tests.system.dags.counter import LINES
 from tools.dockerd import PrivateDockerd
@@ -40,16 +40,17 @@ def test_a_task_process_killed_mid_run_is_retried_by_reattaching(
     since = time.time()
     run_id = airflow_stack.trigger(DAG_ID, {})
     killed: dict[str, int] = {}
-    deadline = time.monotonic() + 180
-    while len(killed) < len(TASKS) and time.monotonic() < deadline:
+
+    def kill_each_mid_run() -> dict[str, int]:
         for task_id in TASKS:
             ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
             chunks = list(archive_dir(airflow_stack, run_id, task_id).glob("chunk-*.log"))
             if task_id not in killed and ti["state"] == "running" and ti.get("pid") and chunks:
                 os.kill(int(ti["pid"]), signal.SIGKILL)  # the task process, as the kernel's OOM killer would
                 killed[task_id] = int(ti["pid"])
-        time.sleep(0.2)
-    assert set(killed) == set(TASKS), f"not both killed mid-run: {killed}"
+        return killed
+
+    eventually(kill_each_mid_run, 180, what="both tasks killed mid-run", until=lambda k: set(k) == set(TASKS))
 
     assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
     with system_engine.client() as c:
@@ -85,15 +86,16 @@ def test_a_worker_shutting_down_hands_its_container_to_the_retry(
     since = time.time()
     run_id = airflow_stack.trigger(DAG_ID, {})
     task_id = "while_running"
-    deadline = time.monotonic() + 180
-    supervisor = 0
-    while not supervisor and time.monotonic() < deadline:
+
+    def stop_supervisor_mid_run() -> int:
         ti = airflow_stack.task_instance(DAG_ID, run_id, task_id)
         if ti["state"] == "running" and ti.get("pid") and list(archive_dir(airflow_stack, run_id, task_id).glob("chunk-*")):
             supervisor = int(Path(f"/proc/{ti['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
             os.kill(supervisor, signal.SIGTERM)
-        time.sleep(0.2)
-    assert supervisor, "the task did not run"
+            return supervisor
+        return 0
+
+    eventually(stop_supervisor_mid_run, 180, what="the task running, its supervisor sent SIGTERM")
     assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
     assert "worker is shutting down" in airflow_stack.task_log_text(DAG_ID, run_id, task_id, try_number=1)
     out = airflow_stack.xcom(DAG_ID, run_id, task_id)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow
 
@@ -48,10 +48,9 @@ def test_task_logs_go_to_object_storage_and_are_read_back_from_there(remote_airf
     assert state == "success", remote_airflow.task_log_text(DAG_ID, run_id, "train")[-3000:]
     relative = Path(f"dag_id={DAG_ID}") / f"run_id={run_id}" / "task_id=train" / "attempt=1.log"
     stored = remote_airflow.home / "remote-logs" / relative
-    deadline = time.monotonic() + 60  # the worker uploads once the task process has ended
-    while not stored.is_file() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert stored.is_file(), sorted(str(p) for p in (remote_airflow.home / "remote-logs").rglob("*"))
+    # The worker uploads once the task process has ended.
+    eventually(lambda: stored.is_file() or sorted(str(p) for p in (remote_airflow.home / "remote-logs").rglob("*")),
+               60, interval_s=0.5, what=f"the task log stored as {relative}", until=lambda found: found is True)
     events = [json.loads(line)["event"] for line in stored.read_text().splitlines() if line.startswith("{")]
     assert [e for e in events if e.startswith("epoch ")][-1].startswith("epoch 4/4 loss=")
     assert not (remote_airflow.log_folder / relative).exists()  # delete_local_logs: only the remote copy

@@ -8,13 +8,13 @@ is refused by the DAG's param schema with a readable error and creates no run.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tools.local_airflow import LocalAirflow
 
 pytestmark = pytest.mark.system
@@ -63,10 +63,8 @@ def test_a_valid_conf_runs_and_the_epoch_lines_come_back_over_rest(
     assert status == 200, run
     run_id = run["dag_run_id"]
     assert run["conf"]["epochs"] == 8
-    deadline = time.monotonic() + 300
-    while (state := call(airflow_stack, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)[1]["state"]) \
-            not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(1)
+    state = eventually(lambda: call(airflow_stack, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)[1]["state"],
+                       300, interval_s=1, what="the run finished", until=lambda s: s in ("success", "failed"))
     assert state == "success"
     status, log = call(airflow_stack, "GET",
                        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/train/logs/1", token)

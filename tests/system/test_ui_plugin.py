@@ -20,20 +20,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
 from provider.task_instance import LABEL_PREFIX
+from tests.conftest import eventually
 from tests.integration.agents import gpus, start_agent, stop_agent
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow, free_port
@@ -46,7 +46,6 @@ POOL, HOST_UP, HOST_DOWN = "gpu_ui_pool", "ui_gpu_a", "ui_gpu_b"
 API = "/gpu-cluster/api/cluster"
 START_TIMEOUT_S = 180.0
 
-T = TypeVar("T")
 
 
 @dataclass
@@ -89,16 +88,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(airflow, engine)
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout:g} s")
-
-
 def claims_of_run(engine: PrivateDockerd, run_id: str) -> list[Any]:
     return engine.containers(f"{CLAIM_LABEL}=true", f"{LABEL_PREFIX}.run_id={run_id}")
 
@@ -111,12 +100,12 @@ def run_in(airflow: LocalAirflow, dag_id: str, task_id: str, ready: Callable[[st
     run_id = airflow.trigger(dag_id, {})
     ti_path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
     try:
-        wait_for(f"{what} did not start", lambda: ready(airflow.request("GET", ti_path)["state"], run_id),
-                 START_TIMEOUT_S)
+        eventually(lambda: ready(airflow.request("GET", ti_path)["state"], run_id), START_TIMEOUT_S, interval_s=1.0,
+                   what=f"{what} started")
         yield run_id
     finally:
         airflow.request("PATCH", ti_path, {"new_state": "failed"})
-        wait_for(f"what {what} made was not removed after it was failed", lambda: gone(run_id), 60)
+        eventually(lambda: gone(run_id), 60, interval_s=1.0, what=f"what {what} made removed after it was failed")
 
 
 def holds_on(engine: PrivateDockerd) -> list[Any]:

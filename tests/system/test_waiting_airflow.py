@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from provider.clients.hosts import HostConfig
 from provider.scheduling.model import PlacementRequest
-from tests.conftest import release_now, reserve_now, settled
+from tests.conftest import eventually, release_now, reserve_now, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -30,12 +29,14 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
     try:
         run_id = airflow_stack.trigger(DAG_ID, {})
         seen: dict[str, set[str]] = {task: set() for task in WAITING}
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and any(WAITING[t] not in seen[t] for t in WAITING):
+
+        def states_seen() -> dict[str, set[str]]:
             for task, state in states(airflow_stack, run_id).items():
                 seen[task].add(str(state))
-            time.sleep(0.5)
-        assert all(WAITING[t] in seen[t] for t in WAITING), f"states seen while the GPU was taken: {seen}"
+            return seen
+
+        eventually(states_seen, 180, interval_s=0.5, what="every task seen waiting while the GPU was taken",
+                   until=lambda s: all(WAITING[t] in s[t] for t in WAITING))
         # The GPU cluster page lists the tasks that wait (the sensor in reschedule mode only
         # between pokes, so it may or may not be caught waiting at this instant).
         listed = {w["task_id"]: w for w in airflow_stack.request("GET", "/gpu-cluster/api/cluster")["waiting"]

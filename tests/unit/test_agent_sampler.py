@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from provider.agent.metrics import make_registry
 from provider.agent.sampler import Sampler, busy_pct, docker_disk_path
 from provider.agent.simulated import SimulatedBackend, parse_inventory
+from tests.conftest import eventually
 
 # Linux cpu_times order: user nice system idle iowait irq softirq steal guest guest_nice
 TOTAL = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -94,13 +94,8 @@ def test_thread_keeps_sampling(tmp_path: Path) -> None:
     try:
         first = sampler.latest()
         assert first is not None
-        for _ in range(100):
-            latest = sampler.latest()
-            if latest is not None and latest[2] > first[2]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the sampler thread took no second sample within 5 s")
+        eventually(sampler.latest, 5, interval_s=0.05, what="a second sample taken by the sampler thread",
+                   until=lambda latest: latest is not None and latest[2] > first[2])
     finally:
         sampler.stop()
 

@@ -1,8 +1,8 @@
-"""A small replay through bench/placement_sim.py, on CSVs built here (no external data)."""
+"""A small replay through bench/placement_sim.py, on CSVs built here (no external data), and
+the plot of bench/plot_placement.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import sys
@@ -13,28 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import placement_sim  # noqa: E402
+import plot_placement  # noqa: E402
 
 POLICIES = "random,best_fit,fragmentation,least_loaded,fragmentation_balanced"
-
-
-@pytest.fixture
-def trace(tmp_path: Path) -> tuple[Path, Path]:
-    rng = random.Random(3)
-    nodes = tmp_path / "nodes.csv"
-    with nodes.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sn", "cpu_milli", "memory_mib", "gpu", "model"])
-        for i in range(12):
-            w.writerow([f"node-{i:02d}", rng.choice([32000, 64000]), 262144, rng.choice([1, 2, 4, 8]), rng.choice(["T4", "V100"])])
-    pods = tmp_path / "pods.csv"
-    with pods.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"])  # the short layout
-        for i in range(300):
-            gpus = rng.choice([0, 1, 1, 1, 2, 4])
-            milli = rng.choice([250, 500, 1000]) if gpus == 1 else (1000 if gpus else 0)
-            w.writerow([f"pod-{i:04d}", rng.choice([1000, 4000, 8000]), 8192, gpus, milli])
-    return nodes, pods
 
 
 def test_replay_writes_every_policy(trace: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +83,29 @@ def test_generated_workloads_against_fgd_and_the_bound(
     rows = [line.split() for line in printed.splitlines() if line.startswith("gen-") and "fragmentation_balanced" in line
             and "%" in line]
     assert [(r[0], r[1]) for r in rows] == [("gen-share60", "dev"), ("gen-multi35", "dev")]
+
+
+def test_the_figures_the_readme_quotes_and_their_plot(trace: tuple[Path, Path], tmp_path: Path) -> None:
+    """The placement tables' figures (mean ± sd at 130% per workload and policy; the families'
+    seed-by-seed difference, the bound and the gap closed, from each seed's allocation at 130%)
+    on a generated family (bench/workload_families.py) with the bound (bench/placement_bound.py),
+    then bench/plot_placement.py drawing them."""
+    nodes, pods = trace
+    out = tmp_path / "smoke.json"
+    argv = ["--nodes", str(nodes), "--pods", str(pods), "--workload", "gen-share60",
+            "--policy", "fragmentation,fragmentation_balanced,bound", "--seeds", "1-2", "--workers", "1",
+            "--trace-dir", str(tmp_path), "--json", str(out)]
+    assert placement_sim.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert [(r["workload"], r["policy"]) for r in results] == [
+        ("gen-share60", p) for p in ("fragmentation", "fragmentation_balanced", "bound")]
+    for r in results:
+        for key in ("alloc_at_100", "alloc_at_130"):
+            assert 0 < r[key]["mean"] <= 100 and r[key]["sd"] >= 0, (r["policy"], key)
+        assert [s["seed"] for s in r["per_seed"]] == [1, 2]
+        at_130 = [s["alloc_at"]["130"] for s in r["per_seed"]]  # None where a large task jumped past 130±1
+        assert all(a is None or 0 < a <= 100 for a in at_130) and any(at_130), r["policy"]
+
+    png = tmp_path / "plot.png"
+    assert plot_placement.main([str(out), "--out", str(png), "--trace-dir", str(tmp_path)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

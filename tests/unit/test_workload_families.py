@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 import sys
 from pathlib import Path
@@ -113,3 +115,25 @@ def test_a_base_without_one_side_is_refused() -> None:
         wf.generate("gen-cpu50", whole_only, NODES, seed=1)
     with pytest.raises(ValueError, match="the GPU tasks alone ask for 1293000m more CPU than the pool has"):
         wf.generate("gen-cpu50", base_workload(), NODES, seed=1)
+
+
+def test_the_cli_reports_each_family_at_its_level(trace: tuple[Path, Path], tmp_path: Path) -> None:
+    """``python bench/workload_families.py``, on a small trace: the level each family reached
+    (the README's definitions: shares of GPU demand, of GPU tasks, of spare CPU) and the base's."""
+    nodes, pods = trace
+    # The trace's GPU tasks ask for more CPU than its 12 hosts have; the cpu family needs some to spare.
+    roomy = tmp_path / "roomy.csv"
+    with nodes.open(newline="") as f, roomy.open("w", newline="") as g:
+        rows = list(csv.DictReader(f))
+        w = csv.DictWriter(g, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**row, "cpu_milli": str(int(row["cpu_milli"]) * 16)} for row in rows)
+    out = tmp_path / "levels.json"
+    names = "gen-share60,gen-multi35,gen-spec33,gen-cpu50"
+    assert wf.main(["--nodes", str(roomy), "--pods", str(pods), "--workload", names, "--json", str(out)]) == 0
+    levels = json.loads(out.read_text())["workloads"]
+    assert list(levels) == names.split(",")
+    for name, row in levels.items():
+        assert (row["family"], row["level"]) == wf.parse(name)
+        assert abs(row["reached_pct"] - row["level"]) < 10 and 0 <= row["base_pct"] <= 100, (name, row)
+        assert row["tasks"] >= row["gpu_tasks"] > 0 and row["developed_on"] == (name in wf.DEVELOPED_ON)

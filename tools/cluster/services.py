@@ -15,11 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tools.cluster.lan import Lan
 from tools.local_airflow import venv_env
+from tools.polling import eventually
 from tools.processes import Processes
 
 POSTGRES_PORT = 5432
@@ -29,15 +29,15 @@ S3_PORT = 5000
 
 def wait_port(ip: str, port: int, procs: Processes, timeout: float = 60) -> None:
     """Wait until ``ip:port`` accepts a connection; fail early when a program has died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         procs.check_alive()
         try:
             with socket.create_connection((ip, port), timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing answered on {ip}:{port} within {timeout} s")
+            return False
+
+    eventually(answers, timeout, what=f"something answering on {ip}:{port}")
 
 
 def _postgres_bin(name: str) -> str:

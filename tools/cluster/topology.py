@@ -45,6 +45,7 @@ from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, AirflowRest, venv_env
 from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
+from tools.polling import NotWithin, eventually
 from tools.processes import Processes
 
 API_PORT = 8080
@@ -281,27 +282,35 @@ class Cluster:
         self.procs.restart(name)
         self.api.wait_healthy(timeout, self.procs.check_alive)
         key = HEARTBEAT_KEYS.get(name)
-        while key is not None:
-            beat = self.api.request("GET", "/api/v2/monitor/health", auth=False)[key][f"latest_{key}_heartbeat"]
-            if beat and datetime.fromisoformat(beat) > since:
-                break
-            if time.monotonic() - began > timeout:
+        if key is not None:
+
+            def beat_since() -> bool:
+                beat = self.api.request("GET", "/api/v2/monitor/health", auth=False)[key][f"latest_{key}_heartbeat"]
+                if beat and datetime.fromisoformat(beat) > since:
+                    return True
+                self.procs.check_alive()
+                return False
+
+            try:
+                eventually(beat_since, timeout - (time.monotonic() - began), interval_s=0.5,
+                           what=f"{name} heartbeating after its restart")
+            except NotWithin:
                 raise TimeoutError(f"{name} did not heartbeat within {timeout} s of its restart; "
-                                   f"{self.procs.log_path(name)} ends:\n{self.procs.log_tail(name)}")
-            self.procs.check_alive()
-            time.sleep(0.5)
+                                   f"{self.procs.log_path(name)} ends:\n{self.procs.log_tail(name)}") from None
         return time.monotonic() - began
 
     def _wait_workers(self, timeout: float) -> None:
         """Wait until each worker's Celery consumer says it is ready."""
-        deadline = time.monotonic() + timeout
         waiting = set(self.workers)
-        while waiting and time.monotonic() < deadline:
+
+        def not_ready() -> list[str]:
             self.procs.check_alive()
-            waiting = {w for w in waiting if f"celery@{w} ready" not in self.procs.log_tail(f"worker-{w}", 400)}
-            time.sleep(0.5)
-        if waiting:
-            raise TimeoutError(f"Celery workers {sorted(waiting)} not ready within {timeout} s; see {self.procs.log_dir}")
+            waiting.difference_update(w for w in list(waiting)
+                                      if f"celery@{w} ready" in self.procs.log_tail(f"worker-{w}", 400))
+            return sorted(waiting)
+
+        eventually(not_ready, timeout, interval_s=0.5, what=f"Celery workers ready (see {self.procs.log_dir}); not yet",
+                   until=lambda left: not left)
 
     # -- use ------------------------------------------------------------------------------
     def describe(self) -> str:

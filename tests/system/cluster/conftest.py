@@ -2,7 +2,8 @@
 minute to start, so the tests share it, and it goes when the package's last test is done (not
 at the end of the session, where it would take CPUs from the other system tests).
 
-Its DAG folder holds the project's example DAGs and the chaos test's DAG. Airflow gives up on a
+Its DAG folder holds the project's example DAGs, the chaos test's DAG and the DAG of
+``bench/cluster.py``, whose smoke run uses this topology. Airflow gives up on a
 lost worker sooner than by default, so that the chaos test's retries come within it: a try
 without a heartbeat for 40 s is retried (more than the api-server's restart keeps heartbeats
 away: a shorter timeout would fail running tries while it restarts), and a task a lost worker
@@ -23,12 +24,13 @@ from tools.local_airflow import REPO
 pytestmark = pytest.mark.system
 
 CHAOS_DAG = REPO / "tests" / "system" / "dags" / "chaos_counter.py"
+BENCH_DAG = REPO / "bench" / "dags" / "cluster_job.py"
 
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     dags = tmp_path_factory.mktemp("cluster-dags")
-    for src in [*(REPO / "dags").glob("*.py"), CHAOS_DAG]:
+    for src in [*(REPO / "dags").glob("*.py"), CHAOS_DAG, BENCH_DAG]:
         shutil.copy(src, dags / src.name)
     with Cluster(ClusterSpec(tag="gdt", heartbeat_timeout_s=40, queued_timeout_s=90), dags_folder=dags) as c:
         yield c

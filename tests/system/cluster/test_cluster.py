@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 import pytest
 
 from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
-from tests.conftest import archived_stdout
+from tests.conftest import archived_stdout, eventually
 from tests.system.cluster.observe import EngineEvents, archive_objects, overbooked
 from tools.cluster.topology import POOL, Cluster
 
@@ -40,16 +39,19 @@ def test_mapped_training_runs_across_workers_and_hosts_without_double_booking(
     # The long task's log, read over the REST API while it runs (the api-server fetches it from
     # the worker that runs it).
     live = ""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and "epoch 2/" not in live:
+
+    def live_log() -> str:
+        nonlocal live
         mapped = cluster.api.mapped_instances(DAG_ID, run_id, "train")  # none until `plan` has run
         first = mapped[0] if mapped else {}
         if first.get("state") == "running":
             live = cluster.api.task_log_text(DAG_ID, run_id, "train", map_index=0)
         elif first.get("state") in ("success", "failed"):
-            break
-        time.sleep(1)
-    assert "epoch 2/" in live, f"no training lines in the running task's log: {live[-2000:]!r}"
+            raise AssertionError(f"no training lines in the running task's log: {live[-2000:]!r}")
+        return live
+
+    eventually(live_log, 600, interval_s=1, what="training lines in the running task's log",
+               until=lambda text: "epoch 2/" in text)
 
     assert cluster.api.wait_for_run(DAG_ID, run_id, timeout=1200) == "success"
     instances = cluster.api.mapped_instances(DAG_ID, run_id, "train")
@@ -60,12 +62,9 @@ def test_mapped_training_runs_across_workers_and_hosts_without_double_booking(
 
     # After the end the log is still there, whole. The worker uploads it to the store just after
     # it reports the task's end, so the store may hold only the triggerer's part for a moment.
-    deadline = time.monotonic() + 60
-    done = ""
-    while f"epoch {LONG_EPOCHS}/{LONG_EPOCHS}" not in done and time.monotonic() < deadline:
-        done = cluster.api.task_log_text(DAG_ID, run_id, "train", map_index=0)
-        time.sleep(1)
-    assert f"epoch {LONG_EPOCHS}/{LONG_EPOCHS}" in done and "test_accuracy=" in done, done[-2000:]
+    done = eventually(lambda: cluster.api.task_log_text(DAG_ID, run_id, "train", map_index=0), 60, interval_s=1,
+                      what="the whole log of the long task", until=lambda text: f"epoch {LONG_EPOCHS}/{LONG_EPOCHS}" in text)
+    assert "test_accuracy=" in done, done[-2000:]
 
     # The engines' own account: one container per task, and no GPU ever over-booked.
     seen = events.of_run(run_id)
@@ -109,7 +108,4 @@ def test_a_host_off_the_network_is_named_unreachable_and_new_tasks_go_to_the_oth
         assert all(any(f"http://{off}:9400" in r for r in p["rejections"][conn]) for p in placed), placed[0]
     finally:
         cluster.lan.plug(off)
-    deadline = time.monotonic() + 60
-    while not card()["reachable"] and time.monotonic() < deadline:
-        time.sleep(1)
-    assert card()["reachable"]
+    eventually(card, 60, interval_s=1, what=f"{conn} reachable again", until=lambda seen: seen["reachable"])

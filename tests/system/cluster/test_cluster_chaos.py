@@ -28,13 +28,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, LOCK_LABEL
 from provider.task_instance import RUN_ID_LABEL
-from tests.conftest import archived_stdout, settled
+from tests.conftest import NotWithin, archived_stdout, eventually, settled
 from tests.system.cluster.observe import EngineEvents, Started, archive_objects, overbooked
 from tools.cluster.topology import POOL, Cluster
 
@@ -109,9 +109,14 @@ def run_with_chaos(cluster: Cluster, run_id: str, rng: random.Random) -> Chaos:
     began = time.monotonic()
     restarts = list(RESTARTS)
     next_kill = KILL_EVERY_S
-    while (state := run_state(cluster, run_id)) not in ("success", "failed"):
+
+    def step() -> tuple[str, Chaos]:
+        """The run's state; while it runs, the chaos that is due."""
+        nonlocal next_kill
+        state = run_state(cluster, run_id)
+        if state in ("success", "failed"):
+            return state, chaos
         elapsed = time.monotonic() - began
-        assert elapsed < DEADLINE_S, f"run {run_id} still {state} after {DEADLINE_S} s: {chaos}"
         cluster.procs.check_alive()
         if restarts and elapsed >= restarts[0][0]:
             _, component = restarts.pop(0)
@@ -123,7 +128,10 @@ def run_with_chaos(cluster: Cluster, run_id: str, rng: random.Random) -> Chaos:
             cluster.crash_worker(victim)
             chaos.kills.append(Kill(round(elapsed, 1), victim, running))
             next_kill = elapsed + KILL_EVERY_S
-        time.sleep(0.5)
+        return state, chaos
+
+    state, _ = eventually(step, DEADLINE_S, interval_s=0.5, what=f"run {run_id} ended (state, chaos so far)",
+                          until=lambda seen: seen[0] in ("success", "failed"))
     chaos.state, chaos.duration_s = state, time.monotonic() - began
     return chaos
 
@@ -131,12 +139,11 @@ def run_with_chaos(cluster: Cluster, run_id: str, rng: random.Random) -> Chaos:
 def containers_of(events: EngineEvents, run_id: str, timeout: float = 30) -> list[Started]:
     """The run's task containers once every one has died (each died before its task returned;
     the engine's die event may reach the stream a moment after the run ends)."""
-    deadline = time.monotonic() + timeout
-    seen = events.of_run(run_id)
-    while any(s.die_ns is None for s in seen) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        seen = events.of_run(run_id)
-    return seen
+    try:
+        return eventually(lambda: events.of_run(run_id), timeout, interval_s=0.5, what="every task container died",
+                          until=lambda seen: all(s.die_ns is not None for s in seen))
+    except NotWithin as late:
+        return cast("list[Started]", late.last)
 
 
 def died_before(started: Started, iso_time: str) -> bool:
