@@ -134,4 +134,4 @@ def test_reaping_a_container_that_is_gone_or_being_removed_is_no_error(
 
     asyncio.run(twice())
     assert of_run(dockerd, lost_tries["failed"]) == []
-    discard(earlier, 1)  # once more, when nothing is left
+    asyncio.run(discard(earlier, 1))  # once more, when nothing is left
