@@ -1,7 +1,8 @@
 """Pure placement core: filter nodes, score the feasible ones, choose host and GPUs.
 
 No I/O, no clock, no globals; randomness only from a ``random.Random`` passed in. The
-operator and the trace simulator (``bench/placement_sim.py``) both call :func:`place`, and
+operator and the trace simulator (``bench/placement_sim.py``) both decide as :func:`place`
+does (the simulator remembering verdicts between arrivals, ``bench/replay_memo.py``), and
 both account reservations with :func:`apply` (the operator by folding each host's claims
 through it, :func:`provider.reservations.rules.allocation`), so what the benchmark measures
 is what production runs.
@@ -17,7 +18,7 @@ from provider.scheduling.model import (
     Placement,
     PlacementRequest,
 )
-from provider.scheduling.place import PlacementMemo, place
+from provider.scheduling.place import place
 from provider.scheduling.policies import (
     BestFit,
     Choice,
@@ -44,7 +45,6 @@ __all__ = [
     "NodeState",
     "Placement",
     "PlacementContext",
-    "PlacementMemo",
     "PlacementRequest",
     "Policy",
     "RandomPolicy",
