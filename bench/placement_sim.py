@@ -63,12 +63,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import placement_bound  # noqa: E402
 import workload_families  # noqa: E402
 from provider.scheduling import (  # noqa: E402
+    MILLI_PER_GPU,
     GpuState,
     NodeState,
     PlacementContext,
     PlacementRequest,
     TaskMix,
     get_policy,
+    is_share,
 )
 from replay_memo import replay  # noqa: E402
 
@@ -115,10 +117,10 @@ def load_pods(path: Path) -> list[tuple[str, PlacementRequest]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             gpus = int(row["num_gpu"])
-            milli = int(row["gpu_milli"] or 0)
+            milli = int(row["gpu_milli"] or 0)  # 0 (no GPU) or 1000 (whole GPUs) unless a share
             pods.append((row["name"], PlacementRequest(
                 gpus=gpus,
-                gpu_milli=milli if gpus == 1 and 0 < milli < 1000 else 1000,
+                gpu_milli=milli if milli > 0 and is_share(gpus, milli) else MILLI_PER_GPU,
                 cpu_milli=int(row["cpu_milli"]),
                 memory_mb=int(row["memory_mib"]),
                 gpu_model=(row.get("gpu_spec") or None) if gpus else None,
@@ -175,7 +177,7 @@ def run(job: Job) -> dict[str, Any]:
     started = time.perf_counter()
     nodes = load_nodes(job.nodes)
     pods = job_pods(job, nodes)
-    capacity = sum(len(n.gpus) for n in nodes) * 1000
+    capacity = sum(len(n.gpus) for n in nodes) * MILLI_PER_GPU
     rng = random.Random(job.seed)
     sequence = arrivals(pods, capacity, job.inflation, rng)
     if job.policy == BOUND:

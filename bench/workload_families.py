@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from provider.scheduling import NodeState, PlacementRequest
-from provider.scheduling.model import MILLI_PER_GPU
 
 PREFIX = "gen-"
 FAMILY_LEVELS: dict[str, tuple[int, ...]] = {
@@ -77,10 +76,6 @@ def generate(
     return _BUILDERS[family](list(base), nodes, level / 100, rng)
 
 
-def _is_share(r: PlacementRequest) -> bool:
-    return r.gpus == 1 and r.gpu_milli < MILLI_PER_GPU
-
-
 def _redraw(
     base: list[PlacementRequest], chosen: Callable[[PlacementRequest], bool], target: float, rng: random.Random
 ) -> list[PlacementRequest]:
@@ -103,7 +98,7 @@ def _redraw(
 
 
 def _share(base: list[PlacementRequest], nodes: Sequence[NodeState], target: float, rng: random.Random) -> list[PlacementRequest]:
-    return _redraw(base, _is_share, target, rng)
+    return _redraw(base, lambda r: r.is_share, target, rng)
 
 
 def _multi(base: list[PlacementRequest], nodes: Sequence[NodeState], target: float, rng: random.Random) -> list[PlacementRequest]:

@@ -1,7 +1,8 @@
 """Pure rules of reservations: what a claim records, a host's allocation, staleness, holds.
 
 A **claim** reserves, for one task on one host, GPU ids with the milli-GPUs taken on each,
-milli-CPUs and memory. A host's allocation is the fold of its claims, oldest first, through
+milli-CPUs and memory: a :class:`~provider.scheduling.Resources` vector on named GPUs. A host's
+allocation is the fold of its claims, oldest first, through
 :func:`provider.scheduling.apply`: the same function the trace simulator folds its
 placements through, so what the benchmark measures is the accounting production runs. A claim
 that the fold cannot take (it would overcommit a GPU, the CPUs or the memory) is *refused*: it
@@ -43,7 +44,7 @@ from provider.reservations.labels import (
     TRY_NUMBER_LABEL,
 )
 from provider.scheduling.accounting import apply
-from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.model import NodeState, PlacementRequest, Resources
 from provider.scheduling.waiting import Hold
 
 
@@ -93,15 +94,9 @@ class Claim:
     task: TaskRef | None = None
 
     @property
-    def request(self) -> PlacementRequest:
-        """The claim as the request the accounting folds."""
-        return reserved_request(len(self.gpus), self.milli, self.cpu_milli, self.memory_mb)
-
-
-def reserved_request(gpus: int, milli: int, cpu_milli: int, memory_mb: int) -> PlacementRequest:
-    """What a claim takes, as a request: a share only on one GPU, whole GPUs otherwise."""
-    share = milli if gpus == 1 and milli < MILLI_PER_GPU else MILLI_PER_GPU
-    return PlacementRequest(gpus=gpus, gpu_milli=share, cpu_milli=cpu_milli, memory_mb=memory_mb)
+    def resources(self) -> Resources:
+        """What the claim takes, as the vector the accounting folds (on ``gpus``)."""
+        return Resources(gpus=len(self.gpus), gpu_milli=self.milli, cpu_milli=self.cpu_milli, memory_mb=self.memory_mb)
 
 
 def reserves_anything(request: PlacementRequest) -> bool:
@@ -115,7 +110,7 @@ def claim_name(owner: str) -> str:
 
 
 def claim_labels(
-    request: PlacementRequest, gpu_ids: Sequence[int], owner: str, created: float, identity: Mapping[str, str]
+    taken: Resources, gpu_ids: Sequence[int], owner: str, created: float, identity: Mapping[str, str]
 ) -> dict[str, str]:
     """Labels of a claim container: the task's identity plus everything the claim reserves."""
     return {
@@ -124,9 +119,9 @@ def claim_labels(
         CLAIM_LABEL: "true",
         OWNER_LABEL: owner,
         CLAIM_GPUS_LABEL: ",".join(str(i) for i in sorted(gpu_ids)),
-        CLAIM_MILLI_LABEL: str(min(request.gpu_milli, MILLI_PER_GPU)),
-        CLAIM_CPU_LABEL: str(request.cpu_milli),
-        CLAIM_MEMORY_LABEL: str(request.memory_mb),
+        CLAIM_MILLI_LABEL: str(taken.gpu_milli),
+        CLAIM_CPU_LABEL: str(taken.cpu_milli),
+        CLAIM_MEMORY_LABEL: str(taken.memory_mb),
         CREATED_LABEL: f"{created:.3f}",
     }
 
@@ -144,7 +139,7 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
         text = labels[CLAIM_GPUS_LABEL]
         gpus = tuple(int(i) for i in text.split(",")) if text else ()
         milli, cpu, memory = (int(labels[k]) for k in (CLAIM_MILLI_LABEL, CLAIM_CPU_LABEL, CLAIM_MEMORY_LABEL))
-        reserved_request(len(gpus), milli, cpu, memory)  # numbers no request could have: not ours
+        Resources(gpus=len(gpus), gpu_milli=milli, cpu_milli=cpu, memory_mb=memory)  # no request has these: not ours
         return Claim(
             container_id=str(summary["Id"]),
             owner=str(labels[OWNER_LABEL]),
@@ -165,7 +160,7 @@ def unreserved(node: NodeState) -> NodeState:
     return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0)
 
 
-def overcommit(node: NodeState, request: PlacementRequest, gpu_ids: tuple[int, ...]) -> str | None:
+def overcommit(node: NodeState, request: Resources, gpu_ids: tuple[int, ...]) -> str | None:
     """Why ``request`` on ``gpu_ids`` does not fit on top of ``node``'s reservations; None if it does.
 
     GPUs are checked by :func:`provider.scheduling.apply` itself; CPU and memory against the
@@ -204,8 +199,9 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
     counted: list[Claim] = []
     refused: list[Claim] = []
     for claim in sorted(claims, key=lambda c: (c.created, c.owner)):
-        if overcommit(node, claim.request, claim.gpus) is None:
-            node = apply(node, claim.request, claim.gpus)
+        taken = claim.resources
+        if overcommit(node, taken, claim.gpus) is None:
+            node = apply(node, taken, claim.gpus)
             counted.append(claim)
         else:
             refused.append(claim)

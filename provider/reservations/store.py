@@ -46,12 +46,11 @@ from provider.reservations.rules import (
     overcommit,
     parse_claim,
     problem_labels,
-    reserved_request,
     reserves_anything,
     unreserved,
 )
 from provider.reservations.view import PoolView
-from provider.scheduling.model import NodeState, PlacementRequest
+from provider.scheduling.model import NodeState, PlacementRequest, Resources
 from provider.scheduling.waiting import Waiter, hold_host, is_due
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ class ClaimStore:
         host = self.engine.host.name
         if not reserves_anything(request):
             return Reservation(host, owner, gpus, None)
-        taken = reserved_request(len(gpus), request.gpu_milli, request.cpu_milli, request.memory_mb)
+        taken = request.resources
         capacity = unreserved(node)
         lock = await self._lock(image)
         try:
@@ -146,7 +145,7 @@ class ClaimStore:
 
     @staticmethod
     def _conflict(
-        capacity: NodeState, claims: Sequence[Claim], claim_id: str, taken: PlacementRequest, gpus: tuple[int, ...]
+        capacity: NodeState, claims: Sequence[Claim], claim_id: str, taken: Resources, gpus: tuple[int, ...]
     ) -> str | None:
         """Why the claim just made must be taken back; None when it may stay.
 

@@ -1,7 +1,8 @@
 """Pure placement core: filter nodes, score the feasible ones, choose host and GPUs.
 
-No I/O, no clock, no globals; randomness only from a ``random.Random`` passed in. The
-operator and the trace simulator (``bench/placement_sim.py``) both decide as :func:`place`
+No I/O, no clock, no globals; randomness only from a ``random.Random`` passed in. A request
+and a claim are one resource vector (:class:`Resources`), with one rule for what a share of a
+GPU is (:func:`is_share`). The operator and the trace simulator (``bench/placement_sim.py``) both decide as :func:`place`
 does (the simulator remembering verdicts between arrivals, ``bench/replay_memo.py``), and
 both account reservations with :func:`apply` (the operator by folding each host's claims
 through it, :func:`provider.reservations.rules.allocation`), so what the benchmark measures
@@ -17,6 +18,8 @@ from provider.scheduling.model import (
     NodeState,
     Placement,
     PlacementRequest,
+    Resources,
+    is_share,
 )
 from provider.scheduling.place import place
 from provider.scheduling.policies import (
@@ -48,12 +51,14 @@ __all__ = [
     "PlacementRequest",
     "Policy",
     "RandomPolicy",
+    "Resources",
     "TaskMix",
     "TaskType",
     "apply",
     "eligible_gpus",
     "get_policy",
     "gpu_sets",
+    "is_share",
     "place",
     "reasons",
     "release",

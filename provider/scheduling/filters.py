@@ -14,7 +14,7 @@ error however little compute is reserved there.
 
 from __future__ import annotations
 
-from provider.scheduling.model import MILLI_PER_GPU, GpuState, NodeState, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, GpuState, NodeState, PlacementRequest, Resources
 
 MODEL_SEPARATOR = "|"
 """Separates alternatives in ``PlacementRequest.gpu_model``: ``"V100M16|V100M32"`` takes either."""
@@ -27,21 +27,20 @@ def model_matches(wanted: str | None, node_model: str) -> bool:
     return node_model in wanted.split(MODEL_SEPARATOR)
 
 
-def gpu_usable(request: PlacementRequest, gpu: GpuState) -> bool:
-    """Whether one GPU can carry its part of the request (one whole GPU, or the share)."""
-    if request.gpu_memory_mb and gpu.memory_free_mb < request.gpu_memory_mb:
+def gpu_usable(need: Resources, gpu: GpuState) -> bool:
+    """Whether one GPU can carry its part of ``need``: ``gpu_milli`` unreserved (all of it for
+    a whole GPU) and, when asked, that much memory free by measurement."""
+    if need.gpu_memory_mb and gpu.memory_free_mb < need.gpu_memory_mb:
         return False
-    if request.gpu_milli < MILLI_PER_GPU:
-        return gpu.free_milli >= request.gpu_milli
-    return gpu.free_milli == MILLI_PER_GPU
+    return gpu.free_milli >= need.gpu_milli
 
 
-def eligible_gpus(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
-    """Indices of the node's GPUs that could each carry one part of the request."""
-    return tuple(g.index for g in node.gpus if gpu_usable(request, g))
+def eligible_gpus(need: Resources, node: NodeState) -> tuple[int, ...]:
+    """Indices of the node's GPUs that could each carry one part of ``need``."""
+    return tuple(g.index for g in node.gpus if gpu_usable(need, g))
 
 
-def gpu_sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...], ...]:
+def gpu_sets(request: Resources, node: NodeState) -> tuple[tuple[int, ...], ...]:
     """The GPU index sets on ``node`` that can host the request, in index order.
 
     A share may go on any eligible GPU, so each is its own candidate and a policy picks the
@@ -54,7 +53,7 @@ def gpu_sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...
     if request.gpus == 0:
         return ((),)
     eligible = eligible_gpus(request, node)
-    if request.gpu_milli < MILLI_PER_GPU:
+    if request.is_share:
         return tuple((i,) for i in eligible)
     if len(eligible) < request.gpus:
         return ()
@@ -75,7 +74,7 @@ def _gpu_reasons(request: PlacementRequest, node: NodeState) -> list[str]:
         return [node.gpu_unusable]
     if node.gpu_suspended is not None:
         return [node.gpu_suspended]
-    if request.gpu_milli < MILLI_PER_GPU:
+    if request.is_share:
         best = max((g.free_milli for g in node.gpus), default=0)
         if best < request.gpu_milli:
             return [f"gpu free {best}m < {request.gpu_milli}m on one GPU (of {len(node.gpus)} GPUs)"]

@@ -25,7 +25,6 @@ from provider.reservations.rules import (
     parse_hold,
     parse_problem,
     problem_labels,
-    reserved_request,
     stale_claims,
     task_ref,
     unreserved,
@@ -84,7 +83,7 @@ def test_allocation_folds_claims_through_apply() -> None:
     folded = allocation(node, claims)
     expected = node
     for c in claims:
-        expected = apply(expected, c.request, c.gpus)
+        expected = apply(expected, c.resources, c.gpus)
     assert folded.node == expected
     assert [g.allocated_milli for g in folded.node.gpus] == [1000, 0, 500]
     assert (folded.node.cpu_allocated_milli, folded.node.memory_allocated_mb) == (1500, 512)
@@ -129,14 +128,18 @@ def test_unreachable_node_is_left_as_is() -> None:
 )
 def test_overcommit(taken: list[Claim], request_: PlacementRequest, gpus: tuple[int, ...], expected: str | None) -> None:
     base = allocation(host(), taken).node
-    why = overcommit(base, reserved_request(request_.gpus, request_.gpu_milli, request_.cpu_milli,
-                                            request_.memory_mb), gpus)
+    why = overcommit(base, request_.resources, gpus)
     assert (why is None) if expected is None else (why is not None and expected in why)
 
 
 def test_unmeasured_host_checks_gpus_only() -> None:
     node = NodeState("a", unmeasured="no agent")
     assert overcommit(node, PlacementRequest(cpu_milli=64000, memory_mb=10**6), ()) is None
+
+
+def test_a_claim_no_request_could_make_is_not_ours() -> None:
+    labels = {**claim_labels(PlacementRequest(gpus=1), (1, 2), "o", 1.0, {}), "airflow-gpu-docker.claim.milli": "500"}
+    assert parse_claim({"Id": "x", "Labels": labels}) is None  # a share spread over two GPUs
 
 
 def test_unreserved_forgets_reservations_not_capacity() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from provider.scheduling import GpuState, NodeState, PlacementRequest, gpu_sets, reasons
+from provider.errors import SpecError
+from provider.scheduling import GpuState, NodeState, PlacementRequest, Resources, gpu_sets, is_share, reasons
 
 
 def gpu_node(name: str = "n", allocated: tuple[int, ...] = (0, 0), model: str = "V100", **kw: object) -> NodeState:
@@ -67,6 +70,39 @@ def gpu_node(name: str = "n", allocated: tuple[int, ...] = (0, 0), model: str = 
 )
 def test_reasons(request_: PlacementRequest, node: NodeState, expected: tuple[str, ...]) -> None:
     assert reasons(request_, node) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"gpus": -1}, "gpus must be >= 0, got -1", id="negative-gpus"),
+        pytest.param({"gpus": 1, "gpu_milli": 0}, "gpu_milli must be in 1..1000, got 0", id="no-milli"),
+        pytest.param({"gpus": 1, "gpu_milli": 1001}, "gpu_milli must be in 1..1000, got 1001", id="more-than-a-gpu"),
+        pytest.param({"gpus": 2, "gpu_milli": 500}, "a GPU share (gpu_milli=500) needs gpus=1, got gpus=2",
+                     id="share-of-two"),
+        pytest.param({"cpu_milli": -5}, "cpu_milli must be >= 0, got -5", id="negative-cpu"),
+    ],
+)
+def test_impossible_vectors_are_spec_errors(kwargs: dict[str, int], message: str) -> None:
+    for kind in (Resources, PlacementRequest):
+        with pytest.raises(SpecError, match=re.escape(message)):
+            kind(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("vector", "share", "total", "described"),
+    [
+        pytest.param(Resources(), False, 0, "gpus=0", id="cpu-only"),
+        pytest.param(Resources(gpus=1, gpu_milli=250, cpu_milli=2000), True, 250, "gpus=1 gpu_milli=250 cpu_milli=2000",
+                     id="share"),
+        pytest.param(Resources(gpus=1), False, 1000, "gpus=1", id="one-whole-gpu"),
+        pytest.param(PlacementRequest(gpus=3, gpu_memory_mb=8000), False, 3000, "gpus=3 gpu_memory_mb=8000",
+                     id="whole-gpus"),
+    ],
+)
+def test_the_one_share_rule(vector: Resources, share: bool, total: int, described: str) -> None:
+    assert (vector.is_share, is_share(vector.gpus, vector.gpu_milli)) == (share, share)
+    assert vector.gpu_milli_total == total and vector.describe() == described
 
 
 def test_gpu_memory_is_checked_by_measurement() -> None:
