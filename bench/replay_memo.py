@@ -30,6 +30,7 @@ from provider.scheduling.filters import gpu_sets, reasons
 from provider.scheduling.model import NodeState, Placement, PlacementRequest
 from provider.scheduling.place import adjusted, choose, scored
 from provider.scheduling.policies import Choice, PlacementContext, Policy
+from provider.scheduling.reasons import Reason
 
 _RequestKey = Hashable
 
@@ -41,7 +42,7 @@ class _Verdict:
     """A node snapshot's reasons against a request shape, and its GPU candidates for a policy
     that draws (a drawing policy's score is new at every placement)."""
 
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     sets: tuple[tuple[int, ...], ...] = ()
 
 
@@ -64,7 +65,7 @@ class _ShapeView:
 
     nodes: list[NodeState] = field(default_factory=list)
     choices: dict[str, Choice] = field(default_factory=dict)
-    rejections: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rejections: dict[str, tuple[Reason, ...]] = field(default_factory=dict)
 
 
 class PlacementMemo:
@@ -72,10 +73,13 @@ class PlacementMemo:
 
     Keyed by node name and checked by identity (``is``) against the snapshot passed next
     time, so replacing a node with its updated snapshot forgets that node's verdicts only.
-    Request shapes are numbered once, so the per-node lookup hashes a small integer.
+    Request shapes are numbered once, so the per-node lookup hashes a small integer. Equal
+    reasons are kept once (:meth:`_rejected`): a replay holds hundreds of thousands of them,
+    a few tens of thousands distinct, and as objects the garbage collector tracks, every copy
+    would lengthen its full collections.
     """
 
-    __slots__ = ("policy", "context", "_nodes", "_shapes", "_views")
+    __slots__ = ("policy", "context", "_nodes", "_shapes", "_views", "_reasons")
 
     def __init__(self, policy: Policy, context: PlacementContext) -> None:
         self.policy = policy
@@ -83,15 +87,21 @@ class PlacementMemo:
         self._nodes: dict[str, tuple[NodeState, dict[int, _Verdict]]] = {}
         self._shapes: dict[_RequestKey, int] = {}
         self._views: dict[int, _ShapeView] = {}
+        self._reasons: dict[tuple[Reason, ...], tuple[Reason, ...]] = {}
 
     def shape(self, request: PlacementRequest) -> int:
         """The number of this request's shape (see :func:`request_key`)."""
         return self._shapes.setdefault(request_key(request), len(self._shapes))
 
+    def _rejected(self, request: PlacementRequest, node: NodeState) -> tuple[Reason, ...]:
+        """The filter's reasons, the copy kept already when equal ones were seen before."""
+        found = reasons(request, node)
+        return self._reasons.setdefault(found, found) if found else found
+
     def place(self, request: PlacementRequest, nodes: Sequence[NodeState]) -> Placement:
         """What ``provider.scheduling.place(request, nodes, self.policy, self.context)`` gives."""
         choices: dict[str, Choice] = {}
-        rejections: dict[str, tuple[str, ...]] = {}
+        rejections: dict[str, tuple[Reason, ...]] = {}
         if self.policy.cacheable:
             self._judge_changed(request, nodes, choices, rejections)
         else:
@@ -103,7 +113,7 @@ class PlacementMemo:
         request: PlacementRequest,
         nodes: Sequence[NodeState],
         choices: dict[str, Choice],
-        rejections: dict[str, tuple[str, ...]],
+        rejections: dict[str, tuple[Reason, ...]],
     ) -> None:
         """Judge every node, from the verdicts remembered for its snapshot where there are some."""
         policy, context, shape = self.policy, self.context, self.shape(request)
@@ -116,7 +126,7 @@ class PlacementMemo:
             known = entry[1]
             verdict = known.get(shape)
             if verdict is None:
-                found = reasons(request, node)
+                found = self._rejected(request, node)
                 sets = gpu_sets(request, node) if not found and draw is not None else ()
                 verdict = known[shape] = _Verdict(found, sets)
             if verdict.reasons:
@@ -131,7 +141,7 @@ class PlacementMemo:
         request: PlacementRequest,
         nodes: Sequence[NodeState],
         choices: dict[str, Choice],
-        rejections: dict[str, tuple[str, ...]],
+        rejections: dict[str, tuple[Reason, ...]],
     ) -> None:
         """For a cacheable policy: judge only the nodes replaced since this shape was last
         placed, then hand out every node's verdict."""
@@ -148,7 +158,7 @@ class PlacementMemo:
             view.rejections.pop(view.nodes[i].name, None)
         for i in changed:
             node = nodes[i]
-            found = reasons(request, node)
+            found = self._rejected(request, node)
             if found:
                 view.rejections[node.name] = found
             else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from provider.scheduling.model import PlacementRequest
+    from provider.scheduling.reasons import Reason
 
 
 class GpuDockerError(Exception):
@@ -150,6 +151,8 @@ class ContainerFailed(GpuDockerError):
 class NoFit(GpuDockerError):
     """No node can take the request; the message names every node and every reason.
 
+    ``rejections`` holds each node's reasons as values (:mod:`provider.scheduling.reasons`), for
+    a caller to act on; they are put into words only where shown (this message, the XCom).
     ``holders`` names, per host, the tasks whose reservations take its resources, so a full
     pool says who holds it rather than only that it is full. ``never`` says that no host
     could take the request even with nothing else on it: waiting would not help.
@@ -158,7 +161,7 @@ class NoFit(GpuDockerError):
     def __init__(
         self,
         request: PlacementRequest,
-        rejections: Mapping[str, tuple[str, ...]],
+        rejections: Mapping[str, tuple[Reason, ...]],
         holders: Mapping[str, tuple[str, ...]] | None = None,
         never: bool = False,
         advice: str = "",
@@ -181,7 +184,7 @@ class NoFit(GpuDockerError):
         parts = []
         for node, why in sorted(self.rejections.items()):
             held = self.holders.get(node)
-            parts.append(f"{node}: {'; '.join(why)}" + (f" (held by {', '.join(held)})" if held else ""))
+            parts.append(f"{node}: {'; '.join(map(str, why))}" + (f" (held by {', '.join(held)})" if held else ""))
         text = f"No host fits {asked}: " + " | ".join(parts)
         if self.never:
             text += (". No host of the pool could take it even with nothing else running: ask for less or "

@@ -17,6 +17,7 @@ from provider.reservations.view import PoolView
 from provider.scheduling.model import Placement, PlacementRequest
 from provider.scheduling.place import place
 from provider.scheduling.policies import PlacementContext, Policy
+from provider.scheduling.reasons import Unreachable
 from provider.scheduling.waiting import never_fits
 
 
@@ -50,7 +51,7 @@ def room(request: PlacementRequest, view: PoolView, policy: Policy, context: Pla
 def advice(no_fit: NoFit) -> str:
     """What a task that does not wait can do about a no-fit: fix the hosts when none could be
     read, otherwise wait for room."""
-    if no_fit.rejections and all(all(r.startswith("unreachable:") for r in why) for why in no_fit.rejections.values()):
+    if no_fit.rejections and all(isinstance(r, Unreachable) for why in no_fit.rejections.values() for r in why):
         return "No host of the pool could be read: start or fix the agents and Docker engines named here."
     return ("Pass wait_for_resources=True (with deferrable=True the wait holds no worker slot) to wait until it "
             "fits, or retry when the tasks named here have finished.")

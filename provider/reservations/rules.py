@@ -2,11 +2,12 @@
 
 A **claim** reserves, for one task on one host, GPU ids with the milli-GPUs taken on each,
 milli-CPUs and memory: a :class:`~provider.scheduling.Resources` vector on named GPUs. A host's
-allocation is the fold of its claims, oldest first, through
-:func:`provider.scheduling.apply`: the same function the trace simulator folds its
-placements through, so what the benchmark measures is the accounting production runs. A claim
-that the fold cannot take (it would overcommit a GPU, the CPUs or the memory) is *refused*: it
-counts for nothing, and its claimant, which verifies after creating it, takes it back.
+allocation is the fold of its claims, oldest first, through :func:`provider.scheduling.apply`:
+the same function the trace simulator folds its placements through, so what the benchmark
+measures is the accounting production runs. A claim that the fold cannot take (placement's own
+capacity check, :func:`provider.scheduling.shortfalls`, finds a GPU, the CPUs or the memory
+short) is *refused*: it counts for nothing, and its claimant, which verifies after creating
+it, takes it back.
 
 Everything here is a function of plain values (container summaries as the engine lists them,
 a clock reading passed in), so every rule is unit-tested without an engine. The I/O lives in
@@ -44,7 +45,9 @@ from provider.reservations.labels import (
     TRY_NUMBER_LABEL,
 )
 from provider.scheduling.accounting import apply
+from provider.scheduling.capacity import shortfalls
 from provider.scheduling.model import NodeState, PlacementRequest, Resources
+from provider.scheduling.reasons import Reason
 from provider.scheduling.waiting import Hold
 
 
@@ -160,23 +163,14 @@ def unreserved(node: NodeState) -> NodeState:
     return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0)
 
 
-def overcommit(node: NodeState, request: Resources, gpu_ids: tuple[int, ...]) -> str | None:
-    """Why ``request`` on ``gpu_ids`` does not fit on top of ``node``'s reservations; None if it does.
+def claim_shortfalls(node: NodeState, taken: Resources, gpu_ids: tuple[int, ...]) -> tuple[Reason, ...]:
+    """What ``node``'s reservations leave too little of for ``taken`` on ``gpu_ids``; empty if it fits.
 
-    GPUs are checked by :func:`provider.scheduling.apply` itself; CPU and memory against the
-    capacity the host's agent reports (unknown without an agent, and then not checked).
+    Placement's capacity check, as a claim asks it: on the GPUs it names, and against capacity
+    less reservations only (what the agent measures lags the very tasks the claims are for).
+    CPU and memory are taken on trust on a host whose capacity is unknown (no agent).
     """
-    try:
-        after = apply(node, request, gpu_ids)
-    except ValueError as exc:
-        return str(exc)
-    if node.unmeasured is not None:
-        return None
-    if after.cpu_allocated_milli > node.cpu_milli:
-        return f"cpu reserved {after.cpu_allocated_milli}m > {node.cpu_milli}m"
-    if after.memory_allocated_mb > node.memory_mb:
-        return f"memory reserved {after.memory_allocated_mb}MB > {node.memory_mb}MB"
-    return None
+    return shortfalls(taken, node, gpu_ids, measured=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +183,8 @@ class Allocation:
 
 
 def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
-    """Fold ``claims`` oldest first (ties by owner) onto ``node`` through ``apply``.
+    """Fold ``claims`` oldest first (ties by owner) onto ``node`` through ``apply``, each only if
+    :func:`claim_shortfalls` finds room for it.
 
     The oldest claim wins: of two claims that together overcommit a host, the later one is
     refused, whatever order the engine listed them in. An unreachable node is left as it is.
@@ -200,7 +195,7 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
     refused: list[Claim] = []
     for claim in sorted(claims, key=lambda c: (c.created, c.owner)):
         taken = claim.resources
-        if overcommit(node, taken, claim.gpus) is None:
+        if not claim_shortfalls(node, taken, claim.gpus):
             node = apply(node, taken, claim.gpus)
             counted.append(claim)
         else:

@@ -41,9 +41,9 @@ from provider.reservations.rules import (
     allocation,
     claim_labels,
     claim_name,
+    claim_shortfalls,
     hold_labels,
     hold_name,
-    overcommit,
     parse_claim,
     problem_labels,
     reserves_anything,
@@ -124,9 +124,9 @@ class ClaimStore:
         capacity = unreserved(node)
         lock = await self._lock(image)
         try:
-            why = overcommit(allocation(capacity, await self.claims()).node, taken, gpus)
+            why = claim_shortfalls(allocation(capacity, await self.claims()).node, taken, gpus)
             if why:
-                raise ClaimTaken(f"{host}: {why}")
+                raise ClaimTaken(f"{host}: {'; '.join(map(str, why))}")
             labels = claim_labels(taken, gpus, owner, self.clock(), identity)
             claim_id = await self.engine.create_idle(claim_name(owner), image, labels)
             if claim_id is None:
@@ -157,8 +157,8 @@ class ClaimStore:
         others = allocation(capacity, [c for c in claims if c.container_id != claim_id])
         if others.refused:
             return "claims made meanwhile conflict on this host"
-        why = overcommit(others.node, taken, gpus)
-        return f"another claim took the room meanwhile ({why})" if why else None
+        why = claim_shortfalls(others.node, taken, gpus)
+        return f"another claim took the room meanwhile ({'; '.join(map(str, why))})" if why else None
 
     async def release(self, reservation: Reservation) -> None:
         """Remove the claim (one already reclaimed is fine)."""

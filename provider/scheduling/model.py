@@ -15,8 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from provider.errors import SpecError
+
+if TYPE_CHECKING:
+    from provider.scheduling.reasons import Reason
 
 MILLI_PER_GPU = 1000
 
@@ -205,11 +209,12 @@ class Placement:
     """The decision: which node, which GPU indices, and why.
 
     ``scores`` holds every feasible node's score (higher is better) and ``rejections`` every
-    infeasible node's reasons, so the choice can be audited from the task's XCom.
+    infeasible node's reasons (typed; ``str()`` words each), so the choice can be audited from
+    the task's XCom.
     """
 
     node: str
     gpu_indices: tuple[int, ...]
     policy: str
     scores: Mapping[str, float]
-    rejections: Mapping[str, tuple[str, ...]]
+    rejections: Mapping[str, tuple[Reason, ...]]

@@ -21,6 +21,7 @@ from provider.errors import NoFit
 from provider.scheduling.filters import reasons
 from provider.scheduling.model import NodeState, Placement, PlacementRequest
 from provider.scheduling.policies import Choice, PlacementContext, Policy
+from provider.scheduling.reasons import Reason
 
 UNMEASURED_SCORE = -1e9
 """Score of a node whose capacity is unknown (no agent): below every measured node, so it is
@@ -51,7 +52,7 @@ def choose(
     nodes: Sequence[NodeState],
     policy: Policy,
     choices: Mapping[str, Choice],
-    rejections: Mapping[str, tuple[str, ...]],
+    rejections: Mapping[str, tuple[Reason, ...]],
 ) -> Placement:
     """The decision among judged nodes: the highest score wins, ties go to the node whose name
     sorts first. Raises :class:`NoFit` when none is feasible, ``ValueError`` when the verdicts
@@ -87,7 +88,7 @@ def place(
     if context is None:
         context = PlacementContext()
     choices: dict[str, Choice] = {}
-    rejections: dict[str, tuple[str, ...]] = {}
+    rejections: dict[str, tuple[Reason, ...]] = {}
     for node in nodes:
         found = reasons(request, node)
         if found:

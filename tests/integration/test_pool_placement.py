@@ -276,7 +276,7 @@ def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: 
         reserved = reserve(PlacementRequest(gpus=1), [*POOL, "pool_d"])
         release(reserved)
         assert reserved.host.name == "pool_a"
-        assert "Docker engine of host 'pool_d' at unix://" in reserved.placement.rejections["pool_d"][0]
+        assert "Docker engine of host 'pool_d' at unix://" in str(reserved.placement.rejections["pool_d"][0])
     finally:
         stop_agent(agent.process)
         engine.stop()
@@ -293,7 +293,7 @@ def test_gpu_tasks_avoid_a_host_without_the_nvidia_runtime(cluster: Cluster, mon
         reserved = reserve(PlacementRequest(gpus=1), ["plain", "pool_a"])
         release(reserved)
         assert reserved.host.name == "pool_a"
-        assert "no NVIDIA runtime in its engine" in reserved.placement.rejections["plain"][0]
+        assert "no NVIDIA runtime in its engine" in str(reserved.placement.rejections["plain"][0])
         with pytest.raises(NoFit, match=r"plain: no NVIDIA runtime in its engine \(runtimes: .*runc.*\).*"
                                         "nvidia-ctk runtime configure.*even with nothing else running"):
             reserve(PlacementRequest(gpus=1), ["plain"])
@@ -325,7 +325,7 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
         retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])
         release(retry)
         assert retry.host.name == "pool_a"
-        assert "GPU containers failed to start there lately" in retry.placement.rejections["broken"][0]
+        assert "GPU containers failed to start there lately" in str(retry.placement.rejections["broken"][0])
         release(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
         assert cpu_work.host.name == "broken"
     finally:

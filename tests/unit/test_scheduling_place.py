@@ -14,11 +14,14 @@ from provider.scheduling import (
     GpuState,
     LeastLoaded,
     NodeState,
+    Insufficient,
     PlacementContext,
     PlacementRequest,
     Policy,
     TaskMix,
+    Resource,
     TaskType,
+    Unreachable,
     apply,
     get_policy,
     place,
@@ -82,8 +85,8 @@ def test_no_fit_names_every_node_and_reason() -> None:
     with pytest.raises(NoFit) as caught:
         place(PlacementRequest(gpus=2, cpu_milli=2000), nodes, BestFit())
     assert caught.value.rejections == {
-        "a": ("gpu free 1 of 2 < 2", "cpu free 1000m < 2000m"),
-        "b": ("unreachable: timeout 2 s",),
+        "a": (Insufficient(Resource.GPUS, 2, 1, 2), Insufficient(Resource.CPU, 2000, 1000, 1000)),
+        "b": (Unreachable("timeout 2 s"),),
     }
     assert str(caught.value) == (
         "No host fits gpus=2 cpu_milli=2000: a: gpu free 1 of 2 < 2; cpu free 1000m < 2000m"
