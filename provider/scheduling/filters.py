@@ -88,13 +88,14 @@ def reasons(request: PlacementRequest, node: NodeState) -> tuple[Reason, ...]:
     if node.unreachable is not None:
         return (Unreachable(node.unreachable),)
     found: list[Reason] = [Held(node.held)] if node.held is not None else []
-    for key, want in sorted(request.labels.items()):
-        have = node.labels.get(key)
-        if have != want:
-            found.append(LabelMismatch(key, have, want))
+    if request.labels:  # the filter runs for every node and request: skip what is not asked
+        for key, want in sorted(request.labels.items()):
+            have = node.labels.get(key)
+            if have != want:
+                found.append(LabelMismatch(key, have, want))
     if request.gpus:
-        if not model_matches(request.gpu_model, node.gpu_model):
-            found.append(ModelMismatch(node.gpu_model, request.gpu_model or ""))
+        if request.gpu_model and not model_matches(request.gpu_model, node.gpu_model):
+            found.append(ModelMismatch(node.gpu_model, request.gpu_model))
         condition = _gpu_condition(node)
         if condition is not None:
             found.append(condition)

@@ -61,13 +61,14 @@ def choose(
         raise ValueError(f"duplicate node names among {sorted(n.name for n in nodes)}")
     if not choices:
         raise NoFit(request, rejections)
-    top = max(c.score for c in choices.values())
-    name = min(n for n, c in choices.items() if c.score == top)
+    scores = {n: c.score for n, c in choices.items()}
+    top = max(scores.values())
+    name = min(n for n, s in scores.items() if s == top)
     return Placement(
         node=name,
         gpu_indices=choices[name].gpu_indices,
         policy=policy.name,
-        scores={n: c.score for n, c in choices.items()},
+        scores=scores,
         rejections=rejections,
     )
 
