@@ -60,8 +60,7 @@ def host_types(nodes: Sequence[NodeState]) -> Counter[HostType]:
 
 
 def shape_of(r: PlacementRequest) -> Shape:
-    per_gpu = r.gpu_milli if r.gpu_milli < MILLI_PER_GPU else MILLI_PER_GPU
-    return r.gpus, per_gpu, r.cpu_milli, r.memory_mb, r.gpu_model
+    return r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mb, r.gpu_model
 
 
 def upper_bound(types: Counter[HostType], arrived: Counter[Shape]) -> float:

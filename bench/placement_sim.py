@@ -15,10 +15,11 @@ Descent", USENIX ATC 2023):
 * fragmentation-aware policies get the task mix of the original workload: its most popular
   task shapes covering 95% of the tasks.
 
-Every decision goes through :func:`provider.scheduling.place` and the accounting of
-:func:`provider.scheduling.apply`, the same code the operator runs: production folds each
-host's claims (GPUs, CPU and memory) through ``apply`` when it reads the pool
-(:func:`provider.reservations.rules.allocation`).
+Every decision is that of :func:`provider.scheduling.place` (the same filter, scores and
+choice, with verdicts remembered between arrivals: ``bench/replay_memo.py``) and goes
+through the accounting of :func:`provider.scheduling.apply`, the same code the operator runs:
+production folds each host's claims (GPUs, CPU and memory) through ``apply`` when it reads the
+pool (:func:`provider.reservations.rules.allocation`).
 
 Data: the Alibaba cluster-trace-GPU "openb" node and pod lists (Apache-2.0), as published
 with the FGD study's simulator, github.com/hkust-adsl/kubernetes-scheduler-simulator, whose
@@ -61,19 +62,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import placement_bound  # noqa: E402
 import workload_families  # noqa: E402
-from provider.errors import NoFit  # noqa: E402
 from provider.scheduling import (  # noqa: E402
+    MILLI_PER_GPU,
     GpuState,
     NodeState,
     PlacementContext,
-    PlacementMemo,
     PlacementRequest,
-    Policy,
     TaskMix,
-    apply,
     get_policy,
-    place,
+    is_share,
 )
+from replay_memo import replay  # noqa: E402
 
 log = logging.getLogger("placement_sim")
 
@@ -118,10 +117,10 @@ def load_pods(path: Path) -> list[tuple[str, PlacementRequest]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             gpus = int(row["num_gpu"])
-            milli = int(row["gpu_milli"] or 0)
+            milli = int(row["gpu_milli"] or 0)  # 0 (no GPU) or 1000 (whole GPUs) unless a share
             pods.append((row["name"], PlacementRequest(
                 gpus=gpus,
-                gpu_milli=milli if gpus == 1 and 0 < milli < 1000 else 1000,
+                gpu_milli=milli if milli > 0 and is_share(gpus, milli) else MILLI_PER_GPU,
                 cpu_milli=int(row["cpu_milli"]),
                 memory_mb=int(row["memory_mib"]),
                 gpu_model=(row.get("gpu_spec") or None) if gpus else None,
@@ -173,30 +172,12 @@ def job_pods(job: Job, nodes: Sequence[NodeState]) -> list[PlacementRequest]:
     return workload_families.generate(job.generated, pods, nodes, job.family_seed) if job.generated else pods
 
 
-def replay(
-    nodes: list[NodeState], sequence: Sequence[PlacementRequest], policy: Policy, context: PlacementContext
-) -> Iterator[tuple[PlacementRequest, bool]]:
-    """Place each request of ``sequence`` in turn, updating ``nodes`` in place; yields each
-    request and whether it was placed. Tasks never leave."""
-    index = {n.name: i for i, n in enumerate(nodes)}
-    memo = PlacementMemo(policy, context)
-    for request in sequence:
-        try:
-            chosen = place(request, nodes, policy, context, memo)
-        except NoFit:
-            yield request, False
-            continue
-        i = index[chosen.node]
-        nodes[i] = apply(nodes[i], request, chosen.gpu_indices)
-        yield request, True
-
-
 def run(job: Job) -> dict[str, Any]:
     """One policy, one seed: the allocation curve and the checkpoints."""
     started = time.perf_counter()
     nodes = load_nodes(job.nodes)
     pods = job_pods(job, nodes)
-    capacity = sum(len(n.gpus) for n in nodes) * 1000
+    capacity = sum(len(n.gpus) for n in nodes) * MILLI_PER_GPU
     rng = random.Random(job.seed)
     sequence = arrivals(pods, capacity, job.inflation, rng)
     if job.policy == BOUND:

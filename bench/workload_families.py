@@ -39,7 +39,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from provider.scheduling import NodeState, PlacementRequest
-from provider.scheduling.model import MILLI_PER_GPU
 
 PREFIX = "gen-"
 FAMILY_LEVELS: dict[str, tuple[int, ...]] = {
@@ -81,10 +80,6 @@ def generate(
     return _BUILDERS[family](list(base), nodes, level / 100, rng)
 
 
-def _is_share(r: PlacementRequest) -> bool:
-    return r.gpus == 1 and r.gpu_milli < MILLI_PER_GPU
-
-
 def _redraw(
     base: list[PlacementRequest], chosen: Callable[[PlacementRequest], bool], target: float, rng: random.Random
 ) -> list[PlacementRequest]:
@@ -107,7 +102,7 @@ def _redraw(
 
 
 def _share(base: list[PlacementRequest], nodes: Sequence[NodeState], target: float, rng: random.Random) -> list[PlacementRequest]:
-    return _redraw(base, _is_share, target, rng)
+    return _redraw(base, lambda r: r.is_share, target, rng)
 
 
 def _multi(base: list[PlacementRequest], nodes: Sequence[NodeState], target: float, rng: random.Random) -> list[PlacementRequest]:
@@ -157,7 +152,7 @@ def measured_pct(family: str, tasks: Sequence[PlacementRequest], nodes: Sequence
     gpu_tasks = [t for t in tasks if t.gpus]
     gpu_demand = sum(t.gpu_milli_total for t in gpu_tasks) or 1
     if family == "share":
-        return 100 * sum(t.gpu_milli_total for t in gpu_tasks if _is_share(t)) / gpu_demand
+        return 100 * sum(t.gpu_milli_total for t in gpu_tasks if t.is_share) / gpu_demand
     if family == "multi":
         return 100 * sum(t.gpu_milli_total for t in gpu_tasks if t.gpus > 1) / gpu_demand
     if family == "spec":

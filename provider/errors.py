@@ -6,16 +6,14 @@ cause (which host, which argument, which limit) and the fix. One root lets a cal
 second bases keep the built-in meaning (``ValueError`` for a bad argument, ``ConnectionError``
 for a host that does not answer) for callers that already catch those.
 
-Pure: no Airflow, Docker or network imports, so the placement core raises from here too.
+Pure, and the bottom of the provider: it imports nothing, so every layer raises from here. The
+placement core's own verdict, :class:`~provider.scheduling.no_fit.NoFit`, subclasses the root
+where the reasons it carries are defined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from provider.scheduling.model import PlacementRequest
+from collections.abc import Sequence
 
 
 class GpuDockerError(Exception):
@@ -145,49 +143,3 @@ class ContainerFailed(GpuDockerError):
             f"{exit_code}{why} after {duration_s:.1f} s. Last {len(tail)} lines of its output:\n"
             f"{lines}"
         )
-
-
-class NoFit(GpuDockerError):
-    """No node can take the request; the message names every node and every reason.
-
-    ``holders`` names, per host, the tasks whose reservations take its resources, so a full
-    pool says who holds it rather than only that it is full. ``never`` says that no host
-    could take the request even with nothing else on it: waiting would not help.
-    """
-
-    def __init__(
-        self,
-        request: PlacementRequest,
-        rejections: Mapping[str, tuple[str, ...]],
-        holders: Mapping[str, tuple[str, ...]] | None = None,
-        never: bool = False,
-        advice: str = "",
-    ) -> None:
-        self.request = request
-        self.rejections = dict(rejections)
-        self.holders = dict(holders or {})
-        self.never = never
-        self.advice = advice
-        super().__init__(request, self.rejections)
-
-    def __str__(self) -> str:
-        # Built on demand: a simulator that counts misfits never pays for the text.
-        return self._message()
-
-    def _message(self) -> str:
-        asked = self.request.describe()
-        if not self.rejections:
-            return f"No host fits {asked}: the pool is empty. Add hosts to the pool."
-        parts = []
-        for node, why in sorted(self.rejections.items()):
-            held = self.holders.get(node)
-            parts.append(f"{node}: {'; '.join(why)}" + (f" (held by {', '.join(held)})" if held else ""))
-        text = f"No host fits {asked}: " + " | ".join(parts)
-        if self.never:
-            text += (". No host of the pool could take it even with nothing else running: ask for less or "
-                     "add a larger host.")
-        return text + (f" {self.advice}" if self.advice else "")
-
-    def advised(self, advice: str) -> NoFit:
-        """The same no-fit with what the user can do about it appended."""
-        return NoFit(self.request, self.rejections, self.holders, self.never, advice)

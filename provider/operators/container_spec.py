@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from provider.errors import SpecError
-from provider.scheduling.model import MILLI_PER_GPU
+from provider.scheduling.model import MILLI_PER_GPU, is_share
 
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
@@ -235,7 +235,7 @@ def create_body(
         ]
     env = dict(spec.environment)
     env.setdefault("RESULT_PATH", spec.result_path)
-    if gpu_ids and gpu_milli < MILLI_PER_GPU:
+    if is_share(len(gpu_ids), gpu_milli):
         env.setdefault(MPS_SHARE_ENV, str(max(1, math.ceil(gpu_milli / 10))))
     body: dict[str, Any] = {
         "Image": spec.image,

@@ -19,7 +19,9 @@ from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
 
-from provider.errors import EngineError, HandedOver, NoFit, NoGpuRuntime
+from provider.errors import EngineError, HandedOver, NoGpuRuntime
+
+from provider.scheduling.no_fit import NoFit
 from provider.clients.agent import gpu_sample
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook

@@ -23,7 +23,7 @@ from provider.clients.hosts import HostConfig
 from provider.reservations.labels import LOCK_LABEL, OWNER_LABEL, RESERVATION_LABEL
 from provider.reservations.placement import Reserved
 from provider.reservations.store import ClaimStore, Reservation, engine_seconds
-from provider.scheduling.model import Placement
+from provider.scheduling.place import Placement
 from provider.task_instance import TRY_NUMBER_LABEL, TaskInstanceRef
 
 log = logging.getLogger(__name__)

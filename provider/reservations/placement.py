@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider.errors import ClaimTaken, NoFit
+from provider.errors import ClaimTaken
+
+from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
@@ -25,8 +27,10 @@ from provider.reservations.room import room
 from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation, lift_holds, new_owner
 from provider.reservations.view import PoolView
 from provider.scheduling import PlacementContext, get_policy
-from provider.scheduling.model import Placement, PlacementRequest
+from provider.scheduling.model import PlacementRequest
+from provider.scheduling.place import Placement
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
+from provider.scheduling.reasons import Reason
 from provider.scheduling.waiting import Waiter
 from provider.task_instance import TaskInstanceRef
 from provider.limits import AGENT_TIMEOUT_S
@@ -36,6 +40,18 @@ log = logging.getLogger(__name__)
 DEFAULT_ATTEMPTS = 8
 """More than the claims a contender can lose in a row on a small pool: each lost claim means
 another task won that room, and the next read shows it as taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsLost(Reason):
+    """The host fits, but concurrent tasks took the room first at every claim of the task."""
+
+    attempts: int
+    last: str
+    """The last lost claim's message."""
+
+    def __str__(self) -> str:
+        return f"fits, but {self.attempts} claims in a row were taken by concurrent tasks (last: {self.last})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +122,9 @@ async def place_and_reserve(
     if answer.no_fit is not None:
         raise answer.no_fit
     assert answer.placement is not None
-    rejections = dict(answer.placement.rejections)
+    rejections: dict[str, tuple[Reason, ...]] = dict(answer.placement.rejections)
     for name in answer.placement.scores:
-        rejections[name] = (f"fits, but {attempts} claims in a row were taken by concurrent tasks (last: {lost[-1]})",)
+        rejections[name] = (ClaimsLost(attempts, lost[-1]),)
     raise NoFit(request, rejections, view.holders())
 
 
@@ -129,11 +145,16 @@ def placement_record(reserved: Reserved) -> dict[str, Any]:
         "gpu_ids": list(p.gpu_indices),
         "policy": p.policy,
         "scores": dict(sorted(p.scores.items())),
-        "rejections": {k: list(v) for k, v in sorted(p.rejections.items())},
+        "rejections": _worded(p.rejections),
         "owner": reserved.reservation.owner,
         "unmeasured": reserved.unmeasured,
         "pull_bytes": dict(sorted(reserved.pull_bytes.items())),
     }
+
+
+def _worded(rejections: Mapping[str, tuple[Reason, ...]]) -> dict[str, list[str]]:
+    """Each host's reasons in words, as the XCom and the pages show them."""
+    return {k: [str(r) for r in v] for k, v in sorted(rejections.items())}
 
 
 def no_fit_record(no_fit: NoFit, policy: str) -> dict[str, Any]:
@@ -144,7 +165,7 @@ def no_fit_record(no_fit: NoFit, policy: str) -> dict[str, Any]:
         "gpu_ids": [],
         "policy": policy,
         "scores": {},
-        "rejections": {k: list(v) for k, v in sorted(no_fit.rejections.items())},
+        "rejections": _worded(no_fit.rejections),
         "holders": {k: list(v) for k, v in sorted(no_fit.holders.items())},
         "never": no_fit.never,
         "owner": None,

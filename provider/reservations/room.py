@@ -1,7 +1,7 @@
 """Is there room for a request on the pool? The one decision, and its one wording.
 
 The operator (place now, or wait), the sensor (poke) and the trigger (poll) all ask
-:func:`room` and say what it answers in the same words (:class:`~provider.errors.NoFit`'s
+:func:`room` and say what it answers in the same words (:class:`~provider.scheduling.no_fit.NoFit`'s
 message, the advice and the deadline text here): the request fits (and where), it must wait
 (every host's reasons, and who holds each busy host), or it never fits (no host could take it
 even empty, so waiting is pointless).
@@ -12,11 +12,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from provider.errors import NoFit
+from provider.scheduling.no_fit import NoFit
 from provider.reservations.view import PoolView
-from provider.scheduling.model import Placement, PlacementRequest
+from provider.scheduling.model import PlacementRequest
+from provider.scheduling.place import Placement
 from provider.scheduling.place import place
 from provider.scheduling.policies import PlacementContext, Policy
+from provider.scheduling.reasons import Unreachable
 from provider.scheduling.waiting import never_fits
 
 
@@ -50,7 +52,7 @@ def room(request: PlacementRequest, view: PoolView, policy: Policy, context: Pla
 def advice(no_fit: NoFit) -> str:
     """What a task that does not wait can do about a no-fit: fix the hosts when none could be
     read, otherwise wait for room."""
-    if no_fit.rejections and all(all(r.startswith("unreachable:") for r in why) for why in no_fit.rejections.values()):
+    if no_fit.rejections and all(isinstance(r, Unreachable) for why in no_fit.rejections.values() for r in why):
         return "No host of the pool could be read: start or fix the agents and Docker engines named here."
     return ("Pass wait_for_resources=True (with deferrable=True the wait holds no worker slot) to wait until it "
             "fits, or retry when the tasks named here have finished.")

@@ -1,11 +1,13 @@
 """Pure rules of reservations: what a claim records, a host's allocation, staleness, holds.
 
 A **claim** reserves, for one task on one host, GPU ids with the milli-GPUs taken on each,
-milli-CPUs and memory. A host's allocation is the fold of its claims, oldest first, through
-:func:`provider.scheduling.apply`: the same function the trace simulator folds its
-placements through, so what the benchmark measures is the accounting production runs. A claim
-that the fold cannot take (it would overcommit a GPU, the CPUs or the memory) is *refused*: it
-counts for nothing, and its claimant, which verifies after creating it, takes it back.
+milli-CPUs and memory: a :class:`~provider.scheduling.Resources` vector on named GPUs. A host's
+allocation is the fold of its claims, oldest first, through :func:`provider.scheduling.apply`:
+the same function the trace simulator folds its placements through, so what the benchmark
+measures is the accounting production runs. A claim that the fold cannot take (placement's own
+capacity check, :func:`provider.scheduling.shortfalls`, finds a GPU, the CPUs or the memory
+short) is *refused*: it counts for nothing, and its claimant, which verifies after creating
+it, takes it back.
 
 Everything here is a function of plain values (container summaries as the engine lists them,
 a clock reading passed in), so every rule is unit-tested without an engine. The I/O lives in
@@ -38,7 +40,9 @@ from provider.reservations.labels import (
     RESERVATION_LABEL,
 )
 from provider.scheduling.accounting import apply
-from provider.scheduling.model import MILLI_PER_GPU, NodeState, PlacementRequest
+from provider.scheduling.capacity import shortfalls
+from provider.scheduling.model import NodeState, PlacementRequest, Resources
+from provider.scheduling.reasons import Reason
 from provider.scheduling.waiting import Hold
 from provider.task_instance import TaskInstanceRef
 
@@ -60,15 +64,9 @@ class Claim:
     task: TaskInstanceRef | None = None
 
     @property
-    def request(self) -> PlacementRequest:
-        """The claim as the request the accounting folds."""
-        return reserved_request(len(self.gpus), self.milli, self.cpu_milli, self.memory_mb)
-
-
-def reserved_request(gpus: int, milli: int, cpu_milli: int, memory_mb: int) -> PlacementRequest:
-    """What a claim takes, as a request: a share only on one GPU, whole GPUs otherwise."""
-    share = milli if gpus == 1 and milli < MILLI_PER_GPU else MILLI_PER_GPU
-    return PlacementRequest(gpus=gpus, gpu_milli=share, cpu_milli=cpu_milli, memory_mb=memory_mb)
+    def resources(self) -> Resources:
+        """What the claim takes, as the vector the accounting folds (on ``gpus``)."""
+        return Resources(gpus=len(self.gpus), gpu_milli=self.milli, cpu_milli=self.cpu_milli, memory_mb=self.memory_mb)
 
 
 def reserves_anything(request: PlacementRequest) -> bool:
@@ -82,7 +80,7 @@ def claim_name(owner: str) -> str:
 
 
 def claim_labels(
-    request: PlacementRequest, gpu_ids: Sequence[int], owner: str, created: float, task: TaskInstanceRef | None
+    taken: Resources, gpu_ids: Sequence[int], owner: str, created: float, task: TaskInstanceRef | None
 ) -> dict[str, str]:
     """Labels of a claim container: its task instance plus everything the claim reserves."""
     return {
@@ -91,9 +89,9 @@ def claim_labels(
         CLAIM_LABEL: "true",
         OWNER_LABEL: owner,
         CLAIM_GPUS_LABEL: ",".join(str(i) for i in sorted(gpu_ids)),
-        CLAIM_MILLI_LABEL: str(min(request.gpu_milli, MILLI_PER_GPU)),
-        CLAIM_CPU_LABEL: str(request.cpu_milli),
-        CLAIM_MEMORY_LABEL: str(request.memory_mb),
+        CLAIM_MILLI_LABEL: str(taken.gpu_milli),
+        CLAIM_CPU_LABEL: str(taken.cpu_milli),
+        CLAIM_MEMORY_LABEL: str(taken.memory_mb),
         CREATED_LABEL: f"{created:.3f}",
     }
 
@@ -111,7 +109,7 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
         text = labels[CLAIM_GPUS_LABEL]
         gpus = tuple(int(i) for i in text.split(",")) if text else ()
         milli, cpu, memory = (int(labels[k]) for k in (CLAIM_MILLI_LABEL, CLAIM_CPU_LABEL, CLAIM_MEMORY_LABEL))
-        reserved_request(len(gpus), milli, cpu, memory)  # numbers no request could have: not ours
+        Resources(gpus=len(gpus), gpu_milli=milli, cpu_milli=cpu, memory_mb=memory)  # no request has these: not ours
         return Claim(
             container_id=str(summary["Id"]),
             owner=str(labels[OWNER_LABEL]),
@@ -132,23 +130,14 @@ def unreserved(node: NodeState) -> NodeState:
     return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0)
 
 
-def overcommit(node: NodeState, request: PlacementRequest, gpu_ids: tuple[int, ...]) -> str | None:
-    """Why ``request`` on ``gpu_ids`` does not fit on top of ``node``'s reservations; None if it does.
+def claim_shortfalls(node: NodeState, taken: Resources, gpu_ids: tuple[int, ...]) -> tuple[Reason, ...]:
+    """What ``node``'s reservations leave too little of for ``taken`` on ``gpu_ids``; empty if it fits.
 
-    GPUs are checked by :func:`provider.scheduling.apply` itself; CPU and memory against the
-    capacity the host's agent reports (unknown without an agent, and then not checked).
+    Placement's capacity check, as a claim asks it: on the GPUs it names, and against capacity
+    less reservations only (what the agent measures lags the very tasks the claims are for).
+    CPU and memory are taken on trust on a host whose capacity is unknown (no agent).
     """
-    try:
-        after = apply(node, request, gpu_ids)
-    except ValueError as exc:
-        return str(exc)
-    if node.unmeasured is not None:
-        return None
-    if after.cpu_allocated_milli > node.cpu_milli:
-        return f"cpu reserved {after.cpu_allocated_milli}m > {node.cpu_milli}m"
-    if after.memory_allocated_mb > node.memory_mb:
-        return f"memory reserved {after.memory_allocated_mb}MB > {node.memory_mb}MB"
-    return None
+    return shortfalls(taken, node, gpu_ids, measured=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +150,8 @@ class Allocation:
 
 
 def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
-    """Fold ``claims`` oldest first (ties by owner) onto ``node`` through ``apply``.
+    """Fold ``claims`` oldest first (ties by owner) onto ``node`` through ``apply``, each only if
+    :func:`claim_shortfalls` finds room for it.
 
     The oldest claim wins: of two claims that together overcommit a host, the later one is
     refused, whatever order the engine listed them in. An unreachable node is left as it is.
@@ -171,8 +161,9 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
     counted: list[Claim] = []
     refused: list[Claim] = []
     for claim in sorted(claims, key=lambda c: (c.created, c.owner)):
-        if overcommit(node, claim.request, claim.gpus) is None:
-            node = apply(node, claim.request, claim.gpus)
+        taken = claim.resources
+        if not claim_shortfalls(node, taken, claim.gpus):
+            node = apply(node, taken, claim.gpus)
             counted.append(claim)
         else:
             refused.append(claim)

@@ -41,17 +41,16 @@ from provider.reservations.rules import (
     allocation,
     claim_labels,
     claim_name,
+    claim_shortfalls,
     hold_labels,
     hold_name,
-    overcommit,
     parse_claim,
     problem_labels,
-    reserved_request,
     reserves_anything,
     unreserved,
 )
 from provider.reservations.view import PoolView
-from provider.scheduling.model import NodeState, PlacementRequest
+from provider.scheduling.model import NodeState, PlacementRequest, Resources
 from provider.scheduling.waiting import Waiter, hold_host, is_due
 from provider.task_instance import TaskInstanceRef
 
@@ -122,13 +121,13 @@ class ClaimStore:
         host = self.engine.host.name
         if not reserves_anything(request):
             return Reservation(host, owner, gpus, None)
-        taken = reserved_request(len(gpus), request.gpu_milli, request.cpu_milli, request.memory_mb)
+        taken = request.resources
         capacity = unreserved(node)
         lock = await self._lock(image)
         try:
-            why = overcommit(allocation(capacity, await self.claims()).node, taken, gpus)
+            why = claim_shortfalls(allocation(capacity, await self.claims()).node, taken, gpus)
             if why:
-                raise ClaimTaken(f"{host}: {why}")
+                raise ClaimTaken(f"{host}: {'; '.join(map(str, why))}")
             labels = claim_labels(taken, gpus, owner, self.clock(), task)
             claim_id = await self.engine.create_idle(claim_name(owner), image, labels)
             if claim_id is None:
@@ -147,7 +146,7 @@ class ClaimStore:
 
     @staticmethod
     def _conflict(
-        capacity: NodeState, claims: Sequence[Claim], claim_id: str, taken: PlacementRequest, gpus: tuple[int, ...]
+        capacity: NodeState, claims: Sequence[Claim], claim_id: str, taken: Resources, gpus: tuple[int, ...]
     ) -> str | None:
         """Why the claim just made must be taken back; None when it may stay.
 
@@ -159,8 +158,8 @@ class ClaimStore:
         others = allocation(capacity, [c for c in claims if c.container_id != claim_id])
         if others.refused:
             return "claims made meanwhile conflict on this host"
-        why = overcommit(others.node, taken, gpus)
-        return f"another claim took the room meanwhile ({why})" if why else None
+        why = claim_shortfalls(others.node, taken, gpus)
+        return f"another claim took the room meanwhile ({'; '.join(map(str, why))})" if why else None
 
     async def release(self, reservation: Reservation) -> None:
         """Remove the claim (one already reclaimed is fine)."""

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from provider.scheduling.model import MILLI_PER_GPU, FreeState, GpuState, NodeState, PlacementRequest
+from provider.scheduling.model import MILLI_PER_GPU, FreeState, GpuState, NodeState, Resources
 
 
-def _per_gpu_milli(request: PlacementRequest) -> int:
-    return request.gpu_milli if request.gpu_milli < MILLI_PER_GPU else MILLI_PER_GPU
-
-
-def _check_indices(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> None:
-    if len(gpu_indices) != request.gpus:
+def _check_indices(node: NodeState, taken: Resources, gpu_indices: tuple[int, ...]) -> None:
+    if len(gpu_indices) != taken.gpus:
         raise ValueError(
-            f"{node.name}: request needs {request.gpus} GPU(s), got indices {gpu_indices}"
+            f"{node.name}: request needs {taken.gpus} GPU(s), got indices {gpu_indices}"
         )
     if len(set(gpu_indices)) != len(gpu_indices):
         raise ValueError(f"{node.name}: GPU indices repeat: {gpu_indices}")
@@ -34,10 +30,10 @@ def _check_indices(node: NodeState, request: PlacementRequest, gpu_indices: tupl
 
 
 def _shift(
-    node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...], sign: int
+    node: NodeState, taken: Resources, gpu_indices: tuple[int, ...], sign: int
 ) -> NodeState:
-    _check_indices(node, request, gpu_indices)
-    milli = _per_gpu_milli(request) * sign
+    _check_indices(node, taken, gpu_indices)
+    milli = taken.gpu_milli * sign
     chosen = set(gpu_indices)
     gpus: list[GpuState] = []
     for gpu in node.gpus:
@@ -50,36 +46,37 @@ def _shift(
                 )
             gpu = replace(gpu, allocated_milli=allocated)
         gpus.append(gpu)
-    cpu = node.cpu_allocated_milli + sign * request.cpu_milli
-    memory = node.memory_allocated_mb + sign * request.memory_mb
+    cpu = node.cpu_allocated_milli + sign * taken.cpu_milli
+    memory = node.memory_allocated_mb + sign * taken.memory_mb
     if cpu < 0 or memory < 0:
         raise ValueError(f"{node.name}: releasing more than was reserved (cpu {cpu}m, memory {memory}MB)")
     return replace(node, gpus=tuple(gpus), cpu_allocated_milli=cpu, memory_allocated_mb=memory)
 
 
-def apply(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> NodeState:
-    """``node`` with ``request`` reserved on it, on the GPUs ``gpu_indices``.
+def apply(node: NodeState, taken: Resources, gpu_indices: tuple[int, ...]) -> NodeState:
+    """``node`` with ``taken`` reserved on it, on the GPUs ``gpu_indices``.
 
-    Raises ``ValueError`` when the indices do not match the request or a GPU would be
-    over-reserved; CPU and memory are not capped here because the filter already decided
-    and an operator may knowingly overcommit them.
+    ``taken`` is a resource vector (a request is one). Raises ``ValueError`` when the indices
+    do not match it or a GPU would be over-reserved: a caller's mistake, since whether it fits
+    is decided before, by :mod:`provider.scheduling.capacity`. CPU and memory are not capped
+    here because the filter already decided and an operator may knowingly overcommit them.
     """
-    return _shift(node, request, gpu_indices, +1)
+    return _shift(node, taken, gpu_indices, +1)
 
 
-def release(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> NodeState:
+def release(node: NodeState, taken: Resources, gpu_indices: tuple[int, ...]) -> NodeState:
     """The inverse of :func:`apply`: ``node`` with that reservation taken away."""
-    return _shift(node, request, gpu_indices, -1)
+    return _shift(node, taken, gpu_indices, -1)
 
 
-def free_state_after(node: NodeState, request: PlacementRequest, gpu_indices: tuple[int, ...]) -> FreeState:
-    """``free_state(apply(node, request, gpu_indices))`` for GPUs that a filter found free
+def free_state_after(node: NodeState, taken: Resources, gpu_indices: tuple[int, ...]) -> FreeState:
+    """``free_state(apply(node, taken, gpu_indices))`` for GPUs that a filter found free
     enough, without building the node: a placement policy asks it of every GPU choice of every
     feasible node, the inner loop of a trace replay."""
-    milli = _per_gpu_milli(request)
+    milli = taken.gpu_milli
     frees = [max(0, MILLI_PER_GPU - g.allocated_milli - (milli if g.index in gpu_indices else 0)) for g in node.gpus]
-    memory = max(0, node.memory_mb - node.memory_allocated_mb - request.memory_mb)
+    memory = max(0, node.memory_mb - node.memory_allocated_mb - taken.memory_mb)
     if node.memory_available_mb is not None:
         memory = min(memory, node.memory_available_mb)
-    cpu = max(0, node.cpu_milli - node.cpu_allocated_milli - request.cpu_milli)
+    cpu = max(0, node.cpu_milli - node.cpu_allocated_milli - taken.cpu_milli)
     return node.gpu_model, cpu, memory, tuple(sorted(frees))

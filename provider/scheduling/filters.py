@@ -2,8 +2,11 @@
 
 A filter that stops at the first problem sends an operator on a chase: fix the CPU request,
 resubmit, learn about memory, resubmit again. So, as in the Kubernetes scheduler's
-``noderesources`` plugins, :func:`reasons` reports *every* insufficient resource of a node at
-once, each as ``"<resource> free <have> < <need>"``; an empty tuple means the node fits.
+``noderesources`` plugins, :func:`reasons` reports *every* reason a node cannot take a request
+at once, each a typed :class:`~provider.scheduling.reasons.Reason` (a shortage is an
+:class:`~provider.scheduling.reasons.Insufficient` with what was requested, what is free and
+the capacity); an empty tuple means the node fits. Shortages come from the one capacity check,
+:mod:`provider.scheduling.capacity`, which the fold of a host's claims uses as well.
 
 GPU sharing follows the milli-GPU accounting of :mod:`provider.scheduling.model`: a whole GPU
 is usable only when nothing is reserved on it, a share needs enough unreserved milli-GPUs on
@@ -14,7 +17,21 @@ error however little compute is reserved there.
 
 from __future__ import annotations
 
-from provider.scheduling.model import MILLI_PER_GPU, GpuState, NodeState, PlacementRequest
+from provider.scheduling.capacity import eligible_gpus, gpu_shortfalls, gpu_usable, host_shortfalls
+from provider.scheduling.model import NodeState, PlacementRequest, Resources
+from provider.scheduling.reasons import (
+    GpusUnknown,
+    GpuSuspended,
+    GpuUnusable,
+    Held,
+    LabelMismatch,
+    ModelMismatch,
+    NoGpus,
+    Reason,
+    Unreachable,
+)
+
+__all__ = ["MODEL_SEPARATOR", "eligible_gpus", "gpu_sets", "gpu_usable", "model_matches", "reasons"]
 
 MODEL_SEPARATOR = "|"
 """Separates alternatives in ``PlacementRequest.gpu_model``: ``"V100M16|V100M32"`` takes either."""
@@ -27,21 +44,7 @@ def model_matches(wanted: str | None, node_model: str) -> bool:
     return node_model in wanted.split(MODEL_SEPARATOR)
 
 
-def gpu_usable(request: PlacementRequest, gpu: GpuState) -> bool:
-    """Whether one GPU can carry its part of the request (one whole GPU, or the share)."""
-    if request.gpu_memory_mb and gpu.memory_free_mb < request.gpu_memory_mb:
-        return False
-    if request.gpu_milli < MILLI_PER_GPU:
-        return gpu.free_milli >= request.gpu_milli
-    return gpu.free_milli == MILLI_PER_GPU
-
-
-def eligible_gpus(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
-    """Indices of the node's GPUs that could each carry one part of the request."""
-    return tuple(g.index for g in node.gpus if gpu_usable(request, g))
-
-
-def gpu_sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...], ...]:
+def gpu_sets(request: Resources, node: NodeState) -> tuple[tuple[int, ...], ...]:
     """The GPU index sets on ``node`` that can host the request, in index order.
 
     A share may go on any eligible GPU, so each is its own candidate and a policy picks the
@@ -54,63 +57,49 @@ def gpu_sets(request: PlacementRequest, node: NodeState) -> tuple[tuple[int, ...
     if request.gpus == 0:
         return ((),)
     eligible = eligible_gpus(request, node)
-    if request.gpu_milli < MILLI_PER_GPU:
+    if request.is_share:
         return tuple((i,) for i in eligible)
     if len(eligible) < request.gpus:
         return ()
     return (eligible[: request.gpus],)
 
 
-def _gpu_reasons(request: PlacementRequest, node: NodeState) -> list[str]:
-    """Why the node's GPUs cannot carry the request. A host without GPUs, one whose engine
+def _gpu_condition(node: NodeState) -> Reason | None:
+    """Why the node's GPUs cannot be used at all, if so. A host without GPUs, one whose engine
     cannot hand them out and one whose GPUs are all taken read differently: only the last
-    is worth waiting for."""
-    if request.gpus == 0:
-        return []
+    (a shortage, counted by the capacity check) and a suspension are worth waiting for."""
     if node.unmeasured is not None:
-        return [f"GPUs unknown: {node.unmeasured}"]
+        return GpusUnknown(node.unmeasured)
     if not node.gpus:
-        return ["has no GPUs"]
+        return NoGpus()
     if node.gpu_unusable is not None:
-        return [node.gpu_unusable]
+        return GpuUnusable(node.gpu_unusable)
     if node.gpu_suspended is not None:
-        return [node.gpu_suspended]
-    if request.gpu_milli < MILLI_PER_GPU:
-        best = max((g.free_milli for g in node.gpus), default=0)
-        if best < request.gpu_milli:
-            return [f"gpu free {best}m < {request.gpu_milli}m on one GPU (of {len(node.gpus)} GPUs)"]
-    else:
-        whole = sum(1 for g in node.gpus if g.free_milli == MILLI_PER_GPU)
-        if whole < request.gpus:
-            return [f"gpu free {whole} of {len(node.gpus)} < {request.gpus}"]
-    if request.gpu_memory_mb:
-        usable = len(eligible_gpus(request, node))
-        if usable < request.gpus:
-            return [
-                f"gpu memory free >= {request.gpu_memory_mb}MB on {usable} GPUs < {request.gpus}"
-            ]
-    return []
+        return GpuSuspended(node.gpu_suspended)
+    return None
 
 
-def reasons(request: PlacementRequest, node: NodeState) -> tuple[str, ...]:
+def reasons(request: PlacementRequest, node: NodeState) -> tuple[Reason, ...]:
     """Every reason why ``node`` cannot take ``request``; empty when it can.
 
-    An unreachable node reports only that, since nothing else about it is known.
+    An unreachable node reports only that, since nothing else about it is known. A node whose
+    capacity is unknown (no agent) takes CPU and memory on trust.
     """
     if node.unreachable is not None:
-        return (f"unreachable: {node.unreachable}",)
-    found: list[str] = [f"held: {node.held}"] if node.held is not None else []
-    for key, want in sorted(request.labels.items()):
-        have = node.labels.get(key)
-        if have != want:
-            found.append(f"label {key}={have if have is not None else '(unset)'} != {want}")
-    if request.gpus and not model_matches(request.gpu_model, node.gpu_model):
-        found.append(f"gpu model {node.gpu_model or '(none)'} != {request.gpu_model}")
-    found.extend(_gpu_reasons(request, node))
-    if node.unmeasured is not None:
-        return tuple(found)  # capacity unknown: CPU and memory cannot be checked
-    if node.cpu_free_milli < request.cpu_milli:
-        found.append(f"cpu free {node.cpu_free_milli}m < {request.cpu_milli}m")
-    if node.memory_free_mb < request.memory_mb:
-        found.append(f"memory free {node.memory_free_mb}MB < {request.memory_mb}MB")
+        return (Unreachable(node.unreachable),)
+    found: list[Reason] = [Held(node.held)] if node.held is not None else []
+    if request.labels:  # the filter runs for every node and request: skip what is not asked
+        for key, want in sorted(request.labels.items()):
+            have = node.labels.get(key)
+            if have != want:
+                found.append(LabelMismatch(key, have, want))
+    if request.gpus:
+        if request.gpu_model and not model_matches(request.gpu_model, node.gpu_model):
+            found.append(ModelMismatch(node.gpu_model, request.gpu_model))
+        condition = _gpu_condition(node)
+        if condition is not None:
+            found.append(condition)
+        else:
+            found.extend(gpu_shortfalls(request, node))
+    found.extend(host_shortfalls(request, node))
     return tuple(found)

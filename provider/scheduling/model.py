@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from provider.errors import SpecError
+
+
 MILLI_PER_GPU = 1000
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -116,14 +119,29 @@ def free_state(node: NodeState) -> FreeState:
     return (node.gpu_model, node.cpu_free_milli, node.memory_free_mb, tuple(sorted([g.free_milli for g in node.gpus])))
 
 
-@dataclass(frozen=True, slots=True)
-class PlacementRequest:
-    """What one task needs.
+def is_share(gpus: int, gpu_milli: int) -> bool:
+    """Whether ``gpus`` GPUs at ``gpu_milli`` each is a share of one GPU rather than whole GPUs.
 
-    ``gpus`` whole GPUs, or with ``gpus == 1`` and ``gpu_milli < 1000`` a share of one GPU.
-    ``gpu_memory_mb`` additionally asks that each chosen GPU has that much memory free by
-    measurement (sharing by memory). ``labels`` must all match the node's labels;
-    ``gpu_model`` must equal the node's GPU model when given.
+    The one rule of GPU sharing: a share is part of *one* GPU (``gpus == 1``, fewer than
+    :data:`MILLI_PER_GPU`); everything else takes whole GPUs. :class:`Resources` holds to it,
+    and so do the readers of raw numbers (a trace, a container's environment).
+    """
+    return gpus == 1 and gpu_milli < MILLI_PER_GPU
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """One resource vector: what a request asks for, and what a claim takes on a host.
+
+    ``gpus`` GPUs, each taking ``gpu_milli`` milli-GPUs: :data:`MILLI_PER_GPU` for whole GPUs,
+    less for a share, which is only ever part of one GPU (:func:`is_share`).
+    ``gpu_memory_mb`` asks that each chosen GPU has that much memory free by measurement (a
+    constraint on measurement, which a claim does not record). ``cpu_milli`` and ``memory_mb``
+    are for the whole task. The request, the claim read back from a host and a workload's task
+    type are all this vector, so the accounting, the filter and the simulator read one shape.
+
+    Numbers no task could ask for raise :class:`~provider.errors.SpecError` naming the argument:
+    a DAG author meets this as a bad operator argument, a claim reader as a foreign container.
     """
 
     gpus: int = 0
@@ -131,48 +149,53 @@ class PlacementRequest:
     gpu_memory_mb: int = 0
     cpu_milli: int = 0
     memory_mb: int = 0
-    gpu_model: str | None = None
-    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
-            raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+            raise SpecError(f"gpus must be >= 0, got {self.gpus}")
         if not 0 < self.gpu_milli <= MILLI_PER_GPU:
-            raise ValueError(f"gpu_milli must be in 1..{MILLI_PER_GPU}, got {self.gpu_milli}")
-        if self.gpu_milli < MILLI_PER_GPU and self.gpus != 1:
-            raise ValueError(
-                f"a GPU share (gpu_milli={self.gpu_milli}) needs gpus=1, got gpus={self.gpus}"
-            )
+            raise SpecError(f"gpu_milli must be in 1..{MILLI_PER_GPU}, got {self.gpu_milli}")
+        if self.gpu_milli < MILLI_PER_GPU and not is_share(self.gpus, self.gpu_milli):
+            raise SpecError(f"a GPU share (gpu_milli={self.gpu_milli}) needs gpus=1, got gpus={self.gpus}")
         for name in ("gpu_memory_mb", "cpu_milli", "memory_mb"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise SpecError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def is_share(self) -> bool:
+        """Whether this is a share of one GPU (see :func:`is_share`)."""
+        return is_share(self.gpus, self.gpu_milli)
+
+    @property
+    def gpu_milli_total(self) -> int:
+        """Milli-GPUs taken in all (a share counts as its fraction)."""
+        return self.gpus * self.gpu_milli
 
     def describe(self) -> str:
-        """The request as a DAG author wrote it, e.g. ``gpus=1 gpu_milli=500 cpu_milli=2000``."""
+        """The vector as a DAG author writes it, e.g. ``gpus=1 gpu_milli=500 cpu_milli=2000``."""
         asked = f"gpus={self.gpus}"
-        if self.gpus == 1 and self.gpu_milli < MILLI_PER_GPU:
+        if self.is_share:
             asked += f" gpu_milli={self.gpu_milli}"
         for name in ("gpu_memory_mb", "cpu_milli", "memory_mb"):
             if getattr(self, name):
                 asked += f" {name}={getattr(self, name)}"
         return asked
 
-    @property
-    def gpu_milli_total(self) -> int:
-        """Total milli-GPUs asked for (a share counts as its fraction)."""
-        return self.gpu_milli if self.gpus == 1 else self.gpus * MILLI_PER_GPU
-
 
 @dataclass(frozen=True, slots=True)
-class Placement:
-    """The decision: which node, which GPU indices, and why.
+class PlacementRequest(Resources):
+    """What one task needs: its :class:`Resources`, and where it may run.
 
-    ``scores`` holds every feasible node's score (higher is better) and ``rejections`` every
-    infeasible node's reasons, so the choice can be audited from the task's XCom.
+    ``labels`` must all match the node's labels; ``gpu_model`` must equal the node's GPU model
+    when given. The request *is* its resource vector (a subclass, built with the vector's
+    keyword arguments plus these), so the accounting and the filter take it where they take a
+    vector, and DAGs, triggers and traces build and serialise it field by field.
     """
 
-    node: str
-    gpu_indices: tuple[int, ...]
-    policy: str
-    scores: Mapping[str, float]
-    rejections: Mapping[str, tuple[str, ...]]
+    gpu_model: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def resources(self) -> Resources:
+        """The resource vector alone, without the constraints on where it may run."""
+        return Resources(self.gpus, self.gpu_milli, self.gpu_memory_mb, self.cpu_milli, self.memory_mb)

@@ -165,7 +165,7 @@ class LeastLoaded:
 def _tightest_share(request: PlacementRequest, node: NodeState) -> tuple[int, ...]:
     """For a share, the fitting GPU with least free capacity (packing within the node)."""
     sets = _sets(request, node)
-    if request.gpus != 1 or request.gpu_milli >= MILLI_PER_GPU:
+    if not request.is_share:
         return sets[0]
     free = {g.index: g.free_milli for g in node.gpus}
     return min(sets, key=lambda s: (free[s[0]], s[0]))

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from provider.scheduling.filters import model_matches
-from provider.scheduling.model import MILLI_PER_GPU, FreeState, NodeState, PlacementRequest, free_state
+from provider.scheduling.model import FreeState, NodeState, PlacementRequest, Resources, free_state
 
 DEFAULT_COVERAGE = 0.95
 """Share of the workload that the most popular task types must cover (FGD's default)."""
@@ -54,13 +54,10 @@ DEFAULT_COVERAGE = 0.95
 _MEMO_LIMIT = 500_000
 
 @dataclass(frozen=True, slots=True)
-class TaskType:
-    """One kind of task in a workload: what it asks for, as a :class:`PlacementRequest` does."""
+class TaskType(Resources):
+    """One kind of task in a workload: the resource vector it asks for, and the GPU models it
+    accepts. GPU memory and labels do not tell types apart (``gpu_memory_mb`` stays 0)."""
 
-    gpus: int = 0
-    gpu_milli: int = MILLI_PER_GPU
-    cpu_milli: int = 0
-    memory_mb: int = 0
     gpu_model: str | None = None
 
     @classmethod
@@ -68,15 +65,11 @@ class TaskType:
         """The type of a request (labels and GPU memory do not define a type)."""
         return cls(
             gpus=request.gpus,
-            gpu_milli=request.gpu_milli if request.gpus else MILLI_PER_GPU,
+            gpu_milli=request.gpu_milli,
             cpu_milli=request.cpu_milli,
             memory_mb=request.memory_mb if with_memory else 0,
             gpu_model=request.gpu_model or None,
         )
-
-    @property
-    def gpu_milli_total(self) -> int:
-        return self.gpu_milli if self.gpus == 1 else self.gpus * MILLI_PER_GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +117,7 @@ class TaskMix:
             if t.gpus == 0:
                 gpuless += p
                 continue
-            milli = t.gpu_milli if t.gpu_milli < MILLI_PER_GPU else MILLI_PER_GPU
-            groups.setdefault((t.gpus, milli, t.gpu_model), []).append(
+            groups.setdefault((t.gpus, t.gpu_milli, t.gpu_model), []).append(
                 (t.cpu_milli, t.memory_mb, p)
             )
         classes = tuple(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 from provider.scheduling.filters import eligible_gpus, reasons
 from provider.scheduling.model import NodeState, PlacementRequest
+from provider.scheduling.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ def emptied(node: NodeState) -> NodeState:
     )
 
 
-def never_fits(request: PlacementRequest, nodes: Sequence[NodeState]) -> Mapping[str, tuple[str, ...]] | None:
+def never_fits(request: PlacementRequest, nodes: Sequence[NodeState]) -> Mapping[str, tuple[Reason, ...]] | None:
     """Why no host could take ``request`` even with nothing else on it; None if one could.
 
     Only a verdict on the whole pool is final: while any host is unreachable it might be the

@@ -11,7 +11,8 @@ import pytest
 from provider.hooks.docker_host import GpuDockerHook
 from provider.task_instance import LABEL_PREFIX
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.errors import ContainerFailed, EngineRefused, ImageMissing, NoFit
+from provider.errors import ContainerFailed, EngineRefused, ImageMissing
+from provider.scheduling.no_fit import NoFit
 from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.conftest import sh
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd

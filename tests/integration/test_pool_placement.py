@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 from airflow.sdk import BaseHook
 
-from provider.errors import ContainerFailed, NoFit, NoGpuRuntime
+from provider.errors import ContainerFailed, NoGpuRuntime
+
+from provider.scheduling.no_fit import NoFit
 from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL
@@ -271,7 +273,7 @@ def test_daemon_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: 
         reserved = reserve(PlacementRequest(gpus=1), [*POOL, "pool_d"])
         release_now(reserved)
         assert reserved.host.name == "pool_a"
-        assert "Docker engine of host 'pool_d' at unix://" in reserved.placement.rejections["pool_d"][0]
+        assert "Docker engine of host 'pool_d' at unix://" in str(reserved.placement.rejections["pool_d"][0])
     finally:
         stop_agent(agent.process)
         engine.stop()
@@ -288,7 +290,7 @@ def test_gpu_tasks_avoid_a_host_without_the_nvidia_runtime(cluster: Cluster, mon
         reserved = reserve(PlacementRequest(gpus=1), ["plain", "pool_a"])
         release_now(reserved)
         assert reserved.host.name == "pool_a"
-        assert "no NVIDIA runtime in its engine" in reserved.placement.rejections["plain"][0]
+        assert "no NVIDIA runtime in its engine" in str(reserved.placement.rejections["plain"][0])
         with pytest.raises(NoFit, match=r"plain: no NVIDIA runtime in its engine \(runtimes: .*runc.*\).*"
                                         "nvidia-ctk runtime configure.*even with nothing else running"):
             reserve(PlacementRequest(gpus=1), ["plain"])
@@ -320,7 +322,7 @@ def test_an_nvidia_runtime_that_cannot_start_gpu_containers_is_a_host_problem(
         retry = reserve(PlacementRequest(gpus=1), ["broken", "pool_a"])
         release_now(retry)
         assert retry.host.name == "pool_a"
-        assert "GPU containers failed to start there lately" in retry.placement.rejections["broken"][0]
+        assert "GPU containers failed to start there lately" in str(retry.placement.rejections["broken"][0])
         release_now(cpu_work := reserve(PlacementRequest(cpu_milli=100), ["broken"]))
         assert cpu_work.host.name == "broken"
     finally:

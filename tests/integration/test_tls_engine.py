@@ -19,7 +19,7 @@ from typing import Any
 import certifi
 import pytest
 
-from provider.errors import NoFit
+from provider.scheduling.no_fit import NoFit
 from provider.operators.gpu_docker import GpuDockerOperator
 from tests.conftest import FakeTI, TaskLog, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent

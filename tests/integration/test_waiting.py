@@ -19,7 +19,9 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from provider.errors import NoFit, NoRoom
+from provider.errors import NoRoom
+
+from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import host_to_dict, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator

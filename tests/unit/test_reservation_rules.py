@@ -1,5 +1,5 @@
-"""Pure rules of reservations: claim labels, the fold through the accounting, overcommit,
-staleness, holds, and the one room decision."""
+"""Pure rules of reservations: claim labels, the fold through the accounting and placement's
+capacity check, staleness, holds, and the one room decision."""
 
 from __future__ import annotations
 
@@ -9,27 +9,39 @@ from typing import Any
 
 import pytest
 
+from provider.scheduling.no_fit import NoFit
 from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL
-from provider.reservations.room import Verdict, room
+from provider.reservations.room import Verdict, advice, room
 from provider.reservations.rules import (
     Claim,
     GpuProblem,
     allocation,
     claim_labels,
     claim_name,
+    claim_shortfalls,
     hold_labels,
     live_owners,
-    overcommit,
     parse_claim,
     parse_hold,
     parse_problem,
     problem_labels,
-    reserved_request,
     stale_claims,
     unreserved,
 )
 from provider.reservations.view import HostView, PoolView
-from provider.scheduling import PlacementContext, apply, get_policy
+from provider.scheduling import (
+    MILLI_PER_GPU,
+    Insufficient,
+    InsufficientOnGpu,
+    NoSuchGpu,
+    PlacementContext,
+    Reason,
+    Resource,
+    Resources,
+    Unreachable,
+    apply,
+    get_policy,
+)
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest
 from provider.task_instance import MAP_INDEX_LABEL, TaskInstanceRef
 
@@ -83,7 +95,7 @@ def test_allocation_folds_claims_through_apply() -> None:
     folded = allocation(node, claims)
     expected = node
     for c in claims:
-        expected = apply(expected, c.request, c.gpus)
+        expected = apply(expected, c.resources, c.gpus)
     assert folded.node == expected
     assert [g.allocated_milli for g in folded.node.gpus] == [1000, 0, 500]
     assert (folded.node.cpu_allocated_milli, folded.node.memory_allocated_mb) == (1500, 512)
@@ -116,26 +128,56 @@ def test_unreachable_node_is_left_as_is() -> None:
 @pytest.mark.parametrize(
     ("taken", "request_", "gpus", "expected"),
     [
-        pytest.param([], PlacementRequest(gpus=1, cpu_milli=4000), (0,), None, id="fits-exactly"),
-        pytest.param([claim((0,), 300, "x")], PlacementRequest(gpus=1), (0,), "would hold 1300m", id="whole-on-share"),
+        pytest.param([], PlacementRequest(gpus=1, cpu_milli=4000), (0,), (), id="fits-exactly"),
+        pytest.param([claim((0,), 300, "x")], PlacementRequest(gpus=1), (0,),
+                     (InsufficientOnGpu(Resource.GPU_MILLI, 1000, 700, MILLI_PER_GPU, gpu=0),), id="whole-on-share"),
         pytest.param([claim((0,), 300, "x"), claim((0,), 400, "y")], PlacementRequest(gpus=1, gpu_milli=300), (0,),
-                     None, id="shares-fit"),
-        pytest.param([claim((), cpu=3500)], PlacementRequest(cpu_milli=1000), (), "cpu reserved 4500m > 4000m",
-                     id="cpu"),
-        pytest.param([claim((), memory=8000)], PlacementRequest(memory_mb=500), (), "memory reserved 8500MB > 8192MB",
-                     id="memory"),
+                     (), id="shares-fit"),
+        pytest.param([claim((), cpu=3500)], PlacementRequest(cpu_milli=1000), (),
+                     (Insufficient(Resource.CPU, 1000, 500, 4000),), id="cpu"),
+        pytest.param([claim((), memory=8000)], PlacementRequest(memory_mb=500), (),
+                     (Insufficient(Resource.MEMORY, 500, 192, 8192),), id="memory"),
+        pytest.param([], PlacementRequest(gpus=2), (0, 7), (NoSuchGpu(7),), id="a-gpu-the-host-lacks"),
+        pytest.param([], PlacementRequest(gpus=2), (1, 1), (InsufficientOnGpu(Resource.GPU_MILLI, 2000, 1000, 1000, gpu=1),),
+                     id="one-gpu-named-twice-holds-both-parts"),
     ],
 )
-def test_overcommit(taken: list[Claim], request_: PlacementRequest, gpus: tuple[int, ...], expected: str | None) -> None:
+def test_claim_shortfalls(
+    taken: list[Claim], request_: PlacementRequest, gpus: tuple[int, ...], expected: tuple[object, ...]
+) -> None:
+    """A claim is checked by placement's capacity check, on the GPUs it names."""
     base = allocation(host(), taken).node
-    why = overcommit(base, reserved_request(request_.gpus, request_.gpu_milli, request_.cpu_milli,
-                                            request_.memory_mb), gpus)
-    assert (why is None) if expected is None else (why is not None and expected in why)
+    assert claim_shortfalls(base, request_.resources, gpus) == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [
+        pytest.param(InsufficientOnGpu(Resource.GPU_MILLI, 1000, 700, MILLI_PER_GPU, gpu=0), "gpu 0 free 700m < 1000m",
+                     id="named-gpu"),
+        pytest.param(Insufficient(Resource.CPU, 1000, 500, 4000), "cpu free 500m < 1000m", id="cpu"),
+        pytest.param(NoSuchGpu(7), "no GPU with index 7", id="missing-gpu"),
+    ],
+)
+def test_a_claim_is_refused_in_the_words_of_placement(reason: object, text: str) -> None:
+    assert str(reason) == text
+
+
+def test_a_claim_is_checked_against_capacity_not_measured_availability() -> None:
+    """What the agent measures lags the tasks the claims are for: a claim is not refused for it."""
+    node = replace(host(memory=8192), memory_available_mb=100)
+    assert claim_shortfalls(node, Resources(memory_mb=4096), ()) == ()
 
 
 def test_unmeasured_host_checks_gpus_only() -> None:
     node = NodeState("a", unmeasured="no agent")
-    assert overcommit(node, PlacementRequest(cpu_milli=64000, memory_mb=10**6), ()) is None
+    assert claim_shortfalls(node, Resources(cpu_milli=64000, memory_mb=10**6), ()) == ()
+    assert claim_shortfalls(node, Resources(gpus=1), (0,)) == (NoSuchGpu(0),)
+
+
+def test_a_claim_no_request_could_make_is_not_ours() -> None:
+    labels = {**claim_labels(PlacementRequest(gpus=1).resources, (1, 2), "o", 1.0, None), "airflow-gpu-docker.claim.milli": "500"}
+    assert parse_claim({"Id": "x", "Labels": labels}) is None  # a share spread over two GPUs
 
 
 def test_unreserved_forgets_reservations_not_capacity() -> None:
@@ -230,3 +272,20 @@ def test_a_host_suspended_for_a_gpu_problem_is_worth_waiting_for_one_without_run
     no_runtime = replace(host(gpus=1), gpu_unusable="no NVIDIA runtime in its engine")
     assert room(PlacementRequest(gpus=1), view_of((suspended, ())), policy, context).verdict is Verdict.WAIT
     assert room(PlacementRequest(gpus=1), view_of((no_runtime, ())), policy, context).verdict is Verdict.NEVER
+
+
+@pytest.mark.parametrize(
+    ("rejections", "fix_hosts"),
+    [
+        pytest.param({"a": (Unreachable("timeout 2 s"),), "b": (Unreachable("refused"),)}, True, id="none-read"),
+        pytest.param({"a": (Unreachable("timeout 2 s"),), "b": (Insufficient(Resource.GPUS, 1, 0, 1),)}, False,
+                     id="one-full"),
+        pytest.param({"a": (Insufficient(Resource.GPUS, 1, 0, 1),)}, False, id="all-full"),
+    ],
+)
+def test_advice_tells_unreadable_hosts_from_full_ones_by_the_reasons_type(
+    rejections: dict[str, tuple[Reason, ...]], fix_hosts: bool
+) -> None:
+    text = advice(NoFit(PlacementRequest(gpus=1), rejections))
+    assert ("start or fix the agents" in text) is fix_hosts
+    assert ("wait_for_resources=True" in text) is not fix_hosts

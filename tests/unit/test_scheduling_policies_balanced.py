@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from provider.errors import NoFit
+from provider.scheduling.no_fit import NoFit
 from provider.scheduling import (
     Fragmentation,
     FragmentationBalanced,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provider.errors import NoFit
-from provider.scheduling import GpuState, NodeState, PlacementRequest, place, get_policy
+from provider.scheduling.no_fit import NoFit
+from provider.scheduling import GpuState, Held, Insufficient, NodeState, Resource, PlacementRequest, place, get_policy
 from provider.scheduling.policies import PlacementContext
 from provider.scheduling.waiting import Hold, Waiter, apply_holds, hold_host, is_due, never_fits
 
@@ -44,7 +44,8 @@ def test_held_host_is_rejected_with_the_reason_and_others_still_serve() -> None:
     nodes = apply_holds([node("a", (0, 0)), node("b", (0, 1000))], [HOLD], Waiter("young", 150.0))
     p = place(PlacementRequest(gpus=1), nodes, get_policy("best_fit"), PlacementContext())
     assert p.node == "b"
-    assert p.rejections["a"] == ("held: held for train.big run1, waiting first",)
+    assert p.rejections["a"] == (Held("held for train.big run1, waiting first"),)
+    assert str(p.rejections["a"][0]) == "held: held for train.big run1, waiting first"
     with pytest.raises(NoFit, match="held for train.big"):
         place(PlacementRequest(gpus=2), nodes, get_policy("best_fit"), PlacementContext())
 
@@ -69,7 +70,8 @@ def test_hold_host_none_when_nothing_could_fit() -> None:
 
 def test_never_fits_names_every_host() -> None:
     why = never_fits(PlacementRequest(gpus=4), [node("a", (0, 0)), node("b", (1000,))])
-    assert why == {"a": ("gpu free 2 of 2 < 4",), "b": ("gpu free 1 of 1 < 4",)}
+    assert why == {"a": (Insufficient(Resource.GPUS, 4, 2, 2),), "b": (Insufficient(Resource.GPUS, 4, 1, 1),)}
+    assert {k: [str(r) for r in v] for k, v in why.items()} == {"a": ["gpu free 2 of 2 < 4"], "b": ["gpu free 1 of 1 < 4"]}
 
 
 @pytest.mark.parametrize(
