@@ -24,7 +24,7 @@ from provider.clients.hosts import POOL_CONN_TYPE
 from provider.reservations.rules import Claim, HoldRecord
 from provider.task_instance import TaskInstanceRef
 from provider.reservations.view import HostView
-from provider.scheduling.model import GpuState
+from provider.scheduling.model import MILLI_PER_GPU, GpuState
 
 WAITING_STATES = ("deferred", "up_for_reschedule")
 """Task-instance states in which a task waits for GPUs without holding a worker slot."""
@@ -151,7 +151,7 @@ def gpu_document(
         "utilization_pct": round(gpu.utilization_pct, 1),
         "memory_used_mb": gpu.memory_used_mb,
         "memory_total_mb": gpu.memory_total_mb,
-        "reserved_milli": min(1000, sum(h.claim.milli for h in mine)),
+        "reserved_milli": min(MILLI_PER_GPU, sum(h.claim.milli for h in mine)),
         "holders": [holder_document(h, readable, base_path) for h in mine],
     }
 
