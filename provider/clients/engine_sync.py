@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
-from provider.clients.http10 import Response
+from provider.clients.http11 import Response
 from provider.limits import ENGINE_TIMEOUT_S
 
 T = TypeVar("T")

@@ -1,0 +1,142 @@
+"""Kept-alive connections: reused, retried once when the server closed them, expired, capped,
+closed with their loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from provider.clients import connections
+from provider.clients.connections import Endpoint, Pool, pool
+
+
+class Server:
+    """A loopback HTTP/1.1 server that counts connections and requests; ``close_after``: it closes
+    each connection after that many answers, without saying so (an idle timeout on its side)."""
+
+    def __init__(self, close_after: int = 0) -> None:
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Endpoint:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return Endpoint("127.0.0.1", self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        answered = 0
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.requests.append(head.split(b"\r\n", 1)[0])
+                body = b'{"n": %d}' % len(self.requests)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                answered += 1
+                if answered == self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _get(kept: Pool, endpoint: Endpoint, method: str = "GET") -> bytes:
+    return (await kept.request(endpoint, method, "/x", host="h", what="server S")).body
+
+
+def test_one_connection_serves_every_read() -> None:
+    async def main() -> tuple[int, int, list[bytes]]:
+        server, kept = Server(), Pool()
+        async with server as endpoint:
+            bodies = [await _get(kept, endpoint) for _ in range(5)]
+            kept.close()
+        return server.connections, len(server.requests), bodies
+    connections_made, requests, bodies = asyncio.run(main())
+    assert (connections_made, requests) == (1, 5) and bodies[-1] == b'{"n": 5}'
+
+
+def test_a_get_on_a_connection_the_server_closed_is_sent_again_on_a_new_one() -> None:
+    async def main() -> tuple[int, int]:
+        server, kept = Server(close_after=1), Pool()
+        async with server as endpoint:
+            for _ in range(3):
+                await _get(kept, endpoint)
+                await asyncio.sleep(0)  # the reader may or may not have seen the end yet
+            kept.close()
+        return server.connections, len(server.requests)
+    assert asyncio.run(main()) == (3, 3)
+
+
+def test_a_stale_connection_is_retried_even_when_it_looked_alive() -> None:
+    async def main() -> tuple[int, int]:
+        server, kept = Server(close_after=1), Pool()
+        async with server as endpoint:
+            await _get(kept, endpoint)
+            await asyncio.sleep(0.05)  # the server has closed it
+            (reader, _), _ = kept._idle[endpoint]
+            reader.at_eof = lambda: False  # type: ignore[method-assign]  # as if the close were not seen yet
+            await _get(kept, endpoint)
+            kept.close()
+        return server.connections, len(server.requests)
+    assert asyncio.run(main()) == (2, 2)
+
+
+def test_other_methods_never_take_a_kept_connection_but_leave_theirs() -> None:
+    async def main() -> tuple[int, int]:
+        server, kept = Server(), Pool()
+        async with server as endpoint:
+            await _get(kept, endpoint)
+            await _get(kept, endpoint, "POST")
+            await _get(kept, endpoint)
+            kept.close()
+        return server.connections, len(server.requests)
+    assert asyncio.run(main()) == (2, 3)
+
+
+def test_idle_connections_expire_and_are_capped() -> None:
+    async def main() -> tuple[int, int, int]:
+        servers = [Server() for _ in range(3)]
+        kept = Pool(max_idle=2, idle_s=0.1)
+        endpoints = [await s.__aenter__() for s in servers]
+        for endpoint in endpoints:
+            await _get(kept, endpoint)
+        capped = len(kept)
+        await asyncio.sleep(0.3)
+        expired = len(kept)
+        for endpoint in endpoints:
+            await _get(kept, endpoint)
+        for s in servers:
+            await s.__aexit__()
+        kept.close()
+        return capped, expired, sum(s.connections for s in servers)
+    assert asyncio.run(main()) == (2, 0, 6)
+
+
+def test_the_loops_pool_closes_its_connections_when_the_loop_shuts_down() -> None:
+    seen: list[int] = []
+
+    async def main() -> Pool:
+        server = Server()
+        async with server as endpoint:
+            kept = await pool()
+            assert kept is await pool()
+            await _get(kept, endpoint)
+            seen.append(len(kept))
+        return kept
+
+    kept = asyncio.run(main())
+    assert seen == [1] and len(kept) == 0 and not connections._pools
