@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from provider.errors import AgentError, ProtocolError
 from provider.clients.hosts import HostConfig
 from provider.clients.connections import Endpoint, pool
+from provider.clients.engine_sync import run_sync
 from provider.clients.http11 import decode_json
 from provider.limits import MAX_CONCURRENT_HOSTS
 
@@ -135,12 +136,13 @@ SAMPLE_TIMEOUT_S = 1.0
 def gpu_sample(host: HostConfig, gpu_ids: Sequence[int], timeout: float = SAMPLE_TIMEOUT_S) -> dict[str, Any] | None:
     """Utilisation and memory of ``gpu_ids`` on ``host`` now, from its agent; None if unreadable.
 
-    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``.
+    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``; the
+    read runs on the process's I/O loop, so the connection to the agent is kept between samples.
     """
     if not host.agent_url:
         return None
     try:
-        doc = asyncio.run(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
+        doc = run_sync(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
     except (OSError, AgentError, asyncio.TimeoutError):
         return None
     wanted = set(gpu_ids)

@@ -1,14 +1,19 @@
 """Kept-alive connections: reused, retried once when the server closed them, expired, capped,
-closed with their loop."""
+closed with their loop; and the process-wide loop that synchronous callers share."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import signal
+import threading
+from collections.abc import AsyncIterator
 
 import pytest
 
 from provider.clients import connections
 from provider.clients.connections import Endpoint, Pool, pool
+from provider.clients.engine_sync import run_sync
 
 
 class Server:
@@ -140,3 +145,95 @@ def test_the_loops_pool_closes_its_connections_when_the_loop_shuts_down() -> Non
 
     kept = asyncio.run(main())
     assert seen == [1] and len(kept) == 0 and not connections._pools
+
+
+def _read_once(endpoint: Endpoint) -> bytes:
+    async def get() -> bytes:
+        return await _get(await pool(), endpoint)
+    return run_sync(get())
+
+
+@pytest.fixture()
+def served() -> AsyncIterator[tuple[Server, Endpoint]]:
+    """A server on a loop of its own thread, as a host is to the process."""
+    loop = asyncio.new_event_loop()
+    server = Server()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    endpoint = asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result()
+    yield server, endpoint
+    asyncio.run_coroutine_threadsafe(server.__aexit__(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+def test_synchronous_callers_share_one_loop_and_its_connections(served: tuple[Server, Endpoint]) -> None:
+    server, endpoint = served
+    before = server.connections
+    for _ in range(3):
+        _read_once(endpoint)
+    assert server.connections - before <= 1 and len(server.requests) == 3
+    answers: list[bytes] = []
+    threads = [threading.Thread(target=lambda: answers.append(_read_once(endpoint))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 4 and len(server.requests) == 7
+
+
+def test_run_sync_works_inside_a_running_loop(served: tuple[Server, Endpoint]) -> None:
+    async def inside() -> bytes:
+        return _read_once(served[1])  # on_kill, in a signal handler that interrupted a loop
+    assert asyncio.run(inside()).startswith(b'{"n": ')
+
+
+def test_run_sync_from_its_own_loop_raises_instead_of_waiting_forever() -> None:
+    async def nested() -> None:
+        run_sync(asyncio.sleep(0))
+    with pytest.raises(RuntimeError, match="would wait for itself"):
+        run_sync(nested())
+
+
+def test_an_interrupted_wait_cancels_the_coroutine() -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(forever())
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert cancelled.wait(5)
+
+
+def _in_child(endpoint: Endpoint, out: multiprocessing.connection.Connection) -> None:  # type: ignore[name-defined]
+    out.send(_read_once(endpoint))
+
+
+def test_a_forked_child_gets_a_loop_of_its_own(served: tuple[Server, Endpoint]) -> None:
+    server, endpoint = served
+    _read_once(endpoint)  # the parent's loop exists, with a kept connection, before the fork
+    before = server.connections
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_in_child, args=(endpoint, theirs))
+    child.start()
+    assert ours.poll(20), "the child's read hung"
+    assert ours.recv().startswith(b'{"n": ')
+    child.join(10)
+    assert child.exitcode == 0
+    assert server.connections == before + 1  # the child connected itself, never used the parent's socket
+    _read_once(endpoint)  # and the parent's connection still works
+    assert server.connections == before + 1
