@@ -4,8 +4,10 @@ A placement reads every host of the pool; reading it again over the connections 
 read saves a TCP (and TLS) handshake per host and request, and leaves no socket in TIME_WAIT
 (docs/transport.md has the figures). So each event loop has a :class:`Pool`: at most one idle
 connection per :class:`Endpoint` (a unix socket path, or host, port and TLS context), closed
-after ``IDLE_S`` unused, and at most ``max_idle`` idle connections in all. A request that finds
-the endpoint's connection busy opens another one; only one of them is kept afterwards.
+after ``IDLE_S`` unused, and at most ``max_idle`` idle connections in all. GETs to one endpoint
+take turns on its connection (a pool read asks an engine for its containers and an image at
+once); any other request opens a connection of its own and leaves it idle afterwards if the
+endpoint has none.
 
 File descriptors: a process that reads a pool of N hosts keeps up to 2 N sockets open between
 reads (an agent and an engine per host), plus up to ``MAX_CONCURRENT_HOSTS`` in flight. The cap
@@ -14,8 +16,8 @@ common soft limit of 1024 keeps 512 and opens the rest per request; raise ``ulim
 4 N + 512 to keep them all.
 
 A kept connection the server closed meanwhile is normal (an idle timeout on its side): a GET
-that fails on a reused connection before any answer arrives is sent once more on a new one.
-Other methods never take an idle connection, since they must not be sent twice. The pool of a
+that fails on a reused connection is sent once more on a new one. Other methods never take an
+idle connection, since they must not be sent twice. The pool of a
 loop closes its connections when the loop shuts down its async generators (``asyncio.run`` and
 ``asyncio.Runner`` do).
 """
@@ -23,6 +25,7 @@ loop closes its connections when the loop shuts down its async generators (``asy
 from __future__ import annotations
 
 import asyncio
+import collections
 import resource
 import ssl
 import time
@@ -68,6 +71,7 @@ class Pool:
         self.max_idle = default_max_idle() if max_idle is None else max_idle
         self.idle_s = idle_s
         self._idle: dict[Endpoint, tuple[Stream, float]] = {}
+        self._busy: dict[Endpoint, collections.deque[asyncio.Future[Stream | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closer: AsyncGenerator[None, None] | None = None
 
@@ -80,35 +84,74 @@ class Pool:
     ) -> Answer:
         """One request and its whole answer (at most ``limit`` bytes), kept-alive.
 
-        Raises ``OSError`` (connecting, a connection broken off), ``ssl.SSLError`` or
-        :class:`~provider.errors.ProtocolError`; the caller bounds the time.
+        GETs to one endpoint take turns on its connection: one that finds the connection busy
+        waits for it rather than opening another (a pool read asks an engine for its list and an
+        image at once). Raises ``OSError`` (connecting, a connection broken off),
+        ``ssl.SSLError`` or :class:`~provider.errors.ProtocolError`; the caller bounds the time.
         """
-        stream = self._take(endpoint) if method in ("GET", "HEAD") else None
+        if method != "GET":
+            answer, kept = await self._exchange(await endpoint.connect(), method, path, host, what, headers, body,
+                                                limit)
+            if kept is not None:
+                self._keep(endpoint, kept)
+            return answer
+        stream = await self._turn(endpoint)
+        kept = None
+        try:
+            if stream is not None:
+                try:
+                    answer, kept = await self._exchange(stream, method, path, host, what, headers, body, limit)
+                    return answer
+                except OSError:
+                    pass  # closed by the server while idle: once more on a new connection
+            answer, kept = await self._exchange(await endpoint.connect(), method, path, host, what, headers, body,
+                                                limit)
+            return answer
+        finally:
+            self._pass_on(endpoint, kept)
+
+    async def _turn(self, endpoint: Endpoint) -> Stream | None:
+        """Wait until no other GET uses the endpoint's connection; that connection, if any."""
+        waiting = self._busy.get(endpoint)
+        if waiting is None:
+            self._busy[endpoint] = collections.deque()
+            return self._take(endpoint)
+        turn: asyncio.Future[Stream | None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            return await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._pass_on(endpoint, turn.result())  # handed over just as this request gave up
+            raise
+
+    def _pass_on(self, endpoint: Endpoint, stream: Stream | None) -> None:
+        """Hand the connection (None: there is none) to the next GET waiting, or keep it."""
+        waiting = self._busy.get(endpoint)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(stream)
+                return
+        self._busy.pop(endpoint, None)
         if stream is not None:
-            try:
-                return await self._exchange(endpoint, stream, method, path, host, what, headers, body, limit)
-            except OSError:
-                pass  # closed by the server while idle: once more on a new connection
-        stream = await endpoint.connect()
-        return await self._exchange(endpoint, stream, method, path, host, what, headers, body, limit)
+            self._keep(endpoint, stream)
 
     async def _exchange(
-        self, endpoint: Endpoint, stream: Stream, method: str, path: str, host: str, what: str,
+        self, stream: Stream, method: str, path: str, host: str, what: str,
         headers: Mapping[str, str] | None, body: Any, limit: int,
-    ) -> Answer:
-        response: Response | None = None
+    ) -> tuple[Answer, Stream | None]:
+        """The answer, and the connection when it can carry another request (else it is closed)."""
         try:
             response = await open_response(*stream, method, path, host=host, headers=headers, body=body, what=what,
                                            keep_alive=True)
-            content = b"" if method == "HEAD" else await response.body(limit)
+            content = await response.body(limit)
         except BaseException:
             stream[1].close()
             raise
-        if response.reusable or method == "HEAD":
-            self._keep(endpoint, stream)
-        else:
+        if not response.reusable:
             stream[1].close()
-        return Answer(response.status, response.headers, content)
+        return Answer(response.status, response.headers, content), stream if response.reusable else None
 
     def _take(self, endpoint: Endpoint) -> Stream | None:
         kept = self._idle.pop(endpoint, None)

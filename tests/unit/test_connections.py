@@ -74,6 +74,18 @@ def test_one_connection_serves_every_read() -> None:
     assert (connections_made, requests) == (1, 5) and bodies[-1] == b'{"n": 5}'
 
 
+def test_gets_at_once_to_one_endpoint_take_turns_on_its_connection() -> None:
+    async def main() -> tuple[int, int]:
+        server, kept = Server(), Pool()
+        async with server as endpoint:
+            late = asyncio.ensure_future(asyncio.wait_for(_get(kept, endpoint), 0.0001))  # gives up its turn
+            await asyncio.gather(*(_get(kept, endpoint) for _ in range(5)), late, return_exceptions=True)
+            await _get(kept, endpoint)
+            kept.close()
+        return server.connections, len(kept._busy)
+    assert asyncio.run(main()) == (1, 0)
+
+
 def test_a_get_on_a_connection_the_server_closed_is_sent_again_on_a_new_one() -> None:
     async def main() -> tuple[int, int]:
         server, kept = Server(close_after=1), Pool()
