@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from provider.errors import AgentError, ProtocolError
 from provider.clients.hosts import HostConfig
-from provider.clients.connections import Endpoint, pool
+from provider.clients.connections import Endpoint, pool, within
 from provider.clients.engine_sync import run_sync
 from provider.clients.http11 import decode_json
 from provider.limits import MAX_CONCURRENT_HOSTS
@@ -67,7 +67,7 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
             "connection's extra"
         ))
     try:
-        return AgentReading(doc=await asyncio.wait_for(fetch_node(url, host.agent_token), timeout))
+        return AgentReading(doc=await within(fetch_node(url, host.agent_token), timeout))
     except asyncio.TimeoutError:
         return AgentReading(unreachable=(
             f"agent {url} did not answer within {timeout:g} s (timeout={timeout:g} s); check that "

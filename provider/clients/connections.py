@@ -30,15 +30,17 @@ import resource
 import ssl
 import time
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from provider.clients.http11 import MAX_RESPONSE_BYTES, Response, open_response
 
 IDLE_S = 30.0
 """An idle connection is closed after this long; servers time out later (the agent after 60 s)."""
 MAX_IDLE = 8192
+T = TypeVar("T")
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -216,6 +218,19 @@ async def _closing(loop: asyncio.AbstractEventLoop, pool: Pool) -> AsyncGenerato
         pool.close()
         if _pools.get(loop) is pool:
             del _pools[loop]
+
+
+async def within(coro: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``coro``'s result, or ``TimeoutError`` after ``seconds``. On Python 3.11 and later this
+    runs it in the caller's task (``asyncio.timeout``) instead of a task of its own
+    (``asyncio.wait_for``): a pool read makes two such calls per host."""
+    if _timeout is None:
+        return await asyncio.wait_for(coro, seconds)
+    async with _timeout(seconds):
+        return await coro
+
+
+_timeout: Callable[[float], AbstractAsyncContextManager[None]] | None = getattr(asyncio, "timeout", None)
 
 
 def default_max_idle() -> int:

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from provider.errors import EngineRefused, HostUnreachable, ProtocolError, ResultFileError
 from provider.clients.hosts import HostConfig, TlsFiles, tls_failure_fix
-from provider.clients.connections import Endpoint, pool
+from provider.clients.connections import Endpoint, pool, within
 from provider.clients.http11 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
 from provider.limits import ENGINE_TIMEOUT_S
 
@@ -115,7 +115,7 @@ class AsyncEngine:
         endpoint = self._endpoint
         try:
             kept = await pool()
-            answer = await asyncio.wait_for(
+            answer = await within(
                 kept.request(endpoint, method, API + path, host="docker", body=body, what=self.what), limit
             )
         except (asyncio.TimeoutError, OSError, ProtocolError) as exc:
