@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import resource
 import ssl
 import time
@@ -53,6 +54,20 @@ class Endpoint:
     tls: ssl.SSLContext | None = None
     unix: str | None = None
 
+    def listener(self) -> tuple[int, int] | None:
+        """Which socket file answers at a unix path now (device, inode); None: none, or TCP.
+
+        A Docker engine that shuts down removes its socket but goes on answering the connections
+        it has, for a while: a kept connection must not outlive the socket it came from, or a
+        caller would read a restarting engine as one that answers."""
+        if self.unix is None:
+            return None
+        try:
+            found = os.stat(self.unix)
+        except OSError:
+            return (-1, -1)
+        return found.st_dev, found.st_ino
+
     async def connect(self) -> Stream:
         if self.unix is not None:
             return await asyncio.open_unix_connection(self.unix)
@@ -72,7 +87,7 @@ class Pool:
     def __init__(self, max_idle: int | None = None, idle_s: float = IDLE_S) -> None:
         self.max_idle = default_max_idle() if max_idle is None else max_idle
         self.idle_s = idle_s
-        self._idle: dict[Endpoint, tuple[Stream, float]] = {}
+        self._idle: dict[Endpoint, tuple[Stream, float, tuple[int, int] | None]] = {}
         self._busy: dict[Endpoint, collections.deque[asyncio.Future[Stream | None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closer: AsyncGenerator[None, None] | None = None
@@ -159,8 +174,9 @@ class Pool:
         kept = self._idle.pop(endpoint, None)
         if kept is None:
             return None
-        stream = kept[0]
-        if stream[0].at_eof() or stream[1].is_closing() or stream[0].exception() is not None:
+        stream, _, listener = kept
+        if (stream[0].at_eof() or stream[1].is_closing() or stream[0].exception() is not None
+                or endpoint.listener() != listener):
             stream[1].close()
             return None
         return stream
@@ -169,7 +185,7 @@ class Pool:
         if endpoint in self._idle or len(self._idle) >= self.max_idle or self.idle_s <= 0:
             stream[1].close()
             return
-        self._idle[endpoint] = (stream, time.monotonic())
+        self._idle[endpoint] = (stream, time.monotonic(), endpoint.listener())
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.idle_s, self._expire)
 
@@ -177,12 +193,12 @@ class Pool:
         """Close the connections idle for ``idle_s``; come back when the next one is due."""
         self._timer = None
         now = time.monotonic()
-        for endpoint, (stream, since) in list(self._idle.items()):
+        for endpoint, (stream, since, _) in list(self._idle.items()):
             if now - since >= self.idle_s:
                 del self._idle[endpoint]
                 stream[1].close()
         if self._idle:
-            due = min(since for _, since in self._idle.values()) + self.idle_s
+            due = min(since for _, since, _ in self._idle.values()) + self.idle_s
             self._timer = asyncio.get_running_loop().call_later(max(0.0, due - now), self._expire)
 
     def close(self) -> None:
@@ -191,7 +207,7 @@ class Pool:
             self._timer.cancel()
             self._timer = None
         idle, self._idle = self._idle, {}
-        for stream, _ in idle.values():
+        for stream, _, _ in idle.values():
             stream[1].close()
 
 

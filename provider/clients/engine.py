@@ -5,8 +5,8 @@ on every poll inside the triggerer's shared event loop, where a blocking client 
 every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.clients.http11` on
 ``unix://`` sockets or ``tcp://`` with the connection's TLS files: JSON calls over connections
 kept alive per event loop (:mod:`provider.clients.connections`), streams (attach, logs, pull,
-events, wait) and archives over a connection of their own, closed after. The operator's worker code is
-synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
+events, wait) and archives over a connection of their own, closed after. The operator's worker
+code is synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
 same method names and the same exceptions, as Kubernetes' ``PodManager`` and
 ``AsyncPodManager`` do. Claims, holds, locks,
 listing, reclaiming and the task container's whole life (create, attach, start, logs, wait,
@@ -62,8 +62,9 @@ class AsyncEngine:
 
     :param host: where the engine answers, with its TLS files.
     :param timeout: seconds for a JSON call in all, and for each phase of a stream's opening
-        (connecting, the answer's head), except the waits that last as long as a container runs (:meth:`wait`, :meth:`attach`,
-        :meth:`logs`) and a pull, which may last as long as it makes progress.
+        (connecting, the answer's head), except the waits that last as long as a container runs
+        (:meth:`wait`, :meth:`attach`, :meth:`logs`) and a pull, which may last as long as it
+        makes progress.
     """
 
     def __init__(self, host: HostConfig, timeout: float = ENGINE_TIMEOUT_S) -> None:
@@ -112,8 +113,8 @@ class AsyncEngine:
         ``timeout`` seconds in all, over a connection kept alive for the next call
         (:mod:`provider.clients.connections`)."""
         limit = self.timeout if timeout is None else timeout
-        endpoint = self._endpoint
         try:
+            endpoint = self._endpoint  # loading the TLS files may fail as well
             kept = await pool()
             answer = await within(
                 kept.request(endpoint, method, API + path, host="docker", body=body, what=self.what), limit

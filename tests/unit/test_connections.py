@@ -4,6 +4,8 @@ closed with their loop; and the process-wide loop that synchronous callers share
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 import multiprocessing
 import signal
 import threading
@@ -104,12 +106,32 @@ def test_a_stale_connection_is_retried_even_when_it_looked_alive() -> None:
         async with server as endpoint:
             await _get(kept, endpoint)
             await asyncio.sleep(0.05)  # the server has closed it
-            (reader, _), _ = kept._idle[endpoint]
+            (reader, _), _, _ = kept._idle[endpoint]
             reader.at_eof = lambda: False  # type: ignore[method-assign]  # as if the close were not seen yet
             await _get(kept, endpoint)
             kept.close()
         return server.connections, len(server.requests)
     assert asyncio.run(main()) == (2, 2)
+
+
+def test_a_kept_connection_does_not_outlive_its_unix_socket_file(tmp_path: Path) -> None:
+    """A Docker engine shutting down removes its socket and still answers the connections it has."""
+    async def main() -> tuple[int, str]:
+        path = str(tmp_path / "engine.sock")
+        server, kept = Server(), Pool()
+        server.server = await asyncio.start_unix_server(server._answer, path)
+        endpoint = Endpoint(unix=path)
+        await _get(kept, endpoint)
+        os.unlink(path)  # the old engine's connection stays open
+        try:
+            await _get(kept, endpoint)
+            outcome = "answered"
+        except FileNotFoundError:
+            outcome = "no engine"
+        await server.__aexit__()
+        kept.close()
+        return server.connections, outcome
+    assert asyncio.run(main()) == (1, "no engine")
 
 
 def test_other_methods_never_take_a_kept_connection_but_leave_theirs() -> None:
