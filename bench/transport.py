@@ -70,8 +70,8 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The provider code under test: the only imports from provider/. Repoint them when the
-# clients move (provider/clients/http10.py).
-from provider.clients.http10 import decode_json, exchange  # noqa: E402
+# clients move (provider/clients/http11.py).
+from provider.clients.http11 import decode_json, exchange  # noqa: E402
 
 import aiohttp  # noqa: E402
 import yarl  # noqa: E402

@@ -7,7 +7,8 @@
 With a token, ``/v1/node`` and ``/metrics`` require ``Authorization: Bearer TOKEN``; the
 comparison is constant-time so the token cannot be guessed byte by byte from response times.
 Every request only copies bytes the sampler prepared, which keeps it cheap and lets the
-server answer while a slow NVML read is in progress.
+server answer while a slow NVML read is in progress. Connections are kept alive (HTTP/1.1),
+one thread each, until the reader closes them or sends nothing for ``IDLE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from provider.agent.sampler import Sampler
 log = logging.getLogger(__name__)
 
 STALE_AFTER_INTERVALS = 5
+IDLE_TIMEOUT_S = 60.0
+"""A kept-alive connection that sends no request for this long is closed."""
 
 
 class AgentServer(ThreadingHTTPServer):
@@ -57,6 +60,12 @@ class AgentServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: AgentServer
     server_version = "provider-agent/1"
+    # Kept alive: a reader asks again over the same connection on its next read (every
+    # placement reads every agent). Every answer carries a Content-Length. A connection that
+    # sends nothing for ``timeout`` seconds is closed, so idle readers do not pin this server's
+    # threads; readers close theirs sooner (provider.clients.connections.IDLE_S).
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         path = self.path.split("?", 1)[0]

@@ -4,8 +4,9 @@ One coroutine reads one agent; :func:`read_agents` reads many concurrently on on
 What a document means for placement is the reservation layer's business
 (:mod:`provider.reservations.measured`); this module only fetches.
 
-The transport is :mod:`provider.clients.http10` over plain ``http`` or ``https``: reading a
-pool of 1000 agents is on the path of every placement, so each request must be cheap.
+The transport is :mod:`provider.clients.http11` over plain ``http`` or ``https``, with the
+connection kept alive per event loop (:mod:`provider.clients.connections`): reading a pool of
+1000 agents is on the path of every placement, so each request must be cheap.
 
 A host that cannot be read is never dropped: its reading carries ``unreachable``, a sentence
 naming the cause, the timeout and the fix, so a no-fit message can list it.
@@ -23,7 +24,9 @@ from urllib.parse import urlsplit
 
 from provider.errors import AgentError, ProtocolError
 from provider.clients.hosts import HostConfig
-from provider.clients.http10 import decode_json, exchange
+from provider.clients.connections import Endpoint, pool, within
+from provider.clients.engine_sync import run_sync
+from provider.clients.http11 import decode_json
 from provider.limits import MAX_CONCURRENT_HOSTS
 
 
@@ -64,7 +67,7 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
             "connection's extra"
         ))
     try:
-        return AgentReading(doc=await asyncio.wait_for(fetch_node(url, host.agent_token), timeout))
+        return AgentReading(doc=await within(fetch_node(url, host.agent_token), timeout))
     except asyncio.TimeoutError:
         return AgentReading(unreachable=(
             f"agent {url} did not answer within {timeout:g} s (timeout={timeout:g} s); check that "
@@ -83,32 +86,41 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
 
 
 async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
-    """``GET {url}/v1/node`` and decode the JSON; raises AgentError or OSError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT")
-    tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=_tls_context() if tls else None)
+    """``GET {url}/v1/node`` and decode the JSON; raises AgentError or OSError.
+
+    The connection is kept alive for the next read (:mod:`provider.clients.connections`).
+    """
+    endpoint, path, host = _agent_endpoint(url)
     what = f"agent {url}"
     try:
-        status, body = await exchange(
-            reader, writer, "GET", f"{parts.path.rstrip('/')}/v1/node", host=parts.netloc,
-            headers={"Authorization": f"Bearer {token}"} if token else None, what=what,
+        answer = await (await pool()).request(
+            endpoint, "GET", path, host=host, what=what,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
         )
-        if status == 401:
+        if answer.status == 401:
             raise AgentError(
                 f"agent {url} rejected the token (HTTP 401); set the host connection's password to "
                 "the token in the agent's --token-file"
             )
-        if status != 200:
-            raise AgentError(f"agent {url} answered HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
-        doc = decode_json(body, what)
+        if answer.status != 200:
+            raise AgentError(f"agent {url} answered HTTP {answer.status}: {answer.body[:200].decode('utf-8', 'replace')}")
+        doc = decode_json(answer.body, what)
     except ProtocolError as exc:
         raise AgentError(f"{exc}; is agent_url pointing at the agent?") from exc
     if not isinstance(doc, dict):
         raise AgentError(f"agent {url} sent JSON that is not an object; is agent_url pointing at the agent?")
     return doc
+
+
+@functools.lru_cache(maxsize=4096)
+def _agent_endpoint(url: str) -> tuple[Endpoint, str, str]:
+    """Where ``url``'s agent answers: the endpoint, the document's path and the Host field."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT")
+    tls = parts.scheme == "https"
+    endpoint = Endpoint(parts.hostname, parts.port or (443 if tls else 80), _tls_context() if tls else None)
+    return endpoint, f"{parts.path.rstrip('/')}/v1/node", parts.netloc
 
 
 @functools.cache
@@ -124,12 +136,13 @@ SAMPLE_TIMEOUT_S = 1.0
 def gpu_sample(host: HostConfig, gpu_ids: Sequence[int], timeout: float = SAMPLE_TIMEOUT_S) -> dict[str, Any] | None:
     """Utilisation and memory of ``gpu_ids`` on ``host`` now, from its agent; None if unreadable.
 
-    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``.
+    Called from a worker thread once per archive chunk, for the manifest's ``gpu_samples``; the
+    read runs on the process's I/O loop, so the connection to the agent is kept between samples.
     """
     if not host.agent_url:
         return None
     try:
-        doc = asyncio.run(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
+        doc = run_sync(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
     except (OSError, AgentError, asyncio.TimeoutError):
         return None
     wanted = set(gpu_ids)

@@ -2,9 +2,11 @@
 
 Placement reads every engine of a pool on every decision, and a waiting task's trigger does so
 on every poll inside the triggerer's shared event loop, where a blocking client would stall
-every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.clients.http10` on
-``unix://`` sockets or ``tcp://`` with the connection's TLS files. The operator's worker code is
-synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
+every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.clients.http11` on
+``unix://`` sockets or ``tcp://`` with the connection's TLS files: JSON calls over connections
+kept alive per event loop (:mod:`provider.clients.connections`), streams (attach, logs, pull,
+events, wait) and archives over a connection of their own, closed after. The operator's worker
+code is synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
 same method names and the same exceptions, as Kubernetes' ``PodManager`` and
 ``AsyncPodManager`` do. Claims, holds, locks,
 listing, reclaiming and the task container's whole life (create, attach, start, logs, wait,
@@ -28,7 +30,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from provider.errors import EngineRefused, HostUnreachable, ProtocolError, ResultFileError
 from provider.clients.hosts import HostConfig, TlsFiles, tls_failure_fix
-from provider.clients.http10 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
+from provider.clients.connections import Endpoint, pool, within
+from provider.clients.http11 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
 from provider.limits import ENGINE_TIMEOUT_S
 
 PULL_IDLE_S = 300.0
@@ -58,9 +61,10 @@ class AsyncEngine:
     """One host's Docker engine, for coroutines.
 
     :param host: where the engine answers, with its TLS files.
-    :param timeout: seconds for each phase of a call (connecting, the answer's head, its body),
-        except the waits that last as long as a container runs (:meth:`wait`, :meth:`attach`,
-        :meth:`logs`) and a pull, which may last as long as it makes progress.
+    :param timeout: seconds for a JSON call in all, and for each phase of a stream's opening
+        (connecting, the answer's head), except the waits that last as long as a container runs
+        (:meth:`wait`, :meth:`attach`, :meth:`logs`) and a pull, which may last as long as it
+        makes progress.
     """
 
     def __init__(self, host: HostConfig, timeout: float = ENGINE_TIMEOUT_S) -> None:
@@ -77,32 +81,47 @@ class AsyncEngine:
         self, method: str, path: str, body: Any = None, timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """Connect and send; return once the head of the answer is read."""
+        """A connection of its own for one answer read as it comes (a stream, a wait, an
+        archive): connect and send (HTTP/1.0, so the engine ends the body by closing); return
+        once the head of the answer is read."""
         limit = self.timeout if timeout is None else timeout
         try:
-            reader, writer = await asyncio.wait_for(self._connect(), limit)
+            reader, writer = await asyncio.wait_for(self._endpoint.connect(), limit)
             return await asyncio.wait_for(
                 open_response(reader, writer, method, API + path, host="docker", headers=headers, body=body,
                               what=self.what),
                 limit,
             )
-        except asyncio.TimeoutError:
-            raise HostUnreachable(
+        except (asyncio.TimeoutError, OSError, ProtocolError) as exc:
+            raise self._unreachable(exc, limit) from exc
+
+    def _unreachable(self, exc: BaseException, limit: float) -> HostUnreachable:
+        """The engine did not answer, or not as an engine does: why, and what to do."""
+        if isinstance(exc, asyncio.TimeoutError):
+            return HostUnreachable(
                 f"{self.what} did not answer within {limit:g} s; check that dockerd runs there and is not overloaded"
-            ) from None
-        except ssl.SSLError as exc:
-            raise HostUnreachable(f"{self.what} refused the TLS connection ({exc}). {tls_failure_fix(self.host)}") from exc
-        except (OSError, ProtocolError) as exc:
-            raise HostUnreachable(
-                f"{self.what} did not answer ({exc}); start dockerd there or fix the Docker URL of connection "
-                f"{self.host.name!r}"
-            ) from exc
+            )
+        if isinstance(exc, ssl.SSLError):
+            return HostUnreachable(f"{self.what} refused the TLS connection ({exc}). {tls_failure_fix(self.host)}")
+        return HostUnreachable(
+            f"{self.what} did not answer ({exc}); start dockerd there or fix the Docker URL of connection "
+            f"{self.host.name!r}"
+        )
 
     async def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> tuple[int, Any]:
-        """One API call answered with JSON (or nothing): ``(status, decoded body or None)``."""
+        """One API call answered with JSON (or nothing): ``(status, decoded body or None)``, within
+        ``timeout`` seconds in all, over a connection kept alive for the next call
+        (:mod:`provider.clients.connections`)."""
         limit = self.timeout if timeout is None else timeout
-        response = await self._open(method, path, body, limit)
-        return response.status, self._decode(await self._body(response, limit))
+        try:
+            endpoint = self._endpoint  # loading the TLS files may fail as well
+            kept = await pool()
+            answer = await within(
+                kept.request(endpoint, method, API + path, host="docker", body=body, what=self.what), limit
+            )
+        except (asyncio.TimeoutError, OSError, ProtocolError) as exc:
+            raise self._unreachable(exc, limit) from exc
+        return answer.status, self._decode(answer.body)
 
     async def _body(self, response: Response, limit: float | None, size: int = MAX_RESPONSE_BYTES) -> bytes:
         """The rest of an answer (within ``limit`` seconds, None: no limit), the stream closed;
@@ -129,21 +148,18 @@ class AsyncEngine:
         """The engine's own reason for a refusal, with the host."""
         return EngineRefused(f"{self.what} would not {action}: HTTP {status}: {_reason(doc)}", status)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    @functools.cached_property
+    def _endpoint(self) -> Endpoint:
         parts = urlsplit(self.host.docker_url)
         if parts.scheme == "unix":
-            return await asyncio.open_unix_connection(parts.path)
+            return Endpoint(unix=parts.path)
         if parts.scheme == "tcp" and parts.hostname:
-            return await asyncio.open_connection(parts.hostname, parts.port or 2375, ssl=self._tls)
+            tls = None if self.host.tls is None else _tls_context(self.host.tls)
+            return Endpoint(parts.hostname, parts.port or 2375, tls)
         raise HostUnreachable(
             f"{self.host.docker_url}: engines are reached over unix:// or tcp:// (with TLS files); "
             f"change the Docker URL of connection {self.host.name!r}"
         )
-
-    @property
-    def _tls(self) -> ssl.SSLContext | None:
-        return None if self.host.tls is None else _tls_context(self.host.tls)
-
 
     # -- the engine --------------------------------------------------------------------------
 

@@ -9,30 +9,94 @@ synchronously as it arrives.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import os
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
-from provider.clients.http10 import Response
+from provider.clients.http11 import Response
 from provider.limits import ENGINE_TIMEOUT_S
 
 T = TypeVar("T")
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to its end from synchronous code.
+    """Run ``coro`` to its end from synchronous code, on the process's I/O loop.
 
-    Where this thread is already inside an event loop (``on_kill`` runs in a signal handler
-    that may interrupt one), it runs in a thread of its own instead.
+    The loop lives in a daemon thread of its own for the life of the process, so connections
+    kept alive by one call (:mod:`provider.clients.connections`) serve the next: the operator's
+    placement, the sensor's pokes, the cluster page and :class:`NodeMetricsHook` read the pool
+    over the connections of their last read. The calling thread waits; many threads may wait at
+    once, and a caller inside a running loop of its own (``on_kill`` in a signal handler that
+    interrupted one) waits the same way. Interrupted while waiting (a signal handler raising,
+    ``KeyboardInterrupt``), it cancels the coroutine and raises. A forked child makes a loop of
+    its own on first use: the parent's loop, its thread and its connections are never touched
+    there. Calling it from a coroutine on that loop itself would wait forever, so it raises
+    ``RuntimeError`` instead.
     """
+    loop = _io_loop()
+    if threading.get_ident() == _state.thread_id:
+        coro.close()
+        raise RuntimeError(
+            "run_sync was called from a coroutine on the provider's I/O loop, which would wait for itself "
+            "forever; await the coroutine instead"
+        )
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+class _LoopState:
+    """The process's I/O loop and the thread running it; the pid it belongs to."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread_id: int | None = None
+        self.pid = os.getpid()
+
+
+_state = _LoopState()
+_forked_off: list[_LoopState] = []
+"""The states a forked child inherited: kept, never used, so that nothing of the parent's loop
+(its self-pipe, its epoll set, its kept-alive sockets) is closed or written to from the child."""
+
+
+def _io_loop() -> asyncio.AbstractEventLoop:
+    global _state
+    if _state.pid != os.getpid():  # a fork that at-fork hooks missed (they run for os.fork only)
+        _forget_loop()
+    state = _state
+    with state.lock:
+        if state.loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+            thread = threading.Thread(target=_serve, args=(loop, started), name="provider-io-loop", daemon=True)
+            thread.start()
+            started.wait()
+            state.loop, state.thread_id = loop, thread.ident
+        return state.loop
+
+
+def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    loop.run_forever()
+
+
+def _forget_loop() -> None:
+    """In a forked child: the parent's loop is not running here; the next call makes a new one."""
+    global _state
+    _forked_off.append(_state)
+    _state = _LoopState()
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 
 class Stream(Iterator[bytes]):

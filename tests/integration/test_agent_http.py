@@ -91,6 +91,23 @@ def test_node_document(agents: dict[str, RunningAgent]) -> None:
     assert doc["disk"]["path"] == "/"
 
 
+def test_every_answer_keeps_the_connection_alive(agents: dict[str, RunningAgent]) -> None:
+    """One connection carries every endpoint's answers, each with its Content-Length, and the
+    node document as the provider's reader gets it over its kept connection."""
+    from provider.clients.agent import fetch_node
+    from provider.clients.engine_sync import run_sync
+
+    with httpx.Client(timeout=5) as client:
+        for path, headers in (("/v1/node", AUTH), ("/metrics", AUTH), ("/healthz", {}), ("/nope", AUTH),
+                              ("/v1/node", {})):
+            response = client.get(agents["a"].url + path, headers=headers)
+            assert response.http_version == "HTTP/1.1" and "content-length" in response.headers
+            assert response.headers.get("connection", "") != "close"
+        assert len(client._transport._pool.connections) == 1  # type: ignore[attr-defined]
+    docs = [run_sync(fetch_node(agents["a"].url, TOKEN)) for _ in range(3)]
+    assert {d["host"] for d in docs} == {"a"}
+
+
 def test_metrics_parse(agents: dict[str, RunningAgent]) -> None:
     text = httpx.get(agents["a"].url + "/metrics", headers=AUTH, timeout=5).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
