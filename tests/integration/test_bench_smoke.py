@@ -44,3 +44,11 @@ def test_image_locality(tmp_path: Path) -> None:
         assert {"runs_pulled", "engine_pulls", "link_bytes", "mean_pull_s"} <= set(p), name
         assert [r["host"] in ("loc_a", "loc_b", "loc_c") for r in p["runs"]] == [True, True], name
     assert doc["mean_jct_ratio_on_off"] > 0 and doc["image"]["bytes"] > 4 * 2 * 1024 * 1024
+
+
+def test_stream_transport(tmp_path: Path) -> None:
+    doc = run_bench("stream_transport", "--lines", "5000", "--reps", "2", tmp_path=tmp_path, timeout_s=180)
+    # docs/transport.md: each client's wall and CPU seconds per read, MB/s, the speed-up, same bytes.
+    for client in ("provider", "aiohttp"):
+        assert {"wall_s", "cpu_s", "mb_per_s"} <= set(doc["clients"][client]), client
+    assert doc["same_bytes"] is True and doc["speedup_wall"] > 0 and doc["speedup_cpu"] > 0
