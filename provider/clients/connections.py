@@ -36,7 +36,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from provider.clients.http11 import MAX_RESPONSE_BYTES, Response, open_response
+from provider.clients.http11 import MAX_RESPONSE_BYTES, open_response
 
 IDLE_S = 30.0
 """An idle connection is closed after this long; servers time out later (the agent after 60 s)."""
