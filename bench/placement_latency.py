@@ -24,7 +24,7 @@ Bars: p50 <= 50 ms at 100 hosts and <= 500 ms at 1000 hosts, with the engines' c
 
 The servers answer like the real ones: HTTP/1.1 requests are kept alive (the agent sends a
 Content-Length; the engine, like Go's net/http in dockerd, a Content-Length up to 2048 bytes and
-chunked encoding above), an HTTP/1.0 request is answered and closed. The reader keeps one
+chunked encoding above). The reader keeps one
 connection per agent and engine on the process's I/O loop (``run_sync``), so after the two
 warm-up reads of a pass no read opens a connection, except where one engine is asked two things
 at once (its list and the image): the second connection is closed after its answer.
@@ -75,20 +75,17 @@ GO_CHUNKING_BYTES = 2048
 """Go's net/http sends a body it did not buffer whole in chunks; dockerd's answers over this size."""
 
 
-def rendered(doc: object, status: str = "200 OK", chunked_over: int | None = None) -> tuple[bytes, bytes]:
-    """One answer, rendered once: to an HTTP/1.0 request (closed after) and to an HTTP/1.1 one."""
+def rendered(doc: object, status: str = "200 OK", chunked_over: int | None = None) -> bytes:
+    """One HTTP/1.1 answer, rendered once."""
     body = doc if isinstance(doc, bytes) else json.dumps(doc, separators=(",", ":")).encode()
     head = "Content-Type: application/json\r\n"
-    http10 = f"HTTP/1.0 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
     if chunked_over is not None and len(body) > chunked_over:
-        http11 = (f"HTTP/1.1 {status}\r\n{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
-                  + body + b"\r\n0\r\n\r\n")
-    else:
-        http11 = f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-    return http10, http11
+        return (f"HTTP/1.1 {status}\r\n{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
+                + body + b"\r\n0\r\n\r\n")
+    return f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-def agent_document(index: int, rng: random.Random) -> tuple[bytes, bytes]:
+def agent_document(index: int, rng: random.Random) -> bytes:
     """The answers carrying the ``/v1/node`` document an agent would send."""
     count, model, memory = GPU_SHAPES[index % len(GPU_SHAPES)]
     inventory = [
@@ -116,7 +113,7 @@ def agent_document(index: int, rng: random.Random) -> tuple[bytes, bytes]:
     return rendered(json.dumps(sample.to_json(), separators=(",", ":")).encode())
 
 
-def engine_documents(index: int, rng: random.Random) -> tuple[tuple[bytes, bytes], ...]:
+def engine_documents(index: int, rng: random.Random) -> tuple[bytes, ...]:
     """An engine's answers: its container list (0 to 3 claims, each with its running task), its
     ``/info``, and its answer about the task's image (every third host has it)."""
     count = GPU_SHAPES[index % len(GPU_SHAPES)][0]
@@ -143,10 +140,9 @@ def serve(indices: Sequence[int], conn: Connection) -> None:
         servers = []
         open_connections: set[asyncio.Task[object]] = set()
 
-        def answering(*responses: tuple[bytes, bytes]
-                      ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        def answering(*responses: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
             """A server that sends ``responses[0]``, or ``responses[1]`` to a request for ``/info``
-            and ``responses[2]`` to one for an image; HTTP/1.1 requests kept alive."""
+            and ``responses[2]`` to one for an image, on a connection kept alive."""
             async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 task = asyncio.current_task()
                 if task is not None:
@@ -154,14 +150,9 @@ def serve(indices: Sequence[int], conn: Connection) -> None:
                 try:
                     while True:
                         head = await reader.readuntil(b"\r\n\r\n")
-                        kept = head[:head.index(b"\r\n")].endswith(b"HTTP/1.1") and \
-                            b"\nconnection: close" not in head.lower()
-                        answers = responses[1] if b"/info " in head else responses[2] if b"/images/" in head \
-                            else responses[0]
-                        writer.write(answers[1] if kept else answers[0])
+                        writer.write(responses[1] if b"/info " in head else responses[2] if b"/images/" in head
+                                     else responses[0])
                         await writer.drain()
-                        if not kept:
-                            break
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
                         asyncio.CancelledError):
                     pass  # cancelled: the helper stops

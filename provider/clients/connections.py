@@ -160,8 +160,7 @@ class Pool:
     ) -> tuple[Answer, Stream | None]:
         """The answer, and the connection when it can carry another request (else it is closed)."""
         try:
-            response = await open_response(*stream, method, path, host=host, headers=headers, body=body, what=what,
-                                           keep_alive=True)
+            response = await open_response(*stream, method, path, host=host, headers=headers, body=body, what=what)
             content = await response.body(limit)
         except BaseException:
             stream[1].close()

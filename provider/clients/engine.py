@@ -2,10 +2,11 @@
 
 Placement reads every engine of a pool on every decision, and a waiting task's trigger does so
 on every poll inside the triggerer's shared event loop, where a blocking client would stall
-every other trigger; so the core is :class:`AsyncEngine`, over :mod:`provider.clients.http11` on
-``unix://`` sockets or ``tcp://`` with the connection's TLS files: JSON calls over connections
-kept alive per event loop (:mod:`provider.clients.connections`), streams (attach, logs, pull,
-events, wait) and archives over a connection of their own, closed after. The operator's worker
+every other trigger; so the core is :class:`AsyncEngine`, on ``unix://`` sockets or ``tcp://``
+with the connection's TLS files: JSON calls through the hand-written reader
+(:mod:`provider.clients.http11`) over connections kept alive per event loop
+(:mod:`provider.clients.connections`); streams (attach, logs, pull, events, wait) and archives
+through aiohttp, each over a connection of its own (:mod:`provider.clients.streams`). The operator's worker
 code is synchronous: :class:`~provider.clients.engine_sync.Engine` runs the same coroutines and has the
 same method names and the same exceptions, as Kubernetes' ``PodManager`` and
 ``AsyncPodManager`` do. Claims, holds, locks,
@@ -31,7 +32,8 @@ from urllib.parse import quote, urlencode, urlsplit
 from provider.errors import EngineRefused, HostUnreachable, ProtocolError, ResultFileError
 from provider.clients.hosts import HostConfig, TlsFiles, tls_failure_fix
 from provider.clients.connections import Endpoint, pool, within
-from provider.clients.http11 import MAX_RESPONSE_BYTES, Response, decode_json, open_response
+from provider.clients.http11 import MAX_RESPONSE_BYTES, decode_json
+from provider.clients.streams import StreamAnswer, open_stream
 from provider.limits import ENGINE_TIMEOUT_S
 
 PULL_IDLE_S = 300.0
@@ -80,17 +82,13 @@ class AsyncEngine:
     async def _open(
         self, method: str, path: str, body: Any = None, timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Response:
+    ) -> StreamAnswer:
         """A connection of its own for one answer read as it comes (a stream, a wait, an
-        archive): connect and send (HTTP/1.0, so the engine ends the body by closing); return
-        once the head of the answer is read."""
+        archive; :mod:`provider.clients.streams`); return once the head of the answer is read."""
         limit = self.timeout if timeout is None else timeout
         try:
-            reader, writer = await asyncio.wait_for(self._endpoint.connect(), limit)
             return await asyncio.wait_for(
-                open_response(reader, writer, method, API + path, host="docker", headers=headers, body=body,
-                              what=self.what),
-                limit,
+                open_stream(self._endpoint, method, API + path, what=self.what, headers=headers, body=body), limit
             )
         except (asyncio.TimeoutError, OSError, ProtocolError) as exc:
             raise self._unreachable(exc, limit) from exc
@@ -123,7 +121,7 @@ class AsyncEngine:
             raise self._unreachable(exc, limit) from exc
         return answer.status, self._decode(answer.body)
 
-    async def _body(self, response: Response, limit: float | None, size: int = MAX_RESPONSE_BYTES) -> bytes:
+    async def _body(self, response: StreamAnswer, limit: float | None, size: int = MAX_RESPONSE_BYTES) -> bytes:
         """The rest of an answer (within ``limit`` seconds, None: no limit), the stream closed;
         a broken or slow answer is the engine not answering."""
         try:
@@ -321,20 +319,20 @@ class AsyncEngine:
                                _maybe_json(content))
         return content
 
-    async def attach(self, container_id: str) -> Response:
+    async def attach(self, container_id: str) -> StreamAnswer:
         """The container's stdout and stderr from now on, as multiplexed frames; call before
         ``start`` so nothing it prints is missed (the engine attaches before answering)."""
         response = await self._open("POST", f"/containers/{quote(container_id)}/attach?stream=1&stdout=1&stderr=1")
         return await self._streaming(response, f"attach to container {container_id[:12]}")
 
-    async def logs(self, container_id: str, follow: bool) -> Response:
+    async def logs(self, container_id: str, follow: bool) -> StreamAnswer:
         """The container's output from its start, as multiplexed frames (to resume a stream)."""
         response = await self._open(
             "GET", f"/containers/{quote(container_id)}/logs?stdout=1&stderr=1&follow={int(follow)}"
         )
         return await self._streaming(response, f"read the log of container {container_id[:12]}")
 
-    async def _streaming(self, response: Response, action: str) -> Response:
+    async def _streaming(self, response: StreamAnswer, action: str) -> StreamAnswer:
         if response.status in (101, 200):
             return response
         raise self.refused(action, response.status, _maybe_json(await self._body(response, self.timeout)))
@@ -356,7 +354,7 @@ def _tls_context(t: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-async def _follow_progress(response: Response, progress: Callable[[dict[str, Any]], None] | None) -> str | None:
+async def _follow_progress(response: StreamAnswer, progress: Callable[[dict[str, Any]], None] | None) -> str | None:
     """Read a pull's JSON lines to the end; the error it reported, if any. Silence longer than
     ``PULL_IDLE_S`` raises ``TimeoutError``: a pull may take an hour, but not in silence."""
     buffer, error = b"", None

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
-from provider.clients.http11 import Response
+from provider.clients.streams import StreamAnswer
 from provider.limits import ENGINE_TIMEOUT_S
 
 T = TypeVar("T")
@@ -108,8 +108,8 @@ class Stream(Iterator[bytes]):
     treats as a drop and resumes from.
     """
 
-    def __init__(self, open_stream: Coroutine[Any, Any, Response]) -> None:
-        self._response: Response | None = None  # before anything can fail: __del__ reads it
+    def __init__(self, open_stream: Coroutine[Any, Any, StreamAnswer]) -> None:
+        self._response: StreamAnswer | None = None  # before anything can fail: __del__ reads it
         self._loop = asyncio.new_event_loop()
         try:
             self._response = self._loop.run_until_complete(open_stream)
@@ -137,7 +137,13 @@ class Stream(Iterator[bytes]):
         response, self._response = self._response, None
         if response is not None:
             response.close()
-            self._loop.close()
+        if self._loop.is_closed() or self._loop.is_running():
+            return  # closed already, or being read in another thread: that read ends and closes it
+        try:
+            self._loop.run_until_complete(asyncio.sleep(0))  # the closed connection lets go of its socket
+        except RuntimeError:
+            pass  # another loop runs in this thread (a garbage collection inside it): the socket goes with it
+        self._loop.close()
 
     def __del__(self) -> None:
         self.close()

@@ -8,9 +8,9 @@ chunk by chunk (dockerd sends bodies over about 2 KB chunked), or to the end of 
 the server says so (``Connection: close``, HTTP/1.0) or sends no length. Answers that cannot
 have a body (1xx, 204, 304) have none.
 
-A request is either kept alive (``keep_alive=True``: HTTP/1.1, the connection is reused by
-:mod:`provider.clients.connections` once its answer is read to the end) or one-shot (HTTP/1.0:
-the server ends the body by closing, as streams of container output and pull progress do).
+Every request is HTTP/1.1 and asks to be kept alive: :mod:`provider.clients.connections` reuses
+the connection once its answer is read to the end. Long answers (container output, pull
+progress) go through aiohttp instead (:mod:`provider.clients.streams`).
 """
 
 from __future__ import annotations
@@ -140,23 +140,19 @@ class Response:
 
 
 def request_bytes(method: str, path: str, *, host: str, headers: Mapping[str, str] | None = None,
-                  body: Any = None, keep_alive: bool = False) -> bytes:
-    """One request (``body`` as JSON): HTTP/1.1 kept alive, or HTTP/1.0 for one answer only."""
+                  body: Any = None) -> bytes:
+    """One HTTP/1.1 request to be kept alive (``body`` as JSON)."""
     payload = b"" if body is None else json.dumps(body).encode()
-    version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
-    lines = [f"{method} {path} {version}", f"Host: {host}", "Accept: application/json"]
-    if keep_alive:
-        lines.append("Connection: keep-alive")
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Accept: application/json", "Connection: keep-alive"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
-    elif keep_alive and method not in ("GET", "HEAD"):
+    elif method not in ("GET", "HEAD"):
         lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
 
 
-async def read_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, what: str,
-                    keep_alive: bool) -> Response:
+async def read_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, what: str) -> Response:
     """The answer's status and header fields; raises :class:`ProtocolError` for anything else.
 
     A connection that ends before the first byte of an answer raises ``ConnectionResetError``:
@@ -183,7 +179,7 @@ async def read_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             if key == "content-length" and key in found and found[key] != value.strip():
                 raise ProtocolError(f"{what} sent two different Content-Length fields")
             found[key] = value.strip()
-    kept = keep_alive and parts[0] == "HTTP/1.1" and "close" not in found.get("connection", "").lower()
+    kept = parts[0] == "HTTP/1.1" and "close" not in found.get("connection", "").lower()
     return Response(int(parts[1]), found, reader, writer, what, keep_alive=kept)
 
 
@@ -197,7 +193,6 @@ async def open_response(
     headers: Mapping[str, str] | None = None,
     body: Any = None,
     what: str,
-    keep_alive: bool = False,
 ) -> Response:
     """Send one request and read the response's head.
 
@@ -206,30 +201,11 @@ async def open_response(
     error the stream is closed here.
     """
     try:
-        writer.write(request_bytes(method, path, host=host, headers=headers, body=body, keep_alive=keep_alive))
-        return await read_head(reader, writer, what, keep_alive)
+        writer.write(request_bytes(method, path, host=host, headers=headers, body=body))
+        return await read_head(reader, writer, what)
     except BaseException:
         writer.close()
         raise
-
-
-async def exchange(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    method: str,
-    path: str,
-    *,
-    host: str,
-    headers: Mapping[str, str] | None = None,
-    body: Any = None,
-    what: str,
-) -> tuple[int, bytes]:
-    """Send one HTTP/1.0 request and return ``(status, whole body)``; closes the stream."""
-    response = await open_response(reader, writer, method, path, host=host, headers=headers, body=body, what=what)
-    try:
-        return response.status, await response.body()
-    finally:
-        response.close()
 
 
 def decode_json(content: bytes, what: str) -> Any:

@@ -49,6 +49,6 @@ def test_image_locality(tmp_path: Path) -> None:
 def test_stream_transport(tmp_path: Path) -> None:
     doc = run_bench("stream_transport", "--lines", "5000", "--reps", "2", tmp_path=tmp_path, timeout_s=180)
     # docs/transport.md: each client's wall and CPU seconds per read, MB/s, the speed-up, same bytes.
-    for client in ("provider", "aiohttp"):
+    for client in ("hand_written", "aiohttp"):
         assert {"wall_s", "cpu_s", "mb_per_s"} <= set(doc["clients"][client]), client
     assert doc["same_bytes"] is True and doc["speedup_wall"] > 0 and doc["speedup_cpu"] > 0

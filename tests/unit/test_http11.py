@@ -19,13 +19,13 @@ class _Writer:
         self.closed = True
 
 
-async def _answer(data: bytes, keep_alive: bool = True, limit: int = 1 << 20, eof: bool = True
+async def _answer(data: bytes, limit: int = 1 << 20, eof: bool = True
                   ) -> tuple[int, bytes, bool, bytes]:
     reader = asyncio.StreamReader()
     reader.feed_data(data)
     if eof:
         reader.feed_eof()
-    response = await read_head(reader, _Writer(), "engine E", keep_alive)  # type: ignore[arg-type]
+    response = await read_head(reader, _Writer(), "engine E")  # type: ignore[arg-type]
     body = await response.body(limit)
     rest = reader._buffer  # what the next answer on this connection would start with
     return response.status, body, response.reusable, bytes(rest)
@@ -63,15 +63,11 @@ def test_a_body_ends_where_its_framing_says(data: bytes, body: bytes, reusable: 
         assert rest == b"NEXT"  # nothing of the next answer was read
 
 
-def test_a_one_shot_request_never_reuses_the_connection() -> None:
-    assert run(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep_alive=False)[2] is False
-
-
 def test_a_chunked_body_is_read_as_it_arrives_chunk_by_chunk() -> None:
     async def main() -> list[bytes]:
         reader = asyncio.StreamReader()
         reader.feed_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-        response = await read_head(reader, _Writer(), "engine E", True)  # type: ignore[arg-type]
+        response = await read_head(reader, _Writer(), "engine E")  # type: ignore[arg-type]
         got = [await response.read()]
         reader.feed_data(b"2\r\nde\r\n0\r\n\r\n")
         got += [await response.read(), await response.read()]
@@ -128,15 +124,16 @@ def test_a_connection_closed_before_any_answer_is_a_reset_to_retry() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "body", "keep_alive", "expected"),
+    ("method", "body", "expected"),
     [
-        pytest.param("GET", None, True, b"GET /p HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n"
-                     b"Connection: keep-alive\r\n\r\n", id="kept-get"),
-        pytest.param("POST", None, True, b"POST /p HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n"
-                     b"Connection: keep-alive\r\nContent-Length: 0\r\n\r\n", id="kept-post-empty"),
-        pytest.param("POST", {"a": 1}, False, b"POST /p HTTP/1.0\r\nHost: h\r\nAccept: application/json\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\": 1}", id="one-shot-json"),
+        pytest.param("GET", None, b"GET /p HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n"
+                     b"Connection: keep-alive\r\n\r\n", id="get"),
+        pytest.param("POST", None, b"POST /p HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n"
+                     b"Connection: keep-alive\r\nContent-Length: 0\r\n\r\n", id="post-empty"),
+        pytest.param("POST", {"a": 1}, b"POST /p HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n"
+                     b"Connection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n"
+                     b"{\"a\": 1}", id="post-json"),
     ],
 )
-def test_requests(method: str, body: object, keep_alive: bool, expected: bytes) -> None:
-    assert request_bytes(method, "/p", host="h", body=body, keep_alive=keep_alive) == expected
+def test_requests(method: str, body: object, expected: bytes) -> None:
+    assert request_bytes(method, "/p", host="h", body=body) == expected
