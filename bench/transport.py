@@ -1,40 +1,38 @@
-"""Which HTTP transport should read a pool: the hand-written HTTP/1.0 reader or aiohttp, measured.
+"""Which HTTP transport should read a pool: the provider's own keep-alive reader or aiohttp, measured.
 
 A placement decision reads every host of a pool: each node agent's ``/v1/node`` and each Docker
 engine's list of reservation containers. This benchmark reads N such hosts concurrently on one
 asyncio loop, as the pool reader does (agents first, then engines, at most 256 requests at a
-time), with three transports:
+time), with two transports:
 
-* ``http10``: the provider's hand-written HTTP/1.0 reader as it is (``exchange`` over a fresh
-  ``asyncio.open_connection`` per request; the server closes each connection after its answer);
+* ``provider``: the provider's reader, :mod:`provider.clients.connections` over
+  :mod:`provider.clients.http11`: one ``Pool`` kept across reads (at most one idle HTTP/1.1
+  connection per agent and per engine), each request bounded by ``within`` as the agent and
+  engine clients bound theirs;
 * ``aiohttp``: one ``aiohttp.ClientSession`` kept across reads, ``TCPConnector(limit=0,
   limit_per_host=1)``, so one kept-alive HTTP/1.1 connection per agent and per engine;
-* ``http11``: a prototype of the hand-written reader extended to HTTP/1.1 keep-alive (one idle
-  connection per host and port; bodies by Content-Length or chunked), kept in this file only.
 
 each over plain TCP and over TLS (a CA made with ``tools/pki.py``; the agents are served with a
 server certificate, the engines also demand a client certificate as ``dockerd --tlsverify``
 does; the clients verify the servers with that CA).
 
 One helper process serves every host, an agent-like and an engine-like listener per host on
-loopback ports of their own, with answers rendered once: an HTTP/1.0 request gets a
-close-delimited answer (the server closes, as today); an HTTP/1.1 request is kept alive, the
-agent's answer carrying a Content-Length and the engine's, like Go's net/http, a Content-Length
-up to 2048 bytes and chunked encoding above (as dockerd does). Each configuration gets a fresh
-helper, so fresh ports; sockets in TIME_WAIT that an earlier configuration left on a port the
-kernel hands out again are not counted.
+loopback ports of their own, with answers rendered once and connections kept alive: the agent's
+answer carries a Content-Length and the engine's, like Go's net/http, a Content-Length up to
+2048 bytes and chunked encoding above (as dockerd does). Each configuration gets a fresh helper,
+so fresh ports; sockets in TIME_WAIT that an earlier configuration left on a port the kernel
+hands out again are not counted.
 
 Per configuration: p50 and p95 wall time of one full read (all agents, then one container list
 per engine) and the p50 of each phase, the reader's CPU per read (process time), the helper's
 CPU per read (the servers' side; all hosts share one core here, where a real pool has a machine
-per host), the first read (in which the kept-alive transports connect; it is not timed), and
-after the timed reads, the client's open sockets and the sockets in TIME_WAIT on the helper's
-ports (``/proc/net/tcp``). With ``--oneshot N``, also N reads with a client each, closed after
-it (what a caller whose event loop lasts one read gets). Every configuration runs ``--rounds``
-times (default 2, in alternating order); the summary is the median over rounds, and each
-hand-written reader's speed-up over aiohttp the median of the ratios within a round. Beside the
-pool, one engine on a unix socket (the helper's, or a real one with ``--unix-engine``) is read
-300 times in a row per transport: per-request wall time and CPU.
+per host), the first read (in which both transports connect; it is not timed), and after the
+timed reads, the client's open sockets and the sockets in TIME_WAIT on the helper's ports
+(``/proc/net/tcp``). Every configuration runs ``--rounds`` times (default 2, in alternating
+order); the summary is the median over rounds, and the provider's speed-up over aiohttp the
+median of the ratios within a round (aiohttp's p50 / the provider's). Beside the pool, one engine
+on a unix socket (the helper's, or a real one with ``--unix-engine``) is read 300 times in a row
+per transport: per-request wall time and CPU.
 
     python -m bench.transport [--hosts 100,1000] [--reps N] [--rounds R] [--smoke] [--json PATH]
     python -m bench.transport --merge A.json B.json ... [--json PATH]   # several runs' rounds pooled
@@ -69,9 +67,9 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# The provider code under test: the only imports from provider/. Repoint them when the
-# clients move (provider/clients/http11.py).
-from provider.clients.http11 import decode_json, exchange  # noqa: E402
+# The provider code under test: the only imports from provider/.
+from provider.clients.connections import Endpoint, Pool, within  # noqa: E402
+from provider.clients.http11 import decode_json  # noqa: E402
 
 import aiohttp  # noqa: E402
 import yarl  # noqa: E402
@@ -79,14 +77,20 @@ import yarl  # noqa: E402
 from tools.pki import Pki, make_pki  # noqa: E402
 
 HOST = "127.0.0.1"
-TRANSPORTS = ("http10", "aiohttp", "http11")
+TRANSPORTS = ("provider", "aiohttp")
 MAX_CONCURRENCY = 256
 """As the pool reader: at most this many requests at once (agents, then engines)."""
 TIMEOUT_S = 30.0
 """Per request. The provider's reader allows an agent 2 s, but here one helper process on one
-core answers every host, and at 1000 TLS hosts with a connection per request it cannot answer
-all within 2 s: a generous limit lets every read finish and be timed (a read with requests cut
-short would look faster than it is)."""
+core answers every host, and in the first read at 1000 TLS hosts, which makes every handshake,
+it cannot answer all within 2 s: a generous limit lets every read finish and be timed (a read
+with requests cut short would look faster than it is)."""
+POOL_MAX_IDLE = 4096
+"""The provider's pool keeps up to this many idle connections: a read of 1000 hosts leaves 2000
+(an agent and an engine per host), more than the default (half the soft open-file limit) may
+allow."""
+POOL_IDLE_S = 600.0
+"""Idle connections are kept this long, so none expires between the reads of a configuration."""
 BUDGET_S = 20.0
 """Timed reads stop after this long (at least ``MIN_REPS`` reads), to keep a run within minutes."""
 MIN_REPS = 5
@@ -151,46 +155,31 @@ def engine_body(index: int, rng: random.Random) -> bytes:
     return json.dumps(listed, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True)
-class Answers:
-    """One listener's answers, rendered once: to an HTTP/1.0 request and to an HTTP/1.1 one."""
-
-    http10: bytes
-    http11: bytes
-
-    @classmethod
-    def render(cls, body: bytes, go_chunking: bool) -> Answers:
-        head = "Content-Type: application/json\r\n"
-        http10 = f"HTTP/1.0 200 OK\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-        if go_chunking and len(body) > GO_CHUNKING_BYTES:
-            http11 = (f"HTTP/1.1 200 OK\r\n{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
-                      + body + b"\r\n0\r\n\r\n")
-        else:
-            http11 = f"HTTP/1.1 200 OK\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-        return cls(http10, http11)
+def rendered(body: bytes, go_chunking: bool) -> bytes:
+    """A listener's answer, rendered once: HTTP/1.1, its body by Content-Length, or chunked above
+    2048 bytes where ``go_chunking`` (the engine, as Go's net/http sends it)."""
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if go_chunking and len(body) > GO_CHUNKING_BYTES:
+        return f"{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 # -- the helper process: every host's servers --------------------------------------------------
 
-def answering(answers: Answers) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """A connection handler: HTTP/1.1 requests kept alive, an HTTP/1.0 one answered and closed."""
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def answering(answer: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A connection handler: every request on the connection gets ``answer``, until the client
+    closes it (both transports keep their connections alive)."""
+    async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                first = head[:head.index(b"\r\n")]
-                if first.endswith(b"HTTP/1.1") and b"\nconnection: close" not in head.lower():
-                    writer.write(answers.http11)
-                    await writer.drain()
-                    continue
-                writer.write(answers.http10)
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
                 await writer.drain()
-                break
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()
-    return answer
+    return answer_all
 
 
 def serve(count: int, seed: int, tls: Pki | None, unix_path: str | None, conn: Connection) -> None:
@@ -209,14 +198,14 @@ def serve(count: int, seed: int, tls: Pki | None, unix_path: str | None, conn: C
         servers = []
         ports = []
         for index in range(count):
-            agent = Answers.render(agent_body(index, rng), go_chunking=False)
-            engine = Answers.render(engine_body(index, rng), go_chunking=True)
-            for answers, context in ((agent, agent_tls), (engine, engine_tls)):
-                server = await asyncio.start_server(answering(answers), HOST, 0, backlog=1024, ssl=context)
+            agent = rendered(agent_body(index, rng), go_chunking=False)
+            engine = rendered(engine_body(index, rng), go_chunking=True)
+            for answer, context in ((agent, agent_tls), (engine, engine_tls)):
+                server = await asyncio.start_server(answering(answer), HOST, 0, backlog=1024, ssl=context)
                 servers.append(server)
                 ports.append(server.sockets[0].getsockname()[1])
         if unix_path is not None:
-            engine = Answers.render(engine_body(1, random.Random(1)), go_chunking=True)
+            engine = rendered(engine_body(1, random.Random(1)), go_chunking=True)
             servers.append(await asyncio.start_unix_server(answering(engine), unix_path, backlog=1024))
         conn.send(ports)
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -265,144 +254,74 @@ class Helper:
 # -- the transports ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Endpoint:
-    """One request of a read: where it goes and what it sends."""
+class Request:
+    """One request of a read: where it goes and what it sends, in the form each transport takes."""
 
-    port: int
+    endpoint: Endpoint
     path: str
+    host: str
     headers: Mapping[str, str]
-    context: ssl.SSLContext | None
     url: yarl.URL
     what: str
 
 
-class Transport:
-    name = ""
+class BadAnswer(Exception):
+    """A host answered, but not with what a pool read expects (a status other than 200, or
+    another document)."""
 
-    async def get(self, e: Endpoint) -> tuple[int, bytes]:
+
+class Transport:
+    """A client kept across the reads of one configuration."""
+
+    async def fetch(self, r: Request) -> tuple[int, bytes]:
+        """Status and body of one request, within ``TIMEOUT_S``."""
         raise NotImplementedError
 
-    async def fetch(self, e: Endpoint) -> tuple[int, bytes]:
-        """``get`` within the timeout, as the provider's readers wrap each request."""
-        return await asyncio.wait_for(self.get(e), TIMEOUT_S)
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class Provider(Transport):
+    """The provider's reader: one pool kept across reads, each request within the timeout by
+    ``within``, as the agent and engine clients call it."""
+
+    def __init__(self) -> None:
+        self.pool = Pool(max_idle=POOL_MAX_IDLE, idle_s=POOL_IDLE_S)
+
+    async def fetch(self, r: Request) -> tuple[int, bytes]:
+        answer = await within(self.pool.request(r.endpoint, "GET", r.path, host=r.host, what=r.what,
+                                                headers=r.headers), TIMEOUT_S)
+        return answer.status, answer.body
 
     async def close(self) -> None:
-        pass
-
-
-class Http10(Transport):
-    """The provider's reader as it is: a new connection per request, HTTP/1.0, body to end of stream."""
-
-    name = "http10"
-
-    async def get(self, e: Endpoint) -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection(HOST, e.port, ssl=e.context)
-        return await exchange(reader, writer, "GET", e.path, host=f"{HOST}:{e.port}", headers=e.headers,
-                              what=e.what)
+        self.pool.close()
 
 
 class Aiohttp(Transport):
-    """aiohttp with one session for every read: one kept-alive connection per host and port."""
+    """aiohttp with one session for every read: one kept-alive connection per host and port (or
+    to the engine's socket at ``unix``)."""
 
-    name = "aiohttp"
-
-    def __init__(self) -> None:
+    def __init__(self, unix: str | None = None) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=1, keepalive_timeout=60.0),
+            connector=(aiohttp.UnixConnector(path=unix) if unix else
+                       aiohttp.TCPConnector(limit=0, limit_per_host=1, keepalive_timeout=60.0)),
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
-    async def get(self, e: Endpoint) -> tuple[int, bytes]:
-        async with self.session.get(e.url, headers=e.headers, ssl=e.context or True) as response:
+    async def fetch(self, r: Request) -> tuple[int, bytes]:
+        """The session's ClientTimeout bounds each request."""
+        async with self.session.get(r.url, headers=r.headers, ssl=r.endpoint.tls or True) as response:
             return response.status, await response.read()
-
-    fetch = get  # the session's ClientTimeout bounds each request
 
     async def close(self) -> None:
         await self.session.close()
 
 
-class ProtocolError(Exception):
-    pass
-
-
-class Http11(Transport):
-    """Prototype: the hand-written reader kept alive, one idle connection per port, HTTP/1.1.
-
-    A body is read by its Content-Length, or chunk by chunk (Docker sends larger answers chunked),
-    or to the end of the stream. A kept connection the server has closed meanwhile is retried
-    once on a new one (every request here is a GET)."""
-
-    name = "http11"
-
-    def __init__(self) -> None:
-        self.idle: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
-
-    async def _connect(self, e: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(HOST, e.port, ssl=e.context)
-
-    async def get(self, e: Endpoint) -> tuple[int, bytes]:
-        connection = self.idle.pop(e.port, None)
-        reused = connection is not None
-        if connection is None:
-            connection = await self._connect(e)
-        try:
-            try:
-                status, body, keep = await self._exchange(connection, e)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                if not reused:
-                    raise
-                connection[1].close()
-                connection = await self._connect(e)
-                status, body, keep = await self._exchange(connection, e)
-        except BaseException:
-            connection[1].close()
-            raise
-        if keep:
-            self.idle[e.port] = connection
-        else:
-            connection[1].close()
-        return status, body
-
-    async def _exchange(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], e: Endpoint
-                        ) -> tuple[int, bytes, bool]:
-        reader, writer = connection
-        lines = [f"GET {e.path} HTTP/1.1", f"Host: {HOST}:{e.port}", "Accept: application/json"]
-        lines += [f"{k}: {v}" for k, v in e.headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        version, code, _ = (status_line.split(" ", 2) + [""])[:3]
-        if not code.isdigit():
-            raise ProtocolError(f"{e.what} sent no valid HTTP response (first line {status_line[:80]!r})")
-        found = {}
-        for field in fields:
-            name, sep, value = field.partition(":")
-            if sep:
-                found[name.strip().lower()] = value.strip()
-        keep = version == "HTTP/1.1" and found.get("connection", "").lower() != "close"
-        if "content-length" in found:
-            body = await reader.readexactly(int(found["content-length"]))
-        elif found.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
-                chunks.append((await reader.readexactly(size + 2))[:-2])
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass  # trailer fields
-            body = b"".join(chunks)
-        else:
-            body, keep = await reader.read(), False
-        return int(code), body, keep
-
-    async def close(self) -> None:
-        for _, writer in self.idle.values():
-            writer.close()
-        self.idle.clear()
-
-
-def transport(name: str) -> Transport:
-    return {"http10": Http10, "aiohttp": Aiohttp, "http11": Http11}[name]()
+def transport(name: str, unix: str | None = None) -> Transport:
+    """A client of transport ``name``; aiohttp's session is bound to the engine socket ``unix``
+    if given (the provider's pool takes the socket from each request's endpoint)."""
+    return Provider() if name == "provider" else Aiohttp(unix)
 
 
 # -- one read of the pool ---------------------------------------------------------------------
@@ -421,45 +340,46 @@ class Contexts:
         return cls(agent, engine)
 
 
-def endpoints(ports: Sequence[tuple[int, int]], contexts: Contexts | None) -> tuple[list[Endpoint], list[Endpoint]]:
+def pool_requests(ports: Sequence[tuple[int, int]], contexts: Contexts | None) -> tuple[list[Request], list[Request]]:
     """The agents' and the engines' requests, built once as a client keeps its hosts' URLs."""
     scheme = "https" if contexts else "http"
     agents, engines = [], []
     for agent_port, engine_port in ports:
         path = "/v1/node"
-        agents.append(Endpoint(agent_port, path, {"Authorization": f"Bearer {TOKEN}"},
-                               contexts.agent if contexts else None,
-                               yarl.URL(f"{scheme}://{HOST}:{agent_port}{path}", encoded=True),
-                               f"agent {scheme}://{HOST}:{agent_port}"))
-        engines.append(Endpoint(engine_port, LIST_PATH, {}, contexts.engine if contexts else None,
-                                yarl.URL(f"{scheme}://{HOST}:{engine_port}{LIST_PATH}", encoded=True),
-                                f"engine {scheme}://{HOST}:{engine_port}"))
+        agents.append(Request(Endpoint(HOST, agent_port, contexts.agent if contexts else None), path,
+                              f"{HOST}:{agent_port}", {"Authorization": f"Bearer {TOKEN}"},
+                              yarl.URL(f"{scheme}://{HOST}:{agent_port}{path}", encoded=True),
+                              f"agent {scheme}://{HOST}:{agent_port}"))
+        engines.append(Request(Endpoint(HOST, engine_port, contexts.engine if contexts else None), LIST_PATH,
+                               f"{HOST}:{engine_port}", {},
+                               yarl.URL(f"{scheme}://{HOST}:{engine_port}{LIST_PATH}", encoded=True),
+                               f"engine {scheme}://{HOST}:{engine_port}"))
     return agents, engines
 
 
-async def read_pool(client: Transport, agents: Sequence[Endpoint], engines: Sequence[Endpoint],
+async def read_pool(client: Transport, agents: Sequence[Request], engines: Sequence[Request],
                     phases: list[tuple[float, float]] | None = None) -> int:
     """One read: every agent's document, then every engine's list, decoded; the failures' count.
     Each phase's wall and CPU time (ms) are appended to ``phases``."""
     gate = asyncio.Semaphore(MAX_CONCURRENCY)
 
-    async def agent(e: Endpoint) -> None:
+    async def agent(r: Request) -> None:
         async with gate:
-            status, body = await client.fetch(e)
-        doc = decode_json(body, e.what)
+            status, body = await client.fetch(r)
+        doc = decode_json(body, r.what)
         if status != 200 or doc.get("schema") != 1:
-            raise ProtocolError(f"{e.what}: HTTP {status}")
+            raise BadAnswer(f"{r.what}: HTTP {status}")
 
-    async def engine(e: Endpoint) -> None:
+    async def engine(r: Request) -> None:
         async with gate:
-            status, body = await client.fetch(e)
-        if status != 200 or not isinstance(decode_json(body, e.what), list):
-            raise ProtocolError(f"{e.what}: HTTP {status}")
+            status, body = await client.fetch(r)
+        if status != 200 or not isinstance(decode_json(body, r.what), list):
+            raise BadAnswer(f"{r.what}: HTTP {status}")
 
     failed = 0
     for phase, targets in ((agent, agents), (engine, engines)):
         started, cpu = time.perf_counter(), time.process_time()
-        results = await asyncio.gather(*(phase(e) for e in targets), return_exceptions=True)
+        results = await asyncio.gather(*(phase(r) for r in targets), return_exceptions=True)
         failed += sum(1 for r in results if isinstance(r, BaseException))
         if phases is not None:
             phases.append(((time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000))
@@ -493,19 +413,6 @@ def sockets(ports: set[int], earlier: set[tuple[int, int]]) -> dict[str, int]:
             "time_wait_client_side": len(new) - server}
 
 
-def machine_time_wait() -> int:
-    fields = Path("/proc/net/sockstat").read_text().split("TCP:", 1)[1].split("\n", 1)[0].split()
-    return int(fields[fields.index("tw") + 1])
-
-
-def wait_for_time_wait(limit: int, timeout_s: float = 70.0) -> None:
-    """Stay below the kernel's 131,072 sockets in TIME_WAIT: wait for earlier ones to expire."""
-    deadline = time.monotonic() + timeout_s
-    while machine_time_wait() > limit and time.monotonic() < deadline:
-        print(f"  (waiting for {machine_time_wait()} sockets in TIME_WAIT to expire)", file=sys.stderr)
-        time.sleep(5)
-
-
 # -- measuring --------------------------------------------------------------------------------
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -514,39 +421,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-async def one_shot(name: str, agents: Sequence[Endpoint], engines: Sequence[Endpoint], ports: set[int],
-                   reads: int) -> dict[str, Any]:
-    """``reads`` reads each with a client of its own, closed after it: what a reader gets whose
-    event loop lasts one read (the synchronous callers' ``asyncio.run`` per read), so nothing
-    is kept between reads. Its wall and CPU per read, and the sockets each read leaves in
-    TIME_WAIT on the client's side (on the reader's machine) and on the servers' (the hosts)."""
-    await asyncio.sleep(0.2)  # the kept-alive client's own closing settles first
-    earlier = tcp_table(ports)[1]
-    walls, cpus = [], []
-    for _ in range(reads):
-        started, cpu = time.perf_counter(), time.process_time()
-        client = transport(name)
-        try:
-            await read_pool(client, agents, engines)
-        finally:
-            await client.close()
-        cpus.append((time.process_time() - cpu) * 1000)
-        walls.append((time.perf_counter() - started) * 1000)
-    await asyncio.sleep(0.2)
-    left = sockets(ports, earlier)
-    return {"oneshot_ms": round(statistics.median(walls), 2), "oneshot_cpu_ms": round(statistics.median(cpus), 2),
-            "oneshot_time_wait_client_side": round(left["time_wait_client_side"] / reads, 1),
-            "oneshot_time_wait_server_side": round(left["time_wait_server_side"] / reads, 1)}
-
-
-def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float = BUDGET_S,
-            oneshot: int = 0) -> dict[str, Any]:
-    """One configuration: a fresh helper, one warm-up read, ``reps`` timed reads (then ``oneshot``
-    reads with a client each, see :func:`one_shot`)."""
+def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float = BUDGET_S) -> dict[str, Any]:
+    """One configuration: a fresh helper, one warm-up read, ``reps`` timed reads."""
     helper = Helper(hosts, pki)
     with helper as ports:
         contexts = Contexts.made(pki) if pki else None
-        agents, engines = endpoints(ports, contexts)
+        agents, engines = pool_requests(ports, contexts)
         port_set = {p for pair in ports for p in pair}
 
         async def run() -> dict[str, Any]:
@@ -570,8 +450,7 @@ def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float =
                 held = sockets(port_set, earlier)
             finally:
                 await client.close()
-            once = await one_shot(name, agents, engines, port_set, oneshot) if oneshot else {}
-            return {**once, "transport": name, "tls": pki is not None, "hosts": hosts, "reps": len(walls),
+            return {"transport": name, "tls": pki is not None, "hosts": hosts, "reps": len(walls),
                     "p50_ms": round(percentile(walls, 50), 2), "p95_ms": round(percentile(walls, 95), 2),
                     "cpu_ms": round(statistics.median(cpus), 2), "server_cpu_ms": round(server_ms, 2),
                     "first_read_ms": round(first_ms, 2), **held, "errors": failed,
@@ -584,50 +463,29 @@ def measure(name: str, hosts: int, pki: Pki | None, reps: int, budget_s: float =
         return asyncio.run(run())
 
 
-def measure_unix(name: str, requests: int, engine: str | None = None) -> dict[str, Any]:
+def measure_unix(name: str, count: int, engine: str | None = None) -> dict[str, Any]:
     """One engine on a unix socket (the helper's, or a real one at ``engine``), its container list
-    read ``requests`` times in a row: per request wall and CPU."""
+    read ``count`` times in a row: per request wall and CPU."""
     with tempfile.TemporaryDirectory() as tmp:
         path = engine or str(Path(tmp) / "engine.sock")
         with contextlib.nullcontext() if engine else Helper(0, None, unix_path=path):
+            request = Request(Endpoint(unix=path), LIST_PATH, "docker", {},
+                              yarl.URL(f"http://docker{LIST_PATH}", encoded=True), f"engine unix://{path}")
+
             async def run() -> dict[str, Any]:
-                if name == "aiohttp":
-                    session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path),
-                                                    cookie_jar=aiohttp.DummyCookieJar(),
-                                                    timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
-                    url = yarl.URL(f"http://docker{LIST_PATH}", encoded=True)
-
-                    async def get() -> bytes:
-                        async with session.get(url) as response:
-                            return await response.read()
-                    close: Callable[[], Awaitable[None]] = session.close
-                elif name == "http10":
-                    async def get() -> bytes:
-                        reader, writer = await asyncio.open_unix_connection(path)
-                        return (await exchange(reader, writer, "GET", LIST_PATH, host="docker", what="engine"))[1]
-
-                    async def close() -> None:
-                        pass
-                else:
-                    client = Http11()
-                    client._connect = lambda e: asyncio.open_unix_connection(path)  # type: ignore[method-assign]
-                    e = Endpoint(0, LIST_PATH, {}, None, yarl.URL("http://docker"), "engine")
-
-                    async def get() -> bytes:
-                        return (await client.get(e))[1]
-                    close = client.close
+                client = transport(name, unix=path)
                 try:
-                    await get()
+                    await client.fetch(request)
                     walls = []
                     cpu = time.process_time()
-                    for _ in range(requests):
+                    for _ in range(count):
                         started = time.perf_counter()
-                        json.loads(await asyncio.wait_for(get(), TIMEOUT_S) if name != "aiohttp" else await get())
+                        json.loads((await client.fetch(request))[1])
                         walls.append((time.perf_counter() - started) * 1000)
-                    cpu_ms = (time.process_time() - cpu) * 1000 / requests
+                    cpu_ms = (time.process_time() - cpu) * 1000 / count
                 finally:
-                    await close()
-                return {"transport": name, "requests": requests, "p50_ms": round(percentile(walls, 50), 3),
+                    await client.close()
+                return {"transport": name, "requests": count, "p50_ms": round(percentile(walls, 50), 3),
                         "p95_ms": round(percentile(walls, 95), 3), "cpu_ms": round(cpu_ms, 3)}
             return asyncio.run(run())
 
@@ -639,8 +497,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["reps"] = min(r["reps"] for r in runs)
     for key in ("p50_ms", "p95_ms", "cpu_ms", "server_cpu_ms", "first_read_ms", "open_sockets", "time_wait",
                 "time_wait_server_side", "time_wait_client_side", "agents_p50_ms", "agents_cpu_ms", "engines_p50_ms",
-                "engines_cpu_ms", "oneshot_ms", "oneshot_cpu_ms", "oneshot_time_wait_client_side",
-                "oneshot_time_wait_server_side"):
+                "engines_cpu_ms"):
         if any(key in r for r in runs):  # runs of an earlier version of this file lack the phases
             out[key] = round(statistics.median(r[key] for r in runs if key in r), 2)
     out["errors"] = sum(r["errors"] for r in runs)
@@ -654,30 +511,25 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def decisions(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size and TLS: how much faster each hand-written reader is than kept-alive aiohttp, as
-    the median of the ratios within each round (the transports of a round ran back to back, so
-    under the same load from the machine's other work), with the lowest and highest."""
+    """Per size and TLS: how much faster the provider's reader is than aiohttp, as the median of
+    the ratios within each round (the transports of a round ran back to back, so under the same
+    load from the machine's other work), with the lowest and highest."""
     out = []
     by = {(r["transport"], r["tls"], r["hosts"]): r for r in rows}
     for hosts in sorted({r["hosts"] for r in rows}):
         for tls in (False, True):
-            base = by.get(("aiohttp", tls, hosts))
-            if base is None:
+            base, ours = by.get(("aiohttp", tls, hosts)), by.get(("provider", tls, hosts))
+            if base is None or ours is None:
                 continue
             entry: dict[str, Any] = {"hosts": hosts, "tls": tls}
-            for name in ("http10", "http11"):
-                r = by.get((name, tls, hosts))
-                if not r:
-                    continue
-                for figure, key in (("wall", "p50_ms_by_round"), ("cpu", "cpu_ms_by_round"),
-                                    ("agents_wall", "agents_p50_ms_by_round"),
-                                    ("engines_wall", "engines_p50_ms_by_round")):
-                    ratios = [a / h for a, h in zip(base.get(key, []), r.get(key, [])) if a and h]
-                    if ratios:
-                        entry[f"{name}_speedup_{figure}"] = round(statistics.median(ratios), 2)
-                        entry[f"{name}_speedup_{figure}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
-            best = max(entry.get(f"{n}_speedup_wall", 0.0) for n in ("http10", "http11"))
-            entry["keep_hand_written"] = best >= SPEEDUP_TO_KEEP
+            for figure, key in (("wall", "p50_ms_by_round"), ("cpu", "cpu_ms_by_round"),
+                                ("agents_wall", "agents_p50_ms_by_round"),
+                                ("engines_wall", "engines_p50_ms_by_round")):
+                ratios = [a / p for a, p in zip(base.get(key, []), ours.get(key, [])) if a and p]
+                if ratios:
+                    entry[f"speedup_{figure}"] = round(statistics.median(ratios), 2)
+                    entry[f"speedup_{figure}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            entry["keep_hand_written"] = entry.get("speedup_wall", 0.0) >= SPEEDUP_TO_KEEP
             out.append(entry)
     return out
 
@@ -697,9 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help=f"stop timed reads of a configuration after this long, at least {MIN_REPS} reads "
                              f"(default {BUDGET_S:g})")
-    parser.add_argument("--oneshot", type=int, default=0, metavar="N",
-                        help="also time N reads with a client each, closed after it (default 0)")
-    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="default: all")
     parser.add_argument("--tls", choices=("both", "plain", "tls"), default="both")
     parser.add_argument("--no-unix", action="store_true", help="skip the unix-socket engine")
     parser.add_argument("--unix-engine", metavar="PATH",
@@ -713,7 +562,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return merge(args.merge, args.json)
     sizes = [5] if args.smoke else [int(h) for h in args.hosts.split(",")]
     rounds = 1 if args.smoke else args.rounds
-    names = [t for t in args.transports.split(",") if t]
     tls_modes = {"both": (False, True), "plain": (False,), "tls": (True,)}[args.tls]
     raise_fd_limit()
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -726,14 +574,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pki = make_pki(Path(tmp))
         for round_ in range(rounds):
-            order = names if round_ % 2 == 0 else names[::-1]
+            order = TRANSPORTS if round_ % 2 == 0 else TRANSPORTS[::-1]
             for hosts in sizes:
                 reps = 2 if args.smoke else args.reps or DEFAULT_REPS.get(hosts, 20)
                 for tls in tls_modes:
                     for name in order:
-                        if hosts >= 500:
-                            wait_for_time_wait(131_072 - 4 * hosts * (reps + 1))
-                        row = measure(name, hosts, pki if tls else None, reps, args.budget_s, args.oneshot)
+                        row = measure(name, hosts, pki if tls else None, reps, args.budget_s)
                         results.setdefault((name, tls, hosts), []).append(row)
                         print(f"  round {round_ + 1}: {name:<8} {'tls' if tls else 'plain':<5} {hosts:>5} hosts "
                               f"p50 {row['p50_ms']:8.2f} ms  cpu {row['cpu_ms']:8.2f} ms  "
@@ -747,16 +593,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def merge(paths: Sequence[Path], out: Path | None) -> int:
-    """The summary of several runs' JSON files together (their rounds pooled)."""
+    """The summary of several runs' JSON files together (their rounds pooled); rows of transports
+    this file no longer measures are left out."""
     results: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
     unix: dict[str, list[dict[str, Any]]] = {}
     engines = set()
     for path in paths:
         doc = json.loads(path.read_text())
         for row in doc["runs"]:
-            results.setdefault((row["transport"], row["tls"], row["hosts"]), []).append(row)
+            if row["transport"] in TRANSPORTS:
+                results.setdefault((row["transport"], row["tls"], row["hosts"]), []).append(row)
         for row in doc["unix_runs"]:
-            unix.setdefault(row["transport"], []).append(row)
+            if row["transport"] in TRANSPORTS:
+                unix.setdefault(row["transport"], []).append(row)
         engines.add(doc.get("unix_engine"))
     return report(results, unix, " or ".join(sorted(e or "the helper" for e in engines)), None, out)
 
@@ -778,14 +627,6 @@ def report(results: Mapping[tuple[str, bool, int], list[dict[str, Any]]], unix: 
               f"{r.get('engines_p50_ms', math.nan):>8.2f} {r['server_cpu_ms']:>8.2f} "
               f"{r['first_read_ms']:>8.2f} {r['open_sockets']:>5.0f} {r['time_wait']:>6.0f} {r['errors']:>4}  "
               f"{r['p50_ms_by_round']}")
-    if any("oneshot_ms" in r for r in rows):
-        print("\none-shot reads (a client per read, closed after it; TW: sockets each read leaves in TIME_WAIT):")
-        print(f"{'transport':<9} {'tls':<5} {'hosts':>5} {'ms':>8} {'cpu ms':>8} {'TW reader':>9} {'TW hosts':>9}")
-        for r in rows:
-            if "oneshot_ms" in r:
-                print(f"{r['transport']:<9} {'tls' if r['tls'] else 'plain':<5} {r['hosts']:>5} {r['oneshot_ms']:>8.2f} "
-                      f"{r['oneshot_cpu_ms']:>8.2f} {r['oneshot_time_wait_client_side']:>9.0f} "
-                      f"{r['oneshot_time_wait_server_side']:>9.0f}")
     unix_rows = []
     for name, runs in unix.items():
         unix_rows.append({"transport": name, "requests": runs[0]["requests"],
@@ -797,15 +638,13 @@ def report(results: Mapping[tuple[str, bool, int], list[dict[str, Any]]], unix: 
         for u in sorted(unix_rows, key=lambda u: TRANSPORTS.index(u["transport"])):
             print(f"{u['transport']:<9} p50 {u['p50_ms']:.3f} ms  p95 {u['p95_ms']:.3f} ms  cpu {u['cpu_ms']:.3f} ms")
     verdicts = decisions(rows)
-    print(f"\nhand-written vs kept-alive aiohttp, aiohttp's p50 / theirs per round, median [range] (the rule: keep "
-          f"the hand-written only at >= {SPEEDUP_TO_KEEP}x):")
+    print(f"\nprovider vs aiohttp, aiohttp's p50 / the provider's per round, median [range] (the rule: keep the "
+          f"hand-written reader only at >= {SPEEDUP_TO_KEEP}x):")
     for d in verdicts:
-        line = "".join(
-            f"  {n} {d[f'{n}_speedup_wall']}x {d[f'{n}_speedup_wall_range']} (cpu {d[f'{n}_speedup_cpu']}x, "
-            f"agents {d.get(f'{n}_speedup_agents_wall')}x, engines {d.get(f'{n}_speedup_engines_wall')}x)"
-            for n in ("http10", "http11") if f"{n}_speedup_wall" in d)
-        print(f"  {d['hosts']:>5} hosts {'tls' if d['tls'] else 'plain':<5}{line}  -> "
-              f"{'a hand-written reader' if d['keep_hand_written'] else 'aiohttp'}")
+        print(f"  {d['hosts']:>5} hosts {'tls' if d['tls'] else 'plain':<5}  {d['speedup_wall']}x "
+              f"{d['speedup_wall_range']} (cpu {d['speedup_cpu']}x {d['speedup_cpu_range']}, "
+              f"agents {d.get('speedup_agents_wall')}x, engines {d.get('speedup_engines_wall')}x)  -> "
+              f"{'the provider' if d['keep_hand_written'] else 'aiohttp'}")
     if out:
         out.write_text(json.dumps({
             "machine": {"cpus": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
