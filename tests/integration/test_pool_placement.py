@@ -50,6 +50,26 @@ INVENTORIES: dict[str, list[dict[str, Any]]] = {
 }
 
 
+
+def contenders() -> Any:
+    """The multiprocessing context the races start their processes with.
+
+    Each contender is a process of its own, with its own I/O loop and connections, as tasks on
+    Celery workers are. They fork from a server that imported this module (and Airflow) once,
+    instead of each importing them afresh (about 3 s of CPU each, 24 times a race). The server
+    ends with the test session. A contender takes the test's environment as an argument
+    (:func:`in_env`): the server's own is the one of the test that started it."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def in_env(env: dict[str, str], target: Any, *args: Any) -> None:
+    """Run ``target(*args)`` in a contender with the test's environment (its connections)."""
+    os.environ.clear()
+    os.environ.update(env)
+    target(*args)
+
 @dataclass
 class Cluster:
     workdir: Path
@@ -215,9 +235,9 @@ def test_24_threads_race_for_6_gpus(cluster: Cluster) -> None:
 
 
 def test_24_processes_race_for_6_gpus(cluster: Cluster) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = contenders()
     barrier, results = ctx.Barrier(24), ctx.Queue()
-    procs = [ctx.Process(target=contend, args=(POOL, barrier, results)) for _ in range(24)]
+    procs = [ctx.Process(target=in_env, args=(dict(os.environ), contend, POOL, barrier, results)) for _ in range(24)]
     for p in procs:
         p.start()
     try:
@@ -340,9 +360,9 @@ def claim_and_die(pool: list[str], results: Any) -> None:
 
 
 def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = contenders()
     results = ctx.Queue()
-    worker = ctx.Process(target=claim_and_die, args=(POOL, results))
+    worker = ctx.Process(target=in_env, args=(dict(os.environ), claim_and_die, POOL, results))
     worker.start()
     orphaned = results.get(timeout=60)
     worker.join(30)
@@ -392,10 +412,11 @@ def race(cluster: Cluster, requests: list[PlacementRequest]) -> tuple[list[tuple
     Returns the outcomes and, per host, the most CPU, memory and milli on one GPU ever seen
     reserved at one instant. Granted claims are removed at the end, by id.
     """
-    ctx = multiprocessing.get_context("spawn")
+    ctx = contenders()
     barrier, results = ctx.Barrier(len(requests)), ctx.Queue()
     shapes = [(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mb) for r in requests]
-    procs = [ctx.Process(target=contend_for, args=(shape, barrier, results)) for shape in shapes]
+    env = dict(os.environ)
+    procs = [ctx.Process(target=in_env, args=(env, contend_for, shape, barrier, results)) for shape in shapes]
     peak = {name: (0, 0, 0) for name in CPU_POOL}
     done = threading.Event()
 
