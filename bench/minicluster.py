@@ -12,7 +12,9 @@ invocation, so they see the same machine.
 
     python bench/minicluster.py [--json PATH] [--epochs N] [--gap-s S] [--runs N]
 
-``--runs 2 --epochs 2 --gap-s 0.5`` is a smoke run (tests/integration/test_bench_smoke.py).
+``--smoke`` runs one short busy loop of the test image per policy instead of the trainer (the
+trainer's image takes half a minute to load into two engines): every policy, host and figure,
+in seconds, meaning nothing (tests/integration/test_bench_smoke.py).
 
 Needs root, dockerd, cgroup v1 with the cpuset controller, two CPUs, and the images saved by
 ``images/build.sh``. Bar: least_loaded mean JCT at least 20% lower than round-robin.
@@ -65,10 +67,12 @@ def pinned_cgroup(name: str, cpu: int) -> Iterator[str]:
         remove_cgroup(name)
 
 
-def operator_for(policy: str, index: int, rng: random.Random, epochs: int) -> GpuDockerOperator:
+def operator_for(policy: str, index: int, rng: random.Random, epochs: int, smoke: bool = False) -> GpuDockerOperator:
     """The operator of run ``index`` under ``policy``: a fixed host, or the pool and a policy."""
     common: dict[str, Any] = dict(task_id="train", image=TRAINER_IMAGE, pull="never",
                                   command=["--epochs", str(epochs), "--seed", str(index)])
+    if smoke:
+        common.update(image=TESTBOX_IMAGE, command=["sh", "-c", f"seq 1 {epochs * 10000} >/dev/null"])
     if policy == "least_loaded":
         return GpuDockerOperator(gpu_pool=list(HOSTS), placement_policy="least_loaded", **common)
     host = {"fixed_a": HOSTS[0], "fixed_b": HOSTS[1], "round_robin": HOSTS[index % 2],
@@ -76,7 +80,8 @@ def operator_for(policy: str, index: int, rng: random.Random, epochs: int) -> Gp
     return GpuDockerOperator(host=host, **common)
 
 
-def run_policy(policy: str, epochs: int, gap_s: float, seed: int, runs: int = RUNS) -> tuple[list[float], list[str], list[Any]]:
+def run_policy(policy: str, epochs: int, gap_s: float, seed: int, runs: int = RUNS, smoke: bool = False
+               ) -> tuple[list[float], list[str], list[Any]]:
     """Start the runs ``gap_s`` apart; return each run's JCT, host and placement scores."""
     rng = random.Random(seed)
     jct: list[float] = [0.0] * runs
@@ -86,7 +91,7 @@ def run_policy(policy: str, epochs: int, gap_s: float, seed: int, runs: int = RU
     start = time.monotonic()
 
     def one(i: int) -> None:
-        op = operator_for(policy, i, rng, epochs)
+        op = operator_for(policy, i, rng, epochs, smoke)
         arrival = start + i * gap_s
         time.sleep(max(0.0, arrival - time.monotonic()))
         ti = BenchTI(run_id=f"{policy}-{i}", dag_id="minicluster")
@@ -115,6 +120,7 @@ def main() -> int:
     parser.add_argument("--gap-s", type=float, default=4.0, help="seconds between arrivals (default 4)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the random policy")
     parser.add_argument("--runs", type=int, default=RUNS, help=f"runs per policy (default {RUNS})")
+    parser.add_argument("--smoke", action="store_true", help="the test image's busy loop instead of the trainer")
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         sys.exit("This benchmark pins one host to CPU 0 and one to CPU 1: it needs two CPUs.")
@@ -131,7 +137,7 @@ def main() -> int:
             parent = stack.enter_context(pinned_cgroup(f"{tag}-{name}", cpu))
             engine = PrivateDockerd(name, cgroup_parent=parent).start()
             stack.callback(engine.stop)
-            engine.load(TESTBOX_IMAGE, TRAINER_IMAGE)
+            engine.load(TESTBOX_IMAGE, *(() if args.smoke else (TRAINER_IMAGE,)))
             agent = start_agent(workdir, name, [], interval_s=0.5, cpus=str(cpu))
             stack.callback(stop_agent, agent.process)
             conn = {"conn_type": "gpu_docker_host", "host": engine.url, "extra": {"agent_url": agent.url}}
@@ -143,7 +149,7 @@ def main() -> int:
                 stack.callback(_remove, engine, hog.id)
         time.sleep(2)  # let the agents see the hog
         for policy in policies:
-            jct, hosts, scores = run_policy(policy, args.epochs, args.gap_s, args.seed, args.runs)
+            jct, hosts, scores = run_policy(policy, args.epochs, args.gap_s, args.seed, args.runs, args.smoke)
             least_loaded_scores = scores if policy == "least_loaded" else least_loaded_scores
             mean[policy], worst[policy], placed[policy] = sum(jct) / len(jct), max(jct), hosts
             print(f"{policy:>13}: mean {mean[policy]:6.2f} s  hosts {' '.join(h[-1] for h in hosts)}", flush=True)

@@ -25,7 +25,8 @@ def test_log_shipping(tmp_path: Path) -> None:
 
 
 def test_minicluster(tmp_path: Path) -> None:
-    doc = run_bench("minicluster", "--runs", "1", "--epochs", "2", "--gap-s", "0.5", tmp_path=tmp_path, timeout_s=300)
+    doc = run_bench("minicluster", "--smoke", "--runs", "1", "--epochs", "2", "--gap-s", "0.5", tmp_path=tmp_path,
+                    timeout_s=300)
     # README: mean job time, least_loaded / round-robin, and where least_loaded placed the runs.
     policies = {"fixed_a", "fixed_b", "round_robin", "random", "least_loaded"}
     assert set(doc["mean_jct_s"]) == set(doc["max_jct_s"]) == set(doc["hosts"]) == policies

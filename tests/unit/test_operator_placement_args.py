@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,14 @@ TASKS = [
 
 
 class Listeners:
-    """A Docker engine socket and a node agent port that accept connections and never answer,
-    so a test can tell afterwards whether anything tried to reach them."""
+    """A Docker engine socket and a node agent port that never answer, so a test can tell
+    afterwards whether anything tried to reach them. They leave connections waiting, or with
+    :meth:`hang_up`, close each one at once."""
 
     def __init__(self, directory: Path) -> None:
+        self._hung_up: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         self.engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.engine.bind(str(directory / "engine.sock"))
         self.agent = socket.create_server(("127.0.0.1", 0))
@@ -55,8 +60,27 @@ class Listeners:
             "extra": {"agent_url": f"http://127.0.0.1:{self.agent.getsockname()[1]}"},
         }
 
+    def hang_up(self) -> None:
+        """From now on close every connection as it comes (and note it): a caller fails at once
+        instead of waiting out its timeout."""
+        def serve(name: str, listener: socket.socket) -> None:
+            listener.settimeout(0.05)
+            while not self._stop.is_set():
+                try:
+                    listener.accept()[0].close()
+                except TimeoutError:
+                    continue
+                self._hung_up.add(name)
+
+        for name, listener in (("engine", self.engine), ("agent", self.agent)):
+            self._threads.append(threading.Thread(target=serve, args=(name, listener)))
+            self._threads[-1].start()
+
     def contacted(self) -> list[str]:
         """Names of the listeners that someone connected to."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
         reached = []
         for name, listener in (("engine", self.engine), ("agent", self.agent)):
             listener.setblocking(False)
@@ -64,10 +88,14 @@ class Listeners:
                 listener.accept()[0].close()
                 reached.append(name)
             except BlockingIOError:
-                pass
+                if name in self._hung_up:
+                    reached.append(name)
         return reached
 
     def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
         self.engine.close()
         self.agent.close()
 
@@ -161,8 +189,9 @@ def test_good_arguments_do_reach_the_engine(listeners: Listeners) -> None:
     """The other side of the table: with every argument fine, the run goes on to the host, so
     the listeners would have seen a bad argument slip through."""
     op = GpuDockerOperator(task_id="t", image="x:1", host="engine", gpus=1, gpu_milli=500, log_archive=None)
+    listeners.hang_up()
     with pytest.raises(GpuDockerError):
-        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]  # the listener never answers
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     assert listeners.contacted() != []
 
 
