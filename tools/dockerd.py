@@ -20,7 +20,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,12 @@ class PrivateDockerd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_engines(engines: Iterable[PrivateDockerd]) -> None:
+    """:meth:`PrivateDockerd.stop` every engine at once: each waits seconds for its own dockerd
+    and containerd to end, so stopping a pool's engines side by side takes the slowest one's
+    time, not the sum."""
+    with ThreadPoolExecutor() as pool:
+        for stopped in [pool.submit(engine.stop) for engine in engines]:
+            stopped.result()

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def kill_session(sid: int, timeout: float = SESSION_KILL_S) -> None:
 
 
 class Processes:
-    """Programs started by :meth:`start`, stopped together by :meth:`stop_all` (newest first)."""
+    """Programs started by :meth:`start`, stopped together by :meth:`stop_all`."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -123,18 +123,29 @@ class Processes:
 
     def stop(self, name: str, grace_s: float = 20) -> None:
         """SIGTERM ``name``'s process group, SIGKILL its session after ``grace_s``, and forget it."""
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        # What the program forked into its session may outlive it; end that too.
-        kill_session(proc.pid)
-        proc.wait()
+        self.stop_together([name], grace_s)
+
+    def stop_together(self, names: Sequence[str], grace_s: float = 20) -> None:
+        """SIGTERM every one of ``names`` at once, wait up to ``grace_s`` for them all, then
+        SIGKILL what is left of their sessions, and forget them. Programs that each take seconds
+        to shut down (Airflow's components, Celery workers) then take as long as the slowest of
+        them, not the sum."""
+        procs = [self.procs.pop(name) for name in names]
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        # What a program forked into its session may outlive it; end that too.
+        for proc in procs:
+            kill_session(proc.pid)
+            proc.wait()
 
     def restart(self, name: str, crash: bool = False, grace_s: float = 20) -> subprocess.Popen[bytes]:
         """Stop ``name`` (:meth:`crash` when ``crash``, else :meth:`stop`) and start the same
@@ -146,8 +157,9 @@ class Processes:
             self.stop(name, grace_s)
         return self.start(name, launch.cmd, launch.env, launch.cwd)
 
-    def stop_all(self, grace_s: float = 20) -> None:
-        """Stop every program, the newest first (workers before the services they use)."""
-        deadline = time.monotonic() + grace_s
-        for name in reversed(list(self.procs)):
-            self.stop(name, grace_s=max(1.0, deadline - time.monotonic()))
+    def stop_all(self, grace_s: float = 20, services: Collection[str] = ()) -> None:
+        """Stop every program: first all but ``services`` together, then ``services`` together
+        (workers end before the database and broker they report to)."""
+        users = [name for name in self.procs if name not in services]
+        self.stop_together(users, grace_s)
+        self.stop_together(list(self.procs), grace_s)

@@ -38,7 +38,7 @@ from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
-from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd, stop_engines
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for agent in c.agents.values():
             stop_agent(agent.process)
-        for engine in c.engines.values():
-            engine.stop()
+        stop_engines(c.engines.values())
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
-from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
+from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd, stop_engines
 from tools.netns import Link, veth_namespace
 from tools.registry import PrivateRegistry
 
@@ -72,8 +72,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def _stop_all(engines: dict[str, PrivateDockerd], agents: dict[str, RunningAgent]) -> None:
     for agent in agents.values():
         stop_agent(agent.process)
-    for engine in engines.values():
-        engine.stop()
+    stop_engines(engines.values())
 
 
 def define_registry(monkeypatch: pytest.MonkeyPatch, conn_id: str, address: str, login: str, password: str) -> None:

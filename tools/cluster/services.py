@@ -25,6 +25,9 @@ from tools.processes import Processes
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 S3_PORT = 5000
+SERVICES = ("postgres", "redis", "s3")
+"""The names these services run under in :class:`~tools.processes.Processes`: stopped after
+the programs that use them."""
 
 
 def wait_port(ip: str, port: int, procs: Processes, timeout: float = 60) -> None:

@@ -40,8 +40,8 @@ from cryptography.fernet import Fernet
 
 from tools.cgroups import remove_cgroup
 from tools.cluster.lan import Lan
-from tools.cluster.services import start_postgres, start_redis, start_s3
-from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
+from tools.cluster.services import SERVICES, start_postgres, start_redis, start_s3
+from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd, stop_engines
 from tools.local_airflow import REPO, AirflowRest, venv_env
 from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
@@ -326,12 +326,11 @@ class Cluster:
 
     # -- tear-down ------------------------------------------------------------------------
     def stop(self) -> None:
-        self.procs.stop_all()
+        self.procs.stop_all(services=SERVICES)
         for agent in self.agents:
             stop_agent(agent.process)
         self.agents.clear()
-        for engine in self.engines.values():
-            engine.stop()
+        stop_engines(self.engines.values())
         self.engines.clear()
         for path in self.cgroups:
             remove_cgroup(path.name)  # the engine made it in every controller, not only cpuset
