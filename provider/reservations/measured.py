@@ -11,6 +11,7 @@ a host without an agent is *unmeasured*.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from provider.clients.agent import AgentReading, read_agents
@@ -62,6 +63,7 @@ def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
         memory_mb=int(memory["total_bytes"]) // MIB,
         memory_available_mb=int(memory["available_bytes"]) // MIB,
         cpu_utilization_pct=float(cpu["utilization_pct"]),
+        measured_at=_epoch(doc.get("sampled_at")),
         labels=host.labels,
         gpus=tuple(
             GpuState(
@@ -75,6 +77,13 @@ def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
             for g in doc["gpus"]
         ),
     )
+
+
+def _epoch(stamp: object) -> float | None:
+    """An agent's ``sampled_at`` (ISO 8601, UTC) in seconds since the epoch; None if absent."""
+    if not isinstance(stamp, str):
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _memory_taken_mib(gpu: Mapping[str, Any]) -> int:

@@ -39,7 +39,7 @@ from provider.reservations.labels import (
     PROBLEM_OWNER,
     RESERVATION_LABEL,
 )
-from provider.scheduling.accounting import apply
+from provider.scheduling.accounting import MEASURE_WINDOW_S, apply, with_unseen
 from provider.scheduling.capacity import shortfalls
 from provider.scheduling.model import NodeState, PlacementRequest, Resources
 from provider.scheduling.reasons import Reason
@@ -127,7 +127,7 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
 def unreserved(node: NodeState) -> NodeState:
     """``node``'s capacity with nothing reserved on it: the start of the fold."""
     gpus = tuple(replace(g, allocated_milli=0) for g in node.gpus)
-    return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0)
+    return replace(node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0, cpu_unmeasured_milli=0)
 
 
 def claim_shortfalls(node: NodeState, taken: Resources, gpu_ids: tuple[int, ...]) -> tuple[Reason, ...]:
@@ -155,6 +155,9 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
 
     The oldest claim wins: of two claims that together overcommit a host, the later one is
     refused, whatever order the engine listed them in. An unreachable node is left as it is.
+    Counted claims made after the host's measurement (less than
+    :data:`~provider.scheduling.accounting.MEASURE_WINDOW_S` before it) are its unseen load
+    (:func:`~provider.scheduling.accounting.with_unseen`).
     """
     if node.unreachable is not None:
         return Allocation(node, (), ())
@@ -167,6 +170,9 @@ def allocation(node: NodeState, claims: Iterable[Claim]) -> Allocation:
             counted.append(claim)
         else:
             refused.append(claim)
+    if node.measured_at is not None:
+        since = node.measured_at - MEASURE_WINDOW_S
+        node = with_unseen(node, [c.resources for c in counted if c.created > since])
     return Allocation(node, tuple(counted), tuple(refused))
 
 

@@ -11,9 +11,17 @@ as it was, which is what lets a caller keep old snapshots and cache results per 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from provider.scheduling.model import MILLI_PER_GPU, FreeState, GpuState, NodeState, Resources
+
+UNRESERVED_CPU_MILLI = 1000
+"""The CPU a task that reserves none is counted as using until a measurement shows it: one
+core, what one training process feeding its GPUs keeps busy."""
+MEASURE_WINDOW_S = 2.0
+"""A task placed less than this before a host's measurement does not show in it yet: one
+sampling interval of the node agent (1 s by default) and the start of its container."""
 
 
 def _check_indices(node: NodeState, taken: Resources, gpu_indices: tuple[int, ...]) -> None:
@@ -80,3 +88,19 @@ def free_state_after(node: NodeState, taken: Resources, gpu_indices: tuple[int, 
         memory = min(memory, node.memory_available_mb)
     cpu = max(0, node.cpu_milli - node.cpu_allocated_milli - taken.cpu_milli)
     return node.gpu_model, cpu, memory, tuple(sorted(frees))
+
+
+def unseen_cpu_milli(taken: Resources) -> int:
+    """The CPU load that a task placed since a host's last measurement adds before it shows:
+    its reserved milli-CPUs (a quota caps it there), or :data:`UNRESERVED_CPU_MILLI` when it
+    reserves none. Counting it keeps the herd off a host that only *looks* idle (Mitzenmacher,
+    "How useful is old information?"): without it, every job that arrives within one sampling
+    interval scores the same stale idle reading and lands on the same host."""
+    return taken.cpu_milli or UNRESERVED_CPU_MILLI
+
+
+def with_unseen(node: NodeState, placed: Iterable[Resources]) -> NodeState:
+    """``node`` with the tasks ``placed`` on it since its measurement counted as load it does
+    not show yet (:func:`unseen_cpu_milli`)."""
+    unseen = sum(unseen_cpu_milli(t) for t in placed)
+    return replace(node, cpu_unmeasured_milli=node.cpu_unmeasured_milli + unseen) if unseen else node

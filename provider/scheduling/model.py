@@ -68,6 +68,11 @@ class NodeState:
     engine failed to start a GPU container lately), which a waiting request may outlast. ``pull_bytes`` is what the node's engine would have to pull
     before the request's image can start there (0: it has the image; None: not known), for the
     locality term of :func:`~provider.scheduling.place.place`.
+    ``measured_at`` is when the measurements were taken (seconds since the epoch, by the host's
+    clock; None when not known). ``cpu_unmeasured_milli`` is the CPU of work placed on the node
+    too recently to show in ``cpu_utilization_pct`` (see
+    :func:`~provider.scheduling.accounting.unseen_cpu_milli`): placement counts it as load, so
+    jobs placed within one sampling interval do not all go to the host that still looks idle.
     """
 
     name: str
@@ -85,6 +90,8 @@ class NodeState:
     gpu_unusable: str | None = None
     gpu_suspended: str | None = None
     pull_bytes: int | None = None
+    measured_at: float | None = None
+    cpu_unmeasured_milli: int = 0
 
     @property
     def cpu_free_milli(self) -> int:
@@ -97,6 +104,12 @@ class NodeState:
         if self.memory_available_mb is not None:
             free = min(free, self.memory_available_mb)
         return free
+
+    @property
+    def cpu_busy_pct(self) -> float:
+        """CPU utilisation as last measured plus what was reserved since (at most 100)."""
+        unseen = 100.0 * self.cpu_unmeasured_milli / self.cpu_milli if self.cpu_milli else 0.0
+        return min(100.0, self.cpu_utilization_pct + unseen)
 
     @property
     def gpu_free_milli(self) -> int:

@@ -148,7 +148,7 @@ class LeastLoaded:
         gpus = tuple(sorted(ranked[: request.gpus]))
         looked_at = [by_index[i] for i in gpus] or list(node.gpus)
         gpu_idle = 1.0 - fmean(g.utilization_pct for g in looked_at) / 100.0 if looked_at else 1.0
-        cpu_idle = 1.0 - node.cpu_utilization_pct / 100.0
+        cpu_idle = 1.0 - node.cpu_busy_pct / 100.0
         left = [
             (node.cpu_free_milli - request.cpu_milli) / node.cpu_milli if node.cpu_milli else 0.0,
             (node.memory_free_mb - request.memory_mb) / node.memory_mb if node.memory_mb else 0.0,

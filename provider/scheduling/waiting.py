@@ -81,7 +81,7 @@ def emptied(node: NodeState) -> NodeState:
     gpus = tuple(replace(g, allocated_milli=0, memory_used_mb=0, utilization_pct=0.0) for g in node.gpus)
     return replace(
         node, gpus=gpus, cpu_allocated_milli=0, memory_allocated_mb=0, memory_available_mb=None,
-        cpu_utilization_pct=0.0, held=None, gpu_suspended=None,
+        cpu_utilization_pct=0.0, cpu_unmeasured_milli=0, held=None, gpu_suspended=None,
     )
 
 

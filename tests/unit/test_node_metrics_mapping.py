@@ -60,6 +60,7 @@ def _node(gpus: tuple[GpuState, ...], **over: Any) -> NodeState:
         "memory_mb": 65536,
         "memory_available_mb": 49152,
         "cpu_utilization_pct": 37.5,
+        "measured_at": 1735689600.0,  # the document's sampled_at, 2025-01-01T00:00:00Z
         "labels": HOST.labels,
         "gpus": gpus,
     }

@@ -42,6 +42,7 @@ from provider.scheduling import (
     apply,
     get_policy,
 )
+from provider.scheduling.accounting import MEASURE_WINDOW_S, UNRESERVED_CPU_MILLI
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest
 from provider.task_instance import MAP_INDEX_LABEL, TaskInstanceRef
 
@@ -118,6 +119,19 @@ def test_allocation_folds_claims_through_apply() -> None:
 )
 def test_the_oldest_claims_win(claims: list[Claim], refused: list[str]) -> None:
     assert [c.owner for c in allocation(host(), claims).refused] == refused
+
+
+def test_claims_made_since_the_measurement_are_load_it_does_not_show_yet() -> None:
+    """A claim newer than the host's measurement (less than MEASURE_WINDOW_S before it) is
+    counted as unseen CPU load: its reserved milli-CPUs, or one core when it reserves none.
+    Older claims are in the measurement already, and without a measurement time nothing is."""
+    claims = [claim((0,), owner="old", created=100 - MEASURE_WINDOW_S - 0.1, cpu=2000),
+              claim((1,), owner="reserving", created=100 - MEASURE_WINDOW_S + 0.1, cpu=500),
+              claim((2,), owner="gpu_only", created=103)]
+    measured = replace(host(), measured_at=100.0)
+    assert allocation(measured, claims).node.cpu_unmeasured_milli == 500 + UNRESERVED_CPU_MILLI
+    assert allocation(host(), claims).node.cpu_unmeasured_milli == 0
+    assert unreserved(allocation(measured, claims).node).cpu_unmeasured_milli == 0
 
 
 def test_unreachable_node_is_left_as_is() -> None:
