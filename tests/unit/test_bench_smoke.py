@@ -25,3 +25,12 @@ def test_placement_latency(tmp_path: Path) -> None:
         assert set(doc[key]) == {"2", "5"}, key
         assert all(ms > 0 for ms in doc[key].values()), key
     assert doc["p50_ms"]["5"] <= doc["p99_ms"]["5"] and doc["policy"] == "least_loaded"
+
+
+def test_jct_sim(tmp_path: Path) -> None:
+    doc = run_bench("jct_sim", "--smoke", tmp_path=tmp_path, timeout_s=120)
+    # README: the default policy's mean JCT over round-robin's, with its 95% interval, per sweep point.
+    keys = {"load", "lag_s", "hosts", "policy", "default", "mean_jct_ratio_rr", "ci95_low", "ci95_high"}
+    assert doc["results"] and all(keys <= set(r) for r in doc["results"])
+    assert sum(r["default"] for r in doc["results"]) == len({(r["jobs"], r["mixed"]) for r in doc["results"]})
+    assert all(r["mean_jct_ratio_rr"] == 1.0 for r in doc["results"] if r["policy"] == "round_robin")
