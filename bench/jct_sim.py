@@ -33,7 +33,8 @@ the reservation layer builds them) on a model of what decides job completion tim
 Round-robin (job k on host k mod n, waiting for that host when it is full) is the anchor: each
 policy's mean JCT is divided by round-robin's on the same arrivals, works and background (the
 same seed), and the table gives the mean of those ratios over the seeds with a 95% confidence
-interval (Student's t). ``(default)`` marks the operator's default policy. ``oracle`` is not a
+interval (Student's t). ``(default)`` marks the operator's default policy; ``least_loaded:stale``
+is it reading the measurements alone, as placement did before it counted unseen load. ``oracle`` is not a
 policy: it puts each job where it would run fastest at that instant, knowing the true background
 and weights that no measurement gives, which bounds what reading utilisation can buy for a
 placement made one job at a time.
@@ -81,7 +82,10 @@ from provider.scheduling.accounting import MEASURE_WINDOW_S, with_unseen  # noqa
 DEFAULT_POLICY: str = inspect.signature(GpuDockerOperator.__init__).parameters["placement_policy"].default
 ANCHOR = "round_robin"
 ORACLE = "oracle"
-POLICIES = (ANCHOR, "random", "least_loaded", "best_fit", "fragmentation_balanced", ORACLE)
+STALE = ":stale"
+"""A policy name with this suffix reads the last measurement alone, without counting the jobs
+placed since as load: how placement read the pool before it did."""
+POLICIES = (ANCHOR, "random", "least_loaded", "least_loaded" + STALE, "best_fit", "fragmentation_balanced", ORACLE)
 RESERVED = "reserved"
 GPU_ONLY = "gpu-only"
 JOB_CORES = 0.5
@@ -98,7 +102,9 @@ HOG_BUSY_MEAN_S = 30.0
 GPUS_PER_HOST = 4
 INTERVAL_S = 1.0
 """The node agent's sampling interval."""
-JOBS_PER_HOST = 40
+JOBS_PER_HOST = 10
+JOBS_AT_LEAST = 120
+"""Jobs per replay: ten per host, and at least this many so a small pool sees enough overlap."""
 EPS = 1e-9
 
 
@@ -237,8 +243,9 @@ class HostState:
         return 0.0, 0.0, (0.0,) * self.host.gpus
 
 
-def node_state(state: HostState, now: float) -> NodeState:
-    """The host as placement reads it: reservations exact, measurements as last visible."""
+def node_state(state: HostState, now: float, unseen: bool = True) -> NodeState:
+    """The host as placement reads it: reservations exact, measurements as last visible, and
+    (``unseen``) the jobs placed since that measurement counted as load it does not show."""
     taken, cpu_pct, gpu_pct = state.visible(now)
     held = {r.gpu for r in state.jobs}
     since = taken - MEASURE_WINDOW_S
@@ -252,7 +259,7 @@ def node_state(state: HostState, now: float) -> NodeState:
         cpu_allocated_milli=sum(r.job.reserved_milli for r in state.jobs), cpu_utilization_pct=cpu_pct,
         measured_at=taken,
     )
-    return with_unseen(node, [r.job.request for r in state.jobs if r.started > since])
+    return with_unseen(node, [r.job.request for r in state.jobs if r.started > since]) if unseen else node
 
 
 def _fits(state: HostState, job: Job) -> int | None:
@@ -286,7 +293,8 @@ def replay(scenario: Scenario, policy: str, seed: int) -> list[float]:
     pick = random.Random(seed)
     pinned = {j.index: j.index % len(hosts) for j in scenario.jobs} if policy == ANCHOR else (
         {j.index: pick.randrange(len(hosts)) for j in scenario.jobs} if policy == "random" else None)
-    scorer = None if pinned is not None or policy == ORACLE else get_policy(policy)
+    scorer = None if pinned is not None or policy == ORACLE else get_policy(policy.removesuffix(STALE))
+    unseen = not policy.endswith(STALE)
     context = PlacementContext(rng=random.Random(seed))
     # Background switches and arrivals, in time order; samples come every interval.
     changes = sorted([(s.start, index[s.host], True) for s in scenario.spells]
@@ -316,7 +324,7 @@ def replay(scenario: Scenario, policy: str, seed: int) -> list[float]:
             return None if gpu is None else (h, gpu)
         assert scorer is not None
         try:
-            chosen = place(job.request, [node_state(s, now) for s in hosts], scorer, context)
+            chosen = place(job.request, [node_state(s, now, unseen) for s in hosts], scorer, context)
         except NoFit:
             return None
         return index[chosen.node], chosen.gpu_indices[0]
@@ -380,7 +388,12 @@ class Point:
     """:data:`RESERVED` (each job reserves its CPU quota) or :data:`GPU_ONLY` (a GPU only)."""
 
 
-def scenario(point: Point, seed: int, jobs_per_host: int = JOBS_PER_HOST) -> Scenario:
+def job_count(hosts: int) -> int:
+    """How many jobs one replay of a pool of ``hosts`` runs (see :data:`JOBS_AT_LEAST`)."""
+    return max(JOBS_AT_LEAST, JOBS_PER_HOST * hosts)
+
+
+def scenario(point: Point, seed: int, jobs: int | None = None) -> Scenario:
     """The hosts, jobs and background of one seed at ``point`` (see the module's description)."""
     rng = random.Random(seed)
     pool = tuple(
@@ -392,7 +405,7 @@ def scenario(point: Point, seed: int, jobs_per_host: int = JOBS_PER_HOST) -> Sce
     capacity = sum(h.cores * h.speed for h in pool) * (1 - busy_share)  # work per second left to jobs
     mu = math.log(JOB_ALONE_MEAN_S) - JOB_ALONE_SIGMA ** 2 / 2
     shapes = []
-    for _ in range(jobs_per_host * point.hosts):
+    for _ in range(job_count(point.hosts) if jobs is None else jobs):
         cores = JOB_CORES if point.jobs == RESERVED else rng.choice(GPU_ONLY_CORES)
         shapes.append((cores, cores * rng.lognormvariate(mu, JOB_ALONE_SIGMA)))
     mean_work = statistics.fmean(work for _, work in shapes)
@@ -419,17 +432,17 @@ def ci95(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _run_seed(point: Point, seed: int, policies: Sequence[str], jobs_per_host: int) -> dict[str, float]:
-    s = scenario(point, seed, jobs_per_host)
+def _run_seed(point: Point, seed: int, policies: Sequence[str], jobs: int | None) -> dict[str, float]:
+    s = scenario(point, seed, jobs)
     return {p: statistics.fmean(replay(s, p, seed)) for p in policies}
 
 
-def sweep(points: Iterable[Point], seeds: Sequence[int], policies: Sequence[str], jobs_per_host: int = JOBS_PER_HOST,
+def sweep(points: Iterable[Point], seeds: Sequence[int], policies: Sequence[str], jobs: int | None = None,
           workers: int = 2) -> list[dict[str, Any]]:
     """Every policy's mean JCT ratio to round-robin at every point, over ``seeds``."""
     points = list(points)
     with ProcessPoolExecutor(workers) as pool:
-        runs = {(pt, seed): pool.submit(_run_seed, pt, seed, policies, jobs_per_host) for pt in points for seed in seeds}
+        runs = {(pt, seed): pool.submit(_run_seed, pt, seed, policies, jobs) for pt in points for seed in seeds}
         means = {key: run.result() for key, run in runs.items()}
     results = []
     for pt in points:
@@ -471,12 +484,14 @@ def _seeds(text: str) -> list[int]:
 
 def default_points() -> list[Point]:
     """The default sweep, for both kinds of job: load at the topology's size (3 hosts, 1 s lag),
-    then at 80% the lag, and mixed hosts in pools of 3 and 10 (larger pools: ``--hosts``)."""
+    then at 80% the lag and mixed hosts; and where stale readings herd most, 30 hosts with jobs
+    that reserve no CPU (larger pools: ``--hosts``)."""
     points = []
     for jobs in (RESERVED, GPU_ONLY):
         points += [Point(load, 1.0, 3, False, jobs) for load in (0.5, 0.8, 0.95)]
         points += [Point(0.8, lag, 3, False, jobs) for lag in (0.0, 2.0, 5.0)]
-        points += [Point(0.8, 1.0, hosts, True, jobs) for hosts in (3, 10)]
+        points.append(Point(0.8, 1.0, 3, True, jobs))
+    points += [Point(0.8, lag, 30, False, GPU_ONLY) for lag in (1.0, 5.0)]
     return points
 
 
@@ -490,24 +505,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="jobs that reserve their CPU quota (default) or ask for a GPU only")
     parser.add_argument("--seeds", type=_seeds, default=list(range(1, 21)), help="seeds, e.g. 1-20 (default)")
     parser.add_argument("--policies", type=lambda t: t.split(","), default=list(POLICIES))
-    parser.add_argument("--jobs-per-host", type=int, default=JOBS_PER_HOST)
+    parser.add_argument("--job-count", type=int, help=f"jobs per replay (default {JOBS_PER_HOST} per host, "
+                        f"at least {JOBS_AT_LEAST})")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 2 seeds, 3 hosts, 8 jobs per host")
     args = parser.parse_args(argv)
     policies = [ANCHOR, *[p for p in args.policies if p != ANCHOR]]
     if args.smoke:
-        points, seeds, per_host = [Point(0.8, 1.0, 3, False, RESERVED), Point(0.8, 1.0, 3, True, GPU_ONLY)], [1, 2], 8
+        points, seeds, count = [Point(0.8, 1.0, 3, False, RESERVED), Point(0.8, 1.0, 3, True, GPU_ONLY)], [1, 2], 24
     elif args.loads is not None:
         points = [Point(load, lag, hosts, args.mixed, args.jobs)
                   for load in args.loads for lag in args.lags for hosts in args.hosts]
-        seeds, per_host = args.seeds, args.jobs_per_host
+        seeds, count = args.seeds, args.job_count
     else:
-        points, seeds, per_host = default_points(), args.seeds, args.jobs_per_host
+        points, seeds, count = default_points(), args.seeds, args.job_count
     started = time.monotonic()
-    results = sweep(points, seeds, policies, per_host, args.workers)
+    results = sweep(points, seeds, policies, count, args.workers)
     print(table(results))
-    print(f"\n{len(seeds)} seeds per point, {per_host} jobs per host; ratios are each seed's mean JCT over "
+    jobs = f"{count} jobs" if count else f"{JOBS_PER_HOST} jobs per host (at least {JOBS_AT_LEAST})"
+    print(f"\n{len(seeds)} seeds per point, {jobs} per replay; ratios are each seed's mean JCT over "
           f"round-robin's on the same arrivals; {time.monotonic() - started:.0f} s.")
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=1) + "\n")

@@ -85,7 +85,7 @@ def test_placement_counts_jobs_started_since_the_visible_sample_as_unseen_load()
 @pytest.mark.parametrize("jobs", [RESERVED, GPU_ONLY])
 def test_a_scenario_offers_the_load_it_is_asked_for(jobs: str) -> None:
     """Offered work over the arrival window is the load times what the background leaves."""
-    s = scenario(Point(0.8, 1.0, 3, False, jobs), seed=7, jobs_per_host=400)
+    s = scenario(Point(0.8, 1.0, 3, False, jobs), seed=7, jobs=1200)
     offered = sum(j.work for j in s.jobs) / s.jobs[-1].arrival
     left = sum(h.cores for h in s.hosts) * 60 / 90  # busy one spell in three on average
     assert offered / left == pytest.approx(0.8, rel=0.1)
