@@ -5,9 +5,11 @@ tests/unit/test_placement_sim_smoke.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import run_bench
+from tests.conftest import REPO, run_bench
 
 
 def test_agent_request_cost(tmp_path: Path) -> None:
@@ -34,3 +36,7 @@ def test_jct_sim(tmp_path: Path) -> None:
     assert doc["results"] and all(keys <= set(r) for r in doc["results"])
     assert sum(r["default"] for r in doc["results"]) == len({(r["jobs"], r["mixed"]) for r in doc["results"]})
     assert all(r["mean_jct_ratio_rr"] == 1.0 for r in doc["results"] if r["policy"] == "round_robin")
+    # docs/jct_sweep.png is drawn from that JSON.
+    plot = subprocess.run([sys.executable, "bench/plot_jct.py", str(tmp_path / "jct_sim.json"), "--out",
+                           str(tmp_path / "jct.png")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0 and (tmp_path / "jct.png").stat().st_size > 0, plot.stderr
