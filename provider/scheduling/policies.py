@@ -127,8 +127,10 @@ class LeastLoaded:
     """Spread work by measured load: low GPU utilisation of the chosen GPUs, low host CPU
     utilisation, and most capacity left after placement, weighted by the arguments.
 
-    Measurements lag a job that has just started, so reservations (the ``free`` term) keep
-    two back-to-back placements from piling onto the host that still *looks* idle.
+    Measurements lag a job that has just started, so the CPU term reads
+    :attr:`~provider.scheduling.model.NodeState.cpu_busy_pct` (the work placed since the last
+    sample counted as load) and the ``free`` term reservations: back-to-back placements do not
+    pile onto the host that still *looks* idle (``docs/placement.md``, "Herding").
     """
 
     gpu_utilization: float = 1.0
