@@ -34,7 +34,8 @@ from provider.reservations.labels import CLAIM_LABEL
 from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved
 from provider.reservations.rules import parse_claim
-from provider.scheduling.model import PlacementRequest
+from provider.scheduling.accounting import MEASURE_WINDOW_S, UNRESERVED_CPU_MILLI
+from provider.scheduling.model import NodeState, PlacementRequest
 from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
@@ -376,6 +377,31 @@ def test_reservation_of_a_killed_worker_is_reclaimed_once_stale(cluster: Cluster
     asyncio.run(read_pool_view(hosts, agent_timeout=2.0, grace_s=1.0))  # the next reader reclaims
     assert claims(cluster.engines["pool_b"]) == []
     release_now(reserve(PlacementRequest(gpus=2, gpu_model="T4")))
+
+
+def test_a_claim_counts_as_load_until_the_agents_samples_show_it(cluster: Cluster) -> None:
+    """The pool reader counts a claim made after (or just before) its host's agent sampled as
+    CPU load the sample does not show yet: a core for a task that reserves none. Read from the
+    engine's claim and the agent's ``sampled_at`` (both this machine's clock); once the agent
+    has sampled past the window, the measurement is left to speak for itself."""
+    hosts = resolve_pool(["pool_a"], BaseHook.get_connection)
+
+    def host_a() -> NodeState:
+        return asyncio.run(read_pool_view(hosts, tidy=False)).nodes[0]
+
+    reserved = reserve(PlacementRequest(gpus=1), ["pool_a"])
+    try:
+        first = host_a()
+        created = parse_claim(cluster.engines["pool_a"].containers(f"{CLAIM_LABEL}=true")[0])
+        assert first.measured_at is not None and created is not None
+        assert first.measured_at - created.created < MEASURE_WINDOW_S  # read right after the claim
+        assert first.cpu_unmeasured_milli == UNRESERVED_CPU_MILLI
+        later = eventually(host_a, 10, until=lambda n: n.cpu_unmeasured_milli == 0,
+                           what="an agent sample taken after the claim's window")
+        assert later.measured_at is not None and later.measured_at > created.created + MEASURE_WINDOW_S
+        assert later.cpu_allocated_milli == 0 and later.gpus[reserved.placement.gpu_indices[0]].allocated_milli == 1000
+    finally:
+        release_now(reserved)
 
 
 # CPU and memory are reserved like GPUs. This machine has 2 CPUs, which every agent reports;
