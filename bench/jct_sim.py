@@ -209,11 +209,12 @@ class HostState:
     def rates(self) -> list[float]:
         """Each running job's share of the cores (then the background's, when on)."""
         if self.shares is None:
-            demands = [(r.job.cores, 1.0) for r in self.jobs]
-            if self.hog:
-                demands.append((self.host.cores, HOG_WEIGHT))
-            self.shares = water_fill(self.host.cores, demands)
+            self.shares = water_fill(self.host.cores, self.demands())
         return self.shares
+
+    def demands(self) -> list[tuple[float, float]]:
+        """(cap, weight) of each running job, then of the background when it is on."""
+        return [(r.job.cores, 1.0) for r in self.jobs] + ([(self.host.cores, HOG_WEIGHT)] if self.hog else [])
 
     def change(self, started: Running | None = None, ended: Running | None = None, hog: bool | None = None) -> None:
         """A job starts or ends here, or the background switches."""
@@ -272,18 +273,18 @@ def _fits(state: HostState, job: Job) -> int | None:
 
 def _oracle(hosts: Sequence[HostState], job: Job) -> tuple[int, int] | None:
     """The host where ``job`` would run fastest now, knowing the true background and weights
-    (which no measurement gives): a bound on what reading utilisation can buy, not a policy."""
-    best: tuple[float, int, int] | None = None
+    (which no measurement gives): a bound on what reading utilisation can buy, not a policy.
+    Ties go to the host with fewer jobs, then the first."""
+    best: tuple[float, int, int, int] | None = None
     for h, state in enumerate(hosts):
         gpu = _fits(state, job)
         if gpu is None:
             continue
-        demands = [(r.job.cores, 1.0) for r in state.jobs] + ([(state.host.cores, HOG_WEIGHT)] if state.hog else [])
-        rate = water_fill(state.host.cores, [*demands, (job.cores, 1.0)])[-1] * state.host.speed
-        key = (rate, -len(state.jobs), -h)
-        if best is None or key > best[:1] + best[1:2] + (-best[2],):
-            best = (rate, -len(state.jobs), h)
-    return None if best is None else (best[2], _fits(hosts[best[2]], job))  # type: ignore[return-value]
+        rate = water_fill(state.host.cores, [*state.demands(), (job.cores, 1.0)])[-1] * state.host.speed
+        key = (rate, -len(state.jobs), -h, gpu)
+        if best is None or key[:3] > best[:3]:
+            best = key
+    return None if best is None else (-best[2], best[3])
 
 
 def replay(scenario: Scenario, policy: str, seed: int) -> list[float]:
@@ -410,12 +411,12 @@ def scenario(point: Point, seed: int, jobs: int | None = None) -> Scenario:
         shapes.append((cores, cores * rng.lognormvariate(mu, JOB_ALONE_SIGMA)))
     mean_work = statistics.fmean(work for _, work in shapes)
     rate = point.load * capacity / mean_work  # jobs per second
-    t, jobs = 0.0, []
+    t, stream = 0.0, []
     for k, (cores, work) in enumerate(shapes):
         t += rng.expovariate(rate)
-        jobs.append(Job(k, t, work, cores, round(cores * 1000) if point.jobs == RESERVED else 0))
+        stream.append(Job(k, t, work, cores, round(cores * 1000) if point.jobs == RESERVED else 0))
     spells = [s for h in pool for s in _spells(rng, h.name, t * 2 + 600)]
-    return Scenario(pool, tuple(jobs), tuple(spells), point.lag_s)
+    return Scenario(pool, tuple(stream), tuple(spells), point.lag_s)
 
 
 T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
