@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provider.operators.gpu_docker import GpuDockerOperator  # noqa: E402
 from provider.scheduling import (  # noqa: E402
@@ -78,6 +79,7 @@ from provider.scheduling import (  # noqa: E402
     place,
 )
 from provider.scheduling.accounting import MEASURE_WINDOW_S, with_unseen  # noqa: E402
+from placement_sim import parse_seeds  # noqa: E402
 
 DEFAULT_POLICY: str = inspect.signature(GpuDockerOperator.__init__).parameters["placement_policy"].default
 ANCHOR = "round_robin"
@@ -476,13 +478,6 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",")]
 
 
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(x) for x in text.split(",")]
-
-
 def default_points() -> list[Point]:
     """The default sweep, for both kinds of job: load at the topology's size (3 hosts, 1 s lag),
     then at 80% the lag and mixed hosts; and where stale readings herd most, 30 hosts with jobs
@@ -504,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mixed", action="store_true", help="heterogeneous hosts (cores 1/2/4, speed 0.7-1.3)")
     parser.add_argument("--jobs", choices=(RESERVED, GPU_ONLY), default=RESERVED,
                         help="jobs that reserve their CPU quota (default) or ask for a GPU only")
-    parser.add_argument("--seeds", type=_seeds, default=list(range(1, 21)), help="seeds, e.g. 1-20 (default)")
+    parser.add_argument("--seeds", type=parse_seeds, default=list(range(1, 21)), help="seeds, e.g. 1-20 (default)")
     parser.add_argument("--policies", type=lambda t: t.split(","), default=list(POLICIES))
     parser.add_argument("--job-count", type=int, help=f"jobs per replay (default {JOBS_PER_HOST} per host, "
                         f"at least {JOBS_AT_LEAST})")
