@@ -234,7 +234,7 @@ class HostState:
         cpu = 100.0 * (self.busy - self.last_busy) / (interval_s * self.host.cores)
         gpus = tuple(100.0 * (b - lb) / interval_s for b, lb in zip(self.gpu_busy, self.last_gpu_busy))
         self.seen.append((tick + lag_s, tick, min(100.0, cpu), gpus))
-        del self.seen[:-64]
+        del self.seen[:-(int(lag_s / interval_s) + 2)]  # older ones are never read again
         self.last_busy, self.last_gpu_busy = self.busy, list(self.gpu_busy)
 
     def visible(self, now: float) -> tuple[float, float, tuple[float, ...]]:
