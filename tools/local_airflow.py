@@ -136,6 +136,11 @@ class AirflowRest:
         return self.log_folder / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt={try_number}.log"
 
 
+AIRFLOW_STOP_AGAIN_S = 5.0
+"""When components still running get a second SIGTERM: the others have stopped by then, and
+the triggerer, which would wait 10 s more for its trigger runner, stops at once."""
+
+
 class LocalAirflow(AirflowRest):
     """One Airflow installation under ``home``; ``start()`` it, use it, ``stop()`` it."""
 
@@ -190,4 +195,4 @@ class LocalAirflow(AirflowRest):
 
     def stop(self) -> None:
         """SIGTERM every started component's process group, then SIGKILL what remains."""
-        self.processes.stop_all()
+        self.processes.stop_all(again_after_s=AIRFLOW_STOP_AGAIN_S)

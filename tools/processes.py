@@ -78,6 +78,14 @@ def kill_session(sid: int, timeout: float = SESSION_KILL_S) -> None:
         time.sleep(0.05)
 
 
+def _term(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc``'s process group (the program and what it forked)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
 class Processes:
     """Programs started by :meth:`start`, stopped together by :meth:`stop_all`."""
 
@@ -125,18 +133,26 @@ class Processes:
         """SIGTERM ``name``'s process group, SIGKILL its session after ``grace_s``, and forget it."""
         self.stop_together([name], grace_s)
 
-    def stop_together(self, names: Sequence[str], grace_s: float = 20) -> None:
+    def stop_together(self, names: Sequence[str], grace_s: float = 20, again_after_s: float | None = None) -> None:
         """SIGTERM every one of ``names`` at once, wait up to ``grace_s`` for them all, then
         SIGKILL what is left of their sessions, and forget them. Programs that each take seconds
         to shut down (Airflow's components, Celery workers) then take as long as the slowest of
-        them, not the sum."""
+        them, not the sum.
+
+        ``again_after_s``: a program still running that long after the first SIGTERM gets a
+        second one. Airflow's triggerer takes a second SIGTERM as "stop now"; after the first it
+        waits 10 s for its trigger runner, which a topology being torn down does not need."""
         procs = [self.procs.pop(name) for name in names]
+        started = time.monotonic()
         for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
+            _term(proc)
+        if again_after_s is not None:
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.0, started + again_after_s - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _term(proc)
+        deadline = started + grace_s
         for proc in procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -157,9 +173,10 @@ class Processes:
             self.stop(name, grace_s)
         return self.start(name, launch.cmd, launch.env, launch.cwd)
 
-    def stop_all(self, grace_s: float = 20, services: Collection[str] = ()) -> None:
+    def stop_all(self, grace_s: float = 20, services: Collection[str] = (), again_after_s: float | None = None) -> None:
         """Stop every program: first all but ``services`` together, then ``services`` together
-        (workers end before the database and broker they report to)."""
+        (workers end before the database and broker they report to); ``again_after_s`` as in
+        :meth:`stop_together`."""
         users = [name for name in self.procs if name not in services]
-        self.stop_together(users, grace_s)
-        self.stop_together(list(self.procs), grace_s)
+        self.stop_together(users, grace_s, again_after_s)
+        self.stop_together(list(self.procs), grace_s, again_after_s)

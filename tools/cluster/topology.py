@@ -42,7 +42,7 @@ from tools.cgroups import remove_cgroup
 from tools.cluster.lan import Lan
 from tools.cluster.services import SERVICES, start_postgres, start_redis, start_s3
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd, stop_engines
-from tools.local_airflow import REPO, AirflowRest, venv_env
+from tools.local_airflow import AIRFLOW_STOP_AGAIN_S, REPO, AirflowRest, venv_env
 from tools.node_agent import RunningAgent, start_agent, stop_agent
 from tools.pki import Pki, make_pki
 from tools.polling import NotWithin, eventually
@@ -326,7 +326,7 @@ class Cluster:
 
     # -- tear-down ------------------------------------------------------------------------
     def stop(self) -> None:
-        self.procs.stop_all(services=SERVICES)
+        self.procs.stop_all(services=SERVICES, again_after_s=AIRFLOW_STOP_AGAIN_S)
         for agent in self.agents:
             stop_agent(agent.process)
         self.agents.clear()
