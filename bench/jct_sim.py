@@ -34,7 +34,7 @@ Round-robin (job k on host k mod n, waiting for that host when it is full) is th
 policy's mean JCT is divided by round-robin's on the same arrivals, works and background (the
 same seed), and the table gives the mean of those ratios over the seeds with a 95% confidence
 interval (Student's t). ``(default)`` marks the operator's default policy; ``least_loaded:stale``
-is it reading the measurements alone, as placement did before it counted unseen load. ``oracle`` is not a
+is it reading the measurements alone, without the unseen load. ``oracle`` is not a
 policy: it puts each job where it would run fastest at that instant, knowing the true background
 and weights that no measurement gives, which bounds what reading utilisation can buy for a
 placement made one job at a time.
@@ -86,7 +86,7 @@ ANCHOR = "round_robin"
 ORACLE = "oracle"
 STALE = ":stale"
 """A policy name with this suffix reads the last measurement alone, without counting the jobs
-placed since as load: how placement read the pool before it did."""
+placed since as load: the default policy without that remedy, to measure it."""
 POLICIES = (ANCHOR, "random", "least_loaded", "least_loaded" + STALE, "best_fit", "fragmentation_balanced", ORACLE)
 RESERVED = "reserved"
 GPU_ONLY = "gpu-only"
