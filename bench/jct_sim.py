@@ -180,8 +180,10 @@ def water_fill(capacity: float, demands: Sequence[tuple[float, float]]) -> list[
 
 @dataclass
 class Running:
+    """A job running on a host (the host's :class:`HostState` holds it): on which GPU, how much
+    work is left, and when it started."""
+
     job: Job
-    host: int
     gpu: int
     left: float
     started: float
@@ -315,7 +317,7 @@ def replay(scenario: Scenario, policy: str, seed: int) -> list[float]:
                 still.append(job)
             else:
                 h, gpu = where
-                hosts[h].change(started=Running(job, h, gpu, job.work, now))
+                hosts[h].change(started=Running(job, gpu, job.work, now))
         waiting[:] = still
 
     def _place(job: Job) -> tuple[int, int] | None:

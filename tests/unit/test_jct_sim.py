@@ -73,9 +73,9 @@ def test_a_sample_is_what_the_last_interval_used_and_is_read_lag_later() -> None
 def test_placement_counts_jobs_started_since_the_visible_sample_as_unseen_load() -> None:
     state = HostState.of(Host("h1", 2.0))
     state.sample(tick=10.0, interval_s=1.0, lag_s=0.0)
-    state.jobs = [Running(Job(0, 0.0, 1.0), 0, 0, 1.0, started=10.0 - MEASURE_WINDOW_S - 0.5),
-                  Running(Job(1, 0.0, 1.0), 0, 1, 1.0, started=9.5),
-                  Running(Job(2, 0.0, 1.0, 1.0, 0), 0, 2, 1.0, started=10.2)]
+    state.jobs = [Running(Job(0, 0.0, 1.0), 0, 1.0, started=10.0 - MEASURE_WINDOW_S - 0.5),
+                  Running(Job(1, 0.0, 1.0), 1, 1.0, started=9.5),
+                  Running(Job(2, 0.0, 1.0, 1.0, 0), 2, 1.0, started=10.2)]
     node = node_state(state, now=10.5)
     assert node.cpu_allocated_milli == 1000 and node.measured_at == 10.0
     assert node.cpu_unmeasured_milli == 500 + UNRESERVED_CPU_MILLI
