@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from provider.agent.cgroup_cpu import CgroupCpu
 from provider.agent.gpu import GpuBackend, NvmlBackend
 from provider.agent.metrics import make_registry
 from provider.agent.sampler import DEFAULT_DOCKER_ROOT, Sampler
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", type=parse_listen, required=True, help="HOST:PORT to bind, e.g. 127.0.0.1:9400")
     p.add_argument("--token-file", type=Path, help="file holding the bearer token; without it, no auth")
     p.add_argument("--cpus", type=parse_cpus, help="CPUs to report, e.g. 0,1 (default: all)")
+    p.add_argument("--cgroup", help="report this cgroup's CPU quota and use (e.g. the engine's --cgroup-parent) "
+                   "instead of the machine's CPUs")
     p.add_argument("--gpu-backend", default="nvml", help="nvml (default) or simulated:FILE")
     p.add_argument("--docker-root", default=DEFAULT_DOCKER_ROOT, help="Docker data root whose free disk is reported")
     p.add_argument("--host-id", default=socket.gethostname(), help="name reported as host (default: hostname)")
@@ -80,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpus=args.cpus,
             docker_root=args.docker_root,
             interval_s=args.interval,
+            cgroup=CgroupCpu(args.cgroup) if args.cgroup else None,
         )
     except ValueError as exc:
         log.error("%s", exc)

@@ -41,9 +41,11 @@ class SampleCollector(Collector):
             value=node.sampled_at.timestamp(),
         )
         yield GaugeMetricFamily("node_cpu_count", "CPUs this agent reports on (--cpus).", value=len(node.cpus))
+        yield GaugeMetricFamily("node_cpu_capacity_cores", "CPU capacity placement counts: the --cgroup quota, "
+                                "else the reported CPUs.", value=node.cpu_capacity_milli / 1000)
         yield GaugeMetricFamily(
             "node_cpu_utilization_ratio",
-            "Mean busy share of the reported CPUs since the previous sample.",
+            "Busy share of the reported CPUs, or of the --cgroup quota, since the previous sample.",
             value=node.cpu_utilization_pct / 100.0,
         )
         per_cpu = GaugeMetricFamily(

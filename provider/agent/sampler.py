@@ -5,7 +5,9 @@ ago, already encoded as JSON. That keeps a request's cost independent of NVML (w
 take milliseconds per GPU) and makes many concurrent scrapes as cheap as one.
 
 CPU utilisation is the busy share of each selected CPU between two samples (idle and iowait
-count as not busy, as in ``top``); the first sample covers the time since boot.
+count as not busy, as in ``top``); the first sample covers the time since boot. With a cgroup
+(``--cgroup``, :mod:`provider.agent.cgroup_cpu`) capacity is the group's quota and utilisation
+the group's CPU time over that quota between two samples: the host's own, not the machine's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from provider.agent.cgroup_cpu import CgroupCpu
 from provider.agent.gpu import GpuBackend, GpuSample
 
 log = logging.getLogger(__name__)
@@ -48,11 +51,24 @@ class NodeSample:
     gpu_backend: str
     gpus: tuple[GpuSample, ...]
     gpu_reason: str | None
+    cgroup: str | None = None
+    cgroup_capacity_milli: int | None = None
+    cgroup_utilization_pct: float | None = None
 
     @property
     def cpu_utilization_pct(self) -> float:
-        """Mean busy share of the selected CPUs."""
+        """The group's busy share of its capacity under ``--cgroup``, else the mean busy share of
+        the selected CPUs."""
+        if self.cgroup_utilization_pct is not None:
+            return self.cgroup_utilization_pct
         return sum(self.cpu_pct) / len(self.cpu_pct) if self.cpu_pct else 0.0
+
+    @property
+    def cpu_capacity_milli(self) -> int:
+        """Milli-CPUs the host's containers may use: the group's quota, else 1000 per CPU."""
+        if self.cgroup_capacity_milli is not None:
+            return self.cgroup_capacity_milli
+        return 1000 * len(self.cpus)
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``/v1/node`` document (docs/agent.md)."""
@@ -62,6 +78,8 @@ class NodeSample:
             "sampled_at": self.sampled_at.isoformat().replace("+00:00", "Z"),
             "cpu": {
                 "count": len(self.cpus),
+                "capacity_milli": self.cpu_capacity_milli,
+                "cgroup": self.cgroup,
                 "utilization_pct": round(self.cpu_utilization_pct, 2),
                 "per_cpu": [
                     {"cpu": c, "utilization_pct": round(p, 2)} for c, p in zip(self.cpus, self.cpu_pct)
@@ -135,6 +153,7 @@ class Sampler:
         cpus: Sequence[int] | None = None,
         docker_root: str = DEFAULT_DOCKER_ROOT,
         interval_s: float = 1.0,
+        cgroup: CgroupCpu | None = None,
     ) -> None:
         available = psutil.cpu_count() or 1
         self._cpus = tuple(cpus) if cpus else tuple(range(available))
@@ -149,6 +168,8 @@ class Sampler:
         self._total_fields = tuple(i for i, f in enumerate(fields) if not f.startswith("guest"))
         self._idle_fields = tuple(fields.index(f) for f in ("idle", "iowait") if f in fields)
         self._last_times: list[tuple[float, ...]] | None = None
+        self._cgroup = cgroup
+        self._last_usage = (cgroup.usage_s(), time.monotonic()) if cgroup else (0.0, 0.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._latest: tuple[NodeSample, bytes, float] | None = None
@@ -164,6 +185,9 @@ class Sampler:
         disk = psutil.disk_usage(disk_path)
         load = os.getloadavg()
         gpus = tuple(self._backend.read())
+        group: dict[str, Any] = {}
+        if self._cgroup is not None:
+            group = self._group_reading(self._cgroup)
         return NodeSample(
             host=self._host,
             sampled_at=datetime.now(timezone.utc),
@@ -179,7 +203,19 @@ class Sampler:
             gpu_backend=self._backend.name,
             gpus=gpus,
             gpu_reason=self._backend.reason,
+            **group,
         )
+
+    def _group_reading(self, cgroup: CgroupCpu) -> dict[str, Any]:
+        """The group's capacity (its quota, or the selected CPUs without one) and its CPU time
+        since the previous sample over that capacity."""
+        usage, now = cgroup.usage_s(), time.monotonic()
+        (last_usage, last_now), self._last_usage = self._last_usage, (usage, now)
+        cores = cgroup.quota_cores() or float(len(self._cpus))
+        elapsed = now - last_now
+        pct = 100.0 * (usage - last_usage) / (elapsed * cores) if elapsed > 0 else 0.0
+        return {"cgroup": cgroup.name, "cgroup_capacity_milli": round(cores * 1000),
+                "cgroup_utilization_pct": max(0.0, min(100.0, pct))}
 
     def refresh(self) -> None:
         """Replace the cached sample; a failure keeps the previous one and is logged."""

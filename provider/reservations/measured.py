@@ -49,7 +49,8 @@ def measured_node(host: HostConfig, reading: AgentReading) -> NodeState:
 def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
     """Map one ``/v1/node`` document (docs/agent.md) to the placement model.
 
-    Capacity comes from the CPUs the agent reports (``--cpus``), at 1000 milli-CPUs each.
+    CPU capacity is the agent's ``capacity_milli``: its cgroup's quota (``--cgroup``) or 1000
+    milli-CPUs per CPU it reports (``--cpus``), which is all an agent before that field says.
     A GPU field the device could not report maps to the value that claims nothing: no
     memory in use, no utilisation, and no memory at all when the total is unknown.
     Reservations are not the agent's business, so every ``allocated`` field stays 0.
@@ -59,7 +60,7 @@ def node_state(host: HostConfig, doc: Mapping[str, Any]) -> NodeState:
     cpu, memory = doc["cpu"], doc["memory"]
     return NodeState(
         name=host.name,
-        cpu_milli=int(cpu["count"]) * 1000,
+        cpu_milli=int(cpu.get("capacity_milli") or int(cpu["count"]) * 1000),
         memory_mb=int(memory["total_bytes"]) // MIB,
         memory_available_mb=int(memory["available_bytes"]) // MIB,
         cpu_utilization_pct=float(cpu["utilization_pct"]),

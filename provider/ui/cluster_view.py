@@ -175,7 +175,8 @@ def host_document(
     if node.unreachable is not None or node.unmeasured is not None:
         return doc
     available = node.memory_available_mb if node.memory_available_mb is not None else node.memory_mb
-    doc["cpu"] = {"count": node.cpu_milli // 1000, "utilization_pct": round(node.cpu_utilization_pct, 1),
+    doc["cpu"] = {"count": round(node.cpu_milli / 1000, 2),  # cores; a fraction under a cgroup quota
+                  "utilization_pct": round(node.cpu_utilization_pct, 1),
                   "reserved_milli": view.node.cpu_allocated_milli}
     doc["memory"] = {"used_mb": max(0, node.memory_mb - available), "total_mb": node.memory_mb,
                      "reserved_mb": view.node.memory_allocated_mb}

@@ -79,6 +79,10 @@ def _node(gpus: tuple[GpuState, ...], **over: Any) -> NodeState:
             _doc([], count=2, utilization_pct=0.0), _node((), cpu_milli=2000, cpu_utilization_pct=0.0), id="no-gpu"
         ),
         pytest.param(
+            _doc([], count=2, capacity_milli=500, cgroup="/h1", utilization_pct=80.0),
+            _node((), cpu_milli=500, cpu_utilization_pct=80.0), id="cgroup-quota-is-the-capacity",
+        ),
+        pytest.param(
             _doc([_gpu(0, memory_used_mib=None, utilization_pct=None, name=None, uuid=None)]),
             _node((GpuState(index=0, memory_total_mb=81920),)),
             id="unsupported-fields-claim-nothing",
