@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk import BaseHook
 
@@ -39,6 +40,7 @@ from provider.scheduling.model import NodeState, PlacementRequest
 from tests.conftest import FakeTI, TaskLog, eventually, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent
 from tests.integration.conftest import define_host
+from tools.cgroups import CGROUP_ROOT, make_cpu_quota_group, remove_cgroup
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd, stop_engines
 
 pytestmark = pytest.mark.integration
@@ -402,6 +404,48 @@ def test_a_claim_counts_as_load_until_the_agents_samples_show_it(cluster: Cluste
         assert later.cpu_allocated_milli == 0 and later.gpus[reserved.placement.gpu_indices[0]].allocated_milli == 1000
     finally:
         release_now(reserved)
+
+
+@pytest.mark.skipif(not (CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").exists(), reason="needs cgroup v1's cpu hierarchy")
+def test_jobs_placed_within_one_sample_spread_over_hosts_that_all_look_idle(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs asking only for a GPU, placed back to back (well within one sampling interval
+    of the agents), go to different hosts: the second sees the first's claim, read from the
+    engine, as load the first host's reading does not show yet. The hosts' agents report cgroups
+    of their own, idle, so both read 0% busy and only the claim tells them apart (agents that
+    measure this whole machine would read whatever else runs on it, which decides nothing).
+    ``pool_a``'s GPUs read idle and ``pool_b``'s 10% busy, so a policy that trusted the stale
+    readings would put both on ``pool_a``."""
+    inventories = {"pool_a": gpus(4, "A100-80GB", 81920, util=0.0), "pool_b": INVENTORIES["pool_b"]}
+    groups = [f"gdt-{os.getpid()}-spread-{h}" for h in ("a", "b")]
+    agents: list[RunningAgent] = []
+    made: list[str] = []
+    placed: list[Reserved] = []
+    try:
+        for group, host in zip(groups, ("pool_a", "pool_b")):
+            make_cpu_quota_group(group, 1.0)
+            made.append(group)
+            agents.append(start_agent(cluster.workdir, f"{host}-cgroup", inventories[host], cgroup=group))
+            define_host(monkeypatch, host, cluster.engines[host].url, agents[-1].url)
+        eventually(lambda: [agent_busy_pct(a) for a in agents], 10, what="both groups' agents reading idle",
+                   until=lambda busy: max(busy) < 5.0)
+        began = time.monotonic()
+        for _ in range(2):
+            placed.append(reserve(PlacementRequest(gpus=1), ["pool_a", "pool_b"]))
+        assert time.monotonic() - began < MEASURE_WINDOW_S, "too slow to test: the first claim's window had passed"
+        assert {h: len(claims(cluster.engines[h])) for h in ("pool_a", "pool_b")} == {"pool_a": 1, "pool_b": 1}
+    finally:
+        for r in placed:
+            release_now(r)
+        for agent in agents:
+            stop_agent(agent.process)
+        for group in made:
+            remove_cgroup(group)
+
+
+def agent_busy_pct(agent: RunningAgent) -> float:
+    """The CPU utilisation an agent reports now."""
+    return float(httpx.get(f"{agent.url}/v1/node", timeout=5).json()["cpu"]["utilization_pct"])
 
 
 # CPU and memory are reserved like GPUs. This machine has 2 CPUs, which every agent reports;
