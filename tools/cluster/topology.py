@@ -38,7 +38,7 @@ from typing import Any
 import boto3
 from cryptography.fernet import Fernet
 
-from tools.cgroups import remove_cgroup
+from tools.cgroups import make_cpu_quota_group, remove_cgroup
 from tools.cluster.lan import Lan
 from tools.cluster.services import SERVICES, start_postgres, start_redis, start_s3
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd, stop_engines
@@ -67,8 +67,10 @@ a lost worker stay unacknowledged this long: it is Airflow that retries their ta
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """The shape of the topology. ``host_cpus`` pins a GPU host's containers to a cpuset
-    (``{"h1": "0"}``) so that hosts do not share CPUs (benchmarks; cgroup v1 only).
+    """The shape of the topology. ``host_cpu_quota`` gives a GPU host's containers a CPU quota
+    (``{"h1": 0.5}``: half a core for all of them together) in a cgroup of the host's own, which
+    its agent reports (``--cgroup``), so that hosts sharing this machine's cores each have a
+    capacity of their own and measure only their own work (benchmarks; cgroup v1 only).
 
     ``heartbeat_timeout_s`` and ``queued_timeout_s`` say how soon Airflow gives up on a lost
     worker (Airflow's defaults: 300 s and 600 s). A task whose try was running there is failed
@@ -82,7 +84,7 @@ class ClusterSpec:
     gpu_model: str = "A100-80GB"
     gpu_memory_mb: int = 81920
     worker_concurrency: int = 4
-    host_cpus: Mapping[str, str] = field(default_factory=dict)
+    host_cpu_quota: Mapping[str, float] = field(default_factory=dict)
     heartbeat_timeout_s: float = 300
     queued_timeout_s: float = 600
     tag: str = "gdc"
@@ -103,7 +105,7 @@ class Cluster:
         self.procs = Processes(self.workdir / "logs")
         self.engines: dict[str, PrivateDockerd] = {}
         self.agents: list[RunningAgent] = []
-        self.cgroups: list[Path] = []
+        self.cgroups: list[str] = []
         self.api = AirflowRest("", self.workdir / "control")
         self.env: dict[str, str] = {}
         self.agent_token = secrets.token_urlsafe(24)
@@ -157,7 +159,7 @@ class Cluster:
     def _start_gpu_host(self, h: str) -> None:
         assert self.pki is not None
         ip = self.lan[h].ip
-        cgroup = self._cpuset(h, self.spec.host_cpus[h]) if h in self.spec.host_cpus else None
+        cgroup = self._quota_group(h, self.spec.host_cpu_quota[h]) if h in self.spec.host_cpu_quota else None
         engine = PrivateDockerd(h, simulated_gpus=True, cgroup_parent=cgroup, wrap=self.lan.wrap(h), extra_args=[
             "--tlsverify", f"--tlscacert={self.pki.ca}", f"--tlscert={self.pki.server_cert}",
             f"--tlskey={self.pki.server_key}", f"--host=tcp://{ip}:{ENGINE_PORT}"])
@@ -172,21 +174,18 @@ class Cluster:
         (hdir / "agent.token").chmod(0o600)
         options = ["--host-id", h, "--token-file", str(hdir / "agent.token"),
                    "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data")]
-        if h in self.spec.host_cpus:
-            options += ["--cpus", self.spec.host_cpus[h]]
+        if cgroup is not None:
+            options += ["--cgroup", cgroup]
         self.agents.append(start_agent(h, options, hdir / "agent.log", listen=f"{ip}:{AGENT_PORT}",
                                        wrap=self.lan.wrap(h)))
 
-    def _cpuset(self, h: str, cpus: str) -> str:
-        """A cgroup v1 cpuset for ``h``'s containers (``--cgroup-parent``); removed in :meth:`stop`."""
-        path = Path("/sys/fs/cgroup/cpuset") / f"{self.spec.tag}-{h}"
-        if not path.parent.joinpath("cpuset.cpus").exists():
-            raise RuntimeError("host_cpus needs a cgroup v1 cpuset hierarchy at /sys/fs/cgroup/cpuset")
-        path.mkdir()
-        self.cgroups.append(path)
-        (path / "cpuset.cpus").write_text(cpus)
-        (path / "cpuset.mems").write_text("0")
-        return f"/{path.name}"
+    def _quota_group(self, h: str, cores: float) -> str:
+        """A cgroup with ``cores`` of CPU quota for ``h``'s containers (``--cgroup-parent``);
+        removed in :meth:`stop`."""
+        name = f"{self.spec.tag}-{h}"
+        make_cpu_quota_group(name, cores)
+        self.cgroups.append(name)
+        return f"/{name}"
 
     def _airflow_env(self, db: str, broker: str, password: str) -> dict[str, str]:
         """The settings every Airflow machine shares; each machine adds its own AIRFLOW_HOME."""
@@ -332,8 +331,8 @@ class Cluster:
         self.agents.clear()
         stop_engines(self.engines.values())
         self.engines.clear()
-        for path in self.cgroups:
-            remove_cgroup(path.name)  # the engine made it in every controller, not only cpuset
+        for name in self.cgroups:
+            remove_cgroup(name)  # the engine made it in every controller, not only cpu and cpuacct
         self.cgroups.clear()
         self.lan.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,7 +1,9 @@
 """A smoke run of ``bench/cluster.py`` on this package's topology (no second one is started):
-two jobs per policy of two epochs each, through Airflow, the Celery workers and the hosts, and
-the figures of the README's "Placement under concurrency" table in its JSON. The hosts are not
-pinned here, so the figures mean nothing; that they are all there is what is checked."""
+two jobs per policy of two epochs each, one seed at one load, through Airflow, the Celery
+workers and the hosts, and the figures of the README's "Placement under concurrency" table in
+its JSON. The hosts have no CPU quota here, so the figures mean nothing; that they are all there
+is what is checked, and that the simulator replays the same arrivals from that JSON
+(``bench/jct_calibrate.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import cluster as bench_cluster
+from bench import jct_calibrate
 from tools.cluster.topology import Cluster
 
 pytestmark = pytest.mark.system
@@ -18,15 +21,22 @@ pytestmark = pytest.mark.system
 
 def test_bench_cluster_on_the_running_topology(cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "cluster.json"
-    assert bench_cluster.main(["--jobs", "2", "--epochs", "2", "--json", str(out)], cluster) == 0
+    argv = ["--jobs", "2", "--epochs", "2", "--loads", "0.8", "--seeds", "3", "--json", str(out)]
+    assert bench_cluster.main(argv, cluster) == 0
     doc = json.loads(out.read_text())
-    summary = doc["summary"]
-    assert set(summary) == set(bench_cluster.POLICIES)
-    for policy, s in summary.items():
-        # README: mean and p95 JCT, vs round-robin, vs random, jobs per host; the text: the wait.
-        assert s["failed"] == 0 and s["mean_jct_s"] > 0 and s["p95_jct_s"] > 0 and s["mean_wait_s"] >= 0, policy
-        assert s["vs_round_robin"] > 0 and s["vs_random"] > 0, policy
-        assert set(s["jobs_per_host"]) == set(cluster.hosts) and sum(s["jobs_per_host"].values()) == 2, policy
-    assert summary["round_robin"]["vs_round_robin"] == 1.0 and doc["calibration"]["state"] == "success"
+    results = {r["policy"]: r for r in doc["results"]}
+    assert list(results) == list(bench_cluster.POLICIES)  # the table's order, whatever order they ran in
+    assert [r["policy"] for r in doc["runs"]] == bench_cluster.rotated(bench_cluster.POLICIES, 3)
+    for policy, r in results.items():
+        # README: the ratio to round-robin with its interval, mean and p95 JCT, wait, jobs per host.
+        assert r["load"] == 0.8 and r["seeds"] == 1 and r["default"] == (policy == bench_cluster.DEFAULT_POLICY)
+        assert r["failed"] == 0 and r["mean_jct_s"] > 0 and r["p95_jct_s"] > 0 and r["mean_wait_s"] >= 0, policy
+        assert r["ci95_low"] <= r["mean_jct_ratio_rr"] <= r["ci95_high"], policy
+        assert set(r["jobs_per_host"]) == set(cluster.hosts) and sum(r["jobs_per_host"].values()) == 2, policy
+    assert results["round_robin"]["mean_jct_ratio_rr"] == 1.0 and doc["calibration"]["state"] == "success"
     for h, engine in cluster.engines.items():  # drained: nothing left for the next test
         assert engine.containers() == [], h
+    # The simulator replays the same arrivals (tests/unit/test_bench_smoke.py runs the simulator).
+    rows = {r["policy"]: r for r in jct_calibrate.compare(doc, lag_s=1.0)}
+    assert list(rows) == list(results) and rows["round_robin"]["sim"]["ratio"] == 1.0
+    assert all(r["sim"]["mean_run_s"] > 0 and r["topology"]["mean_run_s"] > 0 for r in rows.values())
