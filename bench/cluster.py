@@ -36,7 +36,7 @@ seeds with a 95% confidence interval (Student's t), per load. The claim under te
 less training time than placement without utilisation, holds when the default policy's ratio
 is at most 0.80.
 
-    python -m bench.cluster [--jobs N] [--loads 0.5,0.8,0.95] [--seeds 1-5] [--epochs E] [--json PATH]
+    python -m bench.cluster [--jobs N] [--loads 0.8,0.5,0.95] [--seeds 1-5] [--epochs E] [--json PATH]
 
 Needs root, dockerd, PostgreSQL, Redis, cgroup v1 with the cpu and cpuacct controllers, two
 CPUs, and the images saved by ``images/build.sh``. The default run (3 loads, 5 seeds, 3
@@ -319,8 +319,9 @@ def main(argv: list[str], cluster: Cluster | None = None) -> int:
     """Run the benchmark on a topology of its own, or on ``cluster``, which is up and stays up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12, help="trainer runs per policy and seed (default 12)")
-    parser.add_argument("--loads", type=lambda t: [float(x) for x in t.split(",")], default=[0.5, 0.8, 0.95],
-                        help="arrival rates as shares of capacity (default 0.5,0.8,0.95)")
+    parser.add_argument("--loads", type=lambda t: [float(x) for x in t.split(",")], default=[0.8, 0.5, 0.95],
+                        help="arrival rates as shares of capacity, run in this order (default 0.8,0.5,0.95: the "
+                             "claim's load first, so that an interrupted run has answered it)")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(1, 6)), help="seeds, e.g. 1-5 (default)")
     parser.add_argument("--policies", type=lambda t: t.split(","), default=list(POLICIES),
                         help=f"round_robin first, then any of {', '.join(KNOWN_POLICIES[1:])}")
