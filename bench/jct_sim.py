@@ -1,8 +1,8 @@
 """Job completion time by placement policy, simulated in time: jobs that overlap on shared hosts.
 
 ``bench/cluster.py`` measures the same question on the real topology, but a 2-core machine gives
-it three hosts, one run per policy in twenty minutes, and a spread between runs larger than the
-effect. This replay runs the placement core's policies unchanged (every decision is
+it three hosts of half a core and an hour for five seeds at three loads (``bench/jct_calibrate.py``
+replays its runs in this model, which comes within 0.07 of it). This replay runs the placement core's policies unchanged (every decision is
 :func:`provider.scheduling.place` on :class:`~provider.scheduling.NodeState` snapshots built as
 the reservation layer builds them) on a model of what decides job completion time under overlap:
 
@@ -10,7 +10,7 @@ the reservation layer builds them) on a model of what decides job completion tim
   with ``--mixed`` 1, 2 or 4 cores and a speed of 0.7-1.3, drawn per host from the seed.
 * **Jobs** arrive as a seeded Poisson stream and each asks for one GPU. Two kinds
   (``--jobs``): ``reserved`` jobs reserve a CPU quota of half a core and use no more, as
-  ``bench/cluster.py``'s trainer does, so reservations alone keep a host's cores from being
+  ``train_on_pool``'s tasks do, so reservations alone keep a host's cores from being
   overcommitted by jobs; ``gpu-only`` jobs reserve no CPU, as the example pipeline asks, and
   keep 0.5, 1 or 2 cores busy (drawn per job) when they can. A job alone takes a log-normal
   time (mean 30 s, sigma 0.4) on a speed-1 host; its work is that time its cores.
@@ -91,7 +91,7 @@ POLICIES = (ANCHOR, "random", "least_loaded", "least_loaded" + STALE, "best_fit"
 RESERVED = "reserved"
 GPU_ONLY = "gpu-only"
 JOB_CORES = 0.5
-"""A reserved job's CPU quota and reservation, as ``bench/cluster.py``'s trainer asks."""
+"""A reserved job's CPU quota and reservation, as ``train_on_pool``'s tasks ask."""
 GPU_ONLY_CORES = (0.5, 1.0, 2.0)
 """What a job that reserves no CPU keeps busy, drawn per job: its data loading."""
 JOB_ALONE_MEAN_S = 30.0

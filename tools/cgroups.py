@@ -2,7 +2,7 @@
 Docker engines leave behind (cgroup v1).
 
 An engine started with ``--cgroup-parent=/NAME`` makes ``/NAME`` in *every* controller's
-hierarchy (cpu, memory, pids, ...), not only in the cpuset one a benchmark made for it, and
+hierarchy (cpu, memory, pids, ...), not only in the ones a benchmark made for it, and
 removes only its containers' groups below it; the rest stays until someone removes it.
 """
 
