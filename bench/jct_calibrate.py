@@ -7,7 +7,9 @@ of the quota's cores and four GPUs, jobs of one thread whose work is the lone jo
 time at the quota, the hog where and when it ran, at twice a job's weight) with the same
 policies, and prints both sides per load and policy: the mean JCT ratio to round-robin with its
 95% interval over the seeds, and the mean container time, which tests the processor-sharing
-model by itself.
+model by itself. A last row per load is the model's ``oracle`` on the same arrivals: each job
+placed where it would run fastest at that instant, knowing the true hog and every job's demand,
+the bound for any placement made one job at a time on that topology.
 
 Two things the model leaves out are put back as measured, the same for every policy: Airflow's
 delay from submission to placement (the median of every job's submission to container start,
@@ -30,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.jct_sim import ANCHOR, ci95, Host, Job, replay, Scenario, Spell  # noqa: E402
+from bench.jct_sim import ANCHOR, ORACLE, ci95, Host, Job, replay, Scenario, Spell  # noqa: E402
 
 
 def scenario(doc: dict[str, Any], run: dict[str, Any], lag_s: float) -> Scenario:
@@ -61,8 +63,11 @@ def compare(doc: dict[str, Any], lag_s: float) -> list[dict[str, Any]]:
     top: dict[tuple[float, int, str], float] = {}
     run_top: dict[tuple[float, str], list[float]] = {}
     run_sim: dict[tuple[float, str], list[float]] = {}
+    anchors: dict[tuple[float, int], dict[str, Any]] = {}
     for run in doc["runs"]:
         key = (run["load"], run["seed"], run["policy"])
+        if run["policy"] == ANCHOR:
+            anchors[run["load"], run["seed"]] = run
         done = [j for j in run["jobs"] if j["state"] == "success"]
         top[key] = statistics.fmean(j["finished"] - j["arrival"] for j in done)
         s = scenario(doc, run, lag_s)
@@ -83,6 +88,11 @@ def compare(doc: dict[str, Any], lag_s: float) -> list[dict[str, Any]]:
             row["topology"]["mean_run_s"] = round(statistics.fmean(run_top[load, policy]), 2)
             row["sim"]["mean_run_s"] = round(statistics.fmean(run_sim[load, policy]), 2)
             out.append(row)
+        bound = [(statistics.fmean(replay(scenario(doc, anchors[load, s], lag_s), ORACLE, s)) + delay)
+                 / sim[load, s, ANCHOR] for s in seeds]
+        mean, low, high = ci95(bound)
+        out.append({"load": load, "policy": ORACLE, "seeds": len(seeds), "topology": None,
+                    "sim": {"ratio": round(mean, 3), "ci95_low": round(low, 3), "ci95_high": round(high, 3)}})
     return out
 
 
@@ -91,6 +101,10 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
              f"{'sim - topology':>14} {'run (topology / sim)':>21}"]
     for r in rows:
         t, s = r["topology"], r["sim"]
+        if t is None:  # the bound: the model alone
+            lines.append(f"{r['load']:>5.2f} {r['policy']:<24} {'':>24} {s['ratio']:>6.3f} "
+                         f"[{s['ci95_low']:.3f}-{s['ci95_high']:.3f}]")
+            continue
         lines.append(f"{r['load']:>5.2f} {r['policy']:<24} {t['ratio']:>8.3f} [{t['ci95_low']:.3f}-{t['ci95_high']:.3f}]"
                      f" {s['ratio']:>6.3f} [{s['ci95_low']:.3f}-{s['ci95_high']:.3f}] {s['ratio'] - t['ratio']:>+14.3f}"
                      f" {t['mean_run_s']:>9.1f}s / {s['mean_run_s']:.1f}s")

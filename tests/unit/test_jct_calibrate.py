@@ -46,3 +46,5 @@ def test_both_sides_side_by_side() -> None:
     assert rows["best_fit"]["topology"]["ratio"] == pytest.approx(21.5 / 13.0, abs=1e-3)
     assert rows["best_fit"]["sim"]["ratio"] > 1.3
     assert rows["round_robin"]["sim"]["mean_run_s"] == pytest.approx(10.0, abs=1e-6)
+    # The bound on the same arrivals: no placement beats running both alone, round-robin's here.
+    assert rows["oracle"]["topology"] is None and rows["oracle"]["sim"]["ratio"] == pytest.approx(1.0, abs=1e-6)

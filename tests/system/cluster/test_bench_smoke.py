@@ -38,5 +38,6 @@ def test_bench_cluster_on_the_running_topology(cluster: Cluster, tmp_path: Path)
         assert engine.containers() == [], h
     # The simulator replays the same arrivals (tests/unit/test_bench_smoke.py runs the simulator).
     rows = {r["policy"]: r for r in jct_calibrate.compare(doc, lag_s=1.0)}
-    assert list(rows) == list(results) and rows["round_robin"]["sim"]["ratio"] == 1.0
+    assert list(rows) == [*results, "oracle"] and rows["round_robin"]["sim"]["ratio"] == 1.0
+    assert rows.pop("oracle")["topology"] is None  # the bound: the model alone
     assert all(r["sim"]["mean_run_s"] > 0 and r["topology"]["mean_run_s"] > 0 for r in rows.values())
