@@ -130,7 +130,8 @@ class QueueShort:
             said += f", borrowing up to {amount(self.allowed - self.quota)} more"
         said += f"), asks {amount(self.requested)}"
         if self.room is not None:
-            return f"{said}; {amount(self.room)} more can be had now, the other queues use the rest"
+            room = f"{amount(self.room)} more" if self.room else "none"
+            return f"{said}; {room} can be had now, the other queues use the rest"
         return f"{said}, over what the queue may use ({amount(self.quota if self.allowed is None else self.allowed)})"
 
 
