@@ -1,0 +1,408 @@
+"""Teams sharing one pool through queues, replayed in time on the openb trace.
+
+Each task of the trace arrives at its creation time, runs for its recorded duration (deletion
+less creation) once it starts, and waits while nothing lets it start. Who may start is decided
+by :mod:`provider.scheduling.queues` (admission, and the order of the waiting line) and where,
+by :func:`provider.scheduling.place` with the operator's default policy: the functions
+production runs, unchanged. What the replay adds is only time, teams and the strategies below.
+
+* **Time compressed.** In real time the trace is nearly empty: over its 149 days of arrivals
+  the default workload keeps about 14 of its pool's 6,212 GPUs busy. So the arrival times are
+  divided by one factor, chosen so that the GPU time the tasks ask for within the arrival
+  window is ``--load`` (default 1.2) times what the pool can give in it: demand exceeds supply,
+  which is when sharing rules matter. Durations are kept, and so is the order and burstiness
+  of the arrivals.
+* **Teams.** Each task belongs to one of four teams, drawn from the seed with unequal weights
+  (:data:`TEAMS`: 40%, 30%, 20% and 10% of the tasks). Each team's queue has a quota of a
+  quarter of the pool's GPUs (equal shares; fair sharing weights them equally too). Only GPUs
+  are governed: the openb hosts' CPUs and memory are seldom what a task waits for.
+* **Strategies**, on the same arrivals, durations and teams:
+  ``fcfs``: today's pool, one line in arrival order, no quotas; ``strict``: a quota per team
+  and no borrowing (what Airflow pools give); ``kueue``: quotas with borrowing of idle quota,
+  the waiting line in arrival order across queues (Kueue's ``BestEffortFIFO``); ``ours``:
+  quotas with borrowing, the line in :func:`~provider.scheduling.queues.order` (the queue
+  furthest below its fair share first). In every strategy a waiting task that cannot start
+  does not hold back those behind it, as :func:`~provider.scheduling.queues.may_start` says.
+
+Reported per strategy, over the arrival window (first to last arrival): each team's mean and
+95th-percentile wait, the GPU-hours it was served, the pool's GPU utilisation (allocated over
+capacity), and Jain's index across teams of the share each received over its fair share (the
+max-min fair split of the GPUs by the teams' demands, :func:`bench.jct_sim.water_fill`),
+averaged over the time in which demand exceeded the pool.
+
+Data: the openb node and pod lists of ``bench/placement_sim.py`` (Alibaba cluster-trace-GPU,
+Apache-2.0), read from ``--trace-dir`` (default ``../shared/traces/openb``).
+
+    python bench/queue_sim.py                       # the default workload, seeds 1-3
+    python bench/queue_sim.py --seeds 1-10 --json queues.json
+    python bench/queue_sim.py --smoke               # seconds: what the test suite runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import heapq
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench.jct_sim import DEFAULT_POLICY, water_fill  # noqa: E402
+from placement_sim import NODES_FILE, default_trace_dir, load_nodes, load_pods, parse_seeds  # noqa: E402
+from provider.scheduling import NodeState, PlacementContext, PlacementRequest, apply, get_policy, release  # noqa: E402
+from provider.scheduling.filters import reasons  # noqa: E402
+from provider.scheduling.no_fit import NoFit  # noqa: E402
+from provider.scheduling.queues import Admitted, Amounts, QueueSpec, Waiting, admit, order  # noqa: E402
+from replay_memo import PlacementMemo  # noqa: E402
+
+TEAMS = {"vision": 0.4, "nlp": 0.3, "speech": 0.2, "rl": 0.1}
+"""Each team and the share of the tasks drawn for it: unequal demand, equal quotas."""
+STRATEGIES = ("fcfs", "strict", "kueue", "ours")
+ONE_LINE = "pool"
+"""The single queue of ``fcfs``: it governs nothing."""
+LOAD = 1.2
+"""GPU time asked within the arrival window over what the pool can give in it."""
+POOL_SHARE = 0.1
+"""The share of the trace's nodes that make the pool (a seeded sample)."""
+SMOKE_POOL_SHARE, SMOKE_PODS = 0.01, 400
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task of the trace as the replay sees it."""
+
+    index: int
+    team: str
+    arrival: float
+    duration: float
+    request: PlacementRequest
+
+    @property
+    def amounts(self) -> Amounts:
+        return Amounts.of(self.request)
+
+
+def load_times(path: Path) -> dict[str, tuple[float, float]]:
+    """Each pod's (creation, deletion) time in seconds, by name."""
+    with path.open(newline="") as f:
+        return {row["name"]: (float(row["creation_time"]), float(row["deletion_time"])) for row in csv.DictReader(f)}
+
+
+def compression(arrivals: Sequence[float], durations: Sequence[float], gpus: Sequence[float], capacity: float,
+                load: float) -> float:
+    """The factor that arrival times are divided by so that the offered GPU load over the
+    arrival window W (each task's GPUs times its duration, a duration counted up to W, over
+    the pool's ``capacity`` times W) is ``load``. Found by bisection: it grows with the factor,
+    from the trace's own (about 0.2%) towards all tasks at once. Cutting at W keeps the trace's
+    few tasks that run for months (34 of the default workload's, three quarters of its
+    GPU-seconds) from counting as load they cannot put on a window of days."""
+    span = max(arrivals) - min(arrivals)
+
+    def ratio(factor: float) -> float:
+        window = span / factor
+        return sum(g * min(d, window) for d, g in zip(durations, gpus)) / (capacity * window)
+
+    low, high = 1.0, 1e9
+    if ratio(low) >= load:
+        return low
+    if ratio(high) < load:
+        raise ValueError(f"the tasks ask too few GPUs for a load of {load:g} on {capacity:g} GPUs, even all "
+                         "arriving at once; lower --load or --pool-share")
+    for _ in range(100):
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if ratio(mid) < load else (low, mid)
+    return high
+
+
+def workload(pods: Sequence[tuple[PlacementRequest, float, float]], capacity_gpus: float, load: float,
+             seed: int) -> list[Task]:
+    """The tasks of one seed: teams drawn, arrival times compressed (see the module's description)."""
+    rng = random.Random(f"teams-{seed}")
+    names, weights = list(TEAMS), list(TEAMS.values())
+    arrivals = [a for _, a, _ in pods]
+    durations = [max(0.0, d - a) for _, a, d in pods]
+    factor = compression(arrivals, durations, [r.gpu_milli_total / 1000 for r, _, _ in pods], capacity_gpus, load)
+    first = min(arrivals)
+    tasks = [Task(0, rng.choices(names, weights)[0], (a - first) / factor, dur, r)
+             for (r, a, _), dur in zip(pods, durations)]
+    tasks.sort(key=lambda t: t.arrival)
+    return [Task(k, t.team, t.arrival, t.duration, t.request) for k, t in enumerate(tasks)]
+
+
+def queue_setup(strategy: str, capacity_milli: int) -> dict[str, QueueSpec]:
+    """The queues a strategy runs with (see the module's description)."""
+    if strategy == "fcfs":
+        return {ONE_LINE: QueueSpec(ONE_LINE, quota={})}
+    share = capacity_milli // len(TEAMS)
+    borrowing = {"gpu_milli": 0} if strategy == "strict" else None
+    return {t: QueueSpec(t, {"gpu_milli": share}, borrowing_limit=borrowing) for t in TEAMS}
+
+
+def jain(values: Sequence[float]) -> float:
+    """Jain's fairness index: 1 when all are equal, 1/n when one has everything."""
+    total, squares = sum(values), sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 1.0
+
+
+class Meter:
+    """What the pool served each team over the arrival window, integrated between events."""
+
+    def __init__(self, capacity_milli: int, window_end: float) -> None:
+        self.capacity = capacity_milli
+        self.end = window_end
+        self.at = 0.0
+        self.allocated = dict.fromkeys(TEAMS, 0)
+        self.waiting = dict.fromkeys(TEAMS, 0)
+        self.served = dict.fromkeys(TEAMS, 0.0)  # milli-GPU-seconds
+        self.over_s = 0.0
+        self.jain_s = 0.0
+
+    def advance(self, now: float) -> None:
+        """Account for the time from the last event to ``now`` (within the window)."""
+        dt = max(0.0, min(now, self.end) - self.at)
+        self.at = max(self.at, min(now, self.end))
+        if not dt:
+            return
+        for team, milli in self.allocated.items():
+            self.served[team] += milli * dt
+        demand = [self.allocated[t] + self.waiting[t] for t in TEAMS]
+        if sum(demand) > self.capacity:
+            fair = water_fill(self.capacity, [(d, 1.0) for d in demand])
+            shares = [self.allocated[t] / f for t, f in zip(TEAMS, fair) if f > 0]
+            self.over_s += dt
+            self.jain_s += jain(shares) * dt
+
+
+def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, policy: str, seed: int) -> dict[str, Any]:
+    """Run the tasks through ``strategy`` on ``pool``; each task's wait and the meter's totals."""
+    nodes = list(pool)
+    capacity = sum(1000 * len(n.gpus) for n in nodes)
+    queues = queue_setup(strategy, capacity)
+    memo = PlacementMemo(get_policy(policy), PlacementContext(rng=random.Random(seed)))
+    index = {n.name: i for i, n in enumerate(nodes)}
+    usage = {q: Amounts() for q in queues}
+    meter = Meter(capacity, tasks[-1].arrival if tasks else 0.0)
+    line_of = (lambda t: ONE_LINE) if strategy == "fcfs" else (lambda t: t.team)
+    events: list[tuple[float, int, int]] = [(t.arrival, 1, t.index) for t in tasks]  # departures (0) first
+    heapq.heapify(events)
+    waiting: dict[int, Task] = {}
+    running: dict[int, tuple[int, tuple[int, ...]]] = {}
+    started: dict[int, float] = {}
+    freed: list[int] = []  # node of each departure, in order
+    no_fit: dict[int, int] = {}  # request shape -> len(freed) when it last fitted nowhere
+
+    def fits_somewhere(task: Task) -> bool:
+        """Whether the shape can fit on a node freed since it last fitted nowhere."""
+        shape = memo.shape(task.request)
+        since = no_fit.get(shape)
+        if since is None or any(not reasons(task.request, nodes[i]) for i in set(freed[since:])):
+            return True
+        no_fit[shape] = len(freed)
+        return False
+
+    def try_start(task: Task, now: float) -> bool:
+        queue = line_of(task)
+        if not isinstance(admit(queue, task.amounts, usage, queues), Admitted) or not fits_somewhere(task):
+            return False
+        try:
+            chosen = memo.place(task.request, nodes)
+        except NoFit:
+            no_fit[memo.shape(task.request)] = len(freed)
+            return False
+        i = index[chosen.node]
+        nodes[i] = apply(nodes[i], task.request, chosen.gpu_indices)
+        usage[queue] = usage[queue] + task.amounts
+        running[task.index] = (i, chosen.gpu_indices)
+        started[task.index] = now
+        del waiting[task.index]
+        meter.waiting[task.team] -= task.request.gpu_milli_total
+        meter.allocated[task.team] += task.request.gpu_milli_total
+        heapq.heappush(events, (now + task.duration, 0, task.index))
+        return True
+
+    def line() -> list[Task]:
+        if strategy != "ours":
+            return list(waiting.values())  # arrival order
+        ordered = order([Waiting(str(t.index), t.team, 0, t.arrival, t.amounts) for t in waiting.values()],
+                        usage, queues)
+        return [waiting[int(w.owner)] for w in ordered]
+
+    while events:
+        now = events[0][0]
+        meter.advance(now)
+        arrived: list[Task] = []
+        departed = False
+        while events and events[0][0] <= now:
+            _, kind, k = heapq.heappop(events)
+            task = tasks[k]
+            if kind == 1:
+                waiting[k] = task
+                meter.waiting[task.team] += task.request.gpu_milli_total
+                arrived.append(task)
+                continue
+            i, gpus = running.pop(k)
+            nodes[i] = release(nodes[i], task.request, gpus)
+            queue = line_of(task)
+            usage[queue] = Amounts(*(a - b for a, b in zip(usage[queue].values(), task.amounts.values())))
+            meter.allocated[task.team] -= task.request.gpu_milli_total
+            freed.append(i)
+            departed = True
+        # Nothing frees room but a departure: after arrivals alone only the new tasks may start.
+        for task in line() if departed else arrived:
+            if task.index in waiting:
+                try_start(task, now)
+    waits = {t.index: started[t.index] - t.arrival for t in tasks if t.index in started}
+    return {"waits": waits, "never": len(tasks) - len(started), "meter": meter}
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
+
+
+def figures(tasks: Sequence[Task], run: dict[str, Any]) -> dict[str, Any]:
+    """A replay's figures, as ``--json`` writes them per strategy."""
+    meter: Meter = run["meter"]
+    span = meter.end or 1.0
+    teams = {}
+    for team in TEAMS:
+        waits = [run["waits"][t.index] for t in tasks if t.team == team and t.index in run["waits"]]
+        teams[team] = {"tasks": sum(1 for t in tasks if t.team == team),
+                       "mean_wait_s": statistics.fmean(waits) if waits else math.nan, "p95_wait_s": p95(waits),
+                       "gpu_hours": meter.served[team] / 1000 / 3600}
+    return {"utilisation": sum(meter.served.values()) / (meter.capacity * span),
+            "jain": meter.jain_s / meter.over_s if meter.over_s else 1.0,
+            "over_supply_share": meter.over_s / span, "never_started": run["never"], "teams": teams}
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What every replay of one invocation reads: each worker process loads it once."""
+
+    nodes: Path
+    pods: Path
+    pool_share: float
+    smoke: bool
+    load: float
+    policy: str
+
+
+@functools.lru_cache(maxsize=1)
+def prepare(inputs: Inputs) -> tuple[list[NodeState], list[tuple[PlacementRequest, float, float]], int]:
+    """The pool, the pods that fit it with their creation and deletion times, and how many pods
+    the file had."""
+    nodes = load_nodes(inputs.nodes)
+    pool = sorted(random.Random(0).sample(nodes, max(1, round(inputs.pool_share * len(nodes)))),
+                  key=lambda n: n.name)
+    times = load_times(inputs.pods)
+    pods = [(r, *times[name]) for name, r in load_pods(inputs.pods)]
+    if inputs.smoke:
+        pods = random.Random(0).sample(pods, min(SMOKE_PODS, len(pods)))
+    return pool, fitting(pods, pool), len(pods)
+
+
+def _replay_one(inputs: Inputs, strategy: str, seed: int) -> dict[str, Any]:
+    pool, pods, _ = prepare(inputs)
+    tasks = workload(pods, sum(len(n.gpus) for n in pool), inputs.load, seed)
+    return figures(tasks, replay(tasks, pool, strategy, inputs.policy, seed))
+
+
+def fitting(pods: Sequence[tuple[PlacementRequest, float, float]],
+            pool: Sequence[NodeState]) -> list[tuple[PlacementRequest, float, float]]:
+    """The pods some empty node of ``pool`` can hold (a sample of nodes may lack a model)."""
+    return [p for p in pods if any(not reasons(p[0], n) for n in pool)]
+
+
+def mean_figures(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several seeds, each averaged (waits and GPU-hours per team too)."""
+    def avg(key: str, rows: Sequence[dict[str, Any]]) -> float:
+        return statistics.fmean(r[key] for r in rows)
+
+    out: dict[str, Any] = {k: avg(k, runs) for k in ("utilisation", "jain", "over_supply_share", "never_started")}
+    out["teams"] = {team: {k: avg(k, [r["teams"][team] for r in runs])
+                           for k in ("tasks", "mean_wait_s", "p95_wait_s", "gpu_hours")} for team in TEAMS}
+    return out
+
+
+def table(results: Mapping[str, dict[str, Any]]) -> str:
+    lines = [f"{'strategy':<9} {'GPU util':>8} {'Jain':>6}  {'team':<7} {'tasks':>6} {'mean wait':>10} "
+             f"{'p95 wait':>10} {'GPU-hours':>10}"]
+    for strategy, r in results.items():
+        for k, (team, t) in enumerate(r["teams"].items()):
+            head = f"{strategy:<9} {r['utilisation']:>8.3f} {r['jain']:>6.3f}" if k == 0 else " " * 25
+            lines.append(f"{head}  {team:<7} {t['tasks']:>6.0f} {t['mean_wait_s']:>9.0f}s {t['p95_wait_s']:>9.0f}s "
+                         f"{t['gpu_hours']:>10.1f}")
+    return "\n".join(lines)
+
+
+def verdicts(results: Mapping[str, dict[str, Any]]) -> list[str]:
+    """The goals, each with whether ``ours`` meets it."""
+    ours, fcfs, strict = results["ours"], results["fcfs"], results["strict"]
+    worse = [t for t in TEAMS if ours["teams"][t]["p95_wait_s"] > strict["teams"][t]["p95_wait_s"]]
+    return [
+        f"utilisation {ours['utilisation']:.3f} against first come first served's {fcfs['utilisation']:.3f}: "
+        f"{'within' if fcfs['utilisation'] - ours['utilisation'] <= 0.01 else 'NOT within'} 1 point",
+        "every team's p95 wait no worse than under strict quotas: "
+        + ("yes" if not worse else f"NO ({', '.join(worse)})"),
+        f"Jain's index while demand exceeds supply {ours['jain']:.3f}: {'at least' if ours['jain'] >= 0.95 else 'below'} 0.95",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", help="node CSV (default: the openb node list)")
+    parser.add_argument("--pods", help="pod CSV with creation and deletion times (default: openb's default workload)")
+    parser.add_argument("--trace-dir", default=str(default_trace_dir()))
+    parser.add_argument("--seeds", type=parse_seeds, default=[1, 2, 3], help="seeds of the teams, e.g. 1-3 (default)")
+    parser.add_argument("--pool-share", type=float, default=POOL_SHARE,
+                        help=f"share of the trace's nodes in the pool (default {POOL_SHARE})")
+    parser.add_argument("--load", type=float, default=LOAD, help=f"GPU time asked over the pool's (default {LOAD})")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, help=f"placement policy (default {DEFAULT_POLICY})")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE_POOL_SHARE:.0%} of the nodes, {SMOKE_PODS} pods, one seed")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    trace = Path(args.trace_dir)
+    pods_path = Path(args.pods) if args.pods else trace / "openb_pod_list_default.csv"
+    share = SMOKE_POOL_SHARE if args.smoke else args.pool_share
+    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke,
+                    args.load, args.policy)
+    if args.smoke:
+        args.seeds = args.seeds[:1]
+    pool, kept, count = prepare(inputs)
+    capacity = sum(len(n.gpus) for n in pool)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    with ProcessPoolExecutor(args.workers) as workers:
+        futures = [(s, workers.submit(_replay_one, inputs, s, seed)) for seed in args.seeds for s in STRATEGIES]
+        for strategy, future in futures:
+            runs[strategy].append(future.result())
+    results = {s: mean_figures(r) for s, r in runs.items()}
+    print(f"{len(kept)} tasks of {pods_path.name} ({count - len(kept)} fit no node) on {len(pool)} nodes with "
+          f"{capacity} GPUs, arrivals compressed to {args.load:g}x the pool's GPU time; teams "
+          + ", ".join(f"{t} {w:.0%}" for t, w in TEAMS.items()) + f" of the tasks, a quarter of the GPUs each; "
+          f"placement {args.policy}; mean over seeds {','.join(map(str, args.seeds))}.")
+    print(table(results))
+    for line in verdicts(results):
+        print("  " + line)
+    print(f"({time.monotonic() - began:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                                         "strategies": results, "seeds": runs}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
