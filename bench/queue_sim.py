@@ -260,9 +260,13 @@ def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, poli
             freed.append(i)
             departed = True
         # Nothing frees room but a departure: after arrivals alone only the new tasks may start.
+        # Within one pass the pool only fills, so a queue and shape that could not start once
+        # cannot start later in the pass either.
+        blocked: set[tuple[str, int]] = set()
         for task in line() if departed else arrived:
-            if task.index in waiting:
-                try_start(task, now)
+            key = (line_of(task), memo.shape(task.request))
+            if task.index in waiting and key not in blocked and not try_start(task, now):
+                blocked.add(key)
     waits = {t.index: started[t.index] - t.arrival for t in tasks if t.index in started}
     return {"waits": waits, "never": len(tasks) - len(started), "meter": meter}
 

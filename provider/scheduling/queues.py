@@ -223,15 +223,22 @@ def admit(queue: str, request: Amounts, usage: Mapping[str, Amounts], queues: Ma
     return Admitted(Amounts(**borrowed))
 
 
-def dominant_share(queue: str, usage: Amounts, queues: Mapping[str, QueueSpec]) -> float:
+def quota_totals(queues: Mapping[str, QueueSpec]) -> tuple[int, ...]:
+    """All queues' quota of each resource, in :data:`RESOURCES` order."""
+    return tuple(sum(s.quota.get(resource, 0) for s in queues.values()) for resource in RESOURCES)
+
+
+def dominant_share(queue: str, usage: Amounts, queues: Mapping[str, QueueSpec],
+                   totals: tuple[int, ...] | None = None) -> float:
     """The queue's usage of the resource it uses most of, as a share of all queues' quota of
-    it, divided by its weight: what fair sharing equalises (Dominant Resource Fairness)."""
+    it, divided by its weight: what fair sharing equalises (Dominant Resource Fairness).
+    ``totals`` (:func:`quota_totals`) saves recounting them when many shares are compared."""
+    spec = queues[queue]
     share = 0.0
-    for resource, used in zip(RESOURCES, usage.values()):
-        total = sum(s.quota[resource] for s in queues.values() if s.governs(resource))
-        if total and queues[queue].governs(resource):
+    for resource, used, total in zip(RESOURCES, usage.values(), totals or quota_totals(queues)):
+        if total and spec.governs(resource):
             share = max(share, used / total)
-    return share / queues[queue].weight
+    return share / spec.weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +265,19 @@ def order(waiting: Iterable[Waiting], usage: Mapping[str, Amounts], queues: Mapp
     lines: dict[str, list[Waiting]] = {}
     for w in sorted(waiting, key=lambda w: (-w.priority, w.since, w.owner)):
         lines.setdefault(w.queue, []).append(w)
+    totals = quota_totals(queues)
     taken = {q: usage.get(q, Amounts()) for q in lines}
+    share = {q: dominant_share(q, taken[q], queues, totals) for q in lines}
     result: list[Waiting] = []
     heads = {q: 0 for q in lines}
-    while len(result) < sum(len(v) for v in lines.values()):
-        q = min((q for q in lines if heads[q] < len(lines[q])),
-                key=lambda q: (dominant_share(q, taken[q], queues), lines[q][heads[q]].since, q))
+    count = sum(len(v) for v in lines.values())
+    while len(result) < count:
+        q = min((q for q in lines if heads[q] < len(lines[q])), key=lambda q: (share[q], lines[q][heads[q]].since, q))
         head = lines[q][heads[q]]
         result.append(head)
         heads[q] += 1
         taken[q] = taken[q] + head.request
+        share[q] = dominant_share(q, taken[q], queues, totals)
     return result
 
 
