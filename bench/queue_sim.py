@@ -6,12 +6,14 @@ by :mod:`provider.scheduling.queues` (admission, and the order of the waiting li
 by :func:`provider.scheduling.place` with the operator's default policy: the functions
 production runs, unchanged. What the replay adds is only time, teams and the strategies below.
 
-* **Time compressed.** In real time the trace is nearly empty: over its 149 days of arrivals
-  the default workload keeps about 14 of its pool's 6,212 GPUs busy. So the arrival times are
-  divided by one factor, chosen so that the GPU time the tasks ask for within the arrival
-  window is ``--load`` (default 1.2) times what the pool can give in it: demand exceeds supply,
-  which is when sharing rules matter. Durations are kept, and so is the order and burstiness
-  of the arrivals.
+* **Time.** In real time the trace is nearly empty: over its 149 days the default workload keeps
+  about 14 of its pool's 6,212 GPUs busy, and 90% of its tasks are created in the last fifth
+  of that span, so dividing its times by one factor would leave the pool idle for most of the
+  replay and flooded at its end. The replay keeps each task's duration and the trace's order of
+  creation, and spaces the arrivals as a seeded Poisson stream at the rate that makes the
+  offered GPU load ``--load`` (default 1.2) times the pool's capacity: demand exceeds supply,
+  which is when sharing rules matter. The pool is a seeded sample of ``--pool-share`` (10%) of
+  the trace's nodes, so that the trace has enough tasks to overload it.
 * **Teams.** Each task belongs to one of four teams, drawn from the seed with unequal weights
   (:data:`TEAMS`: 40%, 30%, 20% and 10% of the tasks). Each team's queue has a quota of a
   quarter of the pool's GPUs (equal shares; fair sharing weights them equally too). Only GPUs
@@ -100,45 +102,46 @@ def load_times(path: Path) -> dict[str, tuple[float, float]]:
         return {row["name"]: (float(row["creation_time"]), float(row["deletion_time"])) for row in csv.DictReader(f)}
 
 
-def compression(arrivals: Sequence[float], durations: Sequence[float], gpus: Sequence[float], capacity: float,
-                load: float) -> float:
-    """The factor that arrival times are divided by so that the offered GPU load over the
-    arrival window W (each task's GPUs times its duration, a duration counted up to W, over
-    the pool's ``capacity`` times W) is ``load``. Found by bisection: it grows with the factor,
-    from the trace's own (about 0.2%) towards all tasks at once. Cutting at W keeps the trace's
-    few tasks that run for months (34 of the default workload's, three quarters of its
-    GPU-seconds) from counting as load they cannot put on a window of days."""
-    span = max(arrivals) - min(arrivals)
+def arrival_rate(durations: Sequence[float], gpus: Sequence[float], capacity: float, load: float) -> float:
+    """Tasks per second at which the offered GPU load over the arrival window W (each task's
+    GPUs times its duration, a duration counted up to W, over the pool's ``capacity`` times W)
+    is ``load``, with W = tasks / rate. Found by bisection: the offered load grows with the
+    rate, towards all tasks at once. Cutting at W keeps the trace's few tasks that run for
+    months (34 of the default workload's, three quarters of its GPU-seconds) from counting as
+    load they cannot put on a window of hours."""
+    count = len(durations)
 
-    def ratio(factor: float) -> float:
-        window = span / factor
+    def offered(rate: float) -> float:
+        window = count / rate
         return sum(g * min(d, window) for d, g in zip(durations, gpus)) / (capacity * window)
 
-    low, high = 1.0, 1e9
-    if ratio(low) >= load:
-        return low
-    if ratio(high) < load:
+    low, high = 1e-9, 1e9
+    if offered(high) < load:
         raise ValueError(f"the tasks ask too few GPUs for a load of {load:g} on {capacity:g} GPUs, even all "
                          "arriving at once; lower --load or --pool-share")
-    for _ in range(100):
+    for _ in range(200):
         mid = math.sqrt(low * high)
-        low, high = (mid, high) if ratio(mid) < load else (low, mid)
+        low, high = (mid, high) if offered(mid) < load else (low, mid)
     return high
 
 
 def workload(pods: Sequence[tuple[PlacementRequest, float, float]], capacity_gpus: float, load: float,
              seed: int) -> list[Task]:
-    """The tasks of one seed: teams drawn, arrival times compressed (see the module's description)."""
+    """The tasks of one seed in the trace's order of creation, each with its duration and a team
+    drawn for it, arriving as a seeded Poisson stream at :func:`arrival_rate` (the gaps rescaled
+    so that the window is exactly tasks / rate)."""
     rng = random.Random(f"teams-{seed}")
     names, weights = list(TEAMS), list(TEAMS.values())
-    arrivals = [a for _, a, _ in pods]
-    durations = [max(0.0, d - a) for _, a, d in pods]
-    factor = compression(arrivals, durations, [r.gpu_milli_total / 1000 for r, _, _ in pods], capacity_gpus, load)
-    first = min(arrivals)
-    tasks = [Task(0, rng.choices(names, weights)[0], (a - first) / factor, dur, r)
-             for (r, a, _), dur in zip(pods, durations)]
-    tasks.sort(key=lambda t: t.arrival)
-    return [Task(k, t.team, t.arrival, t.duration, t.request) for k, t in enumerate(tasks)]
+    ordered = sorted(pods, key=lambda p: p[1])
+    durations = [max(0.0, d - a) for _, a, d in ordered]
+    rate = arrival_rate(durations, [r.gpu_milli_total / 1000 for r, _, _ in ordered], capacity_gpus, load)
+    gaps = [rng.expovariate(1.0) for _ in ordered]
+    scale = len(gaps) / (sum(gaps) * rate)
+    tasks, at = [], 0.0
+    for k, ((request, _, _), duration, gap) in enumerate(zip(ordered, durations, gaps)):
+        at += gap * scale
+        tasks.append(Task(k, rng.choices(names, weights)[0], at, duration, request))
+    return tasks
 
 
 def queue_setup(strategy: str, capacity_milli: int) -> dict[str, QueueSpec]:
@@ -395,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs[strategy].append(future.result())
     results = {s: mean_figures(r) for s, r in runs.items()}
     print(f"{len(kept)} tasks of {pods_path.name} ({count - len(kept)} fit no node) on {len(pool)} nodes with "
-          f"{capacity} GPUs, arrivals compressed to {args.load:g}x the pool's GPU time; teams "
+          f"{capacity} GPUs, arrivals at an offered GPU load of {args.load:g}x the pool; teams "
           + ", ".join(f"{t} {w:.0%}" for t, w in TEAMS.items()) + f" of the tasks, a quarter of the GPUs each; "
           f"placement {args.policy}; mean over seeds {','.join(map(str, args.seeds))}.")
     print(table(results))
