@@ -35,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.jct_sim import ANCHOR, ORACLE, ci95, Host, Job, replay, Scenario, Spell  # noqa: E402
 
 
-def scenario(doc: dict[str, Any], run: dict[str, Any], lag_s: float) -> Scenario:
-    """The topology run ``run`` as a simulator scenario (see the module's description)."""
+def scenario(doc: dict[str, Any], run: dict[str, Any], lag_s: float, delay_s: float) -> Scenario:
+    """The topology run ``run`` as a simulator scenario, each arrival ``delay_s`` later (Airflow's
+    delay, :func:`airflow_delay_s`; see the module's description)."""
     quota: dict[str, float] = doc["host_cores"]
     lone = doc["calibration"]
     cores = quota[str(lone["pool"]).removeprefix("gpu_")]
-    delay = airflow_delay_s(doc)
     hosts = tuple(Host(name, cores=c) for name, c in sorted(quota.items()))
-    jobs = tuple(Job(j["index"], j["offset_s"] + delay, work=cores * lone["duration_s"], cores=1.0, reserved_milli=0)
+    jobs = tuple(Job(j["index"], j["offset_s"] + delay_s, work=cores * lone["duration_s"], cores=1.0, reserved_milli=0)
                  for j in run["jobs"])
     spells = tuple(Spell(h, start, end) for start, end, h in run["hog"])
     return Scenario(hosts, jobs, spells, lag_s)
@@ -70,7 +70,7 @@ def compare(doc: dict[str, Any], lag_s: float) -> list[dict[str, Any]]:
             anchors[run["load"], run["seed"]] = run
         done = [j for j in run["jobs"] if j["state"] == "success"]
         top[key] = statistics.fmean(j["finished"] - j["arrival"] for j in done)
-        s = scenario(doc, run, lag_s)
+        s = scenario(doc, run, lag_s, delay)
         jct = replay(s, run["policy"], run["seed"])
         sim[key] = statistics.fmean(jct) + delay
         run_top.setdefault(key[::2], []).extend(j["duration_s"] for j in done)
@@ -88,7 +88,7 @@ def compare(doc: dict[str, Any], lag_s: float) -> list[dict[str, Any]]:
             row["topology"]["mean_run_s"] = round(statistics.fmean(run_top[load, policy]), 2)
             row["sim"]["mean_run_s"] = round(statistics.fmean(run_sim[load, policy]), 2)
             out.append(row)
-        bound = [(statistics.fmean(replay(scenario(doc, anchors[load, s], lag_s), ORACLE, s)) + delay)
+        bound = [(statistics.fmean(replay(scenario(doc, anchors[load, s], lag_s, delay), ORACLE, s)) + delay)
                  / sim[load, s, ANCHOR] for s in seeds]
         mean, low, high = ci95(bound)
         out.append({"load": load, "policy": ORACLE, "seeds": len(seeds), "topology": None,

@@ -258,7 +258,7 @@ def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, poli
             i, gpus = running.pop(k)
             nodes[i] = release(nodes[i], task.request, gpus)
             queue = line_of(task)
-            usage[queue] = Amounts(*(a - b for a, b in zip(usage[queue].values(), task.amounts.values())))
+            usage[queue] = usage[queue] - task.amounts
             meter.allocated[task.team] -= task.request.gpu_milli_total
             freed.append(i)
             departed = True

@@ -52,6 +52,9 @@ class Amounts:
     def __add__(self, other: Amounts) -> Amounts:
         return Amounts(*(a + b for a, b in zip(self.values(), other.values())))
 
+    def __sub__(self, other: Amounts) -> Amounts:
+        return Amounts(*(a - b for a, b in zip(self.values(), other.values())))
+
     def values(self) -> tuple[int, int, int]:
         return self.gpu_milli, self.cpu_milli, self.memory_mb
 

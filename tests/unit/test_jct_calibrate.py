@@ -32,7 +32,7 @@ DOC: dict[str, Any] = {
 
 def test_a_run_becomes_the_same_arrivals_work_and_hog_in_the_model() -> None:
     assert airflow_delay_s(DOC) == 3.0  # the median of 2, 4, 2 and 4
-    s = scenario(DOC, DOC["runs"][0], lag_s=1.0)
+    s = scenario(DOC, DOC["runs"][0], lag_s=1.0, delay_s=airflow_delay_s(DOC))
     assert [(h.name, h.cores) for h in s.hosts] == [("h1", 0.5), ("h2", 0.5), ("h3", 0.5)]
     assert [(j.arrival, j.work, j.cores, j.reserved_milli) for j in s.jobs] == [(3.0, 5.0, 1.0, 0), (4.0, 5.0, 1.0, 0)]
     assert [(x.host, x.start, x.end) for x in s.spells] == [("h3", 0.0, 0.25)] and s.lag_s == 1.0
