@@ -149,6 +149,15 @@ def resolve_pool(
     return [host_from_connection(_lookup(i, get_connection)) for i in pool]
 
 
+def pool_extra(pool: str | Sequence[str] | None, get_connection: Callable[[str], ConnectionLike]) -> Mapping[str, Any]:
+    """The extra of ``pool`` when it is a pool connection (where its queues are declared);
+    empty for a host, a list of hosts or the default."""
+    if not isinstance(pool, str) or pool == DEFAULT_HOST_CONN_ID:
+        return {}
+    conn = _lookup(pool, get_connection)
+    return dict(conn.extra_dejson) if conn.conn_type == POOL_CONN_TYPE else {}
+
+
 def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike]) -> ConnectionLike:
     try:
         return get_connection(conn_id)

@@ -24,7 +24,7 @@ ARGUMENT_NAMES = (
     "network_mode", "result_path", "gpus", "gpu_milli", "gpu_memory_mb", "gpu_model", "required_labels", "host",
     "gpu_pool", "placement_policy", "pull", "docker_conn_id", "pull_penalty_per_gb", "stop_grace_s", "log_archive",
     "log_archive_conn_id", "log_live_rate", "log_chunk_s", "log_chunk_bytes", "max_line_bytes", "tail_lines",
-    "wait_for_resources", "deferrable", "wait_timeout", "poll_interval", "hold_after_s", "reattach",
+    "wait_for_resources", "deferrable", "wait_timeout", "poll_interval", "hold_after_s", "reattach", "gpu_queue",
 )
 """The operator's arguments that :func:`check_arguments` reads, by their parameter names."""
 
@@ -61,6 +61,8 @@ class Arguments:
     wait_timeout_s: float
     poll_interval_s: float
     hold_after_s: float | None
+    queue: str | None
+    """The queue of the pool the task counts against (None: the pool's default, if it has queues)."""
 
 
 def check_arguments(a: Mapping[str, Any]) -> Arguments:
@@ -96,6 +98,7 @@ def check_arguments(a: Mapping[str, Any]) -> Arguments:
         wait_timeout_s=number("wait_timeout", a["wait_timeout"], minimum=0.0, above=True),
         poll_interval_s=number("poll_interval", a["poll_interval"], minimum=0.0, above=True),
         hold_after_s=None if a["hold_after_s"] is None else number("hold_after_s", a["hold_after_s"], minimum=0.0),
+        queue=_queue(a["gpu_queue"], a["gpu_pool"]),
     )
 
 
@@ -131,6 +134,18 @@ def _pool(host: Any, gpu_pool: Any) -> str | tuple[str, ...]:
         return tuple(gpu_pool)
     raise SpecError(f"gpu_pool={gpu_pool!r} must be the id of a 'GPU Docker pool' connection or a non-empty list "
                     "of 'GPU Docker host' connection ids.")
+
+
+def _queue(queue: Any, gpu_pool: Any) -> str | None:
+    """The task's queue: a name, checked against the pool's queues once the pool is read."""
+    if queue is None:
+        return None
+    if not isinstance(queue, str) or not queue:
+        raise SpecError(f"gpu_queue={queue!r} must be the name of a queue of the pool (a non-empty string) or None.")
+    if not isinstance(gpu_pool, str):
+        raise SpecError(f"gpu_queue={queue!r} needs gpu_pool to be a 'GPU Docker pool' connection that declares "
+                        "queues; a single host or a list of hosts has none.")
+    return queue
 
 
 def _mapping(name: str, value: Any) -> Mapping[str, Any]:

@@ -26,7 +26,7 @@ from provider.clients.agent import gpu_sample
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
 from provider.clients.engine_sync import run_sync
-from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, resolve_pool
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, pool_extra, resolve_pool
 from provider.clients.registry_auth import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
@@ -36,16 +36,19 @@ from provider.operators.arguments import ARGUMENT_NAMES, Arguments, check_argume
 from provider.operators.container_spec import DEFAULT_RESULT_PATH, create_body
 from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
+from provider.operators.priority import effective_priority
 from provider.operators.run_to_end import Running, earlier_try, run_to_end
 from provider.reservations.labels import OWNER_LABEL
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
+from provider.reservations.queueing import QueueTicket
 from provider.reservations.room import advice
 from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_problem, new_owner
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.waiting import Waiter
 from provider.task_instance import TaskInstanceRef
-from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, request_to_dict, waiter_from_event
+from provider.reservations.rules import request_document
+from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, waiter_from_event
 
 DEFER_MARGIN_S = 60.0
 """Airflow's own deferral timeout is a backstop past the trigger's deadline, whose event
@@ -86,6 +89,9 @@ class GpuDockerOperator(BaseOperator):
     :param wait_for_resources: when nothing fits, wait (first come, first served, a long
         waiter holds a host after ``hold_after_s``) instead of failing at once; ``deferrable``
         waits in the triggerer; ``wait_timeout`` and ``poll_interval`` in seconds.
+    :param gpu_queue: on a pool connection that declares queues, the queue the task counts
+        against (None: the pool's ``default_queue``); its place in line within the queue follows
+        Airflow's priority weight of the task (docs/queues.md).
     :param reattach: a retry adopts the container an earlier try left running or exited (its
         worker was lost) instead of training again; False removes it and starts afresh.
     """
@@ -105,6 +111,7 @@ class GpuDockerOperator(BaseOperator):
         "host",
         "gpu_pool",
         "placement_policy",
+        "gpu_queue",
     )
     ui_color = "#c6e8d5"
     operator_extra_links = (ContainerLogLink(),)
@@ -149,6 +156,7 @@ class GpuDockerOperator(BaseOperator):
         poll_interval: float = 10.0,
         hold_after_s: float | None = 600.0,
         reattach: bool = True,
+        gpu_queue: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -189,6 +197,7 @@ class GpuDockerOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.hold_after_s = hold_after_s
         self.reattach = reattach
+        self.gpu_queue = gpu_queue
         self.log_archive_url: str | None = None  # for ContainerLogLink
         # Set while a container exists, for on_kill (which runs in the SIGTERM handler on the
         # main thread, so no lock: a lock held by the interrupted code would deadlock it).
@@ -212,12 +221,13 @@ class GpuDockerOperator(BaseOperator):
         spec = args.spec
         task = TaskInstanceRef.of(context["ti"])
         hosts = resolve_pool(args.pool, BaseHook.get_connection)
+        ticket = self._ticket(args)
         if waiter is None:  # a try resumed from waiting for room never started a container
             adopted = earlier_try(hosts, task, spec, self.reattach, args.stop_grace_s, self.log)
             if adopted is not None:
                 return self._to_end(adopted, task)
         labels = task.to_labels()
-        target = self._reserve(hosts, args, context, task, waiter)
+        target = self._reserve(hosts, args, context, task, waiter, ticket)
         gpu_ids = target.placement.gpu_indices
         hook = GpuDockerHook(target.host)
         labels[OWNER_LABEL] = target.reservation.owner
@@ -283,9 +293,17 @@ class GpuDockerOperator(BaseOperator):
         here with its fix, not halfway through placement (provider/operators/arguments.py)."""
         return check_arguments({name: getattr(self, name) for name in ARGUMENT_NAMES})
 
+    def _ticket(self, args: Arguments) -> QueueTicket | None:
+        """The task's queue on a pool with queues (None on one without), checked before anything
+        is reserved: an unknown queue or a queue setup that does not parse fails here."""
+        if not isinstance(args.pool, str):
+            return None
+        return QueueTicket.of(args.pool, pool_extra(args.pool, BaseHook.get_connection), args.queue,
+                              effective_priority(self))
+
     def _reserve(
         self, hosts: Sequence[HostConfig], args: Arguments, context: Context, task: TaskInstanceRef,
-        waiter: Waiter | None,
+        waiter: Waiter | None, ticket: QueueTicket | None,
     ) -> Reserved:
         """Place the task on the pool (``host`` alone is a pool of one) and reserve it there; the XCom
         ``placement`` says why, also when nothing fits (docs/reservations.md)."""
@@ -302,7 +320,7 @@ class GpuDockerOperator(BaseOperator):
                 try:
                     reserved = run_sync(place_and_reserve(
                         hosts, request, args.policy, image=spec.image, task=task, prepare=prepare,
-                        waiter=waiter, pull_penalty_per_gb=args.pull_penalty_per_gb,
+                        waiter=waiter, pull_penalty_per_gb=args.pull_penalty_per_gb, ticket=ticket,
                     ))
                     break
                 except NoFit as exc:
@@ -311,7 +329,7 @@ class GpuDockerOperator(BaseOperator):
                         raise
                     if not self.wait_for_resources:
                         raise exc.advised(advice(exc)) from None
-                    waiter = self._wait_for_room(hosts, args, task, waiter, exc)
+                    waiter = self._wait_for_room(hosts, args, task, waiter, exc, ticket)
         except TaskDeferred:
             raise  # the wait goes on in the triggerer, with the task's place in line
         except BaseException:
@@ -324,13 +342,14 @@ class GpuDockerOperator(BaseOperator):
         except BaseException:
             self._release()
             raise
-        self.log.info("Placed on %s, GPUs %s, by %s%s", reserved.host.name, list(reserved.placement.gpu_indices),
-                      reserved.placement.policy, f" (capacity unknown: {reserved.unmeasured})" if reserved.unmeasured else "")
+        self.log.info("Placed on %s, GPUs %s, by %s%s%s", reserved.host.name, list(reserved.placement.gpu_indices),
+                      reserved.placement.policy, f" (capacity unknown: {reserved.unmeasured})" if reserved.unmeasured else "",
+                      f"; admitted by {reserved.line.queue_state}" if reserved.line is not None else "")
         return reserved
 
     def _wait_for_room(
         self, hosts: Sequence[HostConfig], args: Arguments, task: TaskInstanceRef, waiter: Waiter | None,
-        no_fit: NoFit,
+        no_fit: NoFit, ticket: QueueTicket | None,
     ) -> Waiter:
         """Wait until the request fits: deferred to the triggerer, or polling in this worker.
 
@@ -340,10 +359,10 @@ class GpuDockerOperator(BaseOperator):
         waiter = waiter or Waiter(new_owner(), time.time())
         deadline = waiter.since + args.wait_timeout_s
         trigger = GpuAvailableTrigger(
-            hosts=[host_to_dict(h) for h in hosts], request=request_to_dict(args.request), policy=args.policy,
+            hosts=[host_to_dict(h) for h in hosts], request=request_document(args.request), policy=args.policy,
             deadline=deadline, poll_interval=args.poll_interval_s, wait_timeout=args.wait_timeout_s,
             waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=args.hold_after_s,
-            image=args.spec.image, task=task.to_dict(),
+            image=args.spec.image, task=task.to_dict(), queue=None if ticket is None else ticket.to_dict(),
         )
         self.log.info("No room on the pool yet, waiting up to %.0f s more: %s", deadline - time.time(), no_fit)
         if self.deferrable:

@@ -2,7 +2,7 @@
 
 Every container the provider creates on an engine carries labels under ``LABEL_PREFIX``:
 the task container (its task instance's labels, :mod:`provider.task_instance`), the claims
-that reserve resources for it, the holds of waiting tasks and the short-lived lock that orders
+that reserve resources for it, the holds and places in line of waiting tasks and the short-lived locks that orders
 claims on one engine. Whoever reads an engine (placement, the
 cluster page, the tests) finds them by these names, so they are defined once, here, and
 imported downward by everything else.
@@ -21,6 +21,8 @@ CLAIM_MILLI_LABEL = f"{LABEL_PREFIX}.claim.milli"
 CLAIM_CPU_LABEL = f"{LABEL_PREFIX}.claim.cpu-milli"
 CLAIM_MEMORY_LABEL = f"{LABEL_PREFIX}.claim.memory-mb"
 CREATED_LABEL = f"{LABEL_PREFIX}.claim.created"
+CLAIM_QUEUE_LABEL = f"{LABEL_PREFIX}.claim.queue"
+"""The queue a claim counts against, on pools that declare queues (docs/queues.md)."""
 
 LOCK_LABEL = f"{LABEL_PREFIX}.claim-lock"
 
@@ -29,6 +31,15 @@ HOLD_OWNER_LABEL = f"{LABEL_PREFIX}.hold.owner"
 HOLD_SINCE_LABEL = f"{LABEL_PREFIX}.hold.since"
 HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
 
+WAIT_LABEL = f"{LABEL_PREFIX}.wait"
+"""On a place in line: a task of a pool with queues waiting for room (docs/queues.md)."""
+WAIT_QUEUE_LABEL = f"{LABEL_PREFIX}.wait.queue"
+WAIT_PRIORITY_LABEL = f"{LABEL_PREFIX}.wait.priority"
+WAIT_SINCE_LABEL = f"{LABEL_PREFIX}.wait.since"
+WAIT_EXPIRES_LABEL = f"{LABEL_PREFIX}.wait.expires"
+WAIT_REQUEST_LABEL = f"{LABEL_PREFIX}.wait.request"
+"""What the waiting task asks, as JSON, so that every reader can tell whether it fits."""
+
 PROBLEM_LABEL = f"{LABEL_PREFIX}.gpu-problem"
 """On a host-problem marker: why the engine could not start a GPU container there."""
 PROBLEM_EXPIRES_LABEL = f"{LABEL_PREFIX}.gpu-problem.expires"
@@ -36,10 +47,13 @@ PROBLEM_OWNER = "host-problem"
 """The owner label of a problem marker, so the one list of a host's containers finds it."""
 
 RESERVATION_LABEL = f"{LABEL_PREFIX}.reservation"
-"""On claims, holds, problem markers and the lock: what each is (``claim``, ``hold``, ``problem``,
-``lock``), for anyone listing a host's containers by hand (``docker ps -a --filter label=...``)."""
+"""On claims, holds, places in line, problem markers and the locks: what each is (``claim``,
+``hold``, ``wait``, ``problem``, ``lock``), for anyone listing a host's containers by hand (``docker ps -a --filter label=...``)."""
 
 CLAIM_PREFIX = "gpu-docker-claim-"
 HOLD_PREFIX = "gpu-docker-hold-"
+WAIT_PREFIX = "gpu-docker-wait-"
 LOCK_NAME = "gpu-docker-lock"
+QUEUE_LOCK_NAME = "gpu-docker-queue-lock"
+"""The lock that orders admissions to a pool's queues, kept on the pool's first host that answers."""
 PROBLEM_NAME = "gpu-docker-gpu-problem"

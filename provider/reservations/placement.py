@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,12 @@ from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
-from provider.reservations.room import room
+from provider.reservations.queueing import QueueTicket, check_quotas, line_answer, reserve_in_queue
+from provider.reservations.room import Room, Verdict, room
 from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation, lift_holds, new_owner
 from provider.reservations.view import PoolView
 from provider.scheduling import PlacementContext, get_policy
+from provider.scheduling.line import LineAnswer
 from provider.scheduling.model import PlacementRequest
 from provider.scheduling.place import Placement
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
@@ -64,6 +67,8 @@ class Reserved:
     unmeasured: str | None = None
     pull_bytes: Mapping[str, int | None] = field(default_factory=dict)
     """Per host, what its engine would have had to pull for the task's image (the locality term)."""
+    line: LineAnswer | None = None
+    """On a pool with queues, the task's queue and place in line when it was admitted."""
 
 
 async def place_and_reserve(
@@ -80,6 +85,7 @@ async def place_and_reserve(
     grace_s: float = DEFAULT_GRACE_S,
     rng: random.Random | None = None,
     pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,
+    ticket: QueueTicket | None = None,
 ) -> Reserved:
     """Place ``request`` on the pool and claim it on the chosen host for ``task`` (None: a claim
     that names no task instance); :class:`NoFit` (with the holders of each busy host) if none fits.
@@ -90,6 +96,9 @@ async def place_and_reserve(
     (None otherwise): hosts held for earlier waiters are not offered to it, and its own hold is
     lifted once it has its claim. With ``pull_penalty_per_gb`` above 0, every engine is asked
     whether it has ``image``, and hosts that would have to pull it lose that many points per GB.
+    With ``ticket`` (a pool with queues), the task must also be admitted by its queue and be
+    first in line among those that could start (:mod:`provider.reservations.queueing`); else
+    :class:`NoFit` says its place in line and what it waits for.
     """
     policy = get_policy(policy_name)
     context = PlacementContext(rng=rng or random.Random(), pull_penalty_per_gb=pull_penalty_per_gb)
@@ -99,6 +108,7 @@ async def place_and_reserve(
     for _ in range(attempts):
         view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s, image=locality)
         answer = room(request, view, policy, context)
+        line = None if ticket is None else _in_line(view, ticket, request, answer, waiter, task)
         if answer.placement is None:
             assert answer.no_fit is not None
             raise answer.no_fit
@@ -107,8 +117,12 @@ async def place_and_reserve(
         await asyncio.to_thread(prepare, host)
         node = next(n for n in view.nodes if n.name == host.name)
         try:
-            reservation = await ClaimStore(AsyncEngine(host)).reserve(
-                node, request, placement.gpu_indices, new_owner(), image, task)
+            if ticket is None:
+                reservation = await ClaimStore(AsyncEngine(host)).reserve(
+                    node, request, placement.gpu_indices, new_owner(), image, task)
+            else:
+                reservation = await reserve_in_queue(
+                    hosts, view, host, node, request, placement.gpu_indices, new_owner(), image, task, ticket)
         except ClaimTaken as exc:
             log.info("Lost the claim race, placing again: %s", exc)
             lost.append(str(exc))
@@ -116,7 +130,7 @@ async def place_and_reserve(
         if waiter is not None:
             await lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner)
         return Reserved(host, placement, reservation, node.unmeasured,
-                        {n.name: n.pull_bytes for n in view.nodes if locality and n.unreachable is None})
+                        {n.name: n.pull_bytes for n in view.nodes if locality and n.unreachable is None}, line)
     view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
     answer = room(request, view, policy, context)
     if answer.no_fit is not None:
@@ -126,6 +140,22 @@ async def place_and_reserve(
     for name in answer.placement.scores:
         rejections[name] = (ClaimsLost(attempts, lost[-1]),)
     raise NoFit(request, rejections, view.holders())
+
+
+def _in_line(view: PoolView, ticket: QueueTicket, request: PlacementRequest, answer: Room, waiter: Waiter | None,
+             task: TaskInstanceRef | None) -> LineAnswer:
+    """The task's place in line; :class:`NoFit` with it when the task may not start now. A task
+    that never fits is told so first: no queue can help it."""
+    check_quotas(view, ticket)
+    if answer.verdict is Verdict.NEVER:
+        assert answer.no_fit is not None
+        raise answer.no_fit
+    waiting = waiter or Waiter(new_owner(), time.time())
+    line = line_answer(view, ticket, waiting.owner, waiting.since, request, answer.placement is not None, task)
+    if not line.start:
+        rejections = answer.no_fit.rejections if answer.no_fit is not None else {}
+        raise NoFit(request, rejections, view.holders(), line=str(line))
+    return line
 
 
 def _held_by(view: PoolView, waiter: Waiter) -> set[str]:
@@ -149,6 +179,7 @@ def placement_record(reserved: Reserved) -> dict[str, Any]:
         "owner": reserved.reservation.owner,
         "unmeasured": reserved.unmeasured,
         "pull_bytes": dict(sorted(reserved.pull_bytes.items())),
+        "queue": None if reserved.line is None else reserved.line.as_record(),
     }
 
 
@@ -170,4 +201,5 @@ def no_fit_record(no_fit: NoFit, policy: str) -> dict[str, Any]:
         "never": no_fit.never,
         "owner": None,
         "unmeasured": None,
+        "queue": no_fit.line or None,
     }

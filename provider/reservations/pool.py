@@ -14,7 +14,8 @@ CPU-only work, said so in the placement record).
 Two modes. ``tidy=True`` (placement, the sensor, the waiting trigger): stale claims (their task
 runs nowhere), lapsed holds and expired problem markers are removed by whoever reads the host
 next. ``tidy=False`` (the cluster page, ``NodeMetricsHook``): look only, report stale claims,
-remove nothing. Either way, lapsed holds hold nothing.
+remove nothing. Either way, lapsed holds hold nothing, and lapsed places in line (the waiting
+tasks of pools with queues, docs/queues.md) are not in the line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from provider.reservations.rules import (
     live_owners,
     parse_claim,
     parse_hold,
+    parse_place_in_line,
     parse_problem,
     stale_claims,
 )
@@ -120,15 +122,20 @@ async def _read_host(
     stale = stale_claims(claims, live_owners(entries), now, grace_s)
     holds = [h for h in (parse_hold(host.name, c) for c in entries) if h is not None]
     lapsed = [h for h in holds if h.expires < now]
+    places = [p for p in (parse_place_in_line(host.name, c) for c in entries) if p is not None]
+    left = [p for p in places if p.expires < now]
     problems = [p for p in map(parse_problem, entries) if p is not None]
     cured = [p for p in problems if p.expires < now]
-    if tidy and (stale or lapsed or cured):
+    if tidy and (stale or lapsed or cured or left):
         for c in stale:
             log.warning("Reclaiming the stale reservation of %s on %s (owner %s, %.0f s old)",
                         c.task or "a task", host.name, c.owner, now - c.created)
         for h in lapsed:
             log.warning("Removing the lapsed hold of %s on %s", h.hold.task, host.name)
-        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed] + [p.container_id for p in cured]
+        for p in left:
+            log.warning("Removing the lapsed place in line of %s on %s", p.waiting.task or p.waiting.owner, host.name)
+        gone = [c.container_id for c in stale] + [h.container_id for h in lapsed] + [p.container_id for p in cured] \
+            + [p.container_id for p in left]
         results = await asyncio.gather(*(engine.remove(i) for i in gone), return_exceptions=True)
         for failed in (r for r in results if isinstance(r, Exception)):
             log.warning("Could not tidy %s: %s", host.name, failed)
@@ -148,6 +155,7 @@ async def _read_host(
         claims=counted.counted,
         stale=tuple(stale),
         holds=tuple(h for h in holds if h not in lapsed),
+        line=tuple(p for p in places if p not in left),
         runtimes=runtimes,
         image_bytes=None if found is None else int(found.get("Size") or 0),
     )

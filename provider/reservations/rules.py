@@ -17,8 +17,10 @@ a clock reading passed in), so every rule is unit-tested without an engine. The 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
+import json
+import math
 
 from provider.reservations.labels import (
     CLAIM_CPU_LABEL,
@@ -27,6 +29,7 @@ from provider.reservations.labels import (
     CLAIM_MEMORY_LABEL,
     CLAIM_MILLI_LABEL,
     CLAIM_PREFIX,
+    CLAIM_QUEUE_LABEL,
     CREATED_LABEL,
     HOLD_EXPIRES_LABEL,
     HOLD_LABEL,
@@ -38,10 +41,18 @@ from provider.reservations.labels import (
     PROBLEM_LABEL,
     PROBLEM_OWNER,
     RESERVATION_LABEL,
+    WAIT_EXPIRES_LABEL,
+    WAIT_LABEL,
+    WAIT_PREFIX,
+    WAIT_PRIORITY_LABEL,
+    WAIT_QUEUE_LABEL,
+    WAIT_REQUEST_LABEL,
+    WAIT_SINCE_LABEL,
 )
 from provider.scheduling.accounting import MEASURE_WINDOW_S, apply, with_unseen
 from provider.scheduling.capacity import shortfalls
 from provider.scheduling.model import NodeState, PlacementRequest, Resources
+from provider.scheduling.queues import Amounts, Waiting
 from provider.scheduling.reasons import Reason
 from provider.scheduling.waiting import Hold
 from provider.task_instance import TaskInstanceRef
@@ -62,6 +73,8 @@ class Claim:
     memory_mb: int
     created: float
     task: TaskInstanceRef | None = None
+    queue: str | None = None
+    """The queue it counts against; None on a pool without queues."""
 
     @property
     def resources(self) -> Resources:
@@ -80,10 +93,13 @@ def claim_name(owner: str) -> str:
 
 
 def claim_labels(
-    taken: Resources, gpu_ids: Sequence[int], owner: str, created: float, task: TaskInstanceRef | None
+    taken: Resources, gpu_ids: Sequence[int], owner: str, created: float, task: TaskInstanceRef | None,
+    queue: str | None = None,
 ) -> dict[str, str]:
-    """Labels of a claim container: its task instance plus everything the claim reserves."""
+    """Labels of a claim container: its task instance plus everything the claim reserves, and
+    the queue it counts against."""
     return {
+        **({CLAIM_QUEUE_LABEL: queue} if queue is not None else {}),
         **(task.to_labels() if task is not None else {}),
         RESERVATION_LABEL: "claim",
         CLAIM_LABEL: "true",
@@ -119,6 +135,7 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
             memory_mb=memory,
             created=float(labels[CREATED_LABEL]),
             task=TaskInstanceRef.from_labels(labels),
+            queue=labels.get(CLAIM_QUEUE_LABEL),
         )
     except (KeyError, ValueError):
         return None
@@ -266,4 +283,65 @@ def parse_hold(host: str, summary: Mapping[str, Any]) -> HoldRecord | None:
             task=ref,
         )
     except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceInLine:
+    """A task waiting in a pool with queues, as kept on a host: a never-started container that
+    every reader of the pool sees, so each waiter can work out the whole line by itself.
+
+    It lapses at ``expires`` unless its waiter renews it (every poll), so a waiter that died
+    without cleaning up leaves the line within one lease (:data:`~provider.reservations.store.LINE_LEASE_S`).
+    """
+
+    container_id: str
+    host: str
+    waiting: Waiting
+    request: PlacementRequest
+    expires: float
+    task: TaskInstanceRef | None = None
+
+
+def line_name(owner: str) -> str:
+    """One place in line per waiter: a second create by the same waiter is refused (409)."""
+    return f"{WAIT_PREFIX}{owner}"
+
+
+def line_labels(waiting: Waiting, request: PlacementRequest, expires: float, task: TaskInstanceRef) -> dict[str, str]:
+    """Labels of a place in line: the task, its queue, priority, since when it waits, what it asks."""
+    return {
+        **task.to_labels(),
+        RESERVATION_LABEL: "wait",
+        OWNER_LABEL: waiting.owner,
+        WAIT_LABEL: "true",
+        WAIT_QUEUE_LABEL: waiting.queue,
+        WAIT_PRIORITY_LABEL: str(waiting.priority),
+        WAIT_SINCE_LABEL: f"{waiting.since:.3f}",
+        WAIT_EXPIRES_LABEL: f"{expires:.3f}",
+        WAIT_REQUEST_LABEL: json.dumps(request_document(request), sort_keys=True, separators=(",", ":")),
+    }
+
+
+def request_document(request: PlacementRequest) -> dict[str, Any]:
+    """A request as plain JSON values (the trigger's kwargs and a place in line carry it so)."""
+    return {**{f.name: getattr(request, f.name) for f in fields(request)}, "labels": dict(request.labels)}
+
+
+def parse_place_in_line(host: str, summary: Mapping[str, Any]) -> PlaceInLine | None:
+    """A place in line from one entry of a host's container list; None for anything else,
+    malformed ones included (numbers that are not finite, a request that is not one)."""
+    labels = summary.get("Labels") or {}
+    if labels.get(WAIT_LABEL) != "true":
+        return None
+    try:
+        request = PlacementRequest(**json.loads(labels[WAIT_REQUEST_LABEL]))
+        since, expires = float(labels[WAIT_SINCE_LABEL]), float(labels[WAIT_EXPIRES_LABEL])
+        if not (math.isfinite(since) and math.isfinite(expires)):
+            return None
+        ref = TaskInstanceRef.from_labels(labels)
+        waiting = Waiting(str(labels[OWNER_LABEL]), str(labels[WAIT_QUEUE_LABEL]), int(labels[WAIT_PRIORITY_LABEL]),
+                          since, Amounts.of(request.resources), str(ref) if ref else "")
+        return PlaceInLine(str(summary["Id"]), host, waiting, request, expires, ref)
+    except (KeyError, ValueError, TypeError):
         return None

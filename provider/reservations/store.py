@@ -44,6 +44,7 @@ from provider.reservations.rules import (
     claim_shortfalls,
     hold_labels,
     hold_name,
+    line_name,
     parse_claim,
     problem_labels,
     reserves_anything,
@@ -95,6 +96,70 @@ def new_owner() -> str:
     return uuid.uuid4().hex[:16]
 
 
+class EngineLock:
+    """A lock kept on one engine as a never-started container of a fixed name: the engine
+    refuses a second container of that name (HTTP 409) atomically, whatever the claimants'
+    clocks say. A lock older than ``LOCK_STALE_S`` by the engine's own clock belongs to a
+    claimant that is gone and is broken, by id.
+
+    :param engine: the engine that keeps the lock.
+    :param name: the lock's container name (:data:`LOCK_NAME` per host, :data:`QUEUE_LOCK_NAME` per pool).
+    :param what: the lock in words, for messages.
+    """
+
+    def __init__(self, engine: AsyncEngine, name: str, what: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.what = what
+
+    async def acquire(self, image: str) -> str:
+        """Hold the lock; its container id.
+
+        Contenders back off exponentially (20 ms to 0.5 s, with jitter) so that a crowd of
+        waiting claimants does not flood the engine with refused creates.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_S
+        labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true"}
+        pause = 0.02
+        while True:
+            lock = await self.engine.create_idle(self.name, image, labels)
+            if lock is not None:
+                return lock
+            if await self._break_if_stale():
+                continue
+            if time.monotonic() > deadline:
+                raise ClaimTaken(
+                    f"{self.engine.host.name}: the {self.what} stayed busy for {LOCK_WAIT_S:g} s (many tasks "
+                    "claiming at once, or an engine answering slowly)"
+                )
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(0.5, pause * 2)
+
+    async def release(self, lock: str) -> None:
+        try:
+            await self.engine.remove(lock)
+        except EngineError as exc:  # it lapses after LOCK_STALE_S
+            log.warning("Could not remove the %s on %s: %s", self.what, self.engine.host.name, exc)
+
+    async def _break_if_stale(self) -> bool:
+        """Remove the lock if its holder is gone; whether the lock is free now.
+
+        Its age is measured on the engine's own clock (when it created the lock, and its time
+        now), so no two workers' clocks are compared.
+        """
+        doc = await self.engine.inspect(self.name)
+        if doc is None:
+            return True
+        now, created = engine_seconds((await self.engine.info()).get("SystemTime")), engine_seconds(doc.get("Created"))
+        if now is None or created is None or now - created <= LOCK_STALE_S:
+            return False
+        age = now - created
+        log.warning("Breaking the %s on %s, held for %.0f s by a claimant that is gone",
+                    self.what, self.engine.host.name, age)
+        await self.engine.remove(str(doc["Id"]))  # by id: a fresh lock of the same name stays
+        return True
+
+
 class ClaimStore:
     """The claims on one host's engine.
 
@@ -111,9 +176,10 @@ class ClaimStore:
 
     async def reserve(
         self, node: NodeState, request: PlacementRequest, gpu_ids: Sequence[int], owner: str, image: str,
-        task: TaskInstanceRef | None,
+        task: TaskInstanceRef | None, queue: str | None = None,
     ) -> Reservation:
-        """Claim ``request`` on ``gpu_ids`` of ``node`` (its capacity as the agent reported it).
+        """Claim ``request`` on ``gpu_ids`` of ``node`` (its capacity as the agent reported it),
+        counted against ``queue`` on a pool with queues.
 
         Raises :class:`ClaimTaken` when it no longer fits; nothing is left behind then.
         """
@@ -123,12 +189,13 @@ class ClaimStore:
             return Reservation(host, owner, gpus, None)
         taken = request.resources
         capacity = unreserved(node)
-        lock = await self._lock(image)
+        lock = EngineLock(self.engine, LOCK_NAME, "claim lock")
+        held = await lock.acquire(image)
         try:
             why = claim_shortfalls(allocation(capacity, await self.claims()).node, taken, gpus)
             if why:
                 raise ClaimTaken(f"{host}: {'; '.join(map(str, why))}")
-            labels = claim_labels(taken, gpus, owner, self.clock(), task)
+            labels = claim_labels(taken, gpus, owner, self.clock(), task, queue)
             claim_id = await self.engine.create_idle(claim_name(owner), image, labels)
             if claim_id is None:
                 raise ClaimTaken(f"{host}: a claim of owner {owner} exists already")
@@ -141,7 +208,7 @@ class ClaimStore:
                 await self.engine.remove(claim_id)
                 raise ClaimTaken(f"{host}: {conflict}")
         finally:
-            await self._unlock(lock)
+            await lock.release(held)
         return Reservation(host, owner, gpus, claim_id)
 
     @staticmethod
@@ -166,54 +233,6 @@ class ClaimStore:
         if reservation.claim_id is not None:
             await self.engine.remove(reservation.claim_id)
 
-    async def _lock(self, image: str) -> str:
-        """Hold the host's claim lock; a lock older than ``LOCK_STALE_S`` is broken, by id.
-
-        Contenders back off exponentially (20 ms to 0.5 s, with jitter) so that a crowd of
-        waiting claimants does not flood the engine with refused creates.
-        """
-        deadline = time.monotonic() + LOCK_WAIT_S
-        labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true"}
-        pause = 0.02
-        while True:
-            lock = await self.engine.create_idle(LOCK_NAME, image, labels)
-            if lock is not None:
-                return lock
-            if await self._break_if_stale():
-                continue
-            if time.monotonic() > deadline:
-                raise ClaimTaken(
-                    f"{self.engine.host.name}: the claim lock stayed busy for {LOCK_WAIT_S:g} s (many tasks "
-                    "claiming at once, or an engine answering slowly)"
-                )
-            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(0.5, pause * 2)
-
-    async def _unlock(self, lock: str) -> None:
-        try:
-            await self.engine.remove(lock)
-        except EngineError as exc:  # it lapses after LOCK_STALE_S
-            log.warning("Could not remove the claim lock on %s: %s", self.engine.host.name, exc)
-
-    async def _break_if_stale(self) -> bool:
-        """Remove the lock if its holder is gone; whether the lock is free now.
-
-        Its age is measured on the engine's own clock (when it created the lock, and its time
-        now), so no two workers' clocks are compared.
-        """
-        doc = await self.engine.inspect(LOCK_NAME)
-        if doc is None:
-            return True
-        now, created = engine_seconds((await self.engine.info()).get("SystemTime")), engine_seconds(doc.get("Created"))
-        if now is None or created is None or now - created <= LOCK_STALE_S:
-            return False
-        age = now - created
-        log.warning("Breaking the claim lock on %s, held for %.0f s by a claimant that is gone",
-                    self.engine.host.name, age)
-        await self.engine.remove(str(doc["Id"]))  # by id: a fresh lock of the same name stays
-        return True
-
-
 async def put_hold(
     host: HostConfig, owner: str, since: float, expires: float, image: str, task: TaskInstanceRef
 ) -> None:
@@ -232,18 +251,18 @@ async def mark_gpu_problem(host: HostConfig, reason: str, image: str, now: float
 
 
 async def lift_holds(hosts: Iterable[HostConfig], owner: str) -> None:
-    """Remove ``owner``'s hold (it has its resources, or stopped waiting) from each of ``hosts``.
+    """Remove ``owner``'s hold and place in line (it has its resources, or stopped waiting) from
+    each of ``hosts``.
 
-    A hold is named after its owner, so it is removed by name without reading anything first;
-    a host without it answers 404, which is fine. A host that does not answer keeps the hold
-    until it lapses.
+    Both are named after their owner, so they are removed by name without reading anything
+    first; a host without them answers 404, which is fine. A host that does not answer keeps
+    them until they lapse.
     """
-    targets = list(hosts)
-    results = await asyncio.gather(*(AsyncEngine(h).remove(hold_name(owner)) for h in targets),
-                                   return_exceptions=True)
-    for host, result in zip(targets, results):
+    targets = [(h, name) for h in hosts for name in (hold_name(owner), line_name(owner))]
+    results = await asyncio.gather(*(AsyncEngine(h).remove(name) for h, name in targets), return_exceptions=True)
+    for (host, name), result in zip(targets, results):
         if isinstance(result, Exception):
-            log.warning("Could not lift the hold on %s (%s); it lapses by itself", host.name, result)
+            log.warning("Could not remove %s from %s (%s); it lapses by itself", name, host.name, result)
 
 
 async def hold_if_due(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provider.reservations.rules import Claim, HoldRecord
+from provider.reservations.rules import Claim, HoldRecord, PlaceInLine
 from provider.scheduling.model import NodeState
+from provider.scheduling.queues import Amounts, usage_by_queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class HostView:
     claims: tuple[Claim, ...] = ()
     stale: tuple[Claim, ...] = ()
     holds: tuple[HoldRecord, ...] = ()
+    line: tuple[PlaceInLine, ...] = ()
+    """The places in line of waiting tasks kept on this host (pools with queues)."""
     runtimes: tuple[str, ...] = ()
     engine_problem: str | None = None
     image_bytes: int | None = None
@@ -59,6 +62,17 @@ class PoolView:
     @property
     def holds(self) -> list[HoldRecord]:
         return [r for h in self.hosts for r in h.holds]
+
+    @property
+    def line(self) -> list[PlaceInLine]:
+        """Every waiting task's place in line found on the hosts that answered."""
+        return [p for h in self.hosts for p in h.line]
+
+    def queue_usage(self) -> dict[str, Amounts]:
+        """What each queue's claims take on the hosts that answered (a host that does not answer
+        counts nothing until it does: docs/queues.md, "Limits")."""
+        return usage_by_queue((c.queue, Amounts.of(c.resources)) for h in self.hosts for c in h.claims
+                              if c.queue is not None)
 
     def holders(self) -> dict[str, tuple[str, ...]]:
         """Per host with claims, who holds it (for no-fit and deadline messages)."""

@@ -24,6 +24,7 @@ hosts (each claim names its queue).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Union
@@ -126,9 +127,9 @@ class QueueShort:
 
     def __str__(self) -> str:
         def amount(n: int) -> str:
-            return _amount(self.resource, n)
+            return amount_text(self.resource, n)
 
-        said = f"queue {self.queue}: {amount(self.used)}{_unit(self.resource)} in use (quota {amount(self.quota)}"
+        said = f"queue {self.queue}: {amount(self.used)}{unit_text(self.resource)} in use (quota {amount(self.quota)}"
         if self.allowed is not None and self.allowed > self.quota:
             said += f", borrowing up to {amount(self.allowed - self.quota)} more"
         said += f"), asks {amount(self.requested)}"
@@ -148,11 +149,11 @@ class Admitted:
 Admission = Union[Admitted, QueueShort]
 
 
-def _unit(resource: str) -> str:
+def unit_text(resource: str) -> str:
     return {"gpu_milli": " GPUs", "cpu_milli": " CPUs", "memory_mb": " MB of memory"}[resource]
 
 
-def _amount(resource: str, amount: int) -> str:
+def amount_text(resource: str, amount: int) -> str:
     """An amount as a person writes it: GPUs and CPUs whole or in parts, memory in MB."""
     return f"{amount / 1000:g}" if resource in ("gpu_milli", "cpu_milli") else str(amount)
 
@@ -167,14 +168,21 @@ class QueueSetup(Mapping[str, QueueSpec]):
             if spec.name in self._specs:
                 raise HostConfigError(f"{pool}: queue {spec.name!r} is declared twice; give each queue one entry")
             self._specs[spec.name] = spec
+        self.pool = pool
         if capacity is not None:
-            for resource, total in zip(RESOURCES, capacity.values()):
-                quotas = sum(s.quota.get(resource, 0) for s in self._specs.values())
-                if quotas > total:
-                    raise HostConfigError(
-                        f"{pool}: the queues' quotas of {resource} add up to {_amount(resource, quotas)}"
-                        f"{_unit(resource)} but its hosts have {_amount(resource, total)}; lower the quotas so that "
-                        "what each queue is promised exists")
+            self.check_capacity(capacity)
+
+    def check_capacity(self, capacity: Amounts) -> None:
+        """Refuse quotas that add up to more than the pool has: a promise no host can keep.
+        Checked when the pool's capacity is known (read from its agents), before anything is
+        reserved."""
+        for resource, total in zip(RESOURCES, capacity.values()):
+            quotas = sum(s.quota.get(resource, 0) for s in self._specs.values())
+            if quotas > total:
+                raise HostConfigError(
+                    f"{self.pool}: the queues' quotas of {resource} add up to {amount_text(resource, quotas)}"
+                    f"{unit_text(resource)} but its hosts have {amount_text(resource, total)}; lower the quotas so that "
+                    "what each queue is promised exists")
 
     def __getitem__(self, name: str) -> QueueSpec:
         return self._specs[name]
@@ -254,6 +262,8 @@ class Waiting:
     priority: int
     since: float
     request: Amounts
+    task: str = ""
+    """Who waits, for messages (``dag_id.task_id run_id``)."""
 
 
 def order(waiting: Iterable[Waiting], usage: Mapping[str, Amounts], queues: Mapping[str, QueueSpec]) -> list[Waiting]:
@@ -302,3 +312,80 @@ def may_start(
         if ready:
             return False
     raise ValueError(f"{owner} is not in the line")
+
+
+UNITS: Mapping[str, tuple[str, int]] = {"gpus": ("gpu_milli", 1000), "cpus": ("cpu_milli", 1000),
+                                        "memory_mb": ("memory_mb", 1)}
+"""The resource names a pool connection writes, as :data:`RESOURCES` and the factor to them:
+people think in GPUs and CPUs (``"gpus": 0.5`` is half a GPU), the core counts in milli."""
+
+
+def queues_from_extra(extra: Mapping[str, object], pool: str) -> tuple[QueueSetup, str | None] | None:
+    """The queues a pool connection's extra declares, and its ``default_queue``; None when it
+    declares none (the pool stays first come, first served).
+
+    The extra reads ``{"hosts": [...], "queues": {"vision": {"quota": {"gpus": 8},
+    "borrowing_limit": {"gpus": 4}, "lending_limit": {"gpus": 2}, "weight": 2}, ...},
+    "default_queue": "vision"}``. Every mistake is a :class:`HostConfigError` naming the
+    connection, the queue and the fix.
+    """
+    where = f"Pool connection {pool!r}"
+    declared = extra.get("queues")
+    if declared is None:
+        if "default_queue" in extra:
+            raise HostConfigError(f'{where}: "default_queue" is set but no "queues" are declared; declare the '
+                                  'queues or drop "default_queue".')
+        return None
+    if not isinstance(declared, Mapping) or not declared:
+        raise HostConfigError(f'{where}: "queues" must be an object of queue names to their quotas, e.g. '
+                              f'{{"vision": {{"quota": {{"gpus": 8}}}}}}; got {declared!r}.')
+    specs = []
+    for name, doc in declared.items():
+        if not isinstance(doc, Mapping) or "quota" not in doc:
+            raise HostConfigError(f'{where}: queue {name!r} must be an object with a "quota", e.g. '
+                                  f'{{"quota": {{"gpus": 8}}}}; got {doc!r}.')
+        unknown = set(doc) - {"quota", "borrowing_limit", "lending_limit", "weight"}
+        if unknown:
+            raise HostConfigError(f"{where}: queue {name!r} has unknown keys {sorted(unknown)}; use quota, "
+                                  "borrowing_limit, lending_limit and weight.")
+        weight = doc.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise HostConfigError(f"{where}: queue {name!r}: weight={weight!r}; it must be a number > 0.")
+        try:
+            specs.append(QueueSpec(
+                str(name), _limits(doc["quota"], "quota", name),
+                None if doc.get("borrowing_limit") is None else _limits(doc["borrowing_limit"], "borrowing_limit", name),
+                None if doc.get("lending_limit") is None else _limits(doc["lending_limit"], "lending_limit", name),
+                float(weight)))
+        except HostConfigError as exc:
+            raise HostConfigError(f"{where}: {exc}") from None
+    setup = QueueSetup(specs, pool=where)
+    default = extra.get("default_queue")
+    if default is not None and (not isinstance(default, str) or default not in setup):
+        raise HostConfigError(f'{where}: "default_queue" is {default!r}, not one of its queues '
+                              f"({', '.join(setup)}); name one of them.")
+    return setup, default
+
+
+def _limits(doc: object, what: str, queue: str) -> dict[str, int]:
+    """One quota or limit object in the core's units: ``{"gpus": 1.5}`` is 1500 milli-GPUs."""
+    if not isinstance(doc, Mapping) or not doc:
+        raise HostConfigError(f"queue {queue!r}: {what} must be an object like {{\"gpus\": 8, \"cpus\": 32, "
+                              f"\"memory_mb\": 262144}}; got {doc!r}")
+    out: dict[str, int] = {}
+    for key, amount in doc.items():
+        if key not in UNITS:
+            raise HostConfigError(f"queue {queue!r}: {what} names {key!r}; use {', '.join(UNITS)}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
+            raise HostConfigError(f"queue {queue!r}: {what} {key}={amount!r}; it must be a number >= 0")
+        resource, factor = UNITS[key]
+        out[resource] = round(amount * factor)
+    return out
+
+
+def usage_by_queue(taken: Iterable[tuple[str, Amounts]]) -> dict[str, Amounts]:
+    """Each queue's usage: the sum of what its claims take, from ``(queue, amounts)`` pairs."""
+    usage: dict[str, Amounts] = {}
+    for queue, amounts in taken:
+        usage[queue] = usage.get(queue, Amounts()) + amounts
+    return usage

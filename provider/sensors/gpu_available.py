@@ -30,7 +30,8 @@ from provider.scheduling.policy_names import check_placement_policy
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
 from provider.scheduling.arguments import number, placement_request
 from provider.scheduling.model import MILLI_PER_GPU
-from provider.triggers.gpu_available import GpuAvailableTrigger, request_to_dict
+from provider.reservations.rules import request_document
+from provider.triggers.gpu_available import GpuAvailableTrigger
 from provider.limits import AGENT_TIMEOUT_S
 
 
@@ -110,7 +111,7 @@ class GpuAvailableSensor(BaseSensorOperator):
             return first.xcom_value
         self.defer(
             trigger=GpuAvailableTrigger(
-                hosts=[host_to_dict(h) for h in self._hosts()], request=request_to_dict(self._request()),
+                hosts=[host_to_dict(h) for h in self._hosts()], request=request_document(self._request()),
                 policy=self.placement_policy, deadline=time.time() + float(self.timeout),
                 poll_interval=float(self.poke_interval), agent_timeout=self.agent_timeout,
                 wait_timeout=float(self.timeout),

@@ -20,7 +20,6 @@ waiting, and at the latest when it lapses.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -31,18 +30,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from provider.errors import EngineError, NoRoom
 from provider.clients.hosts import HostConfig, host_from_dict
 from provider.reservations.pool import read_pool_view
+from provider.reservations.queueing import QueueTicket, keep_place, line_answer
 from provider.reservations.room import Verdict, room, timeout_message
 from provider.reservations.store import hold_if_due, lift_holds
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
+from provider.scheduling.no_fit import NoFit
+from provider.scheduling.queues import Amounts, Waiting
 from provider.scheduling.waiting import Waiter
 from provider.task_instance import TaskInstanceRef
 from provider.limits import AGENT_TIMEOUT_S
 
 CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
-
-
-def request_to_dict(request: PlacementRequest) -> dict[str, Any]:
-    return {**dataclasses.asdict(request), "labels": dict(request.labels)}
 
 
 class GpuAvailableTrigger(BaseTrigger):
@@ -56,6 +54,8 @@ class GpuAvailableTrigger(BaseTrigger):
     :param image: image of the task, to create its hold from (any image on the host will do).
     :param task: the waiting task instance (``TaskInstanceRef.to_dict``), named by its hold.
     :param wait_timeout: the task's wait timeout in seconds, named in the deadline's message.
+    :param queue: on a pool with queues, the task's :class:`QueueTicket` as a dict: the trigger
+        fires only when the task is also first in line, and keeps its place in line meanwhile.
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class GpuAvailableTrigger(BaseTrigger):
         task: Mapping[str, Any] | None = None,
         agent_timeout: float = AGENT_TIMEOUT_S,
         wait_timeout: float | None = None,
+        queue: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is not annotated
         self.hosts = [dict(h) for h in hosts]
@@ -84,6 +85,7 @@ class GpuAvailableTrigger(BaseTrigger):
         self.waiting_task = None if task is None else dict(task)
         self.agent_timeout = agent_timeout
         self.wait_timeout = wait_timeout
+        self.queue = None if queue is None else dict(queue)
         self._fired = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -99,6 +101,7 @@ class GpuAvailableTrigger(BaseTrigger):
             "task": self.waiting_task,
             "agent_timeout": self.agent_timeout,
             "wait_timeout": self.wait_timeout,
+            "queue": self.queue,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -115,6 +118,7 @@ class GpuAvailableTrigger(BaseTrigger):
             agent_timeout=self.agent_timeout,
             wait_timeout=self.wait_timeout,
             log=self.log,
+            ticket=None if self.queue is None else QueueTicket.from_dict(self.queue),
         )
         self._fired = True
         yield TriggerEvent(event)
@@ -143,8 +147,10 @@ async def wait_until_fits(
     agent_timeout: float,
     wait_timeout: float | None,
     log: Any,
+    ticket: QueueTicket | None = None,
 ) -> dict[str, Any]:
-    """Poll the pool until ``request`` fits or the deadline passes; the trigger's event."""
+    """Poll the pool until ``request`` fits (and, with ``ticket``, the task's queue admits it and
+    no task ahead of it in line could start instead) or the deadline passes; the trigger's event."""
     policy = get_policy(policy_name)
     context = PlacementContext(rng=random.Random())
     by_name = {h.name: h for h in hosts}
@@ -152,22 +158,34 @@ async def wait_until_fits(
     while True:
         view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout)
         answer = room(request, view, policy, context)
-        if answer.placement is not None:
+        now = time.time()
+        line = None
+        if ticket is not None and waiter is not None and answer.verdict is not Verdict.NEVER:
+            line = line_answer(view, ticket, waiter.owner, waiter.since, request, answer.placement is not None, task)
+        if answer.placement is not None and (line is None or line.start):
             return {"status": "fits", "host": answer.placement.node, "gpu_ids": list(answer.placement.gpu_indices),
                     "waiter": waiter_doc}
-        assert answer.no_fit is not None
+        no_fit = answer.no_fit or NoFit(request, {}, view.holders())
+        if line is not None:
+            no_fit = NoFit(request, no_fit.rejections, no_fit.holders, line=str(line))
         if answer.verdict is Verdict.NEVER:
-            return {"status": "never", "message": str(answer.no_fit)}
-        now = time.time()
+            return {"status": "never", "message": str(no_fit)}
         if now >= deadline:
-            return {"status": "timeout", "message": timeout_message(answer.no_fit, wait_timeout)}
+            return {"status": "timeout", "message": timeout_message(no_fit, wait_timeout)}
+        if ticket is not None and line is not None and waiter is not None and task is not None:
+            me = Waiting(waiter.owner, ticket.queue, ticket.priority, waiter.since, Amounts.of(request.resources),
+                         str(task))
+            try:
+                await keep_place(hosts, view, me, request, task, image, now)
+            except EngineError as lost:  # the wait goes on; the next poll tries again
+                log.warning("Could not keep the place in line yet: %s", lost)
         if waiter is not None and task is not None:
             try:
                 await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s, expires=deadline,
                                   image=image, task=task, now=now)
             except EngineError as hold_failed:  # the wait goes on; the next poll tries again
                 log.warning("Could not hold a host yet: %s", hold_failed)
-        log.info("Waiting for room: %s", answer.no_fit)
+        log.info("Waiting for room: %s", no_fit)
         await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
 
 

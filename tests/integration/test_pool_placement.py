@@ -29,11 +29,12 @@ from airflow.sdk import BaseHook
 from provider.errors import ContainerFailed, NoGpuRuntime
 
 from provider.scheduling.no_fit import NoFit
-from provider.clients.hosts import resolve_pool
+from provider.clients.hosts import pool_extra, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL
+from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved
+from provider.reservations.queueing import QueueTicket
 from provider.reservations.rules import parse_claim
 from provider.scheduling.accounting import MEASURE_WINDOW_S, UNRESERVED_CPU_MILLI
 from provider.scheduling.model import NodeState, PlacementRequest
@@ -551,3 +552,94 @@ def test_mixed_gpu_and_cpu_requests_never_overcommit(cluster: Cluster) -> None:
     assert len(outcomes) == 24 and any(o[0] == "granted" for o in outcomes)
     for name, (cpu_peak, _, gpu_peak) in peak.items():
         assert cpu_peak <= cpu and gpu_peak <= 1000, (name, peak)
+
+
+QUEUE_POOL = ["pool_a", "pool_b"]
+QUEUE_CAPS = {"vision": 1500, "nlp": 1000}
+"""What each queue may use at most, in milli-GPUs: ``vision`` its quota of one GPU and half a GPU
+borrowed, ``nlp`` its quota of one GPU."""
+
+
+def define_queue_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``qpool``: pool_a (4 GPUs) and pool_b (2), shared by vision and nlp through queues."""
+    queues = {"vision": {"quota": {"gpus": 1}, "borrowing_limit": {"gpus": 0.5}},
+              "nlp": {"quota": {"gpus": 1}, "borrowing_limit": {"gpus": 0}}}
+    monkeypatch.setenv("AIRFLOW_CONN_QPOOL", json.dumps(
+        {"conn_type": "gpu_docker_pool", "extra": {"hosts": QUEUE_POOL, "queues": queues}}))
+
+
+def queue_gpus(cluster: Cluster) -> dict[str, int]:
+    """Milli-GPUs each queue's claims hold on the queue pool's engines, read from their labels."""
+    used: dict[str, int] = {}
+    for name in QUEUE_POOL:
+        for claim in (parse_claim(x) for x in cluster.engines[name].containers(f"{CLAIM_LABEL}=true")):
+            if claim is not None and claim.queue is not None:
+                used[claim.queue] = used.get(claim.queue, 0) + claim.milli * len(claim.gpus)
+    return used
+
+
+def contend_in_queue(queue: str, barrier: Any, results: Any) -> None:
+    """One contender of the queue race: a quarter of a GPU for ``queue`` of ``qpool``. Between reading the
+    pool and claiming it spends half a second readying the host, as the operator does when it
+    checks or pulls the image there: every contender has read the pool before the first claims."""
+    ticket = QueueTicket.of("qpool", pool_extra("qpool", BaseHook.get_connection), queue, 1)
+    barrier.wait()
+    try:
+        r = reserve_now(resolve_pool("qpool", BaseHook.get_connection), PlacementRequest(gpus=1, gpu_milli=250),
+                        image=TESTBOX_IMAGE, ticket=ticket, prepare=lambda host: time.sleep(0.5))
+    except NoFit as exc:
+        results.put(("nofit", queue, str(exc)))
+        return
+    results.put(("granted", queue, r.host.name, r.reservation.claim_id))
+
+
+def test_24_processes_of_two_queues_never_take_more_than_their_quota_and_borrowing(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve processes per queue claim a quarter of a GPU each at once, on two hosts with room
+    for all 24: only the queues limit them. The per-host claim lock alone would let a queue's
+    tasks that read the pool at the same moment all claim. Read from the engines while they
+    race, neither queue ever holds more than its quota plus what it may borrow; together they
+    use the queues' two GPUs (vision borrows nlp's idle half if it gets there first), and the
+    rest are told their place in line and why."""
+    define_queue_pool(monkeypatch)
+    ctx = contenders()
+    queues = ["vision", "nlp"] * 12
+    barrier, results = ctx.Barrier(len(queues)), ctx.Queue()
+    env = dict(os.environ)
+    procs = [ctx.Process(target=in_env, args=(env, contend_in_queue, q, barrier, results)) for q in queues]
+    peak: dict[str, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for queue, n in queue_gpus(cluster).items():
+                peak[queue] = max(peak.get(queue, 0), n)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    outcomes: list[tuple[Any, ...]] = []
+    try:
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=180) for _ in procs]
+    finally:
+        for p in procs:
+            if p.pid is not None:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+        done.set()
+        watcher.join()
+        for o in outcomes:
+            if o[0] == "granted":
+                with cluster.engines[o[2]].client() as c:
+                    c.containers.get(o[3]).remove(force=True)
+    won = {q: sum(1 for o in outcomes if o[0] == "granted" and o[1] == q) for q in QUEUE_CAPS}
+    assert len(outcomes) == 24 and sum(won.values()) == 8, outcomes
+    assert all(won[q] * 250 <= cap for q, cap in QUEUE_CAPS.items()), won
+    assert all(peak.get(q, 0) <= cap for q, cap in QUEUE_CAPS.items()), peak
+    assert all(f"waits in line: queue {o[1]}" in o[2] for o in outcomes if o[0] == "nofit"), outcomes
+    for name in QUEUE_POOL:  # no queue lock or place in line is left behind
+        assert cluster.engines[name].containers(f"{RESERVATION_LABEL}") == []

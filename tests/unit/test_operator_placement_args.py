@@ -159,7 +159,7 @@ OPERATOR_BAD = [
     ("stop_grace_s", -1), ("log_archive", "/tmp/logs"), ("log_archive_conn_id", 5), ("log_live_rate", 0),
     ("log_chunk_s", 0), ("log_chunk_bytes", 0), ("max_line_bytes", 2), ("tail_lines", -1),
     ("wait_for_resources", "yes"), ("deferrable", "no"), ("wait_timeout", 0), ("wait_timeout", "long"),
-    ("poll_interval", -1), ("hold_after_s", -1), ("reattach", 1),
+    ("poll_interval", -1), ("hold_after_s", -1), ("reattach", 1), ("gpu_queue", ""), ("gpu_queue", 3), ("gpu_queue", "vision"),
 ]
 """One or more bad values of every operator argument (the table below proves it covers them all)."""
 

@@ -9,7 +9,8 @@ import pytest
 from provider.errors import NoRoom
 from provider.clients.hosts import HostConfig, TlsFiles, host_from_dict, host_to_dict
 from provider.scheduling import PlacementRequest
-from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, request_to_dict, waiter_from_event
+from provider.reservations.rules import request_document
+from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, waiter_from_event
 
 HOSTS = [
     HostConfig("a", "unix:///run/a.sock", "http://127.0.0.1:9400", "s3cret", MappingProxyType({"zone": "x"})),
@@ -25,7 +26,7 @@ def test_host_round_trip(host: HostConfig) -> None:
 def test_trigger_serialize_round_trips() -> None:
     request = PlacementRequest(gpus=2, gpu_memory_mb=4000, gpu_model="A100|H100", labels={"zone": "x"})
     trigger = GpuAvailableTrigger(
-        hosts=[host_to_dict(h) for h in HOSTS], request=request_to_dict(request), policy="best_fit",
+        hosts=[host_to_dict(h) for h in HOSTS], request=request_document(request), policy="best_fit",
         deadline=1234.5, poll_interval=3.0, waiter={"owner": "o1", "since": 1000.0}, hold_after_s=60.0,
         image="trainer:1", task={"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1, "try_number": 1}, agent_timeout=1.5,
     )

@@ -1,0 +1,175 @@
+"""Queues on a pool, carried out on its hosts: the line, the admission lock, the claim's queue.
+
+The pure core decides (:mod:`provider.scheduling.queues`, :mod:`provider.scheduling.line`);
+this module feeds it what the hosts hold and acts on its answer, with no service of its own:
+
+* **Usage** is the sum of the claims that name each queue (:meth:`PoolView.queue_usage`), read
+  from the hosts like every reservation, so nothing a restart can lose.
+* **The line.** A task that waits on a pool with queues keeps a *place in line* on the pool's
+  first host that answers (a never-started container with its queue, priority, since when it
+  waits and what it asks), renewed every poll and lapsing after :data:`LINE_LEASE_S` when its
+  waiter is gone. Every reader sees every place, so each waiter works out the whole line and
+  its own position by itself (:func:`line_answer`).
+* **Admission** is ordered pool-wide by the *queue lock* on that same host
+  (:data:`~provider.reservations.labels.QUEUE_LOCK_NAME`): holding it, a claimant reads every
+  host's claims afresh, asks :func:`~provider.scheduling.queues.admit` once more and claims on
+  its host (:func:`reserve_in_queue`). Two tasks of one queue on two hosts therefore cannot both
+  take the quota's last GPU, which the per-host claim lock alone would allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from provider.clients.engine import AsyncEngine
+from provider.clients.hosts import HostConfig
+from provider.errors import ClaimTaken, EngineError, HostConfigError
+from provider.reservations.labels import QUEUE_LOCK_NAME
+from provider.reservations.rules import line_labels, line_name
+from provider.reservations.store import ClaimStore, EngineLock, Reservation
+from provider.reservations.view import PoolView
+from provider.scheduling.filters import reasons
+from provider.scheduling.line import LineAnswer, place_in_line
+from provider.scheduling.model import NodeState, PlacementRequest
+from provider.scheduling.queues import Amounts, QueueSetup, QueueShort, Waiting, admit, queues_from_extra, usage_by_queue
+from provider.task_instance import TaskInstanceRef
+
+LINE_LEASE_S = 90.0
+"""How long a place in line lasts unless renewed: several polls of a waiting task (10 s by
+default), and the time a task takes from its trigger's event to its claim."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTicket:
+    """What a task brings to a pool with queues: the pool's queues, the task's queue and priority.
+
+    ``declared`` is the pool connection's extra as written (its ``queues``), kept so that the
+    waiting trigger, which looks nothing up, gets the same queues in its kwargs.
+    """
+
+    pool: str
+    declared: Mapping[str, Any]
+    setup: QueueSetup
+    queue: str
+    priority: int
+
+    @classmethod
+    def of(cls, pool: str, declared: Mapping[str, Any], queue: str | None, priority: int) -> QueueTicket | None:
+        """The ticket of a task naming ``queue`` (None: the pool's default) on a pool whose extra
+        is ``declared``; None when the pool declares no queues and the task names none."""
+        found = queues_from_extra(declared, pool)
+        if found is None:
+            if queue is not None:
+                raise HostConfigError(f"gpu_queue={queue!r}, but pool connection {pool!r} declares no queues; "
+                                      'declare them in its extra ("queues") or drop gpu_queue.')
+            return None
+        setup, default = found
+        name = queue if queue is not None else default
+        if name is None:
+            raise HostConfigError(f"Pool connection {pool!r} shares its GPUs through queues ({', '.join(setup)}): "
+                                  'pass gpu_queue=, or give the pool a "default_queue".')
+        setup.known(name, f"pool connection {pool!r}")
+        return cls(pool, {k: declared[k] for k in ("queues", "default_queue") if k in declared}, setup, name,
+                   priority)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "declared": dict(self.declared), "queue": self.queue, "priority": self.priority}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> QueueTicket:
+        ticket = cls.of(doc["pool"], doc["declared"], doc["queue"], doc["priority"])
+        assert ticket is not None
+        return ticket
+
+
+def line_answer(view: PoolView, ticket: QueueTicket, owner: str, since: float, request: PlacementRequest,
+                fits: bool, task: TaskInstanceRef | None) -> LineAnswer:
+    """Whether the task ``owner`` (waiting since ``since``; ``fits`` says whether a host has room
+    for it now) starts now, among every place in line ``view`` found."""
+    me = Waiting(owner, ticket.queue, ticket.priority, since, Amounts.of(request.resources), str(task or ""))
+    requests = {p.waiting.owner: p.request for p in view.line}
+    nodes = view.nodes
+
+    def room_for(w: Waiting) -> bool:
+        if w.owner == owner:
+            return fits
+        return any(not reasons(requests[w.owner], n) for n in nodes)
+
+    return place_in_line(me, [p.waiting for p in view.line], view.queue_usage(), ticket.setup, room_for)
+
+
+def check_quotas(view: PoolView, ticket: QueueTicket) -> None:
+    """Refuse quotas larger than the pool, once every host has answered (before that the pool's
+    size is not known, and a host that is down must not make a good setup look wrong; a host
+without an agent has no known capacity either)."""
+    if any(n.unreachable is not None or n.unmeasured is not None for n in view.nodes):
+        return
+    ticket.setup.check_capacity(sum((_capacity(n) for n in view.nodes), Amounts()))
+
+
+def _capacity(node: NodeState) -> Amounts:
+    usable = node.gpu_unusable is None
+    return Amounts(1000 * len(node.gpus) if usable else 0, node.cpu_milli, node.memory_mb)
+
+
+def anchor(hosts: Sequence[HostConfig], view: PoolView) -> HostConfig | None:
+    """The host that keeps the pool's line and queue lock: its first host that answered."""
+    reachable = {n.name for n in view.nodes if n.unreachable is None}
+    return next((h for h in hosts if h.name in reachable), None)
+
+
+async def reserve_in_queue(
+    hosts: Sequence[HostConfig], view: PoolView, host: HostConfig, node: NodeState, request: PlacementRequest,
+    gpu_ids: Sequence[int], owner: str, image: str, task: TaskInstanceRef | None, ticket: QueueTicket,
+) -> Reservation:
+    """Claim on ``host`` for ``ticket``'s queue, admitted again under the pool's queue lock on
+    every host's claims as they are now. :class:`ClaimTaken` when the queue no longer admits it
+    (a concurrent task of the pool took the quota meanwhile): the caller places again."""
+    keeper = anchor(hosts, view)
+    if keeper is None:
+        raise ClaimTaken("no host of the pool answered, so its queue lock cannot be taken")
+    lock = EngineLock(AsyncEngine(keeper), QUEUE_LOCK_NAME, "queue lock")
+    held = await lock.acquire(image)
+    try:
+        usage = await _usage_now(hosts, view)
+        answer = admit(ticket.queue, Amounts.of(request.resources), usage, ticket.setup)
+        if isinstance(answer, QueueShort):
+            raise ClaimTaken(f"a concurrent task took the room meanwhile ({answer})")
+        return await ClaimStore(AsyncEngine(host)).reserve(node, request, gpu_ids, owner, image, task,
+                                                            queue=ticket.queue)
+    finally:
+        await lock.release(held)
+
+
+async def _usage_now(hosts: Sequence[HostConfig], view: PoolView) -> dict[str, Amounts]:
+    """Each queue's usage from every host's claims, listed now; a host that answered the view's
+    read but not this one makes the admission wait for the next round."""
+    reachable = {n.name for n in view.nodes if n.unreachable is None}
+    targets = [h for h in hosts if h.name in reachable]
+    try:
+        listed = await asyncio.gather(*(ClaimStore(AsyncEngine(h)).claims() for h in targets))
+    except EngineError as exc:
+        raise ClaimTaken(f"the pool's claims could not be read for admission ({exc})") from exc
+    return usage_by_queue((c.queue, Amounts.of(c.resources)) for claims in listed for c in claims
+                          if c.queue is not None)
+
+
+async def keep_place(
+    hosts: Sequence[HostConfig], view: PoolView, waiting: Waiting, request: PlacementRequest,
+    task: TaskInstanceRef, image: str, now: float,
+) -> None:
+    """Put ``waiting``'s place in line on the pool's first host that answers, or renew it when
+    less than half its lease is left (removed and made again: a container's labels are fixed)."""
+    mine = [p for p in view.line if p.waiting.owner == waiting.owner]
+    if mine and mine[0].expires - now > LINE_LEASE_S / 2:
+        return
+    keeper = anchor(hosts, view)
+    if keeper is None:
+        return
+    for place in mine:
+        await AsyncEngine(next(h for h in hosts if h.name == place.host)).remove(place.container_id)
+    await AsyncEngine(keeper).create_idle(line_name(waiting.owner), image,
+                                          line_labels(waiting, request, now + LINE_LEASE_S, task))
