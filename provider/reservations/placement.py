@@ -159,7 +159,9 @@ def _in_line(view: PoolView, ticket: QueueTicket, request: PlacementRequest, ans
 
 
 def _held_by(view: PoolView, waiter: Waiter) -> set[str]:
-    return {h.hold.host for h in view.holds if h.hold.owner == waiter.owner}
+    """The hosts that keep ``waiter``'s hold or place in line."""
+    return {h.hold.host for h in view.holds if h.hold.owner == waiter.owner} | \
+        {p.host for p in view.line if p.waiting.owner == waiter.owner}
 
 
 async def release(reserved: Reserved) -> None:

@@ -25,10 +25,11 @@ from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import host_to_dict, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, OWNER_LABEL, WAIT_LABEL
 from provider.task_instance import TaskInstanceRef
 from provider.reservations.placement import Reserved
 from provider.reservations.pool import read_pool_view
+from provider.reservations.queueing import QueueTicket, line_answer
 from provider.reservations.rules import hold_labels, hold_name
 from provider.reservations.store import lift_holds
 from provider.scheduling.model import PlacementRequest
@@ -73,6 +74,7 @@ def connection(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     assert labelled(pool.engine, CLAIM_LABEL) == [], "a test left a reservation behind"
     assert labelled(pool.engine, HOLD_LABEL) == [], "a test left a hold behind"
+    assert labelled(pool.engine, WAIT_LABEL) == [], "a test left a place in line behind"
 
 
 def labelled(engine: PrivateDockerd, label: str) -> list[str]:
@@ -221,3 +223,129 @@ def test_a_lapsed_hold_is_removed_by_the_next_read_and_frees_the_host(pool: Pool
     finally:
         asyncio.run(lift_holds(hosts, "current0000001"))
     assert asyncio.run(read_pool_view(hosts)).nodes[0].held is None
+
+
+QUEUES = {"vision": {"quota": {"gpus": 1}}, "nlp": {"quota": {"gpus": 1}}}
+"""The queued pool of the line's tests: the host's two GPUs, one each; either may borrow the other's."""
+
+
+def ticket(queue: str, priority: int = 1) -> QueueTicket:
+    found = QueueTicket.of("wait_q", {"hosts": [HOST], "queues": QUEUES}, queue, priority)
+    assert found is not None
+    return found
+
+
+def claim_for(queue: str, who: str) -> Reserved:
+    """One GPU claimed for ``queue`` (admitted like a task), held by the task ``who``."""
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    return reserve_now(hosts, PlacementRequest(gpus=1), image=TESTBOX_IMAGE, ticket=ticket(queue),
+                       task=TaskInstanceRef(who, "train", "r0", -1, 1))
+
+
+class Waiting:
+    """A task of the queued pool waiting in a trigger of its own, on a thread with its own event
+    loop; its event once fired. :meth:`stop` ends the wait as a killed task's does."""
+
+    def __init__(self, queue: str, owner: str, since: float, priority: int = 1) -> None:
+        self.waiter = Waiter(owner, since)
+        self.ticket = ticket(queue, priority)
+        hosts = resolve_pool([HOST], BaseHook.get_connection)
+        self.trigger = GpuAvailableTrigger(
+            hosts=[host_to_dict(hosts[0])], request={"gpus": 1}, policy="least_loaded",
+            deadline=time.time() + 120, poll_interval=0.3, waiter={"owner": owner, "since": since},
+            hold_after_s=None, image=TESTBOX_IMAGE, task=TaskInstanceRef(owner, "train", "r1").to_dict(),
+            queue=self.ticket.to_dict())
+        self.event: dict[str, Any] = {}
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(first_event(self.trigger))
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.event.update(self.loop.run_until_complete(self.task))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def stop(self) -> None:
+        """Cancel the wait if it goes on, and give the place in line back (the trigger's on_kill)."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(30)
+        asyncio.run(lift_holds(resolve_pool([HOST], BaseHook.get_connection), self.waiter.owner))
+
+    def reserve(self) -> Reserved:
+        """What the task does when its trigger fires: place again, in line, and claim."""
+        hosts = resolve_pool([HOST], BaseHook.get_connection)
+        return reserve_now(hosts, PlacementRequest(gpus=1), image=TESTBOX_IMAGE, ticket=self.ticket,
+                           waiter=self.waiter, task=TaskInstanceRef(self.waiter.owner, "train", "r1", -1, 1))
+
+
+def places(engine: PrivateDockerd) -> list[str]:
+    """The owners of the places in line on ``engine``."""
+    return sorted(x["Labels"][OWNER_LABEL] for x in engine.containers(f"{WAIT_LABEL}=true"))
+
+
+def test_the_queue_below_its_share_gets_the_freed_gpu_before_an_earlier_borrower(pool: Pool) -> None:
+    """nlp borrows vision's GPU (both GPUs are nlp's). An nlp task waits first, a vision task
+    later; when one nlp GPU is freed, the vision task starts and the nlp task keeps waiting."""
+    hogs = [claim_for("nlp", "hog1"), claim_for("nlp", "hog2")]
+    nlp = Waiting("nlp", "nlpwaiter0000001", time.time() - 30)
+    vision = Waiting("vision", "viswaiter0000001", time.time())
+    got: list[Reserved] = []
+    try:
+        eventually(lambda: places(pool.engine) == ["nlpwaiter0000001", "viswaiter0000001"], 30,
+                   what="both waiters' places in line on the host")
+        release_now(hogs.pop())
+        vision.thread.join(30)
+        assert vision.event["status"] == "fits"
+        got.append(vision.reserve())
+        assert str(got[0].line) == "queue vision: 0 of 1 GPUs in use; position 1 of 2"
+        time.sleep(1.5)  # several polls: the nlp task has not been let in
+        assert nlp.thread.is_alive() and places(pool.engine) == ["nlpwaiter0000001"]
+    finally:
+        for r in hogs + got:
+            release_now(r)
+        nlp.thread.join(30)
+        nlp.stop()
+        vision.stop()
+    assert nlp.event["status"] == "fits"  # alone in line once the pool is free
+
+
+def test_a_high_priority_task_starts_before_five_earlier_ones_of_its_queue(pool: Pool) -> None:
+    """Five vision tasks of priority 1 wait, then one of priority 10 comes: when vision's GPU
+    is freed, the later, higher-priority one starts. The earliest low one is told position 2
+    of 6 before, and position 1 of 5 after."""
+    hogs = [claim_for("vision", "hog1"), claim_for("nlp", "hog2")]
+    now = time.time()
+    low = [Waiting("vision", f"low{i:013d}", now - 60 + i) for i in range(5)]
+    high: Waiting | None = None
+    got: list[Reserved] = []
+    try:
+        eventually(lambda: len(places(pool.engine)) == 5, 30, what="five places in line")
+        high = Waiting("vision", "high000000000001", time.time(), priority=10)
+        eventually(lambda: len(places(pool.engine)) == 6, 30, what="the sixth place in line")
+        assert str(asyncio.run(_line_of(low[0]))).startswith("queue vision: 1 of 1 GPUs in use; position 2 of 6")
+        release_now(hogs.pop(0))
+        high.thread.join(30)
+        assert high.event["status"] == "fits"
+        got.append(high.reserve())
+        time.sleep(1.0)  # several polls: vision's GPU is the high one's now, the low ones wait on
+        assert all(w.thread.is_alive() for w in low)
+        assert "position 1 of 5; waits for its queue: queue vision: 1 GPUs in use (quota 1)" in \
+            str(asyncio.run(_line_of(low[0])))
+    finally:
+        for w in [*low, *([high] if high else [])]:
+            w.stop()
+        for r in hogs + got:
+            release_now(r)
+
+
+async def _line_of(w: Waiting) -> Any:
+    """Where ``w`` stands now, as its trigger works it out."""
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    view = await read_pool_view(hosts, w.waiter)
+    return line_answer(view, w.ticket, w.waiter.owner, w.waiter.since, PlacementRequest(gpus=1), False, None)
