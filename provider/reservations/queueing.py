@@ -31,8 +31,7 @@ from provider.reservations.labels import QUEUE_LOCK_NAME
 from provider.reservations.rules import line_labels, line_name
 from provider.reservations.store import ClaimStore, EngineLock, Reservation
 from provider.reservations.view import PoolView
-from provider.scheduling.filters import reasons
-from provider.scheduling.line import LineAnswer, place_in_line
+from provider.scheduling.line import LineAnswer, place_in_line, room_taker
 from provider.scheduling.model import NodeState, PlacementRequest
 from provider.scheduling.queues import Amounts, QueueSetup, QueueShort, Waiting, admit, queues_from_extra, usage_by_queue
 from provider.task_instance import TaskInstanceRef
@@ -87,18 +86,17 @@ class QueueTicket:
 
 def line_answer(view: PoolView, ticket: QueueTicket, owner: str, since: float, request: PlacementRequest,
                 fits: bool, task: TaskInstanceRef | None) -> LineAnswer:
-    """Whether the task ``owner`` (waiting since ``since``; ``fits`` says whether a host has room
-    for it now) starts now, among every place in line ``view`` found."""
+    """Whether the task ``owner`` (waiting since ``since``; ``fits`` says whether its policy found
+    a host for it now) starts now, among every place in line ``view`` found."""
     me = Waiting(owner, ticket.queue, ticket.priority, since, Amounts.of(request.resources), str(task or ""))
     requests = {p.waiting.owner: p.request for p in view.line}
-    nodes = view.nodes
+    requests[owner] = request
+    take = room_taker(view.nodes)
 
-    def room_for(w: Waiting) -> bool:
-        if w.owner == owner:
-            return fits
-        return any(not reasons(requests[w.owner], n) for n in nodes)
+    def take_for(w: Waiting) -> bool:
+        return (fits or w.owner != owner) and take(requests[w.owner])
 
-    return place_in_line(me, [p.waiting for p in view.line], view.queue_usage(), ticket.setup, room_for)
+    return place_in_line(me, [p.waiting for p in view.line], view.queue_usage(), ticket.setup, take_for)
 
 
 def check_quotas(view: PoolView, ticket: QueueTicket) -> None:

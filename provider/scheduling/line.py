@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from provider.scheduling.accounting import apply
+from provider.scheduling.filters import eligible_gpus, reasons
+from provider.scheduling.model import NodeState, PlacementRequest
 from provider.scheduling.queues import (
     RESOURCES,
     Admitted,
@@ -31,8 +34,9 @@ class LineAnswer:
     """Whether a task starts now, and where it stands.
 
     ``position`` counts from 1 in a line of ``length`` waiting tasks (itself included).
-    ``short`` is set when its own queue cannot admit it now; ``first`` names the task ahead
-    of it that is admitted and fits, so goes first; ``queue_state`` is its queue in words.
+    ``short`` is set when its own queue cannot admit it now; ``first`` names the first task
+    ahead of it that starts before it and takes what it would need; ``queue_state`` is its
+    queue in words.
     """
 
     start: bool
@@ -47,7 +51,7 @@ class LineAnswer:
         said = f"{self.queue_state}; position {self.position} of {self.length}"
         if self.short is not None:
             return f"{said}; waits for its queue: {self.short}"
-        if self.first is not None:
+        if self.first is not None and not self.start:
             return f"{said}; {self.first.task or self.first.owner} of queue {self.first.queue} goes first"
         return said
 
@@ -62,21 +66,35 @@ def place_in_line(
     waiting: Sequence[Waiting],
     usage: Mapping[str, Amounts],
     queues: Mapping[str, QueueSpec],
-    fits: Callable[[Waiting], bool],
+    take: Callable[[Waiting], bool],
 ) -> LineAnswer:
     """Where ``me`` stands among ``waiting`` (the others in line; ``me`` may be among them) and
-    whether it starts now: it is admitted, it ``fits`` a host, and no task ahead of it in the
-    line is admitted and fits too (:func:`provider.scheduling.queues.may_start`)."""
+    whether it starts now.
+
+    The line (:func:`~provider.scheduling.queues.order`) is walked from its head as a scheduler
+    would start it in one pass: each task that its queue admits and that ``take`` finds room for
+    starts, and what it takes counts for those behind it (``take`` answers whether a task fits
+    on what the tasks before it left, and if so keeps its share off the hosts). ``me`` starts if
+    it is still admitted and fits when its turn comes. This is
+    :func:`~provider.scheduling.queues.may_start` applied again after every start, at once: so
+    several waiters can start on one reading of the pool, each knowing it goes without taking
+    the room of one ahead of it.
+    """
     line = order([w for w in waiting if w.owner != me.owner] + [me], usage, queues)
     state = queue_state(me.queue, usage, queues)
     position = next(i for i, w in enumerate(line, 1) if w.owner == me.owner)
+    taken = dict(usage)
+    first: Waiting | None = None
     for w in line:
-        admitted = admit(w.queue, w.request, usage, queues)
+        admitted = admit(w.queue, w.request, taken, queues)
         if w.owner == me.owner:
-            short = admitted if isinstance(admitted, QueueShort) else None
-            return LineAnswer(short is None and fits(w), me.queue, position, len(line), state, short)
-        if isinstance(admitted, Admitted) and fits(w):
-            return LineAnswer(False, me.queue, position, len(line), state, first=w)
+            if isinstance(admitted, QueueShort):
+                return LineAnswer(False, me.queue, position, len(line), state, short=admitted, first=first)
+            start = take(w)
+            return LineAnswer(start, me.queue, position, len(line), state, first=None if start else first)
+        if isinstance(admitted, Admitted) and take(w):
+            taken[w.queue] = taken.get(w.queue, Amounts()) + w.request
+            first = first or w
     raise AssertionError("the line lost the task it was built with")
 
 
@@ -96,3 +114,22 @@ def queue_state(queue: str, usage: Mapping[str, Amounts], queues: Mapping[str, Q
         if name != queue and other.governs(resource) and over > 0:
             borrowers.append(f"{name} borrows {amount_text(resource, over)}")
     return said + (f"; {', '.join(borrowers)}" if borrowers else "")
+
+
+def room_taker(nodes: Sequence[NodeState]) -> Callable[[PlacementRequest], bool]:
+    """A ``take`` for :func:`place_in_line` on ``nodes``: whether a request fits on what the
+    requests taken before it left, and if so, its share taken off the first host that fits it
+    (on the GPUs the filter offers first). Which host does not matter to the answer for the
+    tasks behind it as long as each one's room is counted once; the task itself is placed by its
+    policy when it claims."""
+    left = list(nodes)
+
+    def take(request: PlacementRequest) -> bool:
+        for i, node in enumerate(left):
+            if not reasons(request, node):
+                gpus = eligible_gpus(request, node)[: request.gpus]
+                left[i] = apply(node, request.resources, gpus)
+                return True
+        return False
+
+    return take

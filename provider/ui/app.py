@@ -88,6 +88,7 @@ def cluster_view(user: BaseUser, session: Session, response: Response, pool_cach
         readings=readings,
         waiting=waiting,
         problems=pools.problems,
+        queues=pools.queues,
         readable=readable.__contains__,
         base_path=base_path(),
         generated_at=datetime.now(timezone.utc),

@@ -31,11 +31,12 @@ from sqlalchemy.orm import Session
 
 from provider.errors import HostConfigError
 from provider.clients.engine_sync import run_sync
-from provider.clients.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, resolve_pool
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, POOL_CONN_TYPE, HostConfig, pool_extra, resolve_pool
 from provider.limits import AGENT_TIMEOUT_S, BACKGROUND_ENGINE_TIMEOUT_S
 from provider.reservations.pool import read_pool_view
 from provider.task_instance import TaskInstanceRef
 from provider.reservations.view import HostView
+from provider.scheduling.queues import QueueSetup, queues_from_extra
 from provider.ui.cluster_view import (
     WAITING_OPERATORS,
     WAITING_STATES,
@@ -58,6 +59,8 @@ class PoolSet:
     pools: dict[str, list[str]] = field(default_factory=dict)
     hosts: list[HostConfig] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    queues: dict[str, QueueSetup] = field(default_factory=dict)
+    """The queues of each pool that declares them (docs/queues.md)."""
 
 
 def configured_pool_ids() -> list[str]:
@@ -83,6 +86,9 @@ def resolve_pools(ids: Sequence[str]) -> PoolSet:
         name = pool_id or DEFAULT_HOST_CONN_ID
         try:
             hosts = resolve_pool(pool_id, Connection.get_connection_from_secrets)
+            declared = queues_from_extra(pool_extra(pool_id, Connection.get_connection_from_secrets), name)
+            if declared is not None:
+                found.queues[name] = declared[0]
         except HostConfigError as exc:
             found.pools[name] = []
             found.problems.append(f"{name}: {exc}")

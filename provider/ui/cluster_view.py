@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from provider.clients.hosts import POOL_CONN_TYPE
-from provider.reservations.rules import Claim, HoldRecord
+from provider.reservations.rules import Claim, HoldRecord, PlaceInLine
 from provider.task_instance import TaskInstanceRef
-from provider.reservations.view import HostView
+from provider.reservations.view import HostView, PoolView
 from provider.scheduling.model import MILLI_PER_GPU, GpuState
+from provider.scheduling.queues import RESOURCES, UNITS, Amounts, QueueSetup, order
 
 WAITING_STATES = ("deferred", "up_for_reschedule")
 """Task-instance states in which a task waits for GPUs without holding a worker slot."""
@@ -215,16 +216,66 @@ def cluster_document(
     readable: Callable[[str], bool],
     base_path: str,
     generated_at: datetime,
+    queues: Mapping[str, QueueSetup] | None = None,
 ) -> dict[str, Any]:
-    """The whole page: pools, one card per host, waiting tasks, and configuration problems.
+    """The whole page: pools (with their queues), one card per host, waiting tasks, and
+    configuration problems.
 
     ``waiting`` must already be limited to DAGs the user may read (the query does that).
     """
     member = pools_of_hosts(pools)
+    by_name = {r.measured.name: r for r in readings}
+
+    def pool_doc(name: str, hosts: Sequence[str]) -> dict[str, Any]:
+        setup = (queues or {}).get(name)
+        doc: dict[str, Any] = {"name": name, "hosts": list(hosts), "queues": None}
+        if setup is not None:
+            view = PoolView(tuple(by_name[h] for h in hosts if h in by_name))
+            doc["queues"] = queues_document(setup, view, readable, base_path)
+        return doc
+
     return {
         "generated_at": generated_at.isoformat(),
-        "pools": [{"name": p, "hosts": list(h)} for p, h in pools.items()],
+        "pools": [pool_doc(p, h) for p, h in pools.items()],
         "hosts": [host_document(r, member.get(r.measured.name, []), readable, base_path) for r in readings],
         "waiting": [waiting_document(w, base_path) for w in waiting],
         "problems": list(problems),
     }
+
+
+def _in_units(amounts: Amounts) -> dict[str, float]:
+    """Amounts in the units a pool connection writes them (GPUs, CPUs, MB)."""
+    factor = {resource: (key, f) for key, (resource, f) in UNITS.items()}
+    return {factor[r][0]: v / factor[r][1] for r, v in zip(RESOURCES, amounts.values())}
+
+
+def queues_document(setup: QueueSetup, view: PoolView, readable: Callable[[str], bool],
+                    base_path: str) -> dict[str, Any]:
+    """A pool's queues: each one's quota, use, what it borrows beyond its quota and what of its
+    idle quota the others use (its *lent*: the cohort's borrowing shared among the queues with
+    idle quota, in proportion to it), and every waiting task in the order they will start."""
+    usage = view.queue_usage()
+    used = {q: usage.get(q, Amounts()) for q in setup}
+    quota = {q: Amounts(*(setup[q].quota.get(r, 0) for r in RESOURCES)) for q in setup}
+    borrowed = {q: Amounts(*(max(0, u - c) for u, c in zip(used[q].values(), quota[q].values()))) for q in setup}
+    idle = {q: Amounts(*(max(0, min(setup[q].lendable(r), c - u)) if setup[q].governs(r) else 0
+                         for r, u, c in zip(RESOURCES, used[q].values(), quota[q].values()))) for q in setup}
+    total_borrowed = sum(borrowed.values(), Amounts())
+    total_idle = sum(idle.values(), Amounts())
+    lent = {q: Amounts(*(round(b * i / t) if t else 0 for b, i, t in
+                         zip(total_borrowed.values(), idle[q].values(), total_idle.values()))) for q in setup}
+    places = {p.waiting.owner: p for p in view.line if p.waiting.queue in setup}
+    line = order([p.waiting for p in places.values()], usage, setup)
+    return {
+        "queues": [{"name": q, "weight": setup[q].weight, "quota": _in_units(quota[q]), "used": _in_units(used[q]),
+                    "borrowed": _in_units(borrowed[q]), "lent": _in_units(lent[q]),
+                    "waiting": sum(1 for w in line if w.queue == q)} for q in setup],
+        "line": [place_document(places[w.owner], i, readable, base_path) for i, w in enumerate(line, 1)],
+    }
+
+
+def place_document(place: PlaceInLine, position: int, readable: Callable[[str], bool], base_path: str) -> dict[str, Any]:
+    """One waiting task of a pool with queues, at its ``position`` in line."""
+    return {"position": position, "queue": place.waiting.queue, "priority": place.waiting.priority,
+            "since": _iso(place.waiting.since), "asks": place.request.describe(),
+            **named_task(place.task, readable, base_path)}

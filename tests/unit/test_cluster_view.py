@@ -185,3 +185,37 @@ def test_pool_ids_in_environment(environ: dict[str, str], ids: list[str]) -> Non
 
 def test_merged_pool_ids_keep_first_seen_order_once() -> None:
     assert merged_pool_ids(["b", "a"], ["a", "c"], ["", "b"]) == ["b", "a", "c"]
+
+
+def test_a_pool_with_queues_shows_quota_use_borrowing_lending_and_its_line_in_order() -> None:
+    """Four GPUs; vision (quota 3) uses 1, nlp (quota 1) uses 3: nlp borrows 2 of vision's idle
+    2, which vision lends. Two vision tasks and one nlp task wait: vision's go first (far below
+    its share), the higher priority of them first; the nlp task's DAG is not readable."""
+    from provider.reservations.rules import line_labels, parse_place_in_line
+    from provider.scheduling.queues import Amounts, Waiting, queues_from_extra
+
+    found = queues_from_extra({"queues": {"vision": {"quota": {"gpus": 3}}, "nlp": {"quota": {"gpus": 1}}}}, "p")
+    assert found is not None
+    queued = [(0, "vision"), (1, "nlp"), (2, "nlp"), (3, "nlp")]
+    labels = [claim_labels(PlacementRequest(gpus=1), (g, ), f"o{g}", NOW - 5, None, q) for g, q in queued]
+    claims = tuple(c for c in (parse_claim({"Id": f"c{i}", "Labels": lab}) for i, lab in enumerate(labels)) if c)
+
+    def place(owner: str, queue: str, since: float, priority: int, dag: str) -> Any:
+        request = PlacementRequest(gpus=1)
+        me = Waiting(owner, queue, priority, since, Amounts.of(request.resources))
+        return parse_place_in_line("gpu-a", {"Id": owner, "Labels": line_labels(
+            me, request, NOW + 60, TaskInstanceRef(dag, owner, RUN, -1, 1))})
+
+    line = (place("n1", "nlp", NOW - 50, 1, "secret"), place("v1", "vision", NOW - 40, 1, "train"),
+            place("v2", "vision", NOW - 30, 5, "train"))
+    reading = HostView(node=allocation(node(4), claims).node, measured=node(4), claims=claims, line=line)
+    doc = cluster_document(pools={"p": ["gpu-a"]}, readings=[reading], waiting=[], problems=[],
+                           readable={"train"}.__contains__, base_path="", generated_at=datetime.now(timezone.utc),
+                           queues={"p": found[0]})
+    queues = doc["pools"][0]["queues"]
+    rows = {q["name"]: (q["quota"]["gpus"], q["used"]["gpus"], q["borrowed"]["gpus"], q["lent"]["gpus"], q["waiting"])
+            for q in queues["queues"]}
+    assert rows == {"vision": (3, 1, 0, 2, 2), "nlp": (1, 3, 2, 0, 1)}
+    assert [(r["position"], r["task"] and r["task"]["task_id"], r["hidden"]) for r in queues["line"]] == [
+        (1, "v2", False), (2, "v1", False), (3, None, True)]
+    assert json.loads(json.dumps(doc)) == doc

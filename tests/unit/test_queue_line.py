@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from provider.operators.priority import effective_priority
 from provider.reservations.queueing import QueueTicket, check_quotas
 from provider.reservations.rules import claim_labels, line_labels, parse_claim, parse_place_in_line
 from provider.reservations.view import HostView, PoolView
-from provider.scheduling.line import place_in_line, queue_state
+from provider.scheduling.line import place_in_line, queue_state, room_taker
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest, Resources
 from provider.scheduling.no_fit import NoFit
 from provider.scheduling.queues import Amounts, Waiting, queues_from_extra
@@ -103,6 +104,19 @@ def test_a_ticket_travels_to_the_trigger_and_back() -> None:
     assert (again.queue, again.priority, dict(again.setup)) == ("nlp", 7, dict(ticket.setup))
 
 
+def slots(n: int) -> Callable[[Waiting], bool]:
+    """A ``take`` for a pool with room for ``n`` one-GPU tasks."""
+    left = [n]
+
+    def take(w: Waiting) -> bool:
+        if left[0] < 1:
+            return False
+        left[0] -= 1
+        return True
+
+    return take
+
+
 def test_a_task_admitted_and_first_starts() -> None:
     answer = place_in_line(waiting("a", "vision", 2, 10.0), [], {"vision": gpus(6)}, SETUP, lambda w: True)
     assert answer.start and (answer.position, answer.length) == (1, 1)
@@ -114,18 +128,21 @@ def test_the_queue_below_its_share_goes_first_and_the_other_is_told_who() -> Non
     came later is ahead of the waiting nlp task, and the nlp task is told so, by name."""
     usage = {"vision": gpus(1), "nlp": gpus(7)}
     early_nlp, late_vision = waiting("n1", "nlp", 1, 10.0), waiting("v1", "vision", 1, 20.0)
-    answer = place_in_line(early_nlp, [late_vision], usage, SETUP, lambda w: True)
+    answer = place_in_line(early_nlp, [late_vision], usage, SETUP, slots(1))
     assert not answer.start and (answer.position, answer.length) == (2, 2)
     assert str(answer) == ("queue nlp: 7 of 4 GPUs in use; position 2 of 2; train.v1 of queue vision goes first")
-    assert place_in_line(late_vision, [early_nlp], usage, SETUP, lambda w: True).start
+    assert place_in_line(late_vision, [early_nlp], usage, SETUP, slots(1)).start
+    assert place_in_line(early_nlp, [late_vision], usage, SETUP, slots(2)).start  # room for both: both start
 
 
 def test_a_higher_priority_task_of_the_queue_goes_before_earlier_ones() -> None:
     line = [waiting(f"low{i}", "vision", 1, float(i)) for i in range(5)]
     urgent = waiting("urgent", "vision", 1, 100.0, priority=10)
-    assert place_in_line(urgent, line, {}, SETUP, lambda w: True).start
-    behind = place_in_line(line[0], [*line, urgent], {}, SETUP, lambda w: True)
+    assert place_in_line(urgent, line, {}, SETUP, slots(1)).start
+    behind = place_in_line(line[0], [*line, urgent], {}, SETUP, slots(1))
     assert (behind.start, behind.position, behind.first) == (False, 2, urgent)
+    third = place_in_line(line[1], [*line, urgent], {}, SETUP, slots(2))  # urgent and low0 go first
+    assert (third.start, third.position, third.first) == (False, 3, urgent)
 
 
 def test_a_task_ahead_that_cannot_start_holds_no_one_back() -> None:
@@ -133,6 +150,25 @@ def test_a_task_ahead_that_cannot_start_holds_no_one_back() -> None:
     large, small = waiting("big", "vision", 8, 1.0), waiting("small", "vision", 1, 2.0)
     answer = place_in_line(small, [large], {}, SETUP, lambda w: w.owner != "big")
     assert answer.start and answer.position == 2
+
+
+def test_tasks_ahead_that_start_count_against_the_queue_of_those_behind() -> None:
+    """vision has 7 of its 8 GPUs in use; two vision tasks of one GPU wait and the pool has room
+    for both: the first starts, and the second is told its queue is full after the first."""
+    usage = {"vision": gpus(7), "nlp": gpus(4)}
+    first, second = waiting("v1", "vision", 1, 1.0), waiting("v2", "vision", 1, 2.0)
+    assert place_in_line(first, [second], usage, SETUP, slots(2)).start
+    answer = place_in_line(second, [first], usage, SETUP, slots(2))
+    assert not answer.start and answer.short is not None and answer.short.used == 8 * G
+
+
+def test_room_is_counted_once_for_the_tasks_ahead() -> None:
+    """Two hosts with one free GPU each: two one-GPU tasks fit, the third does not, and a
+    two-GPU task fits neither host's remainder."""
+    hosts = [_host("h1", 1), _host("h2", 1)]
+    take = room_taker(hosts)
+    assert [take(PlacementRequest(gpus=1)) for _ in range(3)] == [True, True, False]
+    assert not room_taker(hosts)(PlacementRequest(gpus=2))
 
 
 def test_a_queue_over_its_limits_waits_for_itself_and_says_what_it_uses() -> None:

@@ -142,6 +142,31 @@
     return el("div", { class: "waiting-table" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...body)));
   }
 
+  // A pool's queues: quota and use per queue, then every waiting task in the order it starts.
+  function amounts(a) {
+    const parts = [];
+    if (a.gpus) parts.push(`${+a.gpus.toFixed(3)} GPU${a.gpus === 1 ? "" : "s"}`);
+    if (a.cpus) parts.push(`${+a.cpus.toFixed(3)} CPU${a.cpus === 1 ? "" : "s"}`);
+    if (a.memory_mb) parts.push(memory(a.memory_mb));
+    return parts.join(", ") || "0";
+  }
+
+  function queuesCard(pool) {
+    const head = el("tr", {}, ...["Queue", "Quota", "In use", "Borrowed", "Lent", "Weight", "Waiting"]
+      .map((t) => el("th", { text: t })));
+    const rows = pool.queues.queues.map((q) => el("tr", {},
+      el("td", { text: q.name }), el("td", { text: amounts(q.quota) }), el("td", { text: amounts(q.used) }),
+      el("td", { text: amounts(q.borrowed) }), el("td", { text: amounts(q.lent) }),
+      el("td", { text: String(q.weight) }), el("td", { text: String(q.waiting) })));
+    const line = pool.queues.line.map((w) => el("li", {},
+      w.task ? taskLink(w.task) : el("span", { class: "muted", text: "a task of a DAG you cannot read" }),
+      el("span", { class: "muted small", text: ` · queue ${w.queue} · priority ${w.priority} · asks ${w.asks} · waiting since ${ago(w.since)}` })));
+    return el("div", { class: "waiting-table" },
+      el("h3", { text: `Pool ${pool.name}` }),
+      el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)),
+      line.length ? el("ol", { class: "line" }, ...line) : el("div", { class: "empty", text: "No task waits in line." }));
+  }
+
   function summary(doc) {
     const gpus = doc.hosts.flatMap((h) => h.gpus);
     const held = gpus.filter((g) => g.holders.length).length;
@@ -163,6 +188,9 @@
       el("ul", {}, ...doc.problems.map((p) => el("li", { text: p }))));
     document.getElementById("hosts").replaceChildren(...doc.hosts.map(hostCard));
     document.getElementById("waiting").replaceChildren(waitingTable(doc.waiting));
+    const queued = doc.pools.filter((p) => p.queues);
+    document.getElementById("queues-section").hidden = !queued.length;
+    document.getElementById("queues").replaceChildren(...queued.map(queuesCard));
   }
 
   function setStatus(text, isError) {

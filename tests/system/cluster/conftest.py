@@ -2,7 +2,7 @@
 minute to start, so the tests share it, and it goes when the package's last test is done (not
 at the end of the session, where it would take CPUs from the other system tests).
 
-Its DAG folder holds the project's example DAGs, the chaos test's DAG and the DAG of
+Its DAG folder holds the project's example DAGs, the chaos test's and the queue test's DAGs and the DAG of
 ``bench/cluster.py``, whose smoke run uses this topology. Airflow gives up on a
 lost worker sooner than by default, so that the chaos test's retries come within it: a try
 without a heartbeat for 40 s is retried (more than the api-server's restart keeps heartbeats
@@ -25,12 +25,13 @@ pytestmark = pytest.mark.system
 
 CHAOS_DAG = REPO / "tests" / "system" / "dags" / "chaos_counter.py"
 BENCH_DAG = REPO / "bench" / "dags" / "cluster_job.py"
+QUEUE_DAG = REPO / "tests" / "system" / "dags" / "queue_jobs.py"
 
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     dags = tmp_path_factory.mktemp("cluster-dags")
-    for src in [*(REPO / "dags").glob("*.py"), CHAOS_DAG, BENCH_DAG]:
+    for src in [*(REPO / "dags").glob("*.py"), CHAOS_DAG, BENCH_DAG, QUEUE_DAG]:
         shutil.copy(src, dags / src.name)
     with Cluster(ClusterSpec(tag="gdt", heartbeat_timeout_s=40, queued_timeout_s=90), dags_folder=dags) as c:
         yield c
