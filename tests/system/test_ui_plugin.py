@@ -7,7 +7,8 @@ runs, the API and a headless Chromium, signed in to the Airflow UI like a person
 task instance holding a GPU of ``ui_gpu_a``, and ``ui_gpu_b`` as unreachable with the reason.
 A second DAG then asks for both GPUs of ``ui_gpu_a``: it defers and holds the host
 (``docs/waiting.md``), and the page lists it as waiting and names it on the host it holds;
-marked failed, its trigger is cancelled and the hold lifted. The screenshot is kept: under
+marked failed, its trigger is cancelled and the hold lifted. The pool shares its GPUs through
+one queue, ``vision``: the page shows its quota and use, and the waiting task in its line. The screenshot is kept: under
 ``$GPU_DOCKER_ARTIFACTS`` (default: the test's temporary directory), and as
 ``docs/gpu_cluster.png`` when ``GPU_DOCKER_UPDATE_SCREENSHOT=1``.
 
@@ -63,7 +64,8 @@ def connections(engine: PrivateDockerd, agent_url: str, workdir: Path) -> dict[s
     return {
         f"AIRFLOW_CONN_{HOST_UP.upper()}": host(engine.url, agent_url),
         f"AIRFLOW_CONN_{HOST_DOWN.upper()}": host(f"unix://{workdir / 'no-engine.sock'}", nobody),
-        f"AIRFLOW_CONN_{POOL.upper()}": json.dumps({"conn_type": "gpu_docker_pool", "extra": {"hosts": [HOST_UP, HOST_DOWN]}}),
+        f"AIRFLOW_CONN_{POOL.upper()}": json.dumps({"conn_type": "gpu_docker_pool", "extra": {
+            "hosts": [HOST_UP, HOST_DOWN], "queues": {"vision": {"quota": {"gpus": 2}}}, "default_queue": "vision"}}),
         # Nothing here may fall back to the machine's own engine.
         "AIRFLOW_CONN_GPU_DOCKER_DEFAULT": json.dumps({"conn_type": "gpu_docker_host", "host": engine.url}),
     }
@@ -152,7 +154,10 @@ def test_api_refuses_requests_without_a_valid_token(cluster: Cluster) -> None:
 def test_api_shows_the_gpu_held_by_the_running_task(cluster: Cluster, running: str) -> None:
     status, doc = get(cluster.airflow.url + API, token=cluster.airflow.token())
     assert status == 200, doc
-    assert doc["pools"] == [{"name": POOL, "hosts": [HOST_UP, HOST_DOWN]}]
+    [pool] = doc["pools"]
+    assert (pool["name"], pool["hosts"]) == (POOL, [HOST_UP, HOST_DOWN])
+    [vision] = pool["queues"]["queues"]
+    assert (vision["name"], vision["quota"]["gpus"], vision["used"]["gpus"]) == ("vision", 2, 1), vision
     up, down = doc["hosts"]
     assert (up["name"], up["reachable"], up["pools"]) == (HOST_UP, True, [POOL])
     assert up["cpu"]["count"] >= 1 and up["memory"]["total_mb"] > 0
@@ -177,6 +182,16 @@ def test_api_shows_the_waiting_task_and_the_host_it_holds(cluster: Cluster, runn
     assert [(w["dag_id"], w["task_id"], w["run_id"], w["state"]) for w in doc["waiting"]] == [
         (WAITER_DAG, WAITER_TASK, waiting, "deferred")
     ]
+    line = eventually(lambda: doc_of(cluster)["pools"][0]["queues"]["line"], 30, interval_s=1,
+                      what="the waiting task in its queue's line", until=bool)
+    assert [(w["position"], w["queue"], w["task"]["run_id"], w["asks"]) for w in line] == [
+        (1, "vision", waiting, "gpus=2")]
+
+
+def doc_of(cluster: Cluster) -> dict[str, Any]:
+    status, doc = get(cluster.airflow.url + API, token=cluster.airflow.token())
+    assert status == 200, doc
+    return dict(doc)
 
 
 def artifacts_dir(tmp_path: Path) -> Path:
@@ -191,7 +206,8 @@ def test_a_signed_in_person_sees_the_host_and_the_task_in_the_airflow_ui(
     browser = Browser.start()
     try:
         browser.sign_in(cluster.airflow.url, "admin", cluster.airflow.password())
-        frame_text = browser.open_cluster_page(cluster.airflow.url, expect=[HOST_UP, TASK_ID, HOST_DOWN, WAITER_TASK])
+        frame_text = browser.open_cluster_page(cluster.airflow.url, expect=[HOST_UP, TASK_ID, HOST_DOWN, WAITER_TASK,
+                                                                                  "Pool gpu_ui_pool", "queue vision"])
         assert "refused" in frame_text and "A100-80GB" in frame_text
         assert f"Held for {WAITER_DAG} / {WAITER_TASK}" in frame_text and "deferred" in frame_text
         artifacts = artifacts_dir(tmp_path)
