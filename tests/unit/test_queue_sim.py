@@ -1,17 +1,21 @@
-"""``bench/queue_sim.py``: one case worked by hand through every strategy, then a smoke run on
-CSVs built here (no external data)."""
+"""``bench/queue_sim.py``: one case worked by hand through every strategy, a smoke run on CSVs
+built here (no external data), and the replay's fair-share line against production's order()
+and may_start() on random inputs."""
 
 from __future__ import annotations
 
 import csv
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.queue_sim import STRATEGIES, TEAMS, Task, jain, main, replay
+from bench import queue_sim
+from bench.queue_sim import STRATEGIES, TEAMS, FairLine, Task, jain, main, replay
 from provider.scheduling import GpuState, NodeState, PlacementRequest
+from provider.scheduling.queues import RESOURCES, Admitted, Amounts, QueueSpec, Waiting, admit, may_start, order
 
 ONE_GPU = PlacementRequest(gpus=1)
 
@@ -77,3 +81,98 @@ def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
         assert set(r["teams"]) == set(TEAMS), strategy
         for team in r["teams"].values():
             assert team["gpu_hours"] > 0 and 0 <= team["mean_wait_s"] and 0 <= team["p95_wait_s"], strategy
+
+
+def _random_queues(rng: random.Random) -> dict[str, QueueSpec]:
+    """Two to five queues with quotas on random resources (some none), limits and weights."""
+    queues = {}
+    for q in range(rng.randint(2, 5)):
+        name = f"q{q}"
+        quota = {r: rng.randint(0, 8000) for r in RESOURCES if rng.random() < 0.6}
+        borrowing = {r: rng.randint(0, 4000) for r in quota if rng.random() < 0.3} or None
+        queues[name] = QueueSpec(name, quota, borrowing_limit=borrowing, weight=rng.choice([0.5, 1.0, 1.0, 2.0]))
+    return queues
+
+
+def _random_waiter(rng: random.Random, owner: str, queues: dict[str, QueueSpec]) -> Waiting:
+    """Few distinct priorities and times, so ties on each part of order()'s key are common."""
+    return Waiting(owner, rng.choice(list(queues)), rng.choice([0, 0, 1, 2]), float(rng.randint(0, 5)),
+                   Amounts(rng.choice([0, 500, 1000, 2000, 4000]), rng.randint(0, 3) * 1000, rng.randint(0, 2) * 4096))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_fair_line_is_production_order_and_may_start(seed: int) -> None:
+    """FairLine, kept as waiters come and go, gives order()'s line at every moment, and the first
+    waiter of it that is admitted and fits is the one may_start() lets start."""
+    rng = random.Random(seed)
+    queues = _random_queues(rng)
+    line, waiting = FairLine(queues), {}
+    for step in range(60):
+        if waiting and rng.random() < 0.35:
+            owner = rng.choice(list(waiting))
+            line.remove(owner)
+            del waiting[owner]
+        else:
+            waiter = _random_waiter(rng, f"t{rng.randint(0, 10**6)}-{step}", queues)
+            line.add(waiter)
+            waiting[waiter.owner] = waiter
+        usage = {q: Amounts(*(rng.randint(0, 6000) for _ in RESOURCES)) for q in queues if rng.random() < 0.8}
+        expected = order(list(waiting.values()), usage, queues)
+        assert list(line.order(usage)) == expected
+        fitting = {w.owner for w in expected if rng.random() < 0.5}
+
+        def fits(w: Waiting) -> bool:
+            return w.owner in fitting
+
+        first = next((w.owner for w in line.order(usage)
+                      if fits(w) and isinstance(admit(w.queue, w.request, usage, queues), Admitted)), None)
+        assert first == next((w.owner for w in expected if may_start(w.owner, expected, usage, queues, fits)), None)
+
+
+def test_the_fair_line_is_read_as_it_was_when_asked() -> None:
+    queues = {q: QueueSpec(q, {"gpu_milli": 1000}) for q in ("a", "b")}
+    line = FairLine(queues)
+    for k, q in enumerate("aabb"):
+        line.add(Waiting(str(k), q, 0, float(k), Amounts(1000)))
+    usage = {"a": Amounts(), "b": Amounts()}
+    read = line.order(usage)
+    assert next(read).owner == "0"
+    line.remove("2")
+    usage["b"] = Amounts(5000)
+    assert [w.owner for w in read] == ["2", "1", "3"]
+    assert [w.owner for w in line.order(usage)] == ["0", "1", "3"]
+    with pytest.raises(ValueError, match="waiting already"):
+        line.add(Waiting("1", "a", 0, 9.0, Amounts(1000)))
+
+
+class _OrderAfresh:
+    """FairLine's interface answered by production's order() from scratch at every read."""
+
+    def __init__(self, queues: dict[str, QueueSpec]) -> None:
+        self.queues, self.waiting = queues, {}
+
+    def add(self, waiter: Waiting) -> None:
+        self.waiting[waiter.owner] = waiter
+
+    def remove(self, owner: str) -> None:
+        del self.waiting[owner]
+
+    def order(self, usage: dict[str, Amounts]) -> Iterator[Waiting]:
+        return iter(order(list(self.waiting.values()), dict(usage), self.queues))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_fair_share_replay_decides_as_order_from_scratch(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crowded replay of ``ours`` gives every task the same wait whether the line comes from
+    FairLine or from order() recomputed at every departure."""
+    rng = random.Random(seed)
+    pool = [NodeState(f"h{i}", cpu_milli=32000, memory_mb=131072, gpus=tuple(GpuState(g) for g in range(n)))
+            for i, n in enumerate((2, 4, 4, 8))]
+    tasks, at = [], 0.0
+    for k in range(400):
+        at += rng.expovariate(1 / 20)
+        request = PlacementRequest(gpus=rng.choice([1, 1, 1, 2, 4, 8]), cpu_milli=rng.choice([1000, 4000, 8000]))
+        tasks.append(Task(k, rng.choices(list(TEAMS), list(TEAMS.values()))[0], at, rng.expovariate(1 / 400), request))
+    fast = replay(tasks, pool, "ours", "least_loaded", seed)
+    monkeypatch.setattr(queue_sim, "FairLine", _OrderAfresh)
+    assert replay(tasks, pool, "ours", "least_loaded", seed)["waits"] == fast["waits"]
