@@ -33,11 +33,17 @@ capacity), and Jain's index across teams of the share each received over its fai
 max-min fair split of the GPUs by the teams' demands, :func:`bench.jct_sim.water_fill`),
 averaged over the time in which demand exceeded the pool.
 
+``--compare-policies`` also replays first come, first served on the same arrivals with the
+placement policies of :data:`COMPARED_POLICIES` beside ``--policy``: the pool's utilisation,
+all tasks' mean and 95th-percentile wait, and the mean wait of each size of task, since where
+small tasks go decides whether a large one ever finds a whole host.
+
 Data: the openb node and pod lists of ``bench/placement_sim.py`` (Alibaba cluster-trace-GPU,
 Apache-2.0), read from ``--trace-dir`` (default ``../shared/traces/openb``).
 
     python bench/queue_sim.py                       # the default workload, seeds 1-3
     python bench/queue_sim.py --seeds 1-10 --json queues.json
+    python bench/queue_sim.py --compare-policies    # and placement policies under fcfs
     python bench/queue_sim.py --smoke               # seconds: what the test suite runs
 """
 
@@ -81,6 +87,9 @@ ONE_LINE = "pool"
 LOAD = 1.2
 """GPU time asked within the arrival window over what the pool can give in it."""
 POOL_SHARE = 0.1
+COMPARED_POLICIES = ("fragmentation", "fragmentation_balanced")
+"""What ``--compare-policies`` sets beside ``--policy``: FGD, and FGD keeping CPU and memory
+able to feed the GPUs it leaves."""
 """The share of the trace's nodes that make the pool (a seeded sample)."""
 SMOKE_POOL_SHARE, SMOKE_PODS = 0.01, 400
 
@@ -385,8 +394,19 @@ def p95(values: Sequence[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
 
 
+def size_of(request: PlacementRequest) -> str:
+    """A task's size as the comparison of placements groups waits: the GPUs it asks, ``<1`` for
+    a share of one."""
+    return "<1" if request.is_share else str(request.gpus)
+
+
+def _size_order(size: str) -> float:
+    return 0.5 if size == "<1" else float(size)
+
+
 def figures(tasks: Sequence[Task], run: dict[str, Any]) -> dict[str, Any]:
-    """A replay's figures, as ``--json`` writes them per strategy."""
+    """A replay's figures, as ``--json`` writes them per strategy: per team, and for all tasks
+    together with the mean wait by size (what tells placements apart)."""
     meter: Meter = run["meter"]
     span = meter.end or 1.0
     teams = {}
@@ -395,9 +415,18 @@ def figures(tasks: Sequence[Task], run: dict[str, Any]) -> dict[str, Any]:
         teams[team] = {"tasks": sum(1 for t in tasks if t.team == team),
                        "mean_wait_s": statistics.fmean(waits) if waits else math.nan, "p95_wait_s": p95(waits),
                        "gpu_hours": meter.served[team] / 1000 / 3600}
+    by_size: dict[str, list[float]] = {}
+    for t in tasks:
+        if t.index in run["waits"]:
+            by_size.setdefault(size_of(t.request), []).append(run["waits"][t.index])
+    waits = list(run["waits"].values())
+    everyone = {"mean_wait_s": statistics.fmean(waits) if waits else math.nan, "p95_wait_s": p95(waits),
+                "by_gpus": {size: {"tasks": len(by_size[size]), "mean_wait_s": statistics.fmean(by_size[size])}
+                            for size in sorted(by_size, key=_size_order)}}
     return {"utilisation": sum(meter.served.values()) / (meter.capacity * span),
             "jain": meter.jain_s / meter.over_s if meter.over_s else 1.0,
-            "over_supply_share": meter.over_s / span, "never_started": run["never"], "teams": teams}
+            "over_supply_share": meter.over_s / span, "never_started": run["never"], "teams": teams,
+            "all": everyone}
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +438,6 @@ class Inputs:
     pool_share: float
     smoke: bool
     load: float
-    policy: str
 
 
 @functools.lru_cache(maxsize=1)
@@ -426,10 +454,10 @@ def prepare(inputs: Inputs) -> tuple[list[NodeState], list[tuple[PlacementReques
     return pool, fitting(pods, pool), len(pods)
 
 
-def _replay_one(inputs: Inputs, strategy: str, seed: int) -> dict[str, Any]:
+def _replay_one(inputs: Inputs, strategy: str, policy: str, seed: int) -> dict[str, Any]:
     pool, pods, _ = prepare(inputs)
     tasks = workload(pods, sum(len(n.gpus) for n in pool), inputs.load, seed)
-    return figures(tasks, replay(tasks, pool, strategy, inputs.policy, seed))
+    return figures(tasks, replay(tasks, pool, strategy, policy, seed))
 
 
 def fitting(pods: Sequence[tuple[PlacementRequest, float, float]],
@@ -446,6 +474,10 @@ def mean_figures(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: avg(k, runs) for k in ("utilisation", "jain", "over_supply_share", "never_started")}
     out["teams"] = {team: {k: avg(k, [r["teams"][team] for r in runs])
                            for k in ("tasks", "mean_wait_s", "p95_wait_s", "gpu_hours")} for team in TEAMS}
+    everyone = [r["all"] for r in runs]
+    out["all"] = {k: avg(k, everyone) for k in ("mean_wait_s", "p95_wait_s")}
+    out["all"]["by_gpus"] = {size: {k: avg(k, [e["by_gpus"][size] for e in everyone]) for k in ("tasks", "mean_wait_s")}
+                             for size in everyone[0]["by_gpus"]}  # the same tasks in every seed
     return out
 
 
@@ -457,6 +489,25 @@ def table(results: Mapping[str, dict[str, Any]]) -> str:
             head = f"{strategy:<9} {r['utilisation']:>8.3f} {r['jain']:>6.3f}" if k == 0 else " " * 25
             lines.append(f"{head}  {team:<7} {t['tasks']:>6.0f} {t['mean_wait_s']:>9.0f}s {t['p95_wait_s']:>9.0f}s "
                          f"{t['gpu_hours']:>10.1f}")
+    return "\n".join(lines)
+
+
+def policy_table(results: Mapping[str, dict[str, Any]]) -> str:
+    """Placement policies side by side: utilisation and waits of all tasks, then the mean wait
+    of each size of task."""
+    def name(policy: str) -> str:
+        return f"{policy} (default)" if policy == DEFAULT_POLICY else policy
+
+    lines = [f"{'policy':<24} {'GPU util':>8} {'mean wait':>10} {'p95 wait':>10}"]
+    for policy, r in results.items():
+        lines.append(f"{name(policy):<24} {r['utilisation']:>8.3f} {r['all']['mean_wait_s']:>9.0f}s "
+                     f"{r['all']['p95_wait_s']:>9.0f}s")
+    width = max(len(name(p)) for p in results) + 1
+    lines += ["", f"{'GPUs asked':<10} {'tasks':>6}" + "".join(f"{name(p):>{width}}" for p in results)
+              + "  (mean wait)"]
+    for size, group in next(iter(results.values()))["all"]["by_gpus"].items():
+        lines.append(f"{size:<10} {group['tasks']:>6.0f}"
+                     + "".join(f"{r['all']['by_gpus'][size]['mean_wait_s']:>{width - 1}.0f}s" for r in results.values()))
     return "\n".join(lines)
 
 
@@ -483,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"share of the trace's nodes in the pool (default {POOL_SHARE})")
     parser.add_argument("--load", type=float, default=LOAD, help=f"GPU time asked over the pool's (default {LOAD})")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help=f"placement policy (default {DEFAULT_POLICY})")
+    parser.add_argument("--compare-policies", action="store_true",
+                        help=f"also replay first come, first served with {' and '.join(COMPARED_POLICIES)} on the "
+                             "same arrivals and compare them with --policy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE_POOL_SHARE:.0%} of the nodes, {SMOKE_PODS} pods, one seed")
@@ -491,18 +545,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     trace = Path(args.trace_dir)
     pods_path = Path(args.pods) if args.pods else trace / "openb_pod_list_default.csv"
     share = SMOKE_POOL_SHARE if args.smoke else args.pool_share
-    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke,
-                    args.load, args.policy)
+    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke, args.load)
     if args.smoke:
         args.seeds = args.seeds[:1]
     pool, kept, count = prepare(inputs)
     capacity = sum(len(n.gpus) for n in pool)
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    # First come, first served with --policy is both a strategy and the comparison's baseline.
+    policies = [args.policy, *(p for p in COMPARED_POLICIES if p != args.policy)] if args.compare_policies else []
+    jobs = [(s, args.policy) for s in STRATEGIES] + [("fcfs", p) for p in policies[1:]]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {job: [] for job in jobs}
     with ProcessPoolExecutor(args.workers) as workers:
-        futures = [(s, workers.submit(_replay_one, inputs, s, seed)) for seed in args.seeds for s in STRATEGIES]
-        for strategy, future in futures:
-            runs[strategy].append(future.result())
-    results = {s: mean_figures(r) for s, r in runs.items()}
+        futures = [(job, workers.submit(_replay_one, inputs, *job, seed)) for seed in args.seeds for job in jobs]
+        for job, future in futures:
+            runs[job].append(future.result())
+    results = {s: mean_figures(runs[s, args.policy]) for s in STRATEGIES}
+    compared = {p: mean_figures(runs["fcfs", p]) for p in policies}
     print(f"{len(kept)} tasks of {pods_path.name} ({count - len(kept)} fit no node) on {len(pool)} nodes with "
           f"{capacity} GPUs, arrivals at an offered GPU load of {args.load:g}x the pool; teams "
           + ", ".join(f"{t} {w:.0%}" for t, w in TEAMS.items()) + f" of the tasks, a quarter of the GPUs each; "
@@ -510,10 +567,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     for line in verdicts(results):
         print("  " + line)
+    if compared:
+        print(f"\nPlacement under first come, first served on the same arrivals; mean over seeds "
+              f"{','.join(map(str, args.seeds))}.")
+        print(policy_table(compared))
     print(f"({time.monotonic() - began:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                         "strategies": results, "seeds": runs}, indent=2) + "\n")
+        doc = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "strategies": results, "seeds": {s: runs[s, args.policy] for s in STRATEGIES}}
+        if compared:
+            doc["policies"] = compared
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
-"""``bench/queue_sim.py``: one case worked by hand through every strategy, a smoke run on CSVs
-built here (no external data), and the replay's fair-share line against production's order()
-and may_start() on random inputs."""
+"""``bench/queue_sim.py``: one case worked by hand through every strategy and one through the
+placement policies compared, a smoke run on CSVs built here (no external data), and the replay's
+fair-share line against production's order() and may_start() on random inputs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import queue_sim
-from bench.queue_sim import STRATEGIES, TEAMS, FairLine, Task, jain, main, replay
+from bench.queue_sim import COMPARED_POLICIES, STRATEGIES, TEAMS, FairLine, Task, figures, jain, main, replay
 from provider.scheduling import GpuState, NodeState, PlacementRequest
 from provider.scheduling.queues import RESOURCES, Admitted, Amounts, QueueSpec, Waiting, admit, may_start, order
 
@@ -51,6 +51,35 @@ def test_a_case_worked_by_hand(strategy: str, waits: list[float]) -> None:
     assert run["never"] == 0
 
 
+def _two_hosts() -> tuple[list[Task], list[NodeState]]:
+    """Two hosts of 2 GPUs each. One-GPU tasks arrive at 0 and 1 s (100 s long), then a task of
+    2 GPUs at 2 s."""
+    tasks = [Task(0, "vision", 0.0, 100.0, ONE_GPU), Task(1, "nlp", 1.0, 100.0, ONE_GPU),
+             Task(2, "speech", 2.0, 10.0, PlacementRequest(gpus=2))]
+    return tasks, [NodeState(h, cpu_milli=64000, memory_mb=262144, gpus=(GpuState(0), GpuState(1))) for h in "ab"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "waits"),
+    [
+        # The second task goes to the emptier host, so neither has 2 GPUs free until one ends.
+        pytest.param("least_loaded", [0, 0, 98], id="least_loaded"),
+        # Both one-GPU tasks leave the same fragmentation anywhere: the tie goes to host a,
+        # and b stays whole for the 2-GPU task.
+        pytest.param("fragmentation", [0, 0, 0], id="fragmentation"),
+        pytest.param("fragmentation_balanced", [0, 0, 0], id="fragmentation_balanced"),
+    ],
+)
+def test_placement_policies_on_a_case_worked_by_hand(policy: str, waits: list[float]) -> None:
+    tasks, pool = _two_hosts()
+    run = replay(tasks, pool, "fcfs", policy, seed=1)
+    assert [run["waits"][t.index] for t in tasks] == pytest.approx(waits)
+    everyone = figures(tasks, run)["all"]
+    assert everyone["mean_wait_s"] == pytest.approx(sum(waits) / 3)
+    assert everyone["by_gpus"] == {"1": {"tasks": 2, "mean_wait_s": 0.0},
+                                   "2": {"tasks": 1, "mean_wait_s": pytest.approx(waits[2])}}
+
+
 def test_jain() -> None:
     assert jain([1.0, 1.0, 1.0, 1.0]) == 1.0 and jain([1.0, 0.0, 0.0, 0.0]) == 0.25
 
@@ -72,9 +101,17 @@ def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
             w.writerow([f"pod-{i:04d}", 4000, 8192, gpus, 1000, round(created), round(created + rng.expovariate(1 / 600))])
     out = tmp_path / "queues.json"
     argv = ["--nodes", str(nodes), "--pods", str(pods), "--pool-share", "1", "--seeds", "1", "--workers", "1",
-            "--json", str(out)]
+            "--compare-policies", "--json", str(out)]
     assert main(argv) == 0
-    doc = json.loads(out.read_text())["strategies"]
+    written = json.loads(out.read_text())
+    assert list(written["policies"]) == ["least_loaded", *COMPARED_POLICIES]
+    # First come, first served with the default policy is the same replay in both tables.
+    assert written["policies"]["least_loaded"] == written["strategies"]["fcfs"]
+    for policy, r in written["policies"].items():
+        assert 0 < r["utilisation"] <= 1 and r["never_started"] == 0, policy
+        assert sum(size["tasks"] for size in r["all"]["by_gpus"].values()) == 300, policy
+        assert 0 <= r["all"]["mean_wait_s"] and 0 <= r["all"]["p95_wait_s"], policy
+    doc = written["strategies"]
     assert list(doc) == list(STRATEGIES)
     for strategy, r in doc.items():
         assert 0 < r["utilisation"] <= 1 and 0 < r["jain"] <= 1 and r["never_started"] == 0, strategy
