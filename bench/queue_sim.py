@@ -92,6 +92,9 @@ COMPARED_POLICIES = ("fragmentation", "fragmentation_balanced")
 able to feed the GPUs it leaves."""
 """The share of the trace's nodes that make the pool (a seeded sample)."""
 SMOKE_POOL_SHARE, SMOKE_PODS = 0.01, 400
+SAMPLES = 200
+"""How many evenly spaced instants of the arrival window a replay notes each team's allocation
+at: enough to draw it, few enough to keep with every replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +177,20 @@ def jain(values: Sequence[float]) -> float:
     return total * total / (len(values) * squares) if squares else 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Each team's allocated GPUs and its fair share of the pool (the max-min fair split by the
+    teams' demands) at one instant, in milli-GPUs, in :data:`TEAMS` order."""
+
+    at: float
+    allocated: tuple[int, ...]
+    fair: tuple[float, ...]
+
+
 class Meter:
-    """What the pool served each team over the arrival window, integrated between events."""
+    """What the pool served each team over the arrival window, integrated between events, and
+    each team's allocation at :data:`SAMPLES` evenly spaced instants of the window (what
+    ``bench/plot_queue_shares.py`` draws)."""
 
     def __init__(self, capacity_milli: int, window_end: float) -> None:
         self.capacity = capacity_milli
@@ -186,9 +201,17 @@ class Meter:
         self.served = dict.fromkeys(TEAMS, 0.0)  # milli-GPU-seconds
         self.over_s = 0.0
         self.jain_s = 0.0
+        self.samples: list[Sample] = []
+
+    def _fair(self, demand: Sequence[int]) -> list[float]:
+        return water_fill(self.capacity, [(d, 1.0) for d in demand])
 
     def advance(self, now: float) -> None:
-        """Account for the time from the last event to ``now`` (within the window)."""
+        """Account for the time from the last event to ``now`` (within the window): the
+        allocation has been as it is now since the last event."""
+        while len(self.samples) < SAMPLES and (at := len(self.samples) * self.end / SAMPLES) < now:
+            self.samples.append(Sample(at, tuple(self.allocated[t] for t in TEAMS),
+                                       tuple(self._fair([self.allocated[t] + self.waiting[t] for t in TEAMS]))))
         dt = max(0.0, min(now, self.end) - self.at)
         self.at = max(self.at, min(now, self.end))
         if not dt:
@@ -197,7 +220,7 @@ class Meter:
             self.served[team] += milli * dt
         demand = [self.allocated[t] + self.waiting[t] for t in TEAMS]
         if sum(demand) > self.capacity:
-            fair = water_fill(self.capacity, [(d, 1.0) for d in demand])
+            fair = self._fair(demand)
             shares = [self.allocated[t] / f for t, f in zip(TEAMS, fair) if f > 0]
             self.over_s += dt
             self.jain_s += jain(shares) * dt
@@ -506,8 +529,8 @@ def policy_table(results: Mapping[str, dict[str, Any]]) -> str:
     lines += ["", f"{'GPUs asked':<10} {'tasks':>6}" + "".join(f"{name(p):>{width}}" for p in results)
               + "  (mean wait)"]
     for size, group in next(iter(results.values()))["all"]["by_gpus"].items():
-        lines.append(f"{size:<10} {group['tasks']:>6.0f}"
-                     + "".join(f"{r['all']['by_gpus'][size]['mean_wait_s']:>{width - 1}.0f}s" for r in results.values()))
+        waits = [r["all"]["by_gpus"][size]["mean_wait_s"] for r in results.values()]
+        lines.append(f"{size:<10} {group['tasks']:>6.0f}" + "".join(f"{w:>{width - 1}.0f}s" for w in waits))
     return "\n".join(lines)
 
 

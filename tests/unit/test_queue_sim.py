@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import queue_sim
-from bench.queue_sim import COMPARED_POLICIES, STRATEGIES, TEAMS, FairLine, Task, figures, jain, main, replay
+from bench import plot_queue_shares, queue_sim
+from bench.placement_sim import NODES_FILE
+from bench.queue_sim import COMPARED_POLICIES, SAMPLES, STRATEGIES, TEAMS, FairLine, Task, figures, jain, main, replay
 from provider.scheduling import GpuState, NodeState, PlacementRequest
 from provider.scheduling.queues import RESOURCES, Admitted, Amounts, QueueSpec, Waiting, admit, may_start, order
 
@@ -84,9 +85,20 @@ def test_jain() -> None:
     assert jain([1.0, 1.0, 1.0, 1.0]) == 1.0 and jain([1.0, 0.0, 0.0, 0.0]) == 0.25
 
 
-def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
+def test_the_meter_notes_the_allocation_between_events() -> None:
+    """The window runs to the last arrival (2 s): one GPU of vision until nlp's arrives at 1 s,
+    then one each; the 2-GPU task arriving at 2 s is past the last instant noted."""
+    tasks, pool = _two_hosts()
+    samples = replay(tasks, pool, "fcfs", "least_loaded", seed=1)["meter"].samples
+    assert len(samples) == SAMPLES and samples[0].at == 0 and samples[-1].at == pytest.approx(2 - 2 / SAMPLES)
+    for sample in samples:
+        allocated = (1000, 0, 0, 0) if sample.at < 1 else (1000, 1000, 0, 0)
+        assert sample.allocated == allocated and sample.fair == allocated, sample  # demand below the pool: all of it
+
+
+def _small_trace(nodes: Path, pods: Path) -> None:
+    """Ten nodes of 2 to 8 GPUs and 300 tasks of 1 to 4 GPUs over about a day, in openb's columns."""
     rng = random.Random(5)
-    nodes, pods = tmp_path / "nodes.csv", tmp_path / "pods.csv"
     with nodes.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sn", "cpu_milli", "memory_mib", "gpu", "model"])
@@ -99,6 +111,11 @@ def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
             gpus = rng.choice([1, 1, 1, 2, 4])
             created = rng.uniform(0, 100000)
             w.writerow([f"pod-{i:04d}", 4000, 8192, gpus, 1000, round(created), round(created + rng.expovariate(1 / 600))])
+
+
+def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
+    nodes, pods = tmp_path / "nodes.csv", tmp_path / "pods.csv"
+    _small_trace(nodes, pods)
     out = tmp_path / "queues.json"
     argv = ["--nodes", str(nodes), "--pods", str(pods), "--pool-share", "1", "--seeds", "1", "--workers", "1",
             "--compare-policies", "--json", str(out)]
@@ -122,7 +139,7 @@ def test_smoke_replay_of_a_small_trace(tmp_path: Path) -> None:
 
 def _random_queues(rng: random.Random) -> dict[str, QueueSpec]:
     """Two to five queues with quotas on random resources (some none), limits and weights."""
-    queues = {}
+    queues: dict[str, QueueSpec] = {}
     for q in range(rng.randint(2, 5)):
         name = f"q{q}"
         quota = {r: rng.randint(0, 8000) for r in RESOURCES if rng.random() < 0.6}
@@ -143,7 +160,7 @@ def test_the_fair_line_is_production_order_and_may_start(seed: int) -> None:
     waiter of it that is admitted and fits is the one may_start() lets start."""
     rng = random.Random(seed)
     queues = _random_queues(rng)
-    line, waiting = FairLine(queues), {}
+    line, waiting = FairLine(queues), dict[str, Waiting]()
     for step in range(60):
         if waiting and rng.random() < 0.35:
             owner = rng.choice(list(waiting))
@@ -186,7 +203,7 @@ class _OrderAfresh:
     """FairLine's interface answered by production's order() from scratch at every read."""
 
     def __init__(self, queues: dict[str, QueueSpec]) -> None:
-        self.queues, self.waiting = queues, {}
+        self.queues, self.waiting = queues, dict[str, Waiting]()
 
     def add(self, waiter: Waiting) -> None:
         self.waiting[waiter.owner] = waiter
@@ -205,7 +222,8 @@ def test_the_fair_share_replay_decides_as_order_from_scratch(seed: int, monkeypa
     rng = random.Random(seed)
     pool = [NodeState(f"h{i}", cpu_milli=32000, memory_mb=131072, gpus=tuple(GpuState(g) for g in range(n)))
             for i, n in enumerate((2, 4, 4, 8))]
-    tasks, at = [], 0.0
+    tasks: list[Task] = []
+    at = 0.0
     for k in range(400):
         at += rng.expovariate(1 / 20)
         request = PlacementRequest(gpus=rng.choice([1, 1, 1, 2, 4, 8]), cpu_milli=rng.choice([1000, 4000, 8000]))
@@ -213,3 +231,11 @@ def test_the_fair_share_replay_decides_as_order_from_scratch(seed: int, monkeypa
     fast = replay(tasks, pool, "ours", "least_loaded", seed)
     monkeypatch.setattr(queue_sim, "FairLine", _OrderAfresh)
     assert replay(tasks, pool, "ours", "least_loaded", seed)["waits"] == fast["waits"]
+
+
+def test_the_plot_of_each_teams_share(tmp_path: Path) -> None:
+    _small_trace(tmp_path / NODES_FILE, tmp_path / "openb_pod_list_default.csv")
+    out = tmp_path / "shares.png"
+    assert plot_queue_shares.main(["--trace-dir", str(tmp_path), "--pool-share", "1", "--workers", "1",
+                                   "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
