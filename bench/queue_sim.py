@@ -23,7 +23,8 @@ production runs, unchanged. What the replay adds is only time, teams and the str
   and no borrowing (what Airflow pools give); ``kueue``: quotas with borrowing of idle quota,
   the waiting line in arrival order across queues (Kueue's ``BestEffortFIFO``); ``ours``:
   quotas with borrowing, the line in :func:`~provider.scheduling.queues.order` (the queue
-  furthest below its fair share first). In every strategy a waiting task that cannot start
+  furthest below its fair share first; :class:`FairLine` keeps that same line between events
+  instead of recomputing it at each). In every strategy a waiting task that cannot start
   does not hold back those behind it, as :func:`~provider.scheduling.queues.may_start` says.
 
 Reported per strategy, over the arrival window (first to last arrival): each team's mean and
@@ -32,11 +33,17 @@ capacity), and Jain's index across teams of the share each received over its fai
 max-min fair split of the GPUs by the teams' demands, :func:`bench.jct_sim.water_fill`),
 averaged over the time in which demand exceeded the pool.
 
+``--compare-policies`` also replays first come, first served on the same arrivals with the
+placement policies of :data:`COMPARED_POLICIES` beside ``--policy``: the pool's utilisation,
+all tasks' mean and 95th-percentile wait, and the mean wait of each size of task, since where
+small tasks go decides whether a large one ever finds a whole host.
+
 Data: the openb node and pod lists of ``bench/placement_sim.py`` (Alibaba cluster-trace-GPU,
 Apache-2.0), read from ``--trace-dir`` (default ``../shared/traces/openb``).
 
     python bench/queue_sim.py                       # the default workload, seeds 1-3
     python bench/queue_sim.py --seeds 1-10 --json queues.json
+    python bench/queue_sim.py --compare-policies    # and placement policies under fcfs
     python bench/queue_sim.py --smoke               # seconds: what the test suite runs
 """
 
@@ -52,9 +59,11 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +75,8 @@ from placement_sim import NODES_FILE, default_trace_dir, load_nodes, load_pods, 
 from provider.scheduling import NodeState, PlacementContext, PlacementRequest, apply, get_policy, release  # noqa: E402
 from provider.scheduling.filters import reasons  # noqa: E402
 from provider.scheduling.no_fit import NoFit  # noqa: E402
-from provider.scheduling.queues import Admitted, Amounts, QueueSpec, Waiting, admit, order  # noqa: E402
+from provider.scheduling.queues import (  # noqa: E402
+    RESOURCES, Admitted, Amounts, QueueSpec, Waiting, admit, quota_totals)
 from replay_memo import PlacementMemo  # noqa: E402
 
 TEAMS = {"vision": 0.4, "nlp": 0.3, "speech": 0.2, "rl": 0.1}
@@ -77,8 +87,14 @@ ONE_LINE = "pool"
 LOAD = 1.2
 """GPU time asked within the arrival window over what the pool can give in it."""
 POOL_SHARE = 0.1
+COMPARED_POLICIES = ("fragmentation", "fragmentation_balanced")
+"""What ``--compare-policies`` sets beside ``--policy``: FGD, and FGD keeping CPU and memory
+able to feed the GPUs it leaves."""
 """The share of the trace's nodes that make the pool (a seeded sample)."""
 SMOKE_POOL_SHARE, SMOKE_PODS = 0.01, 400
+SAMPLES = 200
+"""How many evenly spaced instants of the arrival window a replay notes each team's allocation
+at: enough to draw it, few enough to keep with every replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +137,8 @@ def arrival_rate(durations: Sequence[float], gpus: Sequence[float], capacity: fl
                          "arriving at once; lower --load or --pool-share")
     for _ in range(200):
         mid = math.sqrt(low * high)
+        if mid in (low, high):
+            break  # the bounds are adjacent floats: further halving would leave them as they are
         low, high = (mid, high) if offered(mid) < load else (low, mid)
     return high
 
@@ -159,8 +177,20 @@ def jain(values: Sequence[float]) -> float:
     return total * total / (len(values) * squares) if squares else 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Each team's allocated GPUs and its fair share of the pool (the max-min fair split by the
+    teams' demands) at one instant, in milli-GPUs, in :data:`TEAMS` order."""
+
+    at: float
+    allocated: tuple[int, ...]
+    fair: tuple[float, ...]
+
+
 class Meter:
-    """What the pool served each team over the arrival window, integrated between events."""
+    """What the pool served each team over the arrival window, integrated between events, and
+    each team's allocation at :data:`SAMPLES` evenly spaced instants of the window (what
+    ``bench/plot_queue_shares.py`` draws)."""
 
     def __init__(self, capacity_milli: int, window_end: float) -> None:
         self.capacity = capacity_milli
@@ -171,9 +201,17 @@ class Meter:
         self.served = dict.fromkeys(TEAMS, 0.0)  # milli-GPU-seconds
         self.over_s = 0.0
         self.jain_s = 0.0
+        self.samples: list[Sample] = []
+
+    def _fair(self, demand: Sequence[int]) -> list[float]:
+        return water_fill(self.capacity, [(d, 1.0) for d in demand])
 
     def advance(self, now: float) -> None:
-        """Account for the time from the last event to ``now`` (within the window)."""
+        """Account for the time from the last event to ``now`` (within the window): the
+        allocation has been as it is now since the last event."""
+        while len(self.samples) < SAMPLES and (at := len(self.samples) * self.end / SAMPLES) < now:
+            self.samples.append(Sample(at, tuple(self.allocated[t] for t in TEAMS),
+                                       tuple(self._fair([self.allocated[t] + self.waiting[t] for t in TEAMS]))))
         dt = max(0.0, min(now, self.end) - self.at)
         self.at = max(self.at, min(now, self.end))
         if not dt:
@@ -182,10 +220,91 @@ class Meter:
             self.served[team] += milli * dt
         demand = [self.allocated[t] + self.waiting[t] for t in TEAMS]
         if sum(demand) > self.capacity:
-            fair = water_fill(self.capacity, [(d, 1.0) for d in demand])
+            fair = self._fair(demand)
             shares = [self.allocated[t] / f for t, f in zip(TEAMS, fair) if f > 0]
             self.over_s += dt
             self.jain_s += jain(shares) * dt
+
+
+_Entry = tuple[int, float, str, int, tuple[int, ...], Waiting]
+"""A waiter in :class:`FairLine`: order()'s key within a queue (priority negated, since, owner),
+the number of waiters added before it, its request's amounts, and the waiter."""
+_Head = tuple[float, float, str, tuple[int, ...], int, list[_Entry]]
+"""A queue's next waiter while :meth:`FairLine.order` merges: the queue's share counting the
+waiters merged before it, the waiter's since, the queue, its usage so counted, the waiter's
+place in the queue's line, and that line."""
+
+
+def _sort_key(entry: _Entry) -> tuple[int, float, str, int]:
+    return entry[:4]
+
+
+class FairLine:
+    """The line of :func:`~provider.scheduling.queues.order`, kept from one event to the next.
+
+    ``order`` sorts every queue's waiters and recounts the shares from scratch; the replay asks
+    for the line at every departure with hundreds of tasks waiting, which made ``ours`` the
+    slowest strategy by far. This keeps each queue's waiters sorted by ``order``'s key as they
+    arrive and leave, and merges the queues with a heap on ``order``'s key across queues (the
+    share counting the requests already in line, then the head's wait, then the queue's name),
+    computing each share as :func:`~provider.scheduling.queues.dominant_share` does. The
+    result is the same line (``tests/unit/test_queue_sim.py`` checks it against ``order`` and
+    ``may_start`` on random inputs); only the work is less.
+    """
+
+    def __init__(self, queues: Mapping[str, QueueSpec]) -> None:
+        totals = quota_totals(queues)
+        self._share_of = {
+            name: (tuple((r, total) for r, (resource, total) in enumerate(zip(RESOURCES, totals))
+                         if total and spec.governs(resource)), spec.weight)
+            for name, spec in queues.items()}
+        self._lines: dict[str, list[_Entry]] = {q: [] for q in queues}
+        self._entries: dict[str, _Entry] = {}
+        self._added = 0  # ties on order()'s whole key keep the order of adding, as its stable sort does
+
+    def add(self, waiter: Waiting) -> None:
+        """``waiter`` joins its queue's line; its owner must not be waiting already."""
+        if waiter.owner in self._entries:
+            raise ValueError(f"{waiter.owner} is waiting already")
+        entry = (-waiter.priority, waiter.since, waiter.owner, self._added, waiter.request.values(), waiter)
+        self._added += 1
+        self._entries[waiter.owner] = entry
+        insort(self._lines[waiter.queue], entry, key=_sort_key)
+
+    def remove(self, owner: str) -> None:
+        """The waiter ``owner`` leaves the line (it started)."""
+        entry = self._entries.pop(owner)
+        line = self._lines[entry[5].queue]
+        del line[bisect_left(line, _sort_key(entry), key=_sort_key)]
+
+    def _share(self, queue: str, used: tuple[int, ...]) -> float:
+        """:func:`~provider.scheduling.queues.dominant_share` of ``used``, the same float."""
+        governed, weight = self._share_of[queue]
+        return max([0.0, *[used[r] / total for r, total in governed]]) / weight
+
+    def order(self, usage: Mapping[str, Amounts]) -> Iterator[Waiting]:
+        """The waiters in ``order(waiting, usage, queues)``'s order, one at a time. The line is
+        taken as it is now: the caller may start waiters (and change ``usage``) while reading."""
+        heap: list[_Head] = []
+        for queue, line in self._lines.items():
+            if line:
+                used = usage.get(queue, Amounts()).values()
+                heap.append((self._share(queue, used), line[0][1], queue, used, 0, list(line)))
+        heapq.heapify(heap)  # the queue's name decides ties, so entries never compare further
+        return self._merged(heap)
+
+    def _merged(self, heap: list[_Head]) -> Iterator[Waiting]:
+        share = self._share
+        while heap:
+            _, _, queue, used, i, line = heap[0]
+            entry = line[i]
+            yield entry[5]
+            i += 1
+            if i < len(line):
+                used = tuple(map(add, used, entry[4]))
+                heapq.heapreplace(heap, (share(queue, used), line[i][1], queue, used, i, line))
+            else:
+                heapq.heappop(heap)
 
 
 def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, policy: str, seed: int) -> dict[str, Any]:
@@ -197,7 +316,16 @@ def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, poli
     index = {n.name: i for i, n in enumerate(nodes)}
     usage = {q: Amounts() for q in queues}
     meter = Meter(capacity, tasks[-1].arrival if tasks else 0.0)
-    line_of = (lambda t: ONE_LINE) if strategy == "fcfs" else (lambda t: t.team)
+    # What each task is to the queues and to placement, worked out once: the passes below
+    # look at every waiting task again after each departure.
+    amounts = [t.amounts for t in tasks]
+    line_of = [ONE_LINE if strategy == "fcfs" else t.team for t in tasks]
+    shape = [memo.shape(t.request) for t in tasks]
+    blocks = list(zip(line_of, shape))  # what a pass skips once it failed
+    asks = [(q, tuple(v if queues[q].governs(r) else 0 for r, v in zip(RESOURCES, a.values())))
+            for q, a in zip(line_of, amounts)]  # all that admission reads of a request
+    gpu_milli = [t.request.gpu_milli_total for t in tasks]
+    fair = FairLine(queues) if strategy == "ours" else None
     events: list[tuple[float, int, int]] = [(t.arrival, 1, t.index) for t in tasks]  # departures (0) first
     heapq.heapify(events)
     waiting: dict[int, Task] = {}
@@ -206,70 +334,80 @@ def replay(tasks: Sequence[Task], pool: Sequence[NodeState], strategy: str, poli
     freed: list[int] = []  # node of each departure, in order
     no_fit: dict[int, int] = {}  # request shape -> len(freed) when it last fitted nowhere
 
-    def fits_somewhere(task: Task) -> bool:
+    def fits_somewhere(k: int) -> bool:
         """Whether the shape can fit on a node freed since it last fitted nowhere."""
-        shape = memo.shape(task.request)
-        since = no_fit.get(shape)
-        if since is None or any(not reasons(task.request, nodes[i]) for i in set(freed[since:])):
+        since = no_fit.get(shape[k])
+        if since is None or any(not reasons(tasks[k].request, nodes[i]) for i in set(freed[since:])):
             return True
-        no_fit[shape] = len(freed)
+        no_fit[shape[k]] = len(freed)
         return False
 
-    def try_start(task: Task, now: float) -> bool:
-        queue = line_of(task)
-        if not isinstance(admit(queue, task.amounts, usage, queues), Admitted) or not fits_somewhere(task):
-            return False
+    def start(k: int, now: float) -> bool:
+        """Start the admitted task ``k`` if a node has room for it."""
+        task, queue = tasks[k], line_of[k]
         try:
             chosen = memo.place(task.request, nodes)
         except NoFit:
-            no_fit[memo.shape(task.request)] = len(freed)
+            no_fit[shape[k]] = len(freed)
             return False
         i = index[chosen.node]
         nodes[i] = apply(nodes[i], task.request, chosen.gpu_indices)
-        usage[queue] = usage[queue] + task.amounts
-        running[task.index] = (i, chosen.gpu_indices)
-        started[task.index] = now
-        del waiting[task.index]
-        meter.waiting[task.team] -= task.request.gpu_milli_total
-        meter.allocated[task.team] += task.request.gpu_milli_total
-        heapq.heappush(events, (now + task.duration, 0, task.index))
+        usage[queue] = usage[queue] + amounts[k]
+        running[k] = (i, chosen.gpu_indices)
+        started[k] = now
+        del waiting[k]
+        if fair is not None:
+            fair.remove(str(k))
+        meter.waiting[task.team] -= gpu_milli[k]
+        meter.allocated[task.team] += gpu_milli[k]
+        heapq.heappush(events, (now + task.duration, 0, k))
         return True
 
-    def line() -> list[Task]:
-        if strategy != "ours":
-            return list(waiting.values())  # arrival order
-        ordered = order([Waiting(str(t.index), t.team, 0, t.arrival, t.amounts) for t in waiting.values()],
-                        usage, queues)
-        return [waiting[int(w.owner)] for w in ordered]
+    def line() -> Iterable[int]:
+        if fair is None:
+            return list(waiting)  # arrival order
+        return (int(w.owner) for w in fair.order(usage))
 
     while events:
         now = events[0][0]
         meter.advance(now)
-        arrived: list[Task] = []
+        arrived: list[int] = []
         departed = False
         while events and events[0][0] <= now:
             _, kind, k = heapq.heappop(events)
             task = tasks[k]
             if kind == 1:
                 waiting[k] = task
-                meter.waiting[task.team] += task.request.gpu_milli_total
-                arrived.append(task)
+                if fair is not None:
+                    fair.add(Waiting(str(k), task.team, 0, task.arrival, amounts[k]))
+                meter.waiting[task.team] += gpu_milli[k]
+                arrived.append(k)
                 continue
             i, gpus = running.pop(k)
             nodes[i] = release(nodes[i], task.request, gpus)
-            queue = line_of(task)
-            usage[queue] = usage[queue] - task.amounts
-            meter.allocated[task.team] -= task.request.gpu_milli_total
+            queue = line_of[k]
+            usage[queue] = usage[queue] - amounts[k]
+            meter.allocated[task.team] -= gpu_milli[k]
             freed.append(i)
             departed = True
         # Nothing frees room but a departure: after arrivals alone only the new tasks may start.
-        # Within one pass the pool only fills, so a queue and shape that could not start once
-        # cannot start later in the pass either.
+        # Within one pass the pool and the queues' usage only grow, so a queue and shape that
+        # could not start once cannot start later in the pass either, nor can a queue's request
+        # that admission refused once (it refuses more as usage grows). A task starts when it is
+        # admitted and placed, whichever check refuses it first; the fit is asked first as the
+        # cheaper one (remembered per shape) and the one that refuses most once the pool is full.
         blocked: set[tuple[str, int]] = set()
-        for task in line() if departed else arrived:
-            key = (line_of(task), memo.shape(task.request))
-            if task.index in waiting and key not in blocked and not try_start(task, now):
-                blocked.add(key)
+        refused: set[tuple[str, tuple[int, ...]]] = set()
+        for k in line() if departed else arrived:
+            if blocks[k] in blocked or k not in waiting:
+                continue
+            if not fits_somewhere(k):
+                blocked.add(blocks[k])
+            elif asks[k] in refused or not isinstance(admit(line_of[k], amounts[k], usage, queues), Admitted):
+                refused.add(asks[k])
+                blocked.add(blocks[k])
+            elif not start(k, now):
+                blocked.add(blocks[k])
     waits = {t.index: started[t.index] - t.arrival for t in tasks if t.index in started}
     return {"waits": waits, "never": len(tasks) - len(started), "meter": meter}
 
@@ -279,8 +417,19 @@ def p95(values: Sequence[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else math.nan
 
 
+def size_of(request: PlacementRequest) -> str:
+    """A task's size as the comparison of placements groups waits: the GPUs it asks, ``<1`` for
+    a share of one."""
+    return "<1" if request.is_share else str(request.gpus)
+
+
+def _size_order(size: str) -> float:
+    return 0.5 if size == "<1" else float(size)
+
+
 def figures(tasks: Sequence[Task], run: dict[str, Any]) -> dict[str, Any]:
-    """A replay's figures, as ``--json`` writes them per strategy."""
+    """A replay's figures, as ``--json`` writes them per strategy: per team, and for all tasks
+    together with the mean wait by size (what tells placements apart)."""
     meter: Meter = run["meter"]
     span = meter.end or 1.0
     teams = {}
@@ -289,9 +438,18 @@ def figures(tasks: Sequence[Task], run: dict[str, Any]) -> dict[str, Any]:
         teams[team] = {"tasks": sum(1 for t in tasks if t.team == team),
                        "mean_wait_s": statistics.fmean(waits) if waits else math.nan, "p95_wait_s": p95(waits),
                        "gpu_hours": meter.served[team] / 1000 / 3600}
+    by_size: dict[str, list[float]] = {}
+    for t in tasks:
+        if t.index in run["waits"]:
+            by_size.setdefault(size_of(t.request), []).append(run["waits"][t.index])
+    waits = list(run["waits"].values())
+    everyone = {"mean_wait_s": statistics.fmean(waits) if waits else math.nan, "p95_wait_s": p95(waits),
+                "by_gpus": {size: {"tasks": len(by_size[size]), "mean_wait_s": statistics.fmean(by_size[size])}
+                            for size in sorted(by_size, key=_size_order)}}
     return {"utilisation": sum(meter.served.values()) / (meter.capacity * span),
             "jain": meter.jain_s / meter.over_s if meter.over_s else 1.0,
-            "over_supply_share": meter.over_s / span, "never_started": run["never"], "teams": teams}
+            "over_supply_share": meter.over_s / span, "never_started": run["never"], "teams": teams,
+            "all": everyone}
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +461,6 @@ class Inputs:
     pool_share: float
     smoke: bool
     load: float
-    policy: str
 
 
 @functools.lru_cache(maxsize=1)
@@ -320,10 +477,10 @@ def prepare(inputs: Inputs) -> tuple[list[NodeState], list[tuple[PlacementReques
     return pool, fitting(pods, pool), len(pods)
 
 
-def _replay_one(inputs: Inputs, strategy: str, seed: int) -> dict[str, Any]:
+def _replay_one(inputs: Inputs, strategy: str, policy: str, seed: int) -> dict[str, Any]:
     pool, pods, _ = prepare(inputs)
     tasks = workload(pods, sum(len(n.gpus) for n in pool), inputs.load, seed)
-    return figures(tasks, replay(tasks, pool, strategy, inputs.policy, seed))
+    return figures(tasks, replay(tasks, pool, strategy, policy, seed))
 
 
 def fitting(pods: Sequence[tuple[PlacementRequest, float, float]],
@@ -340,6 +497,10 @@ def mean_figures(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: avg(k, runs) for k in ("utilisation", "jain", "over_supply_share", "never_started")}
     out["teams"] = {team: {k: avg(k, [r["teams"][team] for r in runs])
                            for k in ("tasks", "mean_wait_s", "p95_wait_s", "gpu_hours")} for team in TEAMS}
+    everyone = [r["all"] for r in runs]
+    out["all"] = {k: avg(k, everyone) for k in ("mean_wait_s", "p95_wait_s")}
+    out["all"]["by_gpus"] = {size: {k: avg(k, [e["by_gpus"][size] for e in everyone]) for k in ("tasks", "mean_wait_s")}
+                             for size in everyone[0]["by_gpus"]}  # the same tasks in every seed
     return out
 
 
@@ -351,6 +512,25 @@ def table(results: Mapping[str, dict[str, Any]]) -> str:
             head = f"{strategy:<9} {r['utilisation']:>8.3f} {r['jain']:>6.3f}" if k == 0 else " " * 25
             lines.append(f"{head}  {team:<7} {t['tasks']:>6.0f} {t['mean_wait_s']:>9.0f}s {t['p95_wait_s']:>9.0f}s "
                          f"{t['gpu_hours']:>10.1f}")
+    return "\n".join(lines)
+
+
+def policy_table(results: Mapping[str, dict[str, Any]]) -> str:
+    """Placement policies side by side: utilisation and waits of all tasks, then the mean wait
+    of each size of task."""
+    def name(policy: str) -> str:
+        return f"{policy} (default)" if policy == DEFAULT_POLICY else policy
+
+    lines = [f"{'policy':<24} {'GPU util':>8} {'mean wait':>10} {'p95 wait':>10}"]
+    for policy, r in results.items():
+        lines.append(f"{name(policy):<24} {r['utilisation']:>8.3f} {r['all']['mean_wait_s']:>9.0f}s "
+                     f"{r['all']['p95_wait_s']:>9.0f}s")
+    width = max(len(name(p)) for p in results) + 1
+    lines += ["", f"{'GPUs asked':<10} {'tasks':>6}" + "".join(f"{name(p):>{width}}" for p in results)
+              + "  (mean wait)"]
+    for size, group in next(iter(results.values()))["all"]["by_gpus"].items():
+        waits = [r["all"]["by_gpus"][size]["mean_wait_s"] for r in results.values()]
+        lines.append(f"{size:<10} {group['tasks']:>6.0f}" + "".join(f"{w:>{width - 1}.0f}s" for w in waits))
     return "\n".join(lines)
 
 
@@ -377,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"share of the trace's nodes in the pool (default {POOL_SHARE})")
     parser.add_argument("--load", type=float, default=LOAD, help=f"GPU time asked over the pool's (default {LOAD})")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help=f"placement policy (default {DEFAULT_POLICY})")
+    parser.add_argument("--compare-policies", action="store_true",
+                        help=f"also replay first come, first served with {' and '.join(COMPARED_POLICIES)} on the "
+                             "same arrivals and compare them with --policy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE_POOL_SHARE:.0%} of the nodes, {SMOKE_PODS} pods, one seed")
@@ -385,18 +568,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     trace = Path(args.trace_dir)
     pods_path = Path(args.pods) if args.pods else trace / "openb_pod_list_default.csv"
     share = SMOKE_POOL_SHARE if args.smoke else args.pool_share
-    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke,
-                    args.load, args.policy)
+    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke, args.load)
     if args.smoke:
         args.seeds = args.seeds[:1]
     pool, kept, count = prepare(inputs)
     capacity = sum(len(n.gpus) for n in pool)
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    # First come, first served with --policy is both a strategy and the comparison's baseline.
+    policies = [args.policy, *(p for p in COMPARED_POLICIES if p != args.policy)] if args.compare_policies else []
+    jobs = [(s, args.policy) for s in STRATEGIES] + [("fcfs", p) for p in policies[1:]]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {job: [] for job in jobs}
     with ProcessPoolExecutor(args.workers) as workers:
-        futures = [(s, workers.submit(_replay_one, inputs, s, seed)) for seed in args.seeds for s in STRATEGIES]
-        for strategy, future in futures:
-            runs[strategy].append(future.result())
-    results = {s: mean_figures(r) for s, r in runs.items()}
+        futures = [(job, workers.submit(_replay_one, inputs, *job, seed)) for seed in args.seeds for job in jobs]
+        for job, future in futures:
+            runs[job].append(future.result())
+    results = {s: mean_figures(runs[s, args.policy]) for s in STRATEGIES}
+    compared = {p: mean_figures(runs["fcfs", p]) for p in policies}
     print(f"{len(kept)} tasks of {pods_path.name} ({count - len(kept)} fit no node) on {len(pool)} nodes with "
           f"{capacity} GPUs, arrivals at an offered GPU load of {args.load:g}x the pool; teams "
           + ", ".join(f"{t} {w:.0%}" for t, w in TEAMS.items()) + f" of the tasks, a quarter of the GPUs each; "
@@ -404,10 +590,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     for line in verdicts(results):
         print("  " + line)
+    if compared:
+        print(f"\nPlacement under first come, first served on the same arrivals; mean over seeds "
+              f"{','.join(map(str, args.seeds))}.")
+        print(policy_table(compared))
     print(f"({time.monotonic() - began:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                         "strategies": results, "seeds": runs}, indent=2) + "\n")
+        doc = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "strategies": results, "seeds": {s: runs[s, args.policy] for s in STRATEGIES}}
+        if compared:
+            doc["policies"] = compared
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 
