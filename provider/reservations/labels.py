@@ -33,6 +33,8 @@ HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
 
 WAIT_LABEL = f"{LABEL_PREFIX}.wait"
 """On a place in line: a task of a pool with queues waiting for room (docs/queues.md)."""
+WAIT_POOL_LABEL = f"{LABEL_PREFIX}.wait.pool"
+"""The pool connection whose line a place is in: pools that share a host keep separate lines."""
 WAIT_QUEUE_LABEL = f"{LABEL_PREFIX}.wait.queue"
 WAIT_PRIORITY_LABEL = f"{LABEL_PREFIX}.wait.priority"
 WAIT_SINCE_LABEL = f"{LABEL_PREFIX}.wait.since"

@@ -24,7 +24,14 @@ from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.reservations.pool import read_pool_view
-from provider.reservations.queueing import QueueTicket, check_quotas, line_answer, reserve_in_queue
+from provider.reservations.queueing import (
+    QueueTicket,
+    check_quotas,
+    line_answer,
+    line_hosts,
+    never_admitted,
+    reserve_in_queue,
+)
 from provider.reservations.room import Room, Verdict, room
 from provider.reservations.store import DEFAULT_GRACE_S, ClaimStore, Reservation, lift_holds, new_owner
 from provider.reservations.view import PoolView
@@ -122,13 +129,14 @@ async def place_and_reserve(
                     node, request, placement.gpu_indices, new_owner(), image, task)
             else:
                 reservation = await reserve_in_queue(
-                    hosts, view, host, node, request, placement.gpu_indices, new_owner(), image, task, ticket)
+                    hosts, host, node, request, placement.gpu_indices, new_owner(), image, task, ticket)
         except ClaimTaken as exc:
             log.info("Lost the claim race, placing again: %s", exc)
             lost.append(str(exc))
             continue
         if waiter is not None:
-            await lift_holds([by_name[n] for n in sorted(_held_by(view, waiter))], waiter.owner)
+            lift = {h.name for h in line_hosts(hosts, view)} if ticket is not None else set()
+            await lift_holds([h for h in hosts if h.name in lift | _held_by(view, waiter)], waiter.owner)
         return Reserved(host, placement, reservation, node.unmeasured,
                         {n.name: n.pull_bytes for n in view.nodes if locality and n.unreachable is None}, line)
     view = await read_pool_view(hosts, waiter, agent_timeout=agent_timeout, grace_s=grace_s)
@@ -150,6 +158,11 @@ def _in_line(view: PoolView, ticket: QueueTicket, request: PlacementRequest, ans
     if answer.verdict is Verdict.NEVER:
         assert answer.no_fit is not None
         raise answer.no_fit
+    never = never_admitted(ticket, request)
+    if never is not None:
+        raise NoFit(request, {}, never=True, line=f"{never}, even with nothing else running. Ask for less, or raise "
+                                                  f"the queue's quota or borrowing limit in pool connection "
+                                                  f"{ticket.pool!r}")
     waiting = waiter or Waiter(new_owner(), time.time())
     line = line_answer(view, ticket, waiting.owner, waiting.since, request, answer.placement is not None, task)
     if not line.start:

@@ -20,21 +20,24 @@ this module feeds it what the hosts hold and acts on its answer, with no service
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.errors import ClaimTaken, EngineError, HostConfigError
 from provider.reservations.labels import QUEUE_LOCK_NAME
-from provider.reservations.rules import line_labels, line_name
+from provider.reservations.rules import PlaceInLine, line_labels, line_name
 from provider.reservations.store import ClaimStore, EngineLock, Reservation
 from provider.reservations.view import PoolView
 from provider.scheduling.line import LineAnswer, place_in_line, room_taker
 from provider.scheduling.model import NodeState, PlacementRequest
 from provider.scheduling.queues import Amounts, QueueSetup, QueueShort, Waiting, admit, queues_from_extra, usage_by_queue
 from provider.task_instance import TaskInstanceRef
+
+log = logging.getLogger(__name__)
 
 LINE_LEASE_S = 90.0
 """How long a place in line lasts unless renewed: several polls of a waiting task (10 s by
@@ -87,87 +90,143 @@ class QueueTicket:
 def line_answer(view: PoolView, ticket: QueueTicket, owner: str, since: float, request: PlacementRequest,
                 fits: bool, task: TaskInstanceRef | None) -> LineAnswer:
     """Whether the task ``owner`` (waiting since ``since``; ``fits`` says whether its policy found
-    a host for it now) starts now, among every place in line ``view`` found."""
+    a host for it now) starts now, among the places in line of its pool that ``view`` found.
+
+    Each waiter ahead is judged on the hosts as *it* sees them: a hold of an earlier waiter
+    applies to it, its own hold does not (:func:`~provider.scheduling.waiting.apply_holds`).
+    """
     me = Waiting(owner, ticket.queue, ticket.priority, since, Amounts.of(request.resources), str(task or ""))
-    requests = {p.waiting.owner: p.request for p in view.line}
+    places = pool_line(view, ticket)
+    requests = {p.waiting.owner: p.request for p in places}
     requests[owner] = request
-    take = room_taker(view.nodes)
+    take = room_taker([replace(n, held=None) for n in view.nodes], [h.hold for h in view.holds])
 
     def take_for(w: Waiting) -> bool:
-        return (fits or w.owner != owner) and take(requests[w.owner])
+        return (fits or w.owner != owner) and take(w, requests[w.owner])
 
-    return place_in_line(me, [p.waiting for p in view.line], view.queue_usage(), ticket.setup, take_for)
+    return place_in_line(me, [p.waiting for p in places], view.queue_usage(), ticket.setup, take_for)
+
+
+def pool_line(view: PoolView, ticket: QueueTicket) -> list[PlaceInLine]:
+    """The places in line of ``ticket``'s pool and queues, one per waiter (the oldest record of a
+    waiter whose place was made again on another host while the first did not answer)."""
+    found: dict[str, PlaceInLine] = {}
+    for p in sorted(view.line, key=lambda p: p.expires):
+        if p.pool == ticket.pool and p.waiting.queue in ticket.setup:
+            found.setdefault(p.waiting.owner, p)
+    return list(found.values())
+
+
+def never_admitted(ticket: QueueTicket, request: PlacementRequest) -> QueueShort | None:
+    """Why ``ticket``'s queue could not admit ``request`` even with nothing else running (it asks
+    more than the queue's quota and borrowing limit, or than all queues lend): waiting would not
+    help. None when an idle pool would admit it."""
+    answer = admit(ticket.queue, Amounts.of(request.resources), {}, ticket.setup)
+    return answer if isinstance(answer, QueueShort) else None
 
 
 def check_quotas(view: PoolView, ticket: QueueTicket) -> None:
     """Refuse quotas larger than the pool, once every host has answered (before that the pool's
     size is not known, and a host that is down must not make a good setup look wrong; a host
-without an agent has no known capacity either)."""
+    without an agent has no known capacity either). A host's GPUs count whether or not its
+    engine can start GPU containers just now: a repair must not fail every queued task."""
     if any(n.unreachable is not None or n.unmeasured is not None for n in view.nodes):
         return
-    ticket.setup.check_capacity(sum((_capacity(n) for n in view.nodes), Amounts()))
-
-
-def _capacity(node: NodeState) -> Amounts:
-    usable = node.gpu_unusable is None
-    return Amounts(1000 * len(node.gpus) if usable else 0, node.cpu_milli, node.memory_mb)
+    ticket.setup.check_capacity(sum((Amounts(1000 * len(n.gpus), n.cpu_milli, n.memory_mb) for n in view.nodes),
+                                    Amounts()))
 
 
 def anchor(hosts: Sequence[HostConfig], view: PoolView) -> HostConfig | None:
-    """The host that keeps the pool's line and queue lock: its first host that answered."""
+    """The host that keeps the pool's places in line: its first host that answered."""
     reachable = {n.name for n in view.nodes if n.unreachable is None}
     return next((h for h in hosts if h.name in reachable), None)
 
 
 async def reserve_in_queue(
-    hosts: Sequence[HostConfig], view: PoolView, host: HostConfig, node: NodeState, request: PlacementRequest,
+    hosts: Sequence[HostConfig], host: HostConfig, node: NodeState, request: PlacementRequest,
     gpu_ids: Sequence[int], owner: str, image: str, task: TaskInstanceRef | None, ticket: QueueTicket,
 ) -> Reservation:
     """Claim on ``host`` for ``ticket``'s queue, admitted again under the pool's queue lock on
     every host's claims as they are now. :class:`ClaimTaken` when the queue no longer admits it
-    (a concurrent task of the pool took the quota meanwhile): the caller places again."""
-    keeper = anchor(hosts, view)
-    if keeper is None:
-        raise ClaimTaken("no host of the pool answered, so its queue lock cannot be taken")
-    lock = EngineLock(AsyncEngine(keeper), QUEUE_LOCK_NAME, "queue lock")
-    held = await lock.acquire(image)
+    (a concurrent task of the pool took the quota meanwhile): the caller places again.
+
+    The claim is checked once more after it is made, as if it were the youngest, like a claim on
+    one host (:meth:`ClaimStore._conflict`): should the queue lock have been broken under a live
+    holder, or two claimants have found different first hosts, of two claims that together
+    exceed the quota the one that lists second takes its claim back.
+    """
+    lock, held = await _queue_lock(hosts, image)
     try:
-        usage = await _usage_now(hosts, view)
-        answer = admit(ticket.queue, Amounts.of(request.resources), usage, ticket.setup)
+        taken = Amounts.of(request.resources)
+        answer = admit(ticket.queue, taken, await _usage_now(hosts), ticket.setup)
         if isinstance(answer, QueueShort):
             raise ClaimTaken(f"a concurrent task took the room meanwhile ({answer})")
-        return await ClaimStore(AsyncEngine(host)).reserve(node, request, gpu_ids, owner, image, task,
-                                                            queue=ticket.queue)
+        store = ClaimStore(AsyncEngine(host))
+        reservation = await store.reserve(node, request, gpu_ids, owner, image, task, queue=ticket.queue)
+        try:
+            after = admit(ticket.queue, taken, await _usage_now(hosts, reservation.claim_id), ticket.setup)
+        except BaseException:
+            await store.release(reservation)
+            raise
+        if isinstance(after, QueueShort):
+            await store.release(reservation)
+            raise ClaimTaken(f"a concurrent task took the room meanwhile ({after})")
+        return reservation
     finally:
         await lock.release(held)
 
 
-async def _usage_now(hosts: Sequence[HostConfig], view: PoolView) -> dict[str, Amounts]:
-    """Each queue's usage from every host's claims, listed now; a host that answered the view's
-    read but not this one makes the admission wait for the next round."""
-    reachable = {n.name for n in view.nodes if n.unreachable is None}
-    targets = [h for h in hosts if h.name in reachable]
-    try:
-        listed = await asyncio.gather(*(ClaimStore(AsyncEngine(h)).claims() for h in targets))
-    except EngineError as exc:
-        raise ClaimTaken(f"the pool's claims could not be read for admission ({exc})") from exc
-    return usage_by_queue((c.queue, Amounts.of(c.resources)) for claims in listed for c in claims
-                          if c.queue is not None)
+async def _queue_lock(hosts: Sequence[HostConfig], image: str) -> tuple[EngineLock, str]:
+    """The pool's queue lock, on its first host whose engine answers."""
+    problems = []
+    for host in hosts:
+        lock = EngineLock(AsyncEngine(host), QUEUE_LOCK_NAME, "queue lock")
+        try:
+            return lock, await lock.acquire(image)
+        except EngineError as exc:
+            problems.append(f"{host.name}: {exc}")
+    raise ClaimTaken(f"no engine of the pool could keep its queue lock ({'; '.join(problems)})")
+
+
+async def _usage_now(hosts: Sequence[HostConfig], without: str | None = None) -> dict[str, Amounts]:
+    """Each queue's usage from every host's claims, listed now (``without`` that claim). Every
+    engine is asked, whatever its agent answered; an engine that does not answer counts none of
+    its claims (docs/queues.md, "Limits")."""
+    listed = await asyncio.gather(*(ClaimStore(AsyncEngine(h)).claims() for h in hosts), return_exceptions=True)
+    return usage_by_queue((c.queue, Amounts.of(c.resources)) for claims in listed if not isinstance(claims, BaseException)
+                          for c in claims if c.queue is not None and c.container_id != without)
+
+
+def lease_s(poll_interval: float) -> float:
+    """How long a place in line lasts: :data:`LINE_LEASE_S`, or three polls of a slower waiter."""
+    return max(LINE_LEASE_S, 3 * poll_interval)
 
 
 async def keep_place(
     hosts: Sequence[HostConfig], view: PoolView, waiting: Waiting, request: PlacementRequest,
-    task: TaskInstanceRef, image: str, now: float,
+    task: TaskInstanceRef, image: str, now: float, pool: str, lease: float, renew: bool = False,
 ) -> None:
     """Put ``waiting``'s place in line on the pool's first host that answers, or renew it when
-    less than half its lease is left (removed and made again: a container's labels are fixed)."""
+    less than half its ``lease`` is left or ``renew`` asks (removed and made again: a container's
+    labels are fixed)."""
     mine = [p for p in view.line if p.waiting.owner == waiting.owner]
-    if mine and mine[0].expires - now > LINE_LEASE_S / 2:
+    if mine and not renew and min(p.expires for p in mine) - now > lease / 2:
         return
     keeper = anchor(hosts, view)
     if keeper is None:
         return
+    by_name = {h.name: h for h in hosts}
     for place in mine:
-        await AsyncEngine(next(h for h in hosts if h.name == place.host)).remove(place.container_id)
-    await AsyncEngine(keeper).create_idle(line_name(waiting.owner), image,
-                                          line_labels(waiting, request, now + LINE_LEASE_S, task))
+        await AsyncEngine(by_name[place.host]).remove(place.container_id)
+    made = await AsyncEngine(keeper).create_idle(line_name(waiting.owner), image,
+                                                 line_labels(waiting, request, now + lease, task, pool))
+    if made is None:
+        log.warning("The place in line of %s on %s exists already (a second reader made it); kept",
+                    waiting.task or waiting.owner, keeper.name)
+
+
+def line_hosts(hosts: Sequence[HostConfig], view: PoolView) -> list[HostConfig]:
+    """Where a waiter's place in line can be: the pool's hosts up to its first that answered
+    (a place made while an earlier host did not answer stays there until removed)."""
+    keeper = anchor(hosts, view)
+    return list(hosts) if keeper is None else list(hosts[: list(hosts).index(keeper) + 1])

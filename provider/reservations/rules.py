@@ -43,6 +43,7 @@ from provider.reservations.labels import (
     RESERVATION_LABEL,
     WAIT_EXPIRES_LABEL,
     WAIT_LABEL,
+    WAIT_POOL_LABEL,
     WAIT_PREFIX,
     WAIT_PRIORITY_LABEL,
     WAIT_QUEUE_LABEL,
@@ -297,6 +298,7 @@ class PlaceInLine:
 
     container_id: str
     host: str
+    pool: str
     waiting: Waiting
     request: PlacementRequest
     expires: float
@@ -308,13 +310,15 @@ def line_name(owner: str) -> str:
     return f"{WAIT_PREFIX}{owner}"
 
 
-def line_labels(waiting: Waiting, request: PlacementRequest, expires: float, task: TaskInstanceRef) -> dict[str, str]:
-    """Labels of a place in line: the task, its queue, priority, since when it waits, what it asks."""
+def line_labels(waiting: Waiting, request: PlacementRequest, expires: float, task: TaskInstanceRef,
+                pool: str) -> dict[str, str]:
+    """Labels of a place in line: the task, its pool, queue, priority, since when it waits, what it asks."""
     return {
         **task.to_labels(),
         RESERVATION_LABEL: "wait",
         OWNER_LABEL: waiting.owner,
         WAIT_LABEL: "true",
+        WAIT_POOL_LABEL: pool,
         WAIT_QUEUE_LABEL: waiting.queue,
         WAIT_PRIORITY_LABEL: str(waiting.priority),
         WAIT_SINCE_LABEL: f"{waiting.since:.3f}",
@@ -342,6 +346,6 @@ def parse_place_in_line(host: str, summary: Mapping[str, Any]) -> PlaceInLine | 
         ref = TaskInstanceRef.from_labels(labels)
         waiting = Waiting(str(labels[OWNER_LABEL]), str(labels[WAIT_QUEUE_LABEL]), int(labels[WAIT_PRIORITY_LABEL]),
                           since, Amounts.of(request.resources), str(ref) if ref else "")
-        return PlaceInLine(str(summary["Id"]), host, waiting, request, expires, ref)
+        return PlaceInLine(str(summary["Id"]), host, str(labels[WAIT_POOL_LABEL]), waiting, request, expires, ref)
     except (KeyError, ValueError, TypeError):
         return None

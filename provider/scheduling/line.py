@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from provider.scheduling.accounting import apply
 from provider.scheduling.filters import eligible_gpus, reasons
 from provider.scheduling.model import NodeState, PlacementRequest
+from provider.scheduling.waiting import Hold, Waiter, apply_holds
 from provider.scheduling.queues import (
     RESOURCES,
     Admitted,
@@ -116,19 +117,21 @@ def queue_state(queue: str, usage: Mapping[str, Amounts], queues: Mapping[str, Q
     return said + (f"; {', '.join(borrowers)}" if borrowers else "")
 
 
-def room_taker(nodes: Sequence[NodeState]) -> Callable[[PlacementRequest], bool]:
-    """A ``take`` for :func:`place_in_line` on ``nodes``: whether a request fits on what the
-    requests taken before it left, and if so, its share taken off the first host that fits it
-    (on the GPUs the filter offers first). Which host does not matter to the answer for the
-    tasks behind it as long as each one's room is counted once; the task itself is placed by its
-    policy when it claims."""
+def room_taker(nodes: Sequence[NodeState], holds: Sequence[Hold] = ()) -> Callable[[Waiting, PlacementRequest], bool]:
+    """A ``take`` for :func:`place_in_line` on ``nodes`` (without holds applied): whether a
+    waiter's request fits on what the requests taken before it left, on the hosts as that waiter
+    sees them (``holds`` of earlier waiters apply to it, its own does not), and if so, its share
+    taken off the first host that fits it (on the GPUs the filter offers first). Which host does
+    not matter to the answer for the waiters behind it as long as each one's room is counted
+    once; the task itself is placed by its policy when it claims."""
     left = list(nodes)
 
-    def take(request: PlacementRequest) -> bool:
-        for i, node in enumerate(left):
+    def take(waiter: Waiting, request: PlacementRequest) -> bool:
+        seen = apply_holds(left, holds, Waiter(waiter.owner, waiter.since))
+        for i, node in enumerate(seen):
             if not reasons(request, node):
                 gpus = eligible_gpus(request, node)[: request.gpus]
-                left[i] = apply(node, request.resources, gpus)
+                left[i] = apply(left[i], request.resources, gpus)
                 return True
         return False
 

@@ -50,7 +50,7 @@ class NoFit(GpuDockerError):
     def _message(self) -> str:
         asked = self.request.describe()
         if self.line:
-            text = f"{asked} waits in line: {self.line}"
+            text = f"{asked} {'can never start' if self.never else 'waits in line'}: {self.line}"
             if self.rejections:
                 text += ". Hosts: " + " | ".join(self._parts())
             return f"{text}." + (f" {self.advice}" if self.advice else "")

@@ -135,7 +135,7 @@ class QueueShort:
         said += f"), asks {amount(self.requested)}"
         if self.room is not None:
             room = f"{amount(self.room)} more" if self.room else "none"
-            return f"{said}; {room} can be had now, the other queues use the rest"
+            return f"{said}; {room} can be had now, the rest of what the queues share is in use"
         return f"{said}, over what the queue may use ({amount(self.quota if self.allowed is None else self.allowed)})"
 
 

@@ -30,7 +30,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from provider.errors import EngineError, NoRoom
 from provider.clients.hosts import HostConfig, host_from_dict
 from provider.reservations.pool import read_pool_view
-from provider.reservations.queueing import QueueTicket, keep_place, line_answer
+from provider.reservations.queueing import QueueTicket, keep_place, lease_s, line_answer, never_admitted
+from provider.reservations.view import PoolView
 from provider.reservations.room import Verdict, room, timeout_message
 from provider.reservations.store import hold_if_due, lift_holds
 from provider.scheduling import PlacementContext, PlacementRequest, get_policy
@@ -161,8 +162,14 @@ async def wait_until_fits(
         now = time.time()
         line = None
         if ticket is not None and waiter is not None and answer.verdict is not Verdict.NEVER:
+            never = never_admitted(ticket, request)
+            if never is not None:
+                return {"status": "never", "message": f"{request.describe()} can never start: {never}"}
             line = line_answer(view, ticket, waiter.owner, waiter.since, request, answer.placement is not None, task)
         if answer.placement is not None and (line is None or line.start):
+            if ticket is not None and line is not None and waiter is not None and task is not None:
+                await _keep_place(hosts, view, ticket, waiter, request, task, image, now, poll_interval, log,
+                                  renew=True)  # a full lease for the time the task takes to resume and claim
             return {"status": "fits", "host": answer.placement.node, "gpu_ids": list(answer.placement.gpu_indices),
                     "waiter": waiter_doc}
         no_fit = answer.no_fit or NoFit(request, {}, view.holders())
@@ -173,13 +180,9 @@ async def wait_until_fits(
         if now >= deadline:
             return {"status": "timeout", "message": timeout_message(no_fit, wait_timeout)}
         if ticket is not None and line is not None and waiter is not None and task is not None:
-            me = Waiting(waiter.owner, ticket.queue, ticket.priority, waiter.since, Amounts.of(request.resources),
-                         str(task))
-            try:
-                await keep_place(hosts, view, me, request, task, image, now)
-            except EngineError as lost:  # the wait goes on; the next poll tries again
-                log.warning("Could not keep the place in line yet: %s", lost)
-        if waiter is not None and task is not None:
+            await _keep_place(hosts, view, ticket, waiter, request, task, image, now, poll_interval, log)
+        if waiter is not None and task is not None and (line is None or line.short is None):
+            # A task its own queue does not admit holds no host: the host would drain for nothing.
             try:
                 await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s, expires=deadline,
                                   image=image, task=task, now=now)
@@ -187,6 +190,17 @@ async def wait_until_fits(
                 log.warning("Could not hold a host yet: %s", hold_failed)
         log.info("Waiting for room: %s", no_fit)
         await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.time())))
+
+
+async def _keep_place(hosts: Sequence[HostConfig], view: PoolView, ticket: QueueTicket, waiter: Waiter,
+                      request: PlacementRequest, task: TaskInstanceRef, image: str, now: float, poll_interval: float,
+                      log: Any, renew: bool = False) -> None:
+    """Keep the waiter's place in line; a failure only delays it to the next poll."""
+    me = Waiting(waiter.owner, ticket.queue, ticket.priority, waiter.since, Amounts.of(request.resources), str(task))
+    try:
+        await keep_place(hosts, view, me, request, task, image, now, ticket.pool, lease_s(poll_interval), renew)
+    except EngineError as lost:
+        log.warning("Could not keep the place in line yet: %s", lost)
 
 
 async def first_event(trigger: BaseTrigger) -> dict[str, Any]:

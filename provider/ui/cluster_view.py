@@ -231,7 +231,7 @@ def cluster_document(
         doc: dict[str, Any] = {"name": name, "hosts": list(hosts), "queues": None}
         if setup is not None:
             view = PoolView(tuple(by_name[h] for h in hosts if h in by_name))
-            doc["queues"] = queues_document(setup, view, readable, base_path)
+            doc["queues"] = queues_document(name, setup, view, readable, base_path)
         return doc
 
     return {
@@ -249,7 +249,7 @@ def _in_units(amounts: Amounts) -> dict[str, float]:
     return {factor[r][0]: v / factor[r][1] for r, v in zip(RESOURCES, amounts.values())}
 
 
-def queues_document(setup: QueueSetup, view: PoolView, readable: Callable[[str], bool],
+def queues_document(pool: str, setup: QueueSetup, view: PoolView, readable: Callable[[str], bool],
                     base_path: str) -> dict[str, Any]:
     """A pool's queues: each one's quota, use, what it borrows beyond its quota and what of its
     idle quota the others use (its *lent*: the cohort's borrowing shared among the queues with
@@ -264,7 +264,7 @@ def queues_document(setup: QueueSetup, view: PoolView, readable: Callable[[str],
     total_idle = sum(idle.values(), Amounts())
     lent = {q: Amounts(*(round(b * i / t) if t else 0 for b, i, t in
                          zip(total_borrowed.values(), idle[q].values(), total_idle.values()))) for q in setup}
-    places = {p.waiting.owner: p for p in view.line if p.waiting.queue in setup}
+    places = {p.waiting.owner: p for p in view.line if p.pool == pool and p.waiting.queue in setup}
     line = order([p.waiting for p in places.values()], usage, setup)
     return {
         "queues": [{"name": q, "weight": setup[q].weight, "quota": _in_units(quota[q]), "used": _in_units(used[q]),

@@ -204,7 +204,7 @@ def test_a_pool_with_queues_shows_quota_use_borrowing_lending_and_its_line_in_or
         request = PlacementRequest(gpus=1)
         me = Waiting(owner, queue, priority, since, Amounts.of(request.resources))
         return parse_place_in_line("gpu-a", {"Id": owner, "Labels": line_labels(
-            me, request, NOW + 60, TaskInstanceRef(dag, owner, RUN, -1, 1))})
+            me, request, NOW + 60, TaskInstanceRef(dag, owner, RUN, -1, 1), "p")})
 
     line = (place("n1", "nlp", NOW - 50, 1, "secret"), place("v1", "vision", NOW - 40, 1, "train"),
             place("v2", "vision", NOW - 30, 5, "train"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +17,14 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 
 from provider.errors import HostConfigError
 from provider.operators.priority import effective_priority
-from provider.reservations.queueing import QueueTicket, check_quotas
-from provider.reservations.rules import claim_labels, line_labels, parse_claim, parse_place_in_line
+from provider.reservations.queueing import QueueTicket, check_quotas, line_answer, never_admitted
+from provider.reservations.rules import HoldRecord, PlaceInLine, claim_labels, line_labels, parse_claim, parse_place_in_line
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling.line import place_in_line, queue_state, room_taker
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest, Resources
 from provider.scheduling.no_fit import NoFit
 from provider.scheduling.queues import Amounts, Waiting, queues_from_extra
+from provider.scheduling.waiting import Hold
 from provider.task_instance import TaskInstanceRef
 
 G = 1000
@@ -167,8 +169,9 @@ def test_room_is_counted_once_for_the_tasks_ahead() -> None:
     two-GPU task fits neither host's remainder."""
     hosts = [_host("h1", 1), _host("h2", 1)]
     take = room_taker(hosts)
-    assert [take(PlacementRequest(gpus=1)) for _ in range(3)] == [True, True, False]
-    assert not room_taker(hosts)(PlacementRequest(gpus=2))
+    one = waiting("a", "vision", 1, 1.0)
+    assert [take(one, PlacementRequest(gpus=1)) for _ in range(3)] == [True, True, False]
+    assert not room_taker(hosts)(one, PlacementRequest(gpus=2))
 
 
 def test_a_queue_over_its_limits_waits_for_itself_and_says_what_it_uses() -> None:
@@ -193,9 +196,10 @@ def test_a_claim_names_its_queue_and_a_place_in_line_reads_back() -> None:
     assert claim is not None and claim.queue == "vision"
     request = PlacementRequest(gpus=2, cpu_milli=500, labels={"zone": "a"})
     me = Waiting("o2", "nlp", 3, 12.5, Amounts.of(request.resources), str(TASK))
-    place = parse_place_in_line("h1", {"Id": "w1", "Labels": line_labels(me, request, 99.0, TASK)})
+    place = parse_place_in_line("h1", {"Id": "w1", "Labels": line_labels(me, request, 99.0, TASK, "gpu_pool")})
     assert place is not None
-    assert (place.waiting, place.request, place.expires, place.host) == (me, request, 99.0, "h1")
+    assert (place.waiting, place.request, place.expires, place.host, place.pool) == (me, request, 99.0, "h1",
+                                                                                      "gpu_pool")
 
 
 @pytest.mark.parametrize(
@@ -209,7 +213,7 @@ def test_a_claim_names_its_queue_and_a_place_in_line_reads_back() -> None:
     ],
 )
 def test_a_malformed_place_in_line_is_ignored(damage: dict[str, str]) -> None:
-    labels = line_labels(Waiting("o", "nlp", 1, 1.0, gpus(1)), PlacementRequest(gpus=1), 9.0, TASK)
+    labels = line_labels(Waiting("o", "nlp", 1, 1.0, gpus(1)), PlacementRequest(gpus=1), 9.0, TASK, "gpu_pool")
     assert set(damage) <= set(labels)
     assert parse_place_in_line("h1", {"Id": "w", "Labels": {**labels, **damage}}) is None
 
@@ -241,3 +245,51 @@ def test_a_task_is_ordered_by_the_priority_airflow_computes_for_it() -> None:
         first >> second >> last >> up
     assert [effective_priority(t) for t in (first, second, last, up)] == [5 + 1 + 7 + 1, 1 + 7 + 1, 7, 1 + 5 + 1 + 7]
     assert effective_priority(EmptyOperator(task_id="alone", priority_weight=3)) == 3
+
+
+def _place(owner: str, queue: str, since: float, pool: str = "gpu_pool", n: int = 1) -> PlaceInLine:
+    request = PlacementRequest(gpus=n)
+    me = Waiting(owner, queue, 1, since, Amounts.of(request.resources), f"train.{owner}")
+    place = parse_place_in_line("h1", {"Id": owner, "Labels": line_labels(me, request, 1e12, TASK, pool)})
+    assert place is not None
+    return place
+
+
+def test_places_of_other_pools_and_of_queues_not_declared_are_not_in_the_line() -> None:
+    """A queue renamed while its tasks wait, and a second pool keeping its line on the same host:
+    neither crashes the reader nor stands in its line."""
+    ticket = QueueTicket.of("gpu_pool", EXTRA, "vision", 1)
+    assert ticket is not None
+    host = _host("h1", 1)
+    view = PoolView((HostView(node=host, measured=host,
+                              line=(_place("old", "speech", 1.0), _place("other", "vision", 2.0, pool="pool_b"))),))
+    answer = line_answer(view, ticket, "me", 3.0, PlacementRequest(gpus=1), True, None)
+    assert (answer.start, answer.position, answer.length) == (True, 1, 1)
+
+
+def test_a_hold_counts_as_each_waiter_sees_it_so_two_waiters_never_wait_for_each_other() -> None:
+    """nlp's task waited first and holds h1, whose GPU is the only free one; vision's task came
+    later and is ahead in line (its queue is below its share). The hold keeps h1 from vision's
+    task, so nlp's starts: neither waits for the other."""
+    ticket_nlp, ticket_vision = QueueTicket.of("gpu_pool", EXTRA, "nlp", 1), QueueTicket.of("gpu_pool", EXTRA, "vision", 1)
+    assert ticket_nlp is not None and ticket_vision is not None
+    host = _host("h1", 1)
+    hold = HoldRecord("hold1", 1e12, Hold("h1", "nlpwaiter", 1.0, "train.nlpwaiter"))
+    usage = tuple(c for c in (parse_claim({"Id": f"c{i}", "Labels": claim_labels(
+        Resources(gpus=1), [0], f"o{i}", 0.0, TASK, "nlp")}) for i in range(4)) if c)
+    line = (_place("nlpwaiter", "nlp", 1.0), _place("viswaiter", "vision", 2.0))
+    seen_by_nlp = PoolView((HostView(node=host, measured=host, claims=usage, holds=(hold,), line=line),))
+    held = replace(host, held="held for train.nlpwaiter, waiting first")
+    seen_by_vision = PoolView((HostView(node=held, measured=host, claims=usage, holds=(hold,), line=line),))
+    vision = line_answer(seen_by_vision, ticket_vision, "viswaiter", 2.0, PlacementRequest(gpus=1), False, None)
+    nlp = line_answer(seen_by_nlp, ticket_nlp, "nlpwaiter", 1.0, PlacementRequest(gpus=1), True, None)
+    assert (vision.start, vision.position, nlp.start, nlp.position) == (False, 1, True, 2)
+
+
+def test_a_task_its_queue_could_never_admit_is_told_so() -> None:
+    strict = {"queues": {"nlp": {"quota": {"gpus": 4}, "borrowing_limit": {"gpus": 0}}}}
+    ticket = QueueTicket.of("gpu_pool", strict, "nlp", 1)
+    assert ticket is not None
+    assert never_admitted(ticket, PlacementRequest(gpus=4)) is None
+    short = never_admitted(ticket, PlacementRequest(gpus=8))
+    assert short is not None and "over what the queue may use (4)" in str(short)

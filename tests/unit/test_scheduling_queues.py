@@ -59,8 +59,8 @@ def test_a_queue_borrows_only_what_the_others_lend() -> None:
     assert admit("tabular", gpus(10), {}, queues) == Admitted(gpus(10))
     short = admit("tabular", gpus(11), {}, queues)
     assert short == QueueShort("tabular", "gpu_milli", 11 * G, 0, 0, None, room=10 * G)
-    assert str(short) == ("queue tabular: 0 GPUs in use (quota 0), asks 11; 10 more can be had now, the other "
-                          "queues use the rest")
+    assert str(short) == ("queue tabular: 0 GPUs in use (quota 0), asks 11; 10 more can be had now, the rest of "
+                          "what the queues share is in use")
     # With nlp using 3 of its own and vision 5, what is left to lend is 1 + 3 (vision keeps 2).
     usage = {"nlp": gpus(3), "vision": gpus(5)}
     assert admit("tabular", gpus(4), usage, queues) == Admitted(gpus(4))
