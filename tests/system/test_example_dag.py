@@ -52,7 +52,7 @@ def test_example_pipeline_is_placed_through_the_pool_the_example_defines(
     assert placement["host"] == host.name and list(placement["scores"]) == [host.name]
     assert placement["unmeasured"] is None  # the agent's measurements, not a blind choice
     page = airflow_stack.request("GET", "/gpu-cluster/api/cluster")
-    assert {"name": pool, "hosts": [host.name]} in page["pools"]
+    assert {"name": pool, "hosts": [host.name], "queues": None} in page["pools"]  # a pool without queues
     shown = next(h for h in page["hosts"] if h["name"] == host.name)
     assert shown["reachable"] and shown["cpu"]["count"] >= 1 and shown["memory"]["total_mb"] > 0
 
