@@ -257,7 +257,8 @@ def queues_document(pool: str, setup: QueueSetup, view: PoolView, readable: Call
     usage = view.queue_usage()
     used = {q: usage.get(q, Amounts()) for q in setup}
     quota = {q: Amounts(*(setup[q].quota.get(r, 0) for r in RESOURCES)) for q in setup}
-    borrowed = {q: Amounts(*(max(0, u - c) for u, c in zip(used[q].values(), quota[q].values()))) for q in setup}
+    borrowed = {q: Amounts(*(max(0, u - c) if setup[q].governs(r) else 0
+                             for r, u, c in zip(RESOURCES, used[q].values(), quota[q].values()))) for q in setup}
     idle = {q: Amounts(*(max(0, min(setup[q].lendable(r), c - u)) if setup[q].governs(r) else 0
                          for r, u, c in zip(RESOURCES, used[q].values(), quota[q].values()))) for q in setup}
     total_borrowed = sum(borrowed.values(), Amounts())
