@@ -181,8 +181,10 @@ async def wait_until_fits(
             return {"status": "timeout", "message": timeout_message(no_fit, wait_timeout)}
         if ticket is not None and line is not None and waiter is not None and task is not None:
             await _keep_place(hosts, view, ticket, waiter, request, task, image, now, poll_interval, log)
-        if waiter is not None and task is not None and (line is None or line.short is None):
-            # A task its own queue does not admit holds no host: the host would drain for nothing.
+        if waiter is not None and task is not None and (line is None or line.short is None
+                                                         or line.short.room is not None):
+            # A task over its own queue's limits holds no host: the host would drain for nothing.
+            # One that waits for the queues' shared part to come free does, as on a full pool.
             try:
                 await hold_if_due(by_name, view, request, waiter, hold_after_s=hold_after_s, expires=deadline,
                                   image=image, task=task, now=now)

@@ -349,3 +349,32 @@ async def _line_of(w: Waiting) -> Any:
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     view = await read_pool_view(hosts, w.waiter)
     return line_answer(view, w.ticket, w.waiter.owner, w.waiter.since, PlacementRequest(gpus=1), False, None)
+
+
+def test_a_task_over_its_own_queues_limit_holds_no_host(pool: Pool) -> None:
+    """vision may use one GPU and borrow none, and uses it; a second vision task, due at once,
+    waits without holding the host: the host's other GPU stays free for nlp."""
+    declared = {"hosts": [HOST], "queues": {"vision": {"quota": {"gpus": 1}, "borrowing_limit": {"gpus": 0}},
+                                            "nlp": {"quota": {"gpus": 1}}}}
+    strict = QueueTicket.of("wait_q", declared, "vision", 1)
+    assert strict is not None
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    hog = reserve_now(hosts, PlacementRequest(gpus=1), image=TESTBOX_IMAGE, ticket=strict,
+                      task=TaskInstanceRef("hog", "train", "r0", -1, 1))
+    trigger = GpuAvailableTrigger(
+        hosts=[host_to_dict(hosts[0])], request={"gpus": 1}, policy="least_loaded", deadline=time.time() + 6,
+        poll_interval=0.5, waiter={"owner": "overlimit0000001", "since": time.time() - 60}, hold_after_s=0,
+        image=TESTBOX_IMAGE, task=TaskInstanceRef("over", "train", "r1").to_dict(), queue=strict.to_dict())
+    event: dict[str, Any] = {}
+    waiting = threading.Thread(target=lambda: event.update(run_trigger(trigger)))
+    waiting.start()
+    try:
+        eventually(lambda: labelled(pool.engine, WAIT_LABEL), 10, what="the task's place in line")
+        time.sleep(1.5)  # three polls past due: a hold would be there by now
+        assert labelled(pool.engine, HOLD_LABEL) == []
+        waiting.join(30)
+        assert event["status"] == "timeout" and "over what the queue may use (1)" in event["message"], event
+    finally:
+        waiting.join(30)
+        release_now(hog)
+        asyncio.run(lift_holds(hosts, "overlimit0000001"))
