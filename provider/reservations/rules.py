@@ -293,7 +293,7 @@ class PlaceInLine:
     every reader of the pool sees, so each waiter can work out the whole line by itself.
 
     It lapses at ``expires`` unless its waiter renews it (every poll), so a waiter that died
-    without cleaning up leaves the line within one lease (:data:`~provider.reservations.store.LINE_LEASE_S`).
+    without cleaning up leaves the line within one lease (:func:`~provider.reservations.queueing.lease_s`).
     """
 
     container_id: str

@@ -476,27 +476,21 @@ def contend_for(shape: tuple[int, int, int, int], barrier: Any, results: Any) ->
     results.put(("granted", r.host.name, r.reservation.claim_id))
 
 
-def race(cluster: Cluster, requests: list[PlacementRequest]) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, int, int]]]:
-    """Start one process per request at once; while they claim, watch every engine's claims.
-
-    Returns the outcomes and, per host, the most CPU, memory and milli on one GPU ever seen
-    reserved at one instant. Granted claims are removed at the end, by id.
-    """
+def contend_watched(cluster: Cluster, target: Any, args: list[Any], look: Any) -> list[tuple[Any, ...]]:
+    """One contender process per entry of ``args`` (``target(arg, barrier, results)``), all let
+    go at once; ``look()`` reads the engines every 10 ms while they claim. Returns the outcomes,
+    ``("granted", host, claim id, ...)`` or ``("nofit", message, ...)``; granted claims are
+    removed at the end, by id."""
     ctx = contenders()
-    barrier, results = ctx.Barrier(len(requests)), ctx.Queue()
-    shapes = [(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mb) for r in requests]
+    barrier, results = ctx.Barrier(len(args)), ctx.Queue()
     env = dict(os.environ)
-    procs = [ctx.Process(target=in_env, args=(env, contend_for, shape, barrier, results)) for shape in shapes]
-    peak = {name: (0, 0, 0) for name in CPU_POOL}
+    procs = [ctx.Process(target=in_env, args=(env, target, arg, barrier, results)) for arg in args]
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            for name in CPU_POOL:
-                cpu, memory, per_gpu = host_load(cluster.engines[name])
-                old = peak[name]
-                peak[name] = (max(old[0], cpu), max(old[1], memory), max([old[2], *per_gpu.values()]))
-            time.sleep(0.02)
+            look()
+            time.sleep(0.01)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -517,6 +511,25 @@ def race(cluster: Cluster, requests: list[PlacementRequest]) -> tuple[list[tuple
             if o[0] == "granted":
                 with cluster.engines[o[1]].client() as c:
                     c.containers.get(o[2]).remove(force=True)
+    return outcomes
+
+
+def race(cluster: Cluster, requests: list[PlacementRequest]) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, int, int]]]:
+    """Start one process per request at once; while they claim, watch every engine's claims.
+
+    Returns the outcomes and, per host, the most CPU, memory and milli on one GPU ever seen
+    reserved at one instant. Granted claims are removed at the end, by id.
+    """
+    shapes = [(r.gpus, r.gpu_milli, r.cpu_milli, r.memory_mb) for r in requests]
+    peak = {name: (0, 0, 0) for name in CPU_POOL}
+
+    def look() -> None:
+        for name in CPU_POOL:
+            cpu, memory, per_gpu = host_load(cluster.engines[name])
+            old = peak[name]
+            peak[name] = (max(old[0], cpu), max(old[1], memory), max([old[2], *per_gpu.values()]))
+
+    outcomes = contend_watched(cluster, contend_for, shapes, look)
     return outcomes, peak
 
 
@@ -588,9 +601,9 @@ def contend_in_queue(queue: str, barrier: Any, results: Any) -> None:
         r = reserve_now(resolve_pool("qpool", BaseHook.get_connection), PlacementRequest(gpus=1, gpu_milli=250),
                         image=TESTBOX_IMAGE, ticket=ticket, prepare=lambda host: time.sleep(0.5))
     except NoFit as exc:
-        results.put(("nofit", queue, str(exc)))
+        results.put(("nofit", str(exc), queue))
         return
-    results.put(("granted", queue, r.host.name, r.reservation.claim_id))
+    results.put(("granted", r.host.name, r.reservation.claim_id, queue))
 
 
 def test_24_processes_of_two_queues_never_take_more_than_their_quota_and_borrowing(
@@ -603,43 +616,17 @@ def test_24_processes_of_two_queues_never_take_more_than_their_quota_and_borrowi
     use the queues' two GPUs (vision borrows nlp's idle half if it gets there first), and the
     rest are told their place in line and why."""
     define_queue_pool(monkeypatch)
-    ctx = contenders()
-    queues = ["vision", "nlp"] * 12
-    barrier, results = ctx.Barrier(len(queues)), ctx.Queue()
-    env = dict(os.environ)
-    procs = [ctx.Process(target=in_env, args=(env, contend_in_queue, q, barrier, results)) for q in queues]
     peak: dict[str, int] = {}
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.is_set():
-            for queue, n in queue_gpus(cluster).items():
-                peak[queue] = max(peak.get(queue, 0), n)
-            time.sleep(0.01)
+    def look() -> None:
+        for queue, n in queue_gpus(cluster).items():
+            peak[queue] = max(peak.get(queue, 0), n)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    outcomes: list[tuple[Any, ...]] = []
-    try:
-        for p in procs:
-            p.start()
-        outcomes = [results.get(timeout=180) for _ in procs]
-    finally:
-        for p in procs:
-            if p.pid is not None:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-        done.set()
-        watcher.join()
-        for o in outcomes:
-            if o[0] == "granted":
-                with cluster.engines[o[2]].client() as c:
-                    c.containers.get(o[3]).remove(force=True)
-    won = {q: sum(1 for o in outcomes if o[0] == "granted" and o[1] == q) for q in QUEUE_CAPS}
+    outcomes = contend_watched(cluster, contend_in_queue, ["vision", "nlp"] * 12, look)
+    won = {q: sum(1 for o in outcomes if o[0] == "granted" and o[3] == q) for q in QUEUE_CAPS}
     assert len(outcomes) == 24 and sum(won.values()) == 8, outcomes
     assert all(won[q] * 250 <= cap for q, cap in QUEUE_CAPS.items()), won
     assert all(peak.get(q, 0) <= cap for q, cap in QUEUE_CAPS.items()), peak
-    assert all(f"waits in line: queue {o[1]}" in o[2] for o in outcomes if o[0] == "nofit"), outcomes
+    assert all(f"waits in line: queue {o[2]}" in o[1] for o in outcomes if o[0] == "nofit"), outcomes
     for name in QUEUE_POOL:  # no queue lock or place in line is left behind
         assert cluster.engines[name].containers(f"{RESERVATION_LABEL}") == []
