@@ -23,6 +23,11 @@ TASK_ID_LABEL = f"{LABEL_PREFIX}.task_id"
 RUN_ID_LABEL = f"{LABEL_PREFIX}.run_id"
 TRY_NUMBER_LABEL = f"{LABEL_PREFIX}.try_number"
 MAP_INDEX_LABEL = f"{LABEL_PREFIX}.map_index"
+GPU_QUEUE_LABEL = f"{LABEL_PREFIX}.gpu_queue"
+"""On a task container of a pool with queues: the queue its GPUs count against (docs/queues.md),
+for the node agent, which names it in the task's GPU series (docs/metrics.md). The claim says
+the same under a label of its own, which only claims carry, so that summing claims by queue
+never counts the task container too."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

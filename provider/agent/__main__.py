@@ -23,6 +23,7 @@ from provider.agent.metrics import make_registry
 from provider.agent.sampler import DEFAULT_DOCKER_ROOT, Sampler
 from provider.agent.server import AgentServer
 from provider.agent.simulated import SimulatedBackend
+from provider.agent.tasks import EngineTasks
 
 log = logging.getLogger("provider.agent")
 
@@ -40,6 +41,15 @@ def parse_cpus(value: str) -> list[int]:
         return [int(c) for c in value.split(",") if c.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--cpus wants a list such as 0,1, got {value!r}") from None
+
+
+def parse_engine(value: str) -> str:
+    """The host's Docker engine: ``unix:///PATH`` (its local socket) or ``tcp://HOST:PORT`` without TLS."""
+    if value.startswith("unix:///") or (value.startswith("tcp://") and len(value) > len("tcp://")):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"--engine wants this host's Docker engine as unix:///var/run/docker.sock (or tcp://HOST:PORT without "
+        f"TLS), got {value!r}")
 
 
 def make_backend(spec: str, host_id: str) -> GpuBackend:
@@ -60,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup", help="report this cgroup's CPU quota and use (e.g. the engine's --cgroup-parent) "
                    "instead of the machine's CPUs")
     p.add_argument("--gpu-backend", default="nvml", help="nvml (default) or simulated:FILE")
+    p.add_argument("--engine", type=parse_engine, help="this host's Docker engine, e.g. unix:///var/run/docker.sock: "
+                   "GPU series then name the task that holds each GPU (default: no task labels)")
     p.add_argument("--docker-root", default=DEFAULT_DOCKER_ROOT, help="Docker data root whose free disk is reported")
     p.add_argument("--host-id", default=socket.gethostname(), help="name reported as host (default: hostname)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
@@ -84,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             docker_root=args.docker_root,
             interval_s=args.interval,
             cgroup=CgroupCpu(args.cgroup) if args.cgroup else None,
+            tasks=EngineTasks(args.engine) if args.engine else None,
         )
     except ValueError as exc:
         log.error("%s", exc)

@@ -8,6 +8,8 @@ CPU utilisation is the busy share of each selected CPU between two samples (idle
 count as not busy, as in ``top``); the first sample covers the time since boot. With a cgroup
 (``--cgroup``, :mod:`provider.agent.cgroup_cpu`) capacity is the group's quota and utilisation
 the group's CPU time over that quota between two samples: the host's own, not the machine's.
+With ``--engine`` (:mod:`provider.agent.tasks`) the sample also says which task container holds
+which GPU, read in the same pass, so a scrape never waits for the engine either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import psutil
 
 from provider.agent.cgroup_cpu import CgroupCpu
 from provider.agent.gpu import GpuBackend, GpuSample
+from provider.agent.tasks import EngineTasks, GpuTask
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class NodeSample:
     cgroup: str | None = None
     cgroup_capacity_milli: int | None = None
     cgroup_utilization_pct: float | None = None
+    gpu_tasks: tuple[GpuTask, ...] = ()
+    engine: str | None = None
+    engine_reason: str | None = None
 
     @property
     def cpu_utilization_pct(self) -> float:
@@ -154,6 +160,7 @@ class Sampler:
         docker_root: str = DEFAULT_DOCKER_ROOT,
         interval_s: float = 1.0,
         cgroup: CgroupCpu | None = None,
+        tasks: EngineTasks | None = None,
     ) -> None:
         available = psutil.cpu_count() or 1
         self._cpus = tuple(cpus) if cpus else tuple(range(available))
@@ -169,6 +176,7 @@ class Sampler:
         self._idle_fields = tuple(fields.index(f) for f in ("idle", "iowait") if f in fields)
         self._last_times: list[tuple[float, ...]] | None = None
         self._cgroup = cgroup
+        self._tasks = tasks
         self._last_usage = (cgroup.usage_s(), time.monotonic()) if cgroup else (0.0, 0.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,9 +193,12 @@ class Sampler:
         disk = psutil.disk_usage(disk_path)
         load = os.getloadavg()
         gpus = tuple(self._backend.read())
-        group: dict[str, Any] = {}
+        optional: dict[str, Any] = {}
         if self._cgroup is not None:
-            group = self._group_reading(self._cgroup)
+            optional.update(self._group_reading(self._cgroup))
+        if self._tasks is not None:
+            held = self._tasks.read()
+            optional.update(gpu_tasks=held or (), engine=self._tasks.url, engine_reason=self._tasks.reason)
         return NodeSample(
             host=self._host,
             sampled_at=datetime.now(timezone.utc),
@@ -203,7 +214,7 @@ class Sampler:
             gpu_backend=self._backend.name,
             gpus=gpus,
             gpu_reason=self._backend.reason,
-            **group,
+            **optional,
         )
 
     def _group_reading(self, cgroup: CgroupCpu) -> dict[str, Any]:

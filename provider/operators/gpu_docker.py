@@ -46,7 +46,7 @@ from provider.reservations.store import DEFAULT_GRACE_S, lift_holds, mark_gpu_pr
 from provider.scheduling.model import MILLI_PER_GPU
 from provider.scheduling.policies import DEFAULT_PULL_PENALTY_PER_GB
 from provider.scheduling.waiting import Waiter
-from provider.task_instance import TaskInstanceRef
+from provider.task_instance import GPU_QUEUE_LABEL, TaskInstanceRef
 from provider.reservations.rules import request_document
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event, waiter_from_event
 
@@ -227,6 +227,8 @@ class GpuDockerOperator(BaseOperator):
             if adopted is not None:
                 return self._to_end(adopted, task)
         labels = task.to_labels()
+        if ticket is not None:
+            labels[GPU_QUEUE_LABEL] = ticket.queue  # for the node agent's GPU series (docs/metrics.md)
         target = self._reserve(hosts, args, context, task, waiter, ticket)
         gpu_ids = target.placement.gpu_indices
         hook = GpuDockerHook(target.host)

@@ -111,11 +111,11 @@ def test_every_answer_keeps_the_connection_alive(agents: dict[str, RunningAgent]
 def test_metrics_parse(agents: dict[str, RunningAgent]) -> None:
     text = httpx.get(agents["a"].url + "/metrics", headers=AUTH, timeout=5).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    util = families["gpu_utilization_ratio"].samples
+    util = families["DCGM_FI_DEV_GPU_UTIL"].samples
     assert sorted(s.labels["gpu"] for s in util) == ["0", "1", "2", "3"]
-    assert {s.value for s in util} == {0.1}
-    assert {s.value for s in families["gpu_memory_total_bytes"].samples} == {81920 * 1024 * 1024}
-    assert families["node_cpu_count"].samples[0].value >= 1
+    assert {s.value for s in util} == {10.0}
+    assert {s.value for s in families["DCGM_FI_DEV_FB_TOTAL"].samples} == {81920}
+    assert families["gpu_docker_node_cpu_count"].samples[0].value >= 1
 
 
 def test_no_gpu_through_nvml(agents: dict[str, RunningAgent]) -> None:

@@ -247,9 +247,9 @@ def test_nvml_memory_in_document_and_metrics(tmp_path: Path, fake: FakeNvml, res
     (gpu,) = json.loads(latest[1])["gpus"]
     assert (gpu["memory_total_mib"], gpu["memory_reserved_mib"], gpu["memory_free_mib"]) == (143771, reserved_mib, 142131)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(make_registry(sampler)).decode())}
-    reserved = [s.value for s in families["gpu_memory_reserved_bytes"].samples]
-    assert reserved == ([] if reserved_mib is None else [reserved_mib * MIB])
-    assert [s.value for s in families["gpu_memory_used_bytes"].samples] == [gpu["memory_used_mib"] * MIB]
+    reserved = [s.value for s in families["DCGM_FI_DEV_FB_RESERVED"].samples]
+    assert reserved == ([] if reserved_mib is None else [reserved_mib])
+    assert [s.value for s in families["DCGM_FI_DEV_FB_USED"].samples] == [gpu["memory_used_mib"]]
 
 
 class Clock:

@@ -106,13 +106,16 @@ def test_metrics_exposition(tmp_path: Path) -> None:
     assert generate_latest(registry) == b""
     sampler.refresh()
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
-    gpu_util = families["gpu_utilization_ratio"].samples
-    assert [(s.labels, s.value) for s in gpu_util] == [({"gpu": "0", "uuid": "GPU-SIM-t-0"}, 0.25)]
-    assert families["gpu_memory_used_bytes"].samples[0].value == 4096 * 1024 * 1024
-    assert families["gpu_memory_reserved_bytes"].samples[0].value == 512 * 1024 * 1024
-    assert families["gpu_temperature_celsius"].samples[0].value == 55
-    assert families["gpu_power_watts"].samples == []
-    assert families["gpu_info"].samples[0].labels["model"] == "A100-80GB"
-    assert families["node_memory_available_bytes"].samples[0].value > 0
-    assert families["node_docker_root_free_bytes"].samples[0].labels == {"path": "/"}
-    assert families["agent_info"].samples[0].labels == {"host": "node-t", "gpu_backend": "simulated"}
+    gpu = {"gpu": "0", "UUID": "GPU-SIM-t-0", "device": "nvidia0", "modelName": "A100-80GB", "Hostname": "node-t",
+           "dag_id": "", "task_id": "", "run_id": "", "map_index": "", "queue": ""}
+    assert [(s.labels, s.value) for s in families["DCGM_FI_DEV_GPU_UTIL"].samples] == [(gpu, 25.0)]
+    assert families["DCGM_FI_DEV_FB_USED"].samples[0].value == 4096
+    assert families["DCGM_FI_DEV_FB_RESERVED"].samples[0].value == 512
+    assert families["DCGM_FI_DEV_FB_TOTAL"].samples[0].value == 81920
+    assert families["DCGM_FI_DEV_FB_FREE"].samples[0].value == 81920 - 512 - 4096
+    assert families["DCGM_FI_DEV_GPU_TEMP"].samples[0].value == 55
+    assert families["DCGM_FI_DEV_POWER_USAGE"].samples == []
+    assert families["gpu_docker_node_memory_available_bytes"].samples[0].value > 0
+    assert families["gpu_docker_node_docker_root_free_bytes"].samples[0].labels == {"path": "/"}
+    assert families["gpu_docker_agent_info"].samples[0].labels == {"host": "node-t", "gpu_backend": "simulated"}
+    assert "gpu_docker_agent_engine_up" not in families  # no --engine
