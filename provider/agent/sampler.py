@@ -183,7 +183,9 @@ class Sampler:
         self._latest: tuple[NodeSample, bytes, float] | None = None
 
     def sample(self) -> NodeSample:
-        """Measure the node now (also used once before the thread starts)."""
+        """Measure the node now (also used once before the thread starts); the sample's time is
+        when measuring began, so nothing that changed before it is missing from it."""
+        sampled_at = datetime.now(timezone.utc)
         times = [tuple(t) for t in psutil.cpu_times(percpu=True)]
         before = self._last_times or [(0.0,) * len(t) for t in times]
         self._last_times = times
@@ -201,7 +203,7 @@ class Sampler:
             optional.update(gpu_tasks=held or (), engine=self._tasks.url, engine_reason=self._tasks.reason)
         return NodeSample(
             host=self._host,
-            sampled_at=datetime.now(timezone.utc),
+            sampled_at=sampled_at,
             cpus=self._cpus,
             cpu_pct=cpu_pct,
             load_avg=(load[0], load[1], load[2]),

@@ -21,19 +21,22 @@ def gpus(count: int, model: str, memory_mb: int, util: float = 10.0) -> list[dic
 
 def start_agent(
     workdir: Path, name: str, inventory: list[dict[str, Any]] | None, token: str | None = None, interval_s: float = 0.2,
-    cpus: str | None = None, cgroup: str | None = None,
+    cpus: str | None = None, cgroup: str | None = None, engine: str | None = None,
 ) -> RunningAgent:
     """Start ``python -m provider.agent`` on 127.0.0.1 with a kernel-chosen port.
 
     ``inventory`` None selects the NVML backend; otherwise a simulated one. The caller stops
     the process with :func:`stop_agent`. ``cpus`` (``"0,1"``) limits the CPUs it reports;
-    ``cgroup`` makes it report that group's CPU quota and use instead.
+    ``cgroup`` makes it report that group's CPU quota and use instead; ``engine`` (a Docker
+    engine's URL) makes it name the task that holds each GPU in its GPU series.
     """
     options = ["--host-id", name, "--interval", str(interval_s), "--docker-root", str(workdir / "no-docker-here")]
     if cpus is not None:
         options += ["--cpus", cpus]
     if cgroup is not None:
         options += ["--cgroup", cgroup]
+    if engine is not None:
+        options += ["--engine", engine]
     if inventory is None:
         options += ["--gpu-backend", "nvml"]
     else:
