@@ -68,6 +68,7 @@ def main(argv: list[str]) -> int:
         print(f"Run {run_id}: {state}")
         ok = report(cluster, run_id, conf["runs"]) and state == "success"
         print_sign_in(cluster.api)
+        print(f"Prometheus:       {cluster.prometheus_url}/ (GPU metrics by task: docs/metrics.md)")
         if not args.once:
             print("The cluster stays up; press Ctrl-C to stop it.", flush=True)
             wait_for_interrupt()

@@ -4,11 +4,13 @@ Each machine is a network namespace of a :class:`~tools.cluster.lan.Lan`, and ev
 machines crosses that LAN by name:
 
 * ``control``: PostgreSQL (metadata database), Redis (Celery broker), an S3-protocol store (the
-  container-log archive), and Airflow's api-server, scheduler, dag-processor and triggerer;
+  container-log archive), Prometheus (scraping every node agent, docs/metrics.md), and
+  Airflow's api-server, scheduler, dag-processor and triggerer;
 * ``w1``..``wN``: one Celery worker each (``airflow celery worker``), with its own
   ``AIRFLOW_HOME`` and task logs, which it serves to the api-server on port 8793;
 * ``h1``..``hM``: a Docker engine with ``--tlsverify`` on ``tcp://hK:2376`` (certificates made
-  here) and a node agent with a bearer token on ``hK:9400``. The GPUs are **simulated**: the
+  here) and a node agent with a bearer token on ``hK:9400``, which reads the engine's task
+  containers (``--engine``) to name the task holding each GPU. The GPUs are **simulated**: the
   agent reports an inventory from a file (``--gpu-backend simulated:FILE``) and the engine has
   a stand-in NVIDIA runtime (see :mod:`tools.dockerd`), because no GPU exists on the machines
   this runs on.
@@ -40,6 +42,7 @@ from cryptography.fernet import Fernet
 
 from tools.cgroups import make_cpu_quota_group, remove_cgroup
 from tools.cluster.lan import Lan
+from tools.cluster.prometheus import PROMETHEUS_PORT, SCRAPE_INTERVAL_S, start_prometheus
 from tools.cluster.services import SERVICES, start_postgres, start_redis, start_s3
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd, stop_engines
 from tools.local_airflow import AIRFLOW_STOP_AGAIN_S, REPO, AirflowRest, venv_env
@@ -110,6 +113,7 @@ class Cluster:
         self.env: dict[str, str] = {}
         self.agent_token = secrets.token_urlsafe(24)
         self.pki: Pki | None = None
+        self.prometheus_url = ""
 
     # -- bring-up -------------------------------------------------------------------------
     def start(self, timeout: float = 300) -> Cluster:
@@ -126,6 +130,7 @@ class Cluster:
             self.pki = make_pki(self._dir("pki"), [*self.hosts, *(self.lan[h].ip for h in self.hosts)])
             for h in self.hosts:
                 self._start_gpu_host(h)
+            self._start_prometheus()
             self.env = self._airflow_env(db, broker, password)
             self._airflow("control", "db", "migrate")
             for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
@@ -173,11 +178,20 @@ class Cluster:
         (hdir / "agent.token").write_text(self.agent_token + "\n")
         (hdir / "agent.token").chmod(0o600)
         options = ["--host-id", h, "--token-file", str(hdir / "agent.token"),
-                   "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data")]
+                   "--gpu-backend", f"simulated:{hdir / 'gpus.json'}", "--docker-root", str(engine.root / "data"),
+                   "--engine", engine.url]
         if cgroup is not None:
             options += ["--cgroup", cgroup]
         self.agents.append(start_agent(h, options, hdir / "agent.log", listen=f"{ip}:{AGENT_PORT}",
                                        wrap=self.lan.wrap(h)))
+
+    def _start_prometheus(self) -> None:
+        pdir = self._dir("prometheus")
+        token = pdir / "agent.token"
+        token.write_text(self.agent_token + "\n")
+        token.chmod(0o600)
+        self.prometheus_url = start_prometheus(self.lan, "control", self.procs, pdir,
+                                               [f"{h}:{AGENT_PORT}" for h in self.hosts], token)
 
     def _quota_group(self, h: str, cores: float) -> str:
         """A cgroup with ``cores`` of CPU quota for ``h``'s containers (``--cgroup-parent``);
@@ -315,7 +329,8 @@ class Cluster:
     def describe(self) -> str:
         """Which process runs where: the picture a user needs to find each piece."""
         c = self.lan["control"]
-        lines = [f"control {c.ip}: PostgreSQL :5432, Redis :6379, S3 :5000, Airflow api-server :{API_PORT}, "
+        lines = [f"control {c.ip}: PostgreSQL :5432, Redis :6379, S3 :5000, Prometheus :{PROMETHEUS_PORT} "
+                 f"(every node agent, every {SCRAPE_INTERVAL_S} s), Airflow api-server :{API_PORT}, "
                  f"scheduler, dag-processor, triggerer"]
         lines += [f"{w} {self.lan[w].ip}: Celery worker (concurrency {self.spec.worker_concurrency}), "
                   f"task logs :8793" for w in self.workers]
