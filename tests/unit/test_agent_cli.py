@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provider.agent.__main__ import make_backend, parse_cpus, parse_listen
+from provider.agent.__main__ import make_backend, parse_cpus, parse_engine, parse_listen
 from provider.agent.gpu import NvmlBackend
 from provider.agent.simulated import SimulatedBackend
 
@@ -38,6 +38,19 @@ def test_parse_listen_rejects(value: str) -> None:
 )
 def test_parse_cpus(value: str, expected: list[int]) -> None:
     assert parse_cpus(value) == expected
+
+
+@pytest.mark.parametrize("value", ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375"])
+def test_parse_engine(value: str) -> None:
+    assert parse_engine(value) == value
+
+
+@pytest.mark.parametrize("value", [pytest.param("/var/run/docker.sock", id="no-scheme"),
+                                   pytest.param("unix://docker.sock", id="relative"),
+                                   pytest.param("tcp://", id="no-host"), pytest.param("https://h:2376", id="https")])
+def test_parse_engine_rejects(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="unix:///var/run/docker.sock"):
+        parse_engine(value)
 
 
 def test_make_backend(tmp_path: Path) -> None:
