@@ -36,6 +36,7 @@ from provider.operators.arguments import ARGUMENT_NAMES, Arguments, check_argume
 from provider.operators.container_spec import DEFAULT_RESULT_PATH, create_body
 from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
+from provider.operators.placement_stats import PlacementStats
 from provider.operators.priority import effective_priority
 from provider.operators.run_to_end import Running, earlier_try, run_to_end
 from provider.reservations.labels import OWNER_LABEL
@@ -315,14 +316,16 @@ class GpuDockerOperator(BaseOperator):
         def prepare(host: HostConfig) -> None:
             GpuDockerHook(host).ensure_image(spec.image, args.pull, auth, progress=self.log.info)
 
+        stats = PlacementStats(task, args.pool, None if ticket is None else ticket.queue)
         try:
             while True:
                 if waiter is not None:
                     self._waiting = (hosts, waiter.owner)
                 try:
                     reserved = run_sync(place_and_reserve(
-                        hosts, request, args.policy, image=spec.image, task=task, prepare=prepare,
+                        hosts, request, args.policy, image=spec.image, task=task, prepare=stats.asking(prepare),
                         waiter=waiter, pull_penalty_per_gb=args.pull_penalty_per_gb, ticket=ticket,
+                        on_claim_lost=stats.claim_lost,
                     ))
                     break
                 except NoFit as exc:
@@ -340,6 +343,7 @@ class GpuDockerOperator(BaseOperator):
         self._waiting = None  # place_and_reserve lifted the hold with the claim made
         self._reserved = reserved
         try:
+            stats.placed(reserved.host.name, waiter)
             context["ti"].xcom_push(key="placement", value=placement_record(reserved))
         except BaseException:
             self._release()

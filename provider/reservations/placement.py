@@ -93,6 +93,7 @@ async def place_and_reserve(
     rng: random.Random | None = None,
     pull_penalty_per_gb: float = DEFAULT_PULL_PENALTY_PER_GB,
     ticket: QueueTicket | None = None,
+    on_claim_lost: Callable[[str], None] = lambda host: None,
 ) -> Reserved:
     """Place ``request`` on the pool and claim it on the chosen host for ``task`` (None: a claim
     that names no task instance); :class:`NoFit` (with the holders of each busy host) if none fits.
@@ -105,7 +106,9 @@ async def place_and_reserve(
     whether it has ``image``, and hosts that would have to pull it lose that many points per GB.
     With ``ticket`` (a pool with queues), the task must also be admitted by its queue and be
     first in line among those that could start (:mod:`provider.reservations.queueing`); else
-    :class:`NoFit` says its place in line and what it waits for.
+    :class:`NoFit` says its place in line and what it waits for. ``on_claim_lost`` is told the
+    host of every claim that lost its race, before placement reads the pool again (the operator
+    counts them in Airflow's metrics; this layer knows no Airflow).
     """
     policy = get_policy(policy_name)
     context = PlacementContext(rng=rng or random.Random(), pull_penalty_per_gb=pull_penalty_per_gb)
@@ -133,6 +136,7 @@ async def place_and_reserve(
         except ClaimTaken as exc:
             log.info("Lost the claim race, placing again: %s", exc)
             lost.append(str(exc))
+            on_claim_lost(host.name)
             continue
         if waiter is not None:
             lift = {h.name for h in line_hosts(hosts, view)} if ticket is not None else set()

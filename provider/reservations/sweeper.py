@@ -31,13 +31,16 @@ class Sweeper:
 
     :param hosts: the hosts to sweep now (called in a worker thread: it may read a database).
     :param lookup: the state of task instances (likewise, in a worker thread).
+    :param on_sweep: told of every sweep that read the pool to the end (the app counts sweeps and
+        reaped containers in Airflow's metrics; this layer knows no Airflow).
     """
 
     def __init__(self, hosts: Callable[[], Sequence[HostConfig]], lookup: StateLookup,
-                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 interval_s: float = DEFAULT_INTERVAL_S, on_sweep: Callable[[Sweep], None] = lambda done: None) -> None:
         self.hosts = hosts
         self.lookup = lookup
         self.interval_s = interval_s
+        self.on_sweep = on_sweep
         self.last: Sweep | None = None
         self.reaped: deque[Reaped] = deque(maxlen=KEPT_ACTIONS)
 
@@ -45,6 +48,7 @@ class Sweeper:
         result = await sweep(await asyncio.to_thread(self.hosts), self.lookup)
         self.last = result
         self.reaped.extend(result.reaped)
+        self.on_sweep(result)
         return result
 
     async def forever(self) -> None:

@@ -30,14 +30,16 @@ from airflow.configuration import conf
 from airflow.exceptions import AirflowConfigException
 from airflow.models.dag import DagModel
 from airflow.models.taskinstance import TaskInstance
+from airflow.observability.stats import Stats
 from airflow.utils.session import create_session
 from fastapi import Depends, FastAPI, Response
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from provider.clients.hosts import HostConfig
-from provider.reservations.orphans import Known
+from provider.reservations.orphans import Known, Sweep
 from provider.reservations.sweeper import DEFAULT_INTERVAL_S, Sweeper
+from provider.stat_names import ORPHAN_SWEEPS, ORPHANS_REAPED, stat_tags
 from provider.task_instance import TaskInstanceRef
 from provider.ui.cluster_sources import PoolCache, pool_ids
 
@@ -52,7 +54,7 @@ KEYS_PER_QUERY = 200
 def create_orphan_app() -> FastAPI:
     """The app served under :data:`ORPHANS_PREFIX`; it sweeps while the api-server runs."""
     pools = PoolCache()
-    sweeper = Sweeper(lambda: hosts_to_sweep(pools), states_in_database)
+    sweeper = Sweeper(lambda: hosts_to_sweep(pools), states_in_database, on_sweep=count_sweep)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +82,19 @@ def create_orphan_app() -> FastAPI:
     app.add_api_route("/", status, methods=["GET"],
                       dependencies=[Depends(requires_access_view(AccessView.CLUSTER_ACTIVITY))])
     return app
+
+
+def count_sweep(done: Sweep) -> None:
+    """One sweep, and each container it stopped and removed, in Airflow's metrics (``docs/metrics.md``).
+
+    Airflow core's ``Stats``: the api-server sets it up from ``[metrics]`` (Airflow 3.3 and later).
+    A container the engine refused to remove is counted when a later sweep removes it.
+    """
+    Stats.incr(ORPHAN_SWEEPS)
+    for reaped in done.reaped:
+        if reaped.error is None:
+            Stats.incr(ORPHANS_REAPED, tags=stat_tags(dag_id=reaped.task.dag_id, task_id=reaped.task.task_id,
+                                                      host=reaped.host))
 
 
 def sweep_interval() -> float:

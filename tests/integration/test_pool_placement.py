@@ -29,7 +29,7 @@ from airflow.sdk import BaseHook
 from provider.errors import ContainerFailed, NoGpuRuntime
 
 from provider.scheduling.no_fit import NoFit
-from provider.clients.hosts import pool_extra, resolve_pool
+from provider.clients.hosts import HostConfig, pool_extra, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.reservations.pool import read_pool_view
@@ -274,6 +274,27 @@ def test_shares_never_add_up_beyond_one_gpu(cluster: Cluster) -> None:
     finally:
         for r in granted:
             release_now(r)
+
+
+def test_a_claim_that_loses_its_race_is_reported_and_placed_again(cluster: Cluster) -> None:
+    """Between placement's read and its claim another task takes every GPU of the chosen host: the
+    claim loses, the caller is told on which host (the operator counts it in Airflow's metrics,
+    ``gpu_docker.claim_retries``), and placement reads again and claims on the other host."""
+    lost: list[str] = []
+    taken: list[Reserved] = []
+
+    def taken_meanwhile(host: HostConfig) -> None:
+        if not taken:
+            taken.append(reserve(PlacementRequest(gpus=len(INVENTORIES[host.name])), [host.name]))
+
+    reserved = reserve(PlacementRequest(gpus=1), ["pool_a", "pool_b"], prepare=taken_meanwhile,
+                       on_claim_lost=lost.append)
+    try:
+        assert lost == [taken[0].host.name]
+        assert reserved.host.name != taken[0].host.name
+    finally:
+        release_now(reserved)
+        release_now(taken[0])
 
 
 def test_agent_down_host_is_skipped_with_reason(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:

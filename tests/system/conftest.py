@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from provider.clients.hosts import HostConfig
+from provider.stat_names import PREFIX
 from provider.task_instance import LABEL_PREFIX
 from tests.integration.agents import gpus, start_agent, stop_agent
+from tests.statsd_receiver import StatsdReceiver
 from tools.dockerd import TESTBOX_IMAGE, TRAINER_IMAGE, PrivateDockerd
 from tools.local_airflow import REPO, LocalAirflow
 
@@ -49,9 +51,19 @@ def gpu_host(system_engine: PrivateDockerd, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def statsd() -> Iterator[StatsdReceiver]:
+    """The StatsD server the system Airflow sends its metrics to."""
+    with StatsdReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def airflow_stack(
-    system_engine: PrivateDockerd, gpu_host: HostConfig, tmp_path_factory: pytest.TempPathFactory
+    system_engine: PrivateDockerd, gpu_host: HostConfig, statsd: StatsdReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LocalAirflow]:
+    """Airflow with StatsD metrics on, as docs/metrics.md turns them on, with InfluxDB tags; the
+    provider's metrics only (the allow list), so the receiver keeps no more than the tests read."""
     home = tmp_path_factory.mktemp("airflow")
     dags = home / "dags"
     dags.mkdir()
@@ -62,6 +74,9 @@ def airflow_stack(
                            "extra": {"agent_url": gpu_host.agent_url}})
     airflow = LocalAirflow(home, dags_folder=dags, extra_env={
         "AIRFLOW_CONN_GPU_DOCKER_DEFAULT": conn, f"AIRFLOW_CONN_{GPU_HOST.upper()}": gpu_conn,
+        "AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port), "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+        "AIRFLOW__METRICS__METRICS_ALLOW_LIST": f"{PREFIX}.",
     })
     airflow.start()
     try:

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.stat_names import ORPHAN_SWEEPS, ORPHANS_REAPED
 from provider.task_instance import LABEL_PREFIX
 from tests.conftest import eventually, settled
+from tests.statsd_receiver import StatsdReceiver
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -62,9 +64,16 @@ def removed_at(engine: PrivateDockerd, container_id: str, since: float) -> float
     return float(event["timeNano"]) / 1e9
 
 
+def reaped_metrics(statsd: StatsdReceiver) -> int:
+    """The containers of the DAG that the api-server's sweeps counted as stopped and removed."""
+    return sum(int(m.value) for m in statsd.metrics(f"airflow.{ORPHANS_REAPED}")
+               if (m.tags.get("dag_id"), m.tags.get("task_id")) == (DAG_ID, TASK_ID))
+
+
 def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
-    airflow_stack: LocalAirflow, system_engine: PrivateDockerd, report: Callable[[str], None]
+    airflow_stack: LocalAirflow, system_engine: PrivateDockerd, statsd: StatsdReceiver, report: Callable[[str], None]
 ) -> None:
+    reaped_before = reaped_metrics(statsd)
     since = time.time()
     run_id = airflow_stack.trigger(DAG_ID, {})
     ti, container_id = running_with_claim(airflow_stack, system_engine, run_id)
@@ -91,3 +100,8 @@ def test_a_lost_workers_container_is_removed_once_its_task_instance_has_failed(
     assert "failed" in reaped["reason"]
     log = airflow_stack.processes.log_path("api-server").read_text(errors="replace")
     assert f"container {container_id[:12]} of task {DAG_ID}.{TASK_ID} of run {run_id}" in log
+
+    # Airflow's metrics (docs/metrics.md): the sweeps, and this container among those reaped.
+    eventually(lambda: reaped_metrics(statsd), 10, what="the reaped container counted in the metrics",
+               until=lambda n: n == reaped_before + 1)
+    assert statsd.metrics(f"airflow.{ORPHAN_SWEEPS}")
