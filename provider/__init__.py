@@ -53,6 +53,8 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.sensors.gpu_available"]},
         ],
+        # @task.gpu_docker, beside Airflow's own @task decorators.
+        "task-decorators": [{"name": "gpu_docker", "class-name": "provider.decorators.gpu_docker.gpu_docker_task"}],
         "triggers": [
             {"integration-name": "GPU Docker", "python-modules": ["provider.triggers.gpu_available"]},
         ],

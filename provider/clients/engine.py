@@ -81,14 +81,15 @@ class AsyncEngine:
 
     async def _open(
         self, method: str, path: str, body: Any = None, timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, data: bytes | None = None,
     ) -> StreamAnswer:
         """A connection of its own for one answer read as it comes (a stream, a wait, an
         archive; :mod:`provider.clients.streams`); return once the head of the answer is read."""
         limit = self.timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(
-                open_stream(self._endpoint, method, API + path, what=self.what, headers=headers, body=body), limit
+                open_stream(self._endpoint, method, API + path, what=self.what, headers=headers, body=body, data=data),
+                limit,
             )
         except (asyncio.TimeoutError, OSError, ProtocolError) as exc:
             raise self._unreachable(exc, limit) from exc
@@ -318,6 +319,18 @@ class AsyncEngine:
             raise self.refused(f"copy {path} out of container {container_id[:12]}", response.status,
                                _maybe_json(content))
         return content
+
+    async def put_archive(self, container_id: str, path: str, tar: bytes) -> None:
+        """Unpack ``tar`` at ``path`` (a directory that exists) in the container, as ``docker cp``
+        does; on a created container this places files before its first process runs."""
+        response = await self._open(
+            "PUT", f"/containers/{quote(container_id)}/archive?path={quote(path)}",
+            headers={"Content-Type": "application/x-tar"}, data=tar,
+        )
+        content = await self._body(response, self.timeout)
+        if response.status != 200:
+            raise self.refused(f"copy files into container {container_id[:12]} at {path}", response.status,
+                               _maybe_json(content))
 
     async def attach(self, container_id: str) -> StreamAnswer:
         """The container's stdout and stderr from now on, as multiplexed frames; call before

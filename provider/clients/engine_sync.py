@@ -200,6 +200,9 @@ class Engine:
     def archive(self, container_id: str, path: str, limit: int) -> bytes | None:
         return run_sync(self.aio.archive(container_id, path, limit))
 
+    def put_archive(self, container_id: str, path: str, tar: bytes) -> None:
+        run_sync(self.aio.put_archive(container_id, path, tar))
+
     def attach(self, container_id: str) -> Stream:
         return Stream(self.aio.attach(container_id))
 

@@ -69,10 +69,10 @@ class StreamAnswer:
 
 async def open_stream(
     endpoint: Endpoint, method: str, path: str, *, what: str,
-    headers: Mapping[str, str] | None = None, body: Any = None,
+    headers: Mapping[str, str] | None = None, body: Any = None, data: bytes | None = None,
 ) -> StreamAnswer:
-    """Send one request (``body`` as JSON) on a connection of its own; return once the answer's
-    head is read.
+    """Send one request (``body`` as JSON, or ``data`` as it is: an archive) on a connection of
+    its own; return once the answer's head is read.
 
     Raises ``OSError`` when the endpoint cannot be reached or drops the connection,
     ``ssl.SSLError`` when TLS fails, and :class:`ProtocolError` when the answer is not HTTP. The
@@ -94,7 +94,10 @@ async def open_stream(
         cookie_jar=aiohttp.DummyCookieJar(),
     )
     try:
-        response = await session.request(method, url, headers=headers, json=body)
+        if data is not None:
+            response = await session.request(method, url, headers=headers, data=data)
+        else:
+            response = await session.request(method, url, headers=headers, json=body)
     except aiohttp.ClientResponseError as exc:
         raise ProtocolError(f"{what} sent no valid HTTP answer ({exc.message})") from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:

@@ -196,6 +196,24 @@ class GpuDockerHook(BaseHook):
                 raise ResultFileError(f"{path} in the container is not valid JSON: {exc}") from exc
         return value if isinstance(value, dict) else {"value": value}
 
+    def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes]) -> None:
+        """Place ``files`` (name -> content) in ``directory`` of the created container, made if
+        absent, readable by any user: the engine's archive API, so no shared filesystem and no
+        environment variable carries them, whatever their size."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            folder = tarfile.TarInfo(directory.strip("/"))
+            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            tar.addfile(folder)
+            for name, content in files.items():
+                entry = tarfile.TarInfo(f"{folder.name}/{name}")
+                entry.size, entry.mode, entry.mtime = len(content), 0o644, folder.mtime
+                tar.addfile(entry, io.BytesIO(content))
+        try:
+            self.engine.put_archive(container_id, "/", buffer.getvalue())
+        except EngineRefused as exc:
+            raise self._refused(f"copy {directory} into container", container_id[:12], exc) from exc
+
     def stop_and_remove(self, container_id: str, grace_s: int = 2) -> None:
         """Stop (SIGTERM, then SIGKILL after ``grace_s``) and remove with its volumes."""
         try:

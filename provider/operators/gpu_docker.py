@@ -248,6 +248,7 @@ class GpuDockerOperator(BaseOperator):
         self._running = (hook, container_id)
         attached = None
         try:
+            self._prepare(hook, container_id)
             attached = hook.attach_frames(container_id)  # before start: nothing printed is missed
             try:
                 hook.start(container_id, spec.image)
@@ -262,6 +263,10 @@ class GpuDockerOperator(BaseOperator):
             raise
         run = Running(hook, container_id, target, spec.image, spec.result_path, started, task.try_number, attached)
         return self._to_end(run, task)
+
+    def _prepare(self, hook: GpuDockerHook, container_id: str) -> None:
+        """Between create and start: nothing for an image that brings its program; the TaskFlow
+        decorator places the function and its arguments here (provider/decorators/gpu_docker.py)."""
 
     def _to_end(self, run: Running, task: TaskInstanceRef) -> dict[str, Any]:
         """Follow ``run`` to its result. A container that failed or was killed is removed and its
