@@ -56,7 +56,7 @@ from provider.clients.engine_sync import run_sync  # noqa: E402
 from provider.clients.hosts import HostConfig  # noqa: E402
 from provider.reservations.pool import read_pool_view  # noqa: E402
 from provider.reservations.room import room  # noqa: E402
-from provider.reservations.labels import OWNER_LABEL  # noqa: E402
+from provider.labels import OWNER_LABEL  # noqa: E402
 from provider.reservations.rules import claim_labels  # noqa: E402
 from provider.scheduling import POLICIES, PlacementContext, Policy, get_policy, place  # noqa: E402
 from provider.scheduling.model import PlacementRequest  # noqa: E402

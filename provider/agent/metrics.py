@@ -81,6 +81,13 @@ def _agent_families(node: NodeSample) -> Iterator[Metric]:
         yield _gauge("agent_engine_up", "1 when the last sample read the task containers from the Docker engine "
                      "(--engine), 0 when it could not: GPU series then carry no task labels.",
                      1 if node.engine_reason is None else 0)
+        waiting = GaugeMetricFamily(
+            f"{PREFIX}tasks_waiting", "Tasks waiting in line for room in a queue of a pool, whose place in line "
+            "this host keeps (the pool's first host that answers): sum by pool and queue over the agents.",
+            labels=["pool", "queue"])
+        for line in node.waiting:
+            waiting.add_metric([line.pool, line.queue], line.tasks)
+        yield waiting
 
 
 def _node_families(node: NodeSample) -> Iterator[Metric]:

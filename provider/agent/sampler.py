@@ -28,7 +28,7 @@ import psutil
 
 from provider.agent.cgroup_cpu import CgroupCpu
 from provider.agent.gpu import GpuBackend, GpuSample
-from provider.agent.tasks import EngineTasks, GpuTask
+from provider.agent.tasks import EngineTasks, GpuTask, QueueWaiting
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class NodeSample:
     cgroup_capacity_milli: int | None = None
     cgroup_utilization_pct: float | None = None
     gpu_tasks: tuple[GpuTask, ...] = ()
+    waiting: tuple[QueueWaiting, ...] = ()
     engine: str | None = None
     engine_reason: str | None = None
 
@@ -199,8 +200,9 @@ class Sampler:
         if self._cgroup is not None:
             optional.update(self._group_reading(self._cgroup))
         if self._tasks is not None:
-            held = self._tasks.read()
-            optional.update(gpu_tasks=held or (), engine=self._tasks.url, engine_reason=self._tasks.reason)
+            read = self._tasks.read(sampled_at.timestamp())
+            optional.update(gpu_tasks=read.gpu_tasks if read else (), waiting=read.waiting if read else (),
+                            engine=self._tasks.url, engine_reason=self._tasks.reason)
         return NodeSample(
             host=self._host,
             sampled_at=sampled_at,

@@ -17,6 +17,7 @@ exists (they cannot change). An engine that does not answer costs attribution, n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from provider.clients.engine_sync import Engine
 from provider.clients.hosts import HostConfig
 from provider.errors import EngineError
+from provider.labels import OWNER_LABEL, WAIT_EXPIRES_LABEL, WAIT_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
 from provider.task_instance import (
     DAG_ID_LABEL,
     GPU_QUEUE_LABEL,
@@ -91,6 +93,43 @@ def task_of(labels: Mapping[str, str], devices: tuple[str, ...]) -> GpuTask | No
     return GpuTask(*names, queue=labels.get(GPU_QUEUE_LABEL, ""), devices=devices)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueWaiting:
+    """How many tasks wait in line for ``queue`` of ``pool`` with their place kept on this host."""
+
+    pool: str
+    queue: str
+    tasks: int
+
+
+def waiting_in_line(listed: Sequence[Mapping[str, Any]], now: float) -> tuple[QueueWaiting, ...]:
+    """The places in line among an engine's containers (``docs/queues.md``), counted by pool and
+    queue: each waiting task once, and only while its place's lease runs (a place whose task is
+    gone lapses, and stops counting, before anyone removes it)."""
+    owners: dict[tuple[str, str], set[str]] = {}
+    for container in listed:
+        labels = container.get("Labels") or {}
+        if labels.get(WAIT_LABEL) != "true":
+            continue
+        try:
+            expires = float(labels[WAIT_EXPIRES_LABEL])
+            key, owner = (str(labels[WAIT_POOL_LABEL]), str(labels[WAIT_QUEUE_LABEL])), str(labels[OWNER_LABEL])
+        except (KeyError, ValueError):
+            continue  # not a place the provider made
+        if math.isfinite(expires) and expires > now:
+            owners.setdefault(key, set()).add(owner)
+    return tuple(QueueWaiting(pool, queue, len(found)) for (pool, queue), found in sorted(owners.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRead:
+    """One read of the engine: the task containers that hold GPUs, and the tasks whose place in
+    line this host keeps."""
+
+    gpu_tasks: tuple[GpuTask, ...]
+    waiting: tuple[QueueWaiting, ...]
+
+
 class EngineTasks:
     """Reads the task containers of one engine (``unix://`` or ``tcp://`` without TLS: the
     agent's own host). ``reason`` is None while the engine answers, else why it did not."""
@@ -101,10 +140,11 @@ class EngineTasks:
         self._devices: dict[str, tuple[str, ...]] = {}
         self.reason: str | None = None
 
-    def read(self) -> tuple[GpuTask, ...] | None:
-        """The task containers that hold GPUs now; None when the engine could not be read."""
+    def read(self, now: float) -> EngineRead | None:
+        """The task containers that hold GPUs now and the places in line whose lease runs at
+        ``now`` (Unix time); None when the engine could not be read."""
         try:
-            tasks = self._read()
+            tasks = self._read(now)
         except EngineError as exc:
             if self.reason is None:
                 log.error("Cannot read the task containers from the Docker engine at %s (%s); GPU series are "
@@ -117,8 +157,8 @@ class EngineTasks:
             self.reason = None
         return tasks
 
-    def _read(self) -> tuple[GpuTask, ...]:
-        listed = self._engine.containers([f"{MANAGED_LABEL}=true", DAG_ID_LABEL])
+    def _read(self, now: float) -> EngineRead:
+        listed = self._engine.containers([f"{MANAGED_LABEL}=true", DAG_ID_LABEL])  # places in line too
         holding = [c for c in listed if c.get("State") in HOLDING_STATES]
         self._devices = {cid: self._devices[cid] for cid in (str(c["Id"]) for c in holding) if cid in self._devices}
         found = []
@@ -132,4 +172,5 @@ class EngineTasks:
             task = task_of(container.get("Labels") or {}, self._devices[cid])
             if task is not None:
                 found.append(task)
-        return tuple(sorted(found, key=lambda t: (t.dag_id, t.task_id, t.run_id, t.map_index)))
+        return EngineRead(tuple(sorted(found, key=lambda t: (t.dag_id, t.task_id, t.run_id, t.map_index))),
+                          waiting_in_line(listed, now))

@@ -39,7 +39,7 @@ from provider.operators.links import ContainerLogLink
 from provider.operators.placement_stats import PlacementStats
 from provider.operators.priority import effective_priority
 from provider.operators.run_to_end import Running, earlier_try, run_to_end
-from provider.reservations.labels import OWNER_LABEL
+from provider.labels import OWNER_LABEL
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.queueing import QueueTicket
 from provider.reservations.room import advice

@@ -2,7 +2,7 @@
 
 Read from the bottom up, which is also the order of the imports:
 
-* :mod:`~provider.reservations.labels`: the names written on containers;
+* :mod:`~provider.labels`: the names written on containers;
 * :mod:`~provider.reservations.rules`: pure rules: what a claim records, how a host's
   allocation is the fold of its claims through :func:`provider.scheduling.apply`, which claim
   is stale, which hold has lapsed;

@@ -20,7 +20,7 @@ from typing import Any
 from provider.errors import EngineError, ReattachAmbiguous
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
-from provider.reservations.labels import LOCK_LABEL, OWNER_LABEL, RESERVATION_LABEL
+from provider.labels import LOCK_LABEL, OWNER_LABEL, RESERVATION_LABEL
 from provider.reservations.placement import Reserved
 from provider.reservations.store import ClaimStore, Reservation, engine_seconds
 from provider.scheduling.place import Placement

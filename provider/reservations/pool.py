@@ -31,7 +31,7 @@ from provider.errors import EngineError
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.limits import AGENT_TIMEOUT_S, ENGINE_TIMEOUT_S, MAX_CONCURRENT_HOSTS
-from provider.reservations.labels import OWNER_LABEL
+from provider.labels import OWNER_LABEL
 from provider.reservations.measured import measure
 from provider.reservations.rules import (
     allocation,

@@ -11,7 +11,7 @@ this module feeds it what the hosts hold and acts on its answer, with no service
   waiter is gone. Every reader sees every place, so each waiter works out the whole line and
   its own position by itself (:func:`line_answer`).
 * **Admission** is ordered pool-wide by the *queue lock* on that same host
-  (:data:`~provider.reservations.labels.QUEUE_LOCK_NAME`): holding it, a claimant reads every
+  (:data:`~provider.labels.QUEUE_LOCK_NAME`): holding it, a claimant reads every
   host's claims afresh, asks :func:`~provider.scheduling.queues.admit` once more and claims on
   its host (:func:`reserve_in_queue`). Two tasks of one queue on two hosts therefore cannot both
   take the quota's last GPU, which the per-host claim lock alone would allow.
@@ -28,7 +28,7 @@ from typing import Any
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.errors import ClaimTaken, EngineError, HostConfigError
-from provider.reservations.labels import QUEUE_LOCK_NAME
+from provider.labels import QUEUE_LOCK_NAME
 from provider.reservations.rules import PlaceInLine, line_labels, line_name
 from provider.reservations.store import ClaimStore, EngineLock, Reservation
 from provider.reservations.view import PoolView

@@ -22,7 +22,7 @@ from typing import Any
 import json
 import math
 
-from provider.reservations.labels import (
+from provider.labels import (
     CLAIM_CPU_LABEL,
     CLAIM_GPUS_LABEL,
     CLAIM_LABEL,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from provider.errors import ClaimTaken, EngineError
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
-from provider.reservations.labels import (
+from provider.labels import (
     CLAIM_LABEL,
     LOCK_LABEL,
     LOCK_NAME,

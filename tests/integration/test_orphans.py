@@ -25,7 +25,7 @@ import pytest
 
 from provider.clients.hosts import HostConfig
 from provider.reservations.adopt import discard, find_earlier
-from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.reservations.orphans import Known, sweep
 from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
 from tests.conftest import FakeTI, eventually

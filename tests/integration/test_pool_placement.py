@@ -31,7 +31,7 @@ from provider.errors import ContainerFailed, NoGpuRuntime
 from provider.scheduling.no_fit import NoFit
 from provider.clients.hosts import HostConfig, pool_extra, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.reservations.pool import read_pool_view
 from provider.reservations.placement import Reserved
 from provider.reservations.queueing import QueueTicket

@@ -27,7 +27,7 @@ from airflow.sdk import BaseHook
 from provider.errors import HostConfigError, ImageMissing
 from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL
+from provider.labels import CLAIM_LABEL
 from provider.scheduling.model import PlacementRequest
 from tests.conftest import FakeTI, TaskLog, release_now, reserve_now, run_task
 from tests.integration.agents import RunningAgent, gpus, start_agent, stop_agent

@@ -25,7 +25,7 @@ from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import host_to_dict, resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, OWNER_LABEL, WAIT_LABEL
+from provider.labels import CLAIM_LABEL, HOLD_LABEL, OWNER_LABEL, WAIT_LABEL
 from provider.task_instance import TaskInstanceRef
 from provider.reservations.placement import Reserved
 from provider.reservations.pool import read_pool_view

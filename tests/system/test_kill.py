@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import RESERVATION_LABEL
+from provider.labels import RESERVATION_LABEL
 from tests.conftest import eventually, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, RESERVATION_LABEL
+from provider.labels import CLAIM_LABEL, RESERVATION_LABEL
 from provider.stat_names import ORPHAN_SWEEPS, ORPHANS_REAPED
 from provider.task_instance import LABEL_PREFIX
 from tests.conftest import eventually, settled

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.labels import CLAIM_LABEL, HOLD_LABEL
 from provider.task_instance import LABEL_PREFIX
 from tests.conftest import eventually
 from tests.integration.agents import gpus, start_agent, stop_agent

@@ -18,7 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from provider.agent.metrics import make_registry
 from provider.agent.sampler import Sampler
 from provider.agent.simulated import SimulatedBackend, parse_inventory
-from provider.agent.tasks import EngineTasks, GpuTask, requested_devices, task_of
+from provider.agent.tasks import (
+    EngineRead,
+    EngineTasks,
+    GpuTask,
+    QueueWaiting,
+    requested_devices,
+    task_of,
+    waiting_in_line,
+)
+from provider.labels import OWNER_LABEL, WAIT_EXPIRES_LABEL, WAIT_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
 from provider.task_instance import GPU_QUEUE_LABEL, TaskInstanceRef
 
 NODE_EXPORTER_NAMES = Path(__file__).parent / "data" / "node_exporter_1.5_metrics.txt"
@@ -28,12 +37,13 @@ TASK_LABELS = ("dag_id", "task_id", "run_id", "map_index", "queue")
 class EngineAnswers:
     """Stands in for :class:`EngineTasks` where the test decides what the engine holds."""
 
-    def __init__(self, tasks: tuple[GpuTask, ...] | None, reason: str | None = None) -> None:
+    def __init__(self, tasks: tuple[GpuTask, ...] | None, reason: str | None = None,
+                 waiting: tuple[QueueWaiting, ...] = ()) -> None:
         self.url = "unix:///run/engine.sock"
-        self.tasks, self.reason = tasks, reason
+        self.tasks, self.reason, self.waiting = tasks, reason, waiting
 
-    def read(self) -> tuple[GpuTask, ...] | None:
-        return self.tasks
+    def read(self, now: float) -> EngineRead | None:
+        return None if self.tasks is None else EngineRead(self.tasks, self.waiting)
 
 
 def _families(tmp_path: Path, tasks: Any = None, gpus: int = 4) -> dict[str, Any]:
@@ -101,8 +111,8 @@ def test_engine_without_socket_is_logged_once_with_cause_and_fix(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     reader = EngineTasks(f"unix://{tmp_path / 'no-engine.sock'}", timeout=1.0)
     with caplog.at_level(logging.ERROR, logger="provider.agent.tasks"):
-        assert reader.read() is None
-        assert reader.read() is None
+        assert reader.read(0.0) is None
+        assert reader.read(0.0) is None
     (record,) = caplog.records
     assert "no-engine.sock" in record.getMessage() and "fix --engine" in record.getMessage()
     assert reader.reason is not None and "no-engine.sock" in reader.reason
@@ -130,3 +140,27 @@ def test_task_of_labels() -> None:
     assert task_of(labels, ()) is None  # a CPU-only task holds no GPU
     assert task_of({"com.example": "x"}, ("0",)) is None  # not a task container of the provider
     assert _task("x", "all").holds(7, None) and not _task("x", "1").holds(2, "GPU-2")
+
+
+def place(owner: str, pool: str, queue: str, expires: str) -> dict[str, Any]:
+    """A place in line as the engine lists it (labels as provider/reservations/rules.py writes them)."""
+    return {"Id": owner, "State": "created", "Labels": {
+        WAIT_LABEL: "true", OWNER_LABEL: owner, WAIT_POOL_LABEL: pool, WAIT_QUEUE_LABEL: queue,
+        WAIT_EXPIRES_LABEL: expires}}
+
+
+def test_waiting_tasks_are_counted_by_pool_and_queue_while_their_place_lasts(tmp_path: Path) -> None:
+    listed = [
+        place("a", "main", "vision", "200"), place("b", "main", "vision", "200"),
+        place("a", "main", "vision", "300"),  # one task, two places (one being renewed): counted once
+        place("c", "main", "nlp", "200"), place("d", "other", "nlp", "200"),
+        place("e", "main", "nlp", "99"),  # lapsed: its task is gone
+        place("f", "main", "nlp", "inf"), place("g", "main", "nlp", "soon"),  # not the provider's
+        {"Id": "t", "State": "running", "Labels": {WAIT_POOL_LABEL: "main"}},  # no place in line
+    ]
+    counted = waiting_in_line(listed, now=100.0)
+    assert counted == (QueueWaiting("main", "nlp", 1), QueueWaiting("main", "vision", 2),
+                       QueueWaiting("other", "nlp", 1))
+    families = _families(tmp_path, EngineAnswers((), waiting=counted))
+    shown = {(s.labels["pool"], s.labels["queue"]): s.value for s in families["gpu_docker_tasks_waiting"].samples}
+    assert shown == {("main", "nlp"): 1, ("main", "vision"): 2, ("other", "nlp"): 1}

@@ -4,7 +4,7 @@ Every ``import`` and ``from ... import`` of every module counts, also those insi
 (a deferred import is still a dependency). The layers, bottom first (``docs`` of the packages'
 ``__init__`` say why each sits where it does):
 
-0. ``errors``, ``limits``, ``task_instance``, ``stat_names``: plain values, importable from anywhere;
+0. ``errors``, ``limits``, ``task_instance``, ``labels``, ``stat_names``: plain values, importable from anywhere;
 1. ``scheduling`` (pure placement), ``clients`` (engine, agent, hosts), ``agent`` (the node agent);
 2. ``reservations`` and ``logs``: state kept on the engines, and the log pipeline;
 3. ``hooks``: the Airflow hooks, connections to clients;
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "provider"
 
 LAYERS = {
-    "provider.errors": 0, "provider.limits": 0, "provider.task_instance": 0, "provider.stat_names": 0,
+    "provider.errors": 0, "provider.limits": 0, "provider.task_instance": 0, "provider.labels": 0, "provider.stat_names": 0,
     "provider.scheduling": 1, "provider.clients": 1, "provider.agent": 1,
     "provider.reservations": 2, "provider.logs": 2,
     "provider.hooks": 3,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from provider.scheduling.no_fit import NoFit
-from provider.reservations.labels import CLAIM_LABEL, OWNER_LABEL
+from provider.labels import CLAIM_LABEL, OWNER_LABEL
 from provider.reservations.room import Verdict, advice, room
 from provider.reservations.rules import (
     Claim,

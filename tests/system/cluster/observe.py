@@ -1,16 +1,19 @@
-"""What the cluster tests observe from outside the provider: the engines' event streams and
-the archive store. The provider's own records are what is under test, so they are never the
+"""What the cluster tests observe from outside the provider: the engines' event streams, the
+archive store and the topology's Prometheus. The provider's own records are what is under test, so they are never the
 evidence: a container start is the engine's, an archived line is the store's."""
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.labels import CLAIM_LABEL, HOLD_LABEL
 from provider.task_instance import MAP_INDEX_LABEL, RUN_ID_LABEL, TASK_ID_LABEL, TRY_NUMBER_LABEL
 from tools.cluster.services import S3_PORT
 from tools.cluster.topology import ARCHIVE_BUCKET, Cluster
@@ -123,3 +126,14 @@ def archive_objects(cluster: Cluster, prefix: str) -> dict[str, bytes]:
                       aws_access_key_id="cluster", aws_secret_access_key="cluster")
     listed = s3.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix=prefix).get("Contents", [])
     return {o["Key"]: s3.get_object(Bucket=ARCHIVE_BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def promql(cluster: Cluster, query: str, at: float | None = None) -> list[dict[str, Any]]:
+    """The result of an instant query through Prometheus' HTTP API (at ``at``, Unix time)."""
+    params = {"query": query, **({"time": f"{at:.3f}"} if at is not None else {})}
+    url = f"{cluster.prometheus_url}/api/v1/query?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        doc = json.load(answer)
+    assert doc["status"] == "success", doc
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL
+from provider.labels import CLAIM_LABEL, HOLD_LABEL
 from tests.conftest import archived_stdout, eventually
 from tests.system.cluster.observe import EngineEvents, archive_objects, overbooked
 from tools.cluster.topology import POOL, Cluster

@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import pytest
 
-from provider.reservations.labels import CLAIM_LABEL, HOLD_LABEL, LOCK_LABEL
+from provider.labels import CLAIM_LABEL, HOLD_LABEL, LOCK_LABEL
 from provider.task_instance import RUN_ID_LABEL
 from tests.conftest import NotWithin, archived_stdout, eventually, settled
 from tests.system.cluster.observe import EngineEvents, Started, archive_objects, overbooked

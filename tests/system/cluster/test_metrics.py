@@ -9,16 +9,13 @@ to it, so the bound is checked exactly, not by when the test happened to look.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
-import urllib.request
 from typing import Any
 
 import pytest
 
 from tests.conftest import eventually
-from tests.system.cluster.observe import EngineEvents
+from tests.system.cluster.observe import EngineEvents, promql
 from tools.cluster.prometheus import JOB, SCRAPE_INTERVAL_S
 from tools.cluster.topology import Cluster
 
@@ -28,17 +25,6 @@ METRICS_POOL = "gpu_pool_metrics"
 DAG_ID, TASK_ID = "queue_job", "job"
 AGENT_INTERVAL_S = 1.0  # the agents' default --interval
 SLACK_S = 1.0  # one scrape's and one sample's own duration
-
-
-def promql(cluster: Cluster, query: str, at: float | None = None) -> list[dict[str, Any]]:
-    """The result of an instant query through Prometheus' HTTP API (at ``at``, Unix time)."""
-    params = {"query": query, **({"time": f"{at:.3f}"} if at is not None else {})}
-    url = f"{cluster.prometheus_url}/api/v1/query?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        doc = json.load(answer)
-    assert doc["status"] == "success", doc
-    result: list[dict[str, Any]] = doc["data"]["result"]
-    return result
 
 
 def test_prometheus_names_the_task_on_its_gpus_until_it_ends(cluster: Cluster, events: EngineEvents) -> None:

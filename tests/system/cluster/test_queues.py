@@ -6,7 +6,8 @@ vision's idle 8); while its work runs, an ``nlp`` task of 2 GPUs, five ``vision`
 and one urgent ``vision`` task of 2 GPUs (priority weight 10) come, in that order, and wait in
 the triggerer; then nlp's work ends, 2 GPUs at a time. What is
 checked comes from the engines' event streams (when each container started), Airflow's REST
-API and the GPU cluster page's JSON, not from the provider's own records.
+API, the GPU cluster page's JSON and Prometheus (the agents' count of waiting tasks), not from
+the provider's own records.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import eventually
-from tests.system.cluster.observe import EngineEvents
+from tests.system.cluster.observe import EngineEvents, promql
 from tools.cluster.topology import Cluster
 
 pytestmark = pytest.mark.system
@@ -73,6 +74,11 @@ def test_the_team_below_its_share_and_the_urgent_task_start_first(cluster: Clust
         # vision is far below its share (0 of 8 in use, nlp borrows 8): its jobs come first, the
         # urgent one at their head; the earlier nlp job comes last.
         assert line[0] == urgent and set(line[1:6]) == set(low) and line[6] == later, line
+        # The same line in Prometheus, from the agents: tasks waiting per queue (docs/metrics.md).
+        query = f'sum by (queue) (gpu_docker_tasks_waiting{{pool="{TEAM_POOL}"}})'
+        eventually(lambda: {r["metric"]["queue"]: float(r["value"][1]) for r in promql(cluster, query)}, 30,
+                   interval_s=1, what="Prometheus counting six vision tasks and one nlp task waiting",
+                   until=lambda waiting: waiting == {"vision": 6.0, "nlp": 1.0})
         first_try = cluster.api.xcom(URGENT, urgent, "job", key="placement")
         assert "queue vision: 0 of 8 GPUs in use; nlp borrows 8; position 1 of 7" in first_try["queue"], first_try
 

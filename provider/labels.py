@@ -1,11 +1,11 @@
-"""The names of the reservation labels: the bottom of the reservation layer.
+"""The names of the reservation labels, at the bottom of the layers.
 
 Every container the provider creates on an engine carries labels under ``LABEL_PREFIX``:
 the task container (its task instance's labels, :mod:`provider.task_instance`), the claims
-that reserve resources for it, the holds and places in line of waiting tasks and the short-lived locks that orders
-claims on one engine. Whoever reads an engine (placement, the
-cluster page, the tests) finds them by these names, so they are defined once, here, and
-imported downward by everything else.
+that reserve resources for it, the holds and places in line of waiting tasks and the
+short-lived locks that order claims on one engine. Whoever reads an engine (placement, the
+cluster page, the node agent's series of waiting tasks, the tests) finds them by these names,
+so they are defined once, here, below everything that reads them.
 """
 
 from __future__ import annotations
