@@ -256,9 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.exit(f"helper {h} did not start within 120 s")
             found = pipe.recv()
             ports.update(zip(range(h, total, HELPERS), zip(found[0::2], found[1::2])))
-        hosts = [
+        hosts = [  # the helpers' engine-like listeners speak plain HTTP on loopback: insecure says so
             HostConfig(name=f"gpu-{i:04d}", docker_url=f"tcp://127.0.0.1:{ports[i][1]}",
-                       agent_url=f"http://127.0.0.1:{ports[i][0]}")
+                       agent_url=f"http://127.0.0.1:{ports[i][0]}", insecure=True)
             for i in range(total)
         ]
         policy, context = get_policy(args.policy), PlacementContext(rng=random.Random(0))

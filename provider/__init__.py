@@ -13,7 +13,12 @@ __version__ = "0.1.0"
 _HOST_FIELDS: dict[str, Any] = {
     "agent_url": {
         "label": "Node agent URL",
-        "description": "http://HOST:PORT of `python -m provider.agent` on this host (optional).",
+        "description": "http://HOST:PORT or https://HOST:PORT of `python -m provider.agent` on this host (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "agent_ca_cert": {
+        "label": "Node agent CA certificate file",
+        "description": "CA that signed an https agent's certificate (--tls-cert); empty: the system's trust store.",
         "schema": {"type": ["string", "null"]},
     },
     "labels": {
@@ -24,6 +29,13 @@ _HOST_FIELDS: dict[str, Any] = {
     "tls_ca_cert": {"label": "TLS CA certificate file", "schema": {"type": ["string", "null"]}},
     "tls_client_cert": {"label": "TLS client certificate file", "schema": {"type": ["string", "null"]}},
     "tls_client_key": {"label": "TLS client key file", "schema": {"type": ["string", "null"]}},
+    "tls_verify": {"label": "Verify the engine's TLS certificate", "schema": {"type": ["boolean", "null"], "default": True}},
+    "insecure": {
+        "label": "Allow tcp:// without verified TLS",
+        "description": "Speak to a tcp:// engine in clear or unverified: anyone on the network can then read the "
+        "registry credentials and take the host (root). Leave off; give the TLS files instead.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
 }
 
 

@@ -8,16 +8,30 @@ With a token, ``/v1/node`` and ``/metrics`` require ``Authorization: Bearer TOKE
 comparison is constant-time so the token cannot be guessed byte by byte from response times.
 Every request only copies bytes the sampler prepared, which keeps it cheap and lets the
 server answer while a slow NVML read is in progress. Connections are kept alive (HTTP/1.1),
-one thread each, until the reader closes them or sends nothing for ``IDLE_TIMEOUT_S``.
+one thread each.
+
+A server on the network meets clients that hold connections without finishing requests
+(slowloris). :class:`Limits` bounds what they can take: a request's head (and a TLS handshake)
+must arrive within ``request_timeout_s`` of its first byte, or of the connection's opening;
+a kept-alive connection silent for ``idle_timeout_s`` is closed; at most ``max_connections``
+connections are served at once, at most ``max_per_client`` from one address, so one client
+cannot take them all. A connection over a cap is closed at once, after a 503 that says why
+over plain HTTP, without starting a thread.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import socket
+import ssl
+import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,12 +42,25 @@ from provider.agent.sampler import Sampler
 log = logging.getLogger(__name__)
 
 STALE_AFTER_INTERVALS = 5
-IDLE_TIMEOUT_S = 60.0
-"""A kept-alive connection that sends no request for this long is closed."""
+REFUSAL_LOG_EVERY_S = 10.0
+"""Connections refused over a cap are logged at most this often (a flood must not flood the log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client, or all of them, can hold of the server (docs/agent.md)."""
+
+    max_connections: int = 256
+    max_per_client: int = 64
+    request_timeout_s: float = 10.0
+    """A request's head, and a TLS handshake, must arrive within this."""
+    idle_timeout_s: float = 60.0
+    """A kept-alive connection that sends no request for this long is closed; readers close
+    theirs sooner (provider.clients.connections.IDLE_S)."""
 
 
 class AgentServer(ThreadingHTTPServer):
-    """Serves one sampler; ``token`` None disables authentication."""
+    """Serves one sampler; ``token`` None disables authentication, ``tls`` None serves plain HTTP."""
 
     daemon_threads = True
 
@@ -43,18 +70,134 @@ class AgentServer(ThreadingHTTPServer):
         sampler: Sampler,
         registry: CollectorRegistry,
         token: str | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.sampler = sampler
         self.registry = registry
         self.token = token.encode() if token else None
+        self.tls = tls
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._served: Counter[str] = Counter()
+        self._refused_since_log = 0
+        self._last_refusal_log = 0.0
         super().__init__(address, _Handler)
 
     @property
     def url(self) -> str:
         host, port = str(self.server_address[0]), self.server_address[1]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for the connection, or refuse it at once when a cap is reached."""
+        peer = str(client_address[0])
+        with self._lock:
+            total = sum(self._served.values())
+            if total >= self.limits.max_connections:
+                reason = f"the agent serves {total} connections, its cap (--max-connections {self.limits.max_connections})"
+            elif self._served[peer] >= self.limits.max_per_client:
+                reason = (f"{peer} holds {self._served[peer]} connections, the cap per client address "
+                          f"(--max-connections-per-client {self.limits.max_per_client})")
+            else:
+                reason = ""
+                self._served[peer] += 1
+        if reason:
+            self._refuse(request, peer, reason)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(peer)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """As the threading server does, with the TLS handshake in this thread (a client that
+        never finishes it holds only its own connection, for ``request_timeout_s``)."""
+        try:
+            if self.tls is not None:
+                request.settimeout(self.limits.request_timeout_s)
+                request = self.tls.wrap_socket(request, server_side=True)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._release(str(client_address[0]))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that breaks off, times out or fails the handshake is routine: one line at
+        DEBUG. Anything else is a defect of the agent: logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("Connection from %s dropped: %s", client_address[0], error)
+        else:
+            log.exception("Serving %s failed", client_address[0])
+
+    def _release(self, peer: str) -> None:
+        with self._lock:
+            self._served[peer] -= 1
+            if self._served[peer] <= 0:
+                del self._served[peer]
+
+    def _refuse(self, request: socket.socket, peer: str, reason: str) -> None:
+        """Close ``request`` without a thread; over plain HTTP say why first (a TLS client could
+        not read it before a handshake, which a refused connection must not cost)."""
+        if self.tls is None:
+            body = json.dumps({"error": f"too many connections: {reason}",
+                               "fix": "retry later; close idle connections, or raise the cap"}).encode()
+            head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+            try:
+                request.setblocking(False)  # never wait for a client over the cap
+                request.sendall(head + body)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+        now = time.monotonic()
+        with self._lock:
+            self._refused_since_log += 1
+            if now - self._last_refusal_log < REFUSAL_LOG_EVERY_S:
+                return
+            count, self._refused_since_log, self._last_refusal_log = self._refused_since_log, 0, now
+        log.warning("Refused %d connection(s) over the cap, the last from %s: %s", count, peer, reason)
+
+
+class _RequestClock(io.RawIOBase):
+    """The connection's reading side, under the two bounds of :class:`Limits`.
+
+    A socket timeout alone bounds each ``recv``, so a client sending one byte a second would
+    hold its thread for ever; here the whole head of a request must arrive by a deadline."""
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        self._sock = sock
+        self._limits = limits
+        self._due: float | None = time.monotonic() + limits.request_timeout_s  # the first request
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        """The next request may come after up to ``idle_timeout_s`` of silence; its head is then due
+        ``request_timeout_s`` after its first byte."""
+        self._due = None
+
+    def readinto(self, buffer: Any) -> int:
+        if self._due is None:
+            self._sock.settimeout(self._limits.idle_timeout_s)
+        else:
+            left = self._due - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the request did not arrive within {self._limits.request_timeout_s:g} s")
+            self._sock.settimeout(left)
+        n = self._sock.recv_into(buffer)
+        if self._due is None and n:
+            self._due = time.monotonic() + self._limits.request_timeout_s
+        return n
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,7 +208,16 @@ class _Handler(BaseHTTPRequestHandler):
     # sends nothing for ``timeout`` seconds is closed, so idle readers do not pin this server's
     # threads; readers close theirs sooner (provider.clients.connections.IDLE_S).
     protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT_S
+    _clock: _RequestClock
+
+    def setup(self) -> None:
+        super().setup()
+        self._clock = _RequestClock(self.connection, self.server.limits)
+        self.rfile = io.BufferedReader(self._clock)
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        self._clock.next_request()
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         path = self.path.split("?", 1)[0]
@@ -110,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(doc).encode(), headers)
 
     def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.connection.settimeout(self.server.limits.request_timeout_s)  # a client that does not read
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -131,12 +131,13 @@ class EngineRead:
 
 
 class EngineTasks:
-    """Reads the task containers of one engine (``unix://`` or ``tcp://`` without TLS: the
-    agent's own host). ``reason`` is None while the engine answers, else why it did not."""
+    """Reads the task containers of one engine (``unix://``, or ``tcp://`` on loopback without
+    TLS: the agent's own host, as ``--engine`` admits). ``reason`` is None while the engine
+    answers, else why it did not."""
 
     def __init__(self, url: str, timeout: float = ENGINE_READ_TIMEOUT_S) -> None:
         self.url = url
-        self._engine = Engine(HostConfig(name="--engine", docker_url=url), timeout)
+        self._engine = Engine(HostConfig(name="--engine", docker_url=url, insecure=True), timeout)
         self._devices: dict[str, tuple[str, ...]] = {}
         self.reason: str | None = None
 

@@ -67,7 +67,7 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
             "connection's extra"
         ))
     try:
-        return AgentReading(doc=await within(fetch_node(url, host.agent_token), timeout))
+        return AgentReading(doc=await within(fetch_node(url, host.agent_token, host.agent_ca_cert), timeout))
     except asyncio.TimeoutError:
         return AgentReading(unreachable=(
             f"agent {url} did not answer within {timeout:g} s (timeout={timeout:g} s); check that "
@@ -78,6 +78,12 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
             f"agent {url} refused the connection ({exc.strerror or exc}; timeout={timeout:g} s); "
             f"start `python -m provider.agent` there or fix agent_url of {host.name!r}"
         ))
+    except ssl.SSLError as exc:  # before OSError, which it is
+        return AgentReading(unreachable=(
+            f"agent {url} failed the TLS handshake ({exc}); set agent_ca_cert of {host.name!r} to the CA that "
+            "signed the agent's --tls-cert (without it the system's trust store is used), and check that the "
+            "certificate names the host as agent_url does"
+        ))
     except OSError as exc:
         return AgentReading(
             unreachable=f"cannot reach agent {url} ({exc}; timeout={timeout:g} s); fix agent_url of {host.name!r}")
@@ -85,12 +91,14 @@ async def read_agent(host: HostConfig, timeout: float) -> AgentReading:
         return AgentReading(unreachable=str(exc))
 
 
-async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
-    """``GET {url}/v1/node`` and decode the JSON; raises AgentError or OSError.
+async def fetch_node(url: str, token: str | None, ca_cert: str | None = None) -> dict[str, Any]:
+    """``GET {url}/v1/node`` and decode the JSON; raises AgentError or OSError (``ssl.SSLError``
+    when an https agent's certificate is not signed by ``ca_cert``, or by the system's trust
+    store when ``ca_cert`` is None).
 
     The connection is kept alive for the next read (:mod:`provider.clients.connections`).
     """
-    endpoint, path, host = _agent_endpoint(url)
+    endpoint, path, host = _agent_endpoint(url, ca_cert)
     what = f"agent {url}"
     try:
         answer = await (await pool()).request(
@@ -113,20 +121,28 @@ async def fetch_node(url: str, token: str | None) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _agent_endpoint(url: str) -> tuple[Endpoint, str, str]:
+def _agent_endpoint(url: str, ca_cert: str | None) -> tuple[Endpoint, str, str]:
     """Where ``url``'s agent answers: the endpoint, the document's path and the Host field."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT")
+        raise AgentError(f"agent_url {url!r} must look like http://HOST:PORT or https://HOST:PORT")
     tls = parts.scheme == "https"
-    endpoint = Endpoint(parts.hostname, parts.port or (443 if tls else 80), _tls_context() if tls else None)
+    endpoint = Endpoint(parts.hostname, parts.port or (443 if tls else 80), _tls_context(ca_cert) if tls else None)
     return endpoint, f"{parts.path.rstrip('/')}/v1/node", parts.netloc
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """Built once: creating a default context loads the CA store (milliseconds)."""
-    return ssl.create_default_context()
+@functools.lru_cache(maxsize=64)
+def _tls_context(ca_cert: str | None) -> ssl.SSLContext:
+    """Verifies the agent with ``ca_cert`` only (None: the system's trust store), checking that
+    its certificate names the host of agent_url. Built once per CA: loading a store reads files
+    (milliseconds), which a poll inside the triggerer's event loop must not repeat."""
+    try:
+        return ssl.create_default_context(cafile=ca_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise AgentError(
+            f"cannot load agent_ca_cert {ca_cert!r} ({exc}); give the path of the PEM file of the CA that "
+            "signed the agent's certificate, readable on this worker"
+        ) from exc
 
 
 SAMPLE_TIMEOUT_S = 1.0
@@ -142,7 +158,7 @@ def gpu_sample(host: HostConfig, gpu_ids: Sequence[int], timeout: float = SAMPLE
     if not host.agent_url:
         return None
     try:
-        doc = run_sync(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token), timeout))
+        doc = run_sync(asyncio.wait_for(fetch_node(host.agent_url, host.agent_token, host.agent_ca_cert), timeout))
     except (OSError, AgentError, asyncio.TimeoutError):
         return None
     wanted = set(gpu_ids)

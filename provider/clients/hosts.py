@@ -4,9 +4,16 @@ A **host** is a connection of type ``gpu_docker_host``:
 
 * ``host``: the Docker engine URL, ``unix:///var/run/docker.sock`` or ``tcp://NAME:2376``;
 * ``password``: the node agent's bearer token (optional);
-* ``extra``: ``agent_url`` (``http://NAME:9400``, optional), ``labels`` (a JSON object such as
-  ``{"zone": "a"}``), and for TLS ``tls_ca_cert``, ``tls_client_cert``, ``tls_client_key``
-  (file paths on the worker) and ``tls_verify`` (default true).
+* ``extra``: ``agent_url`` (``http://NAME:9400`` or ``https://NAME:9400``, optional),
+  ``agent_ca_cert`` (the CA that signed an https agent's certificate; default: the system's
+  trust store), ``labels`` (a JSON object such as ``{"zone": "a"}``), for TLS to the engine
+  ``tls_ca_cert``, ``tls_client_cert``, ``tls_client_key`` (file paths on the worker) and
+  ``tls_verify`` (default true), and ``insecure`` (default false).
+
+A ``tcp://`` engine is spoken to over verified TLS only. The Engine API is root on the host,
+and a pull sends the registry credentials in a header; in clear, anyone on the path could read
+those and replay them. So a ``tcp://`` URL without TLS files, or with ``tls_verify`` false, is
+refused unless the connection says ``"insecure": true`` (docs/security/transport.md).
 
 A **pool** is a connection of type ``gpu_docker_pool`` whose extra lists its hosts:
 ``{"hosts": ["gpu_host_a", "gpu_host_b"]}``. Operators also take a plain list of host
@@ -49,6 +56,8 @@ class ConnectionLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
+    """The engine's TLS files (paths on the worker); ``verify`` False skips checking the engine."""
+
     ca_cert: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
@@ -65,6 +74,28 @@ class HostConfig:
     agent_token: str | None = field(default=None, repr=False)
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tls: TlsFiles | None = None
+    insecure: bool = False
+    agent_ca_cert: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a ``tcp://`` engine without verified TLS unless ``insecure`` says so: checked
+        here, so that no way of making a host (a connection, a trigger's kwargs, code) skips it."""
+        if not self.docker_url.startswith("tcp://") or self.insecure:
+            return
+        if self.tls is None:
+            cause = "has no TLS files, so it would be spoken to in clear"
+        elif not self.tls.verify:
+            cause = "has tls_verify false, so anyone on the path could pose as the engine"
+        else:
+            return
+        raise HostConfigError(
+            f"Connection {self.name!r}: the Docker URL {self.docker_url} {cause}. The Engine API is root on "
+            "that host, and a pull sends the registry credentials in a header: whoever can read or "
+            "intercept the traffic gets both. Fix: run dockerd with --tlsverify and give the connection's "
+            "extra tls_ca_cert, tls_client_cert and tls_client_key (docs/transport.md, docs/deploy.md), or "
+            "use unix:///var/run/docker.sock for this machine's engine. Only on a network where every "
+            'machine is trusted, set "insecure": true in the extra to accept the risk.'
+        )
 
 
 def tls_failure_fix(host: HostConfig) -> str:
@@ -77,7 +108,9 @@ def tls_failure_fix(host: HostConfig) -> str:
 
 
 def local_host(name: str = DEFAULT_HOST_CONN_ID) -> HostConfig:
-    """The engine of this machine, as Docker's own client would find it."""
+    """The engine of this machine, as Docker's own client would find it. A ``tcp://``
+    ``DOCKER_HOST`` is refused like a connection without TLS files: define the connection
+    ``gpu_docker_default`` with them instead."""
     return HostConfig(name=name, docker_url=os.environ.get("DOCKER_HOST") or LOCAL_DOCKER_URL)
 
 
@@ -101,22 +134,56 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
             f'Connection {conn.conn_id!r}: extra "labels" must be an object of strings, '
             f'e.g. {{"zone": "a"}}; got {labels!r}.'
         )
-    tls = None
-    if any(k in extra for k in ("tls_ca_cert", "tls_client_cert", "tls_client_key")):
-        tls = TlsFiles(
-            ca_cert=extra.get("tls_ca_cert"),
-            client_cert=extra.get("tls_client_cert"),
-            client_key=extra.get("tls_client_key"),
-            verify=bool(extra.get("tls_verify", True)),
-        )
     return HostConfig(
         name=conn.conn_id,
         docker_url=url,
         agent_url=(extra.get("agent_url") or None),
         agent_token=conn.password or None,
         labels=MappingProxyType(dict(labels)),
-        tls=tls,
+        tls=_tls_files(conn.conn_id, extra),
+        insecure=_flag(conn.conn_id, extra, "insecure", False),
+        agent_ca_cert=_path(conn.conn_id, extra, "agent_ca_cert"),
     )
+
+
+def _tls_files(conn_id: str, extra: Mapping[str, Any]) -> TlsFiles | None:
+    """The engine's TLS files, or None when the extra names none. A client certificate
+    without its key (or the reverse) is refused: the engine would refuse the handshake."""
+    files = [_path(conn_id, extra, k) for k in ("tls_ca_cert", "tls_client_cert", "tls_client_key")]
+    if not any(files):
+        return None
+    ca_cert, client_cert, client_key = files
+    if bool(client_cert) != bool(client_key):
+        raise HostConfigError(
+            f"Connection {conn_id!r}: extra tls_client_cert and tls_client_key go together (a client "
+            f"certificate and its private key); got only {'tls_client_cert' if client_cert else 'tls_client_key'}. "
+            "Give both, or neither when the engine does not check clients."
+        )
+    return TlsFiles(ca_cert, client_cert, client_key, _flag(conn_id, extra, "tls_verify", True))
+
+
+def _path(conn_id: str, extra: Mapping[str, Any], key: str) -> str | None:
+    value = extra.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise HostConfigError(
+            f"Connection {conn_id!r}: extra {key} must be the path of a PEM file on the worker, "
+            f"e.g. \"/etc/gpu-docker/ca.pem\"; got {value!r}."
+        )
+    return value
+
+
+def _flag(conn_id: str, extra: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A JSON boolean; a string such as ``"false"`` is refused rather than read as true."""
+    value = extra.get(key)
+    if value is None:  # absent, or left empty in the connection form
+        return default
+    if not isinstance(value, bool):
+        raise HostConfigError(
+            f"Connection {conn_id!r}: extra {key} must be true or false (a JSON boolean), got {value!r}."
+        )
+    return value
 
 
 def resolve_pool(
@@ -130,9 +197,10 @@ def resolve_pool(
     """
     if pool is None or pool == DEFAULT_HOST_CONN_ID:
         try:
-            return [host_from_connection(get_connection(DEFAULT_HOST_CONN_ID))]
+            default = get_connection(DEFAULT_HOST_CONN_ID)
         except Exception:  # noqa: BLE001 - an undefined default means "this machine"
             return [local_host()]
+        return [host_from_connection(default)]  # a defined but refused default is an error, not this machine
     if isinstance(pool, str):
         conn = _lookup(pool, get_connection)
         if conn.conn_type == POOL_CONN_TYPE:
@@ -181,6 +249,8 @@ def host_to_dict(host: HostConfig) -> dict[str, Any]:
             "ca_cert": host.tls.ca_cert, "client_cert": host.tls.client_cert,
             "client_key": host.tls.client_key, "verify": host.tls.verify,
         },
+        "insecure": host.insecure,
+        "agent_ca_cert": host.agent_ca_cert,
     }
 
 
@@ -194,4 +264,6 @@ def host_from_dict(doc: Mapping[str, Any]) -> HostConfig:
         agent_token=doc.get("agent_token"),
         labels=MappingProxyType(dict(doc.get("labels") or {})),
         tls=None if tls is None else TlsFiles(**tls),
+        insecure=bool(doc.get("insecure", False)),
+        agent_ca_cert=doc.get("agent_ca_cert"),
     )

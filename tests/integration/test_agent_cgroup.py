@@ -64,7 +64,7 @@ def test_each_agent_reports_its_own_groups_quota_and_use(tmp_path: Path, groups:
                           until=lambda d: d["busy"]["utilization_pct"] > 70 and d["idle"]["utilization_pct"] < 10)
         for role, cpu in docs.items():
             assert cpu["capacity_milli"] == 500 and cpu["cgroup"] == f"/{groups[role]}"
-        host = HostConfig(name="gpu_busy", docker_url="tcp://127.0.0.1:2376", agent_url=agents["busy"].url)
+        host = HostConfig(name="gpu_busy", docker_url="unix:///nonexistent/docker.sock", agent_url=agents["busy"].url)
         node = node_state(host, _doc(agents["busy"].url))
         assert node.cpu_milli == 500 and node.cpu_utilization_pct > 70
     finally:

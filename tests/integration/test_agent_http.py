@@ -56,8 +56,14 @@ def measured(view: PoolView) -> list[NodeState]:
     return [h.measured for h in view.hosts]
 
 
+NO_ENGINE = "tcp://127.0.0.1:2376"
+"""No engine listens there: these tests read agents only. ``insecure=True`` lets the URL pass the
+rule that a tcp:// engine needs TLS files; nothing is ever sent to it in clear."""
+
+
 def _host(agent: RunningAgent, token: str | None = TOKEN) -> HostConfig:
-    return HostConfig(name=f"gpu_{agent.name}", docker_url="tcp://127.0.0.1:2376", agent_url=agent.url, agent_token=token)
+    return HostConfig(name=f"gpu_{agent.name}", docker_url=NO_ENGINE, agent_url=agent.url, agent_token=token,
+                      insecure=True)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ def test_no_gpu_through_nvml(agents: dict[str, RunningAgent]) -> None:
 
 
 def test_snapshot_three_agents_and_a_dead_port(agents: dict[str, RunningAgent]) -> None:
-    dead = HostConfig(name="gpu_dead", docker_url="tcp://127.0.0.1:2376", agent_url=f"http://127.0.0.1:{_free_port()}")
+    dead = HostConfig(name="gpu_dead", docker_url=NO_ENGINE, agent_url=f"http://127.0.0.1:{_free_port()}", insecure=True)
     hook = NodeMetricsHook(hosts=[_host(agents["a"]), _host(agents["b"]), dead, _host(agents["c"])], timeout=1.5)
     started = time.monotonic()
     nodes = measured(hook.snapshot())
@@ -150,7 +156,7 @@ def test_silent_agent_times_out(agents: dict[str, RunningAgent]) -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         hook = NodeMetricsHook(
-            hosts=[HostConfig("gpu_silent", "tcp://127.0.0.1:2376", agent_url=f"http://127.0.0.1:{port}"), _host(agents["c"])],
+            hosts=[HostConfig("gpu_silent", NO_ENGINE, agent_url=f"http://127.0.0.1:{port}", insecure=True), _host(agents["c"])],
             timeout=0.5,
         )
         started = time.monotonic()
@@ -171,7 +177,7 @@ def test_snapshot_reports_rejected_token(agents: dict[str, RunningAgent], token:
 
 
 def test_snapshot_reports_a_server_that_is_not_an_agent(agents: dict[str, RunningAgent]) -> None:
-    wrong_path = HostConfig("gpu_x", "tcp://127.0.0.1:2376", agent_url=agents["a"].url + "/healthz", agent_token=TOKEN)
+    wrong_path = HostConfig("gpu_x", NO_ENGINE, agent_url=agents["a"].url + "/healthz", agent_token=TOKEN, insecure=True)
     (node,) = measured(NodeMetricsHook(hosts=[wrong_path], timeout=2).snapshot())
     assert node.unreachable is not None and "HTTP 404" in node.unreachable
 
@@ -203,8 +209,8 @@ def test_snapshot_resolves_pool_connections(agents: dict[str, RunningAgent], mon
     for name, labels in (("a", {"zone": "a"}), ("c", {})):
         monkeypatch.setenv(
             f"AIRFLOW_CONN_GPU_{name.upper()}",
-            json.dumps({"conn_type": "gpu_docker_host", "host": "tcp://127.0.0.1:2376", "password": TOKEN,
-                        "extra": {"agent_url": agents[name].url, "labels": labels}}),
+            json.dumps({"conn_type": "gpu_docker_host", "host": NO_ENGINE, "password": TOKEN,
+                        "extra": {"agent_url": agents[name].url, "labels": labels, "insecure": True}}),
         )
     nodes = measured(NodeMetricsHook(pool="gpu_pool", timeout=2).snapshot())
     assert [(n.name, dict(n.labels), len(n.gpus), n.unreachable) for n in nodes] == [

@@ -22,7 +22,7 @@ def conn(conn_id: str, conn_type: str = "gpu_docker_host", host: str = "tcp://gp
 
 
 CONNS = {
-    "a": conn("a", agent_url="http://gpu-a:9400", labels={"zone": "east"}),
+    "a": conn("a", agent_url="http://gpu-a:9400", labels={"zone": "east"}, insecure=True),
     "b": conn("b", host="unix:///run/b.sock", tls_ca_cert="/ca.pem", tls_client_cert="/c.pem", tls_client_key="/k.pem"),
     "pool": conn("pool", conn_type="gpu_docker_pool", host="", hosts=["a", "b"]),
     "empty_pool": conn("empty_pool", conn_type="gpu_docker_pool", host="", hosts=[]),

@@ -16,7 +16,7 @@ from provider.hooks.node_metrics import NodeMetricsHook
 from provider.scheduling.model import GpuState, NodeState
 
 MIB = 1024 * 1024
-HOST = HostConfig(name="gpu_a", docker_url="tcp://a:2376", agent_url="http://a:9400", labels=MappingProxyType({"zone": "a"}))
+HOST = HostConfig(name="gpu_a", docker_url="unix:///run/gpu-a.sock", agent_url="http://a:9400", labels=MappingProxyType({"zone": "a"}))
 
 
 def _gpu(index: int, **over: Any) -> dict[str, Any]:

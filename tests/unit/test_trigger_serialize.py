@@ -14,7 +14,8 @@ from provider.triggers.gpu_available import CLASSPATH, GpuAvailableTrigger, wait
 
 HOSTS = [
     HostConfig("a", "unix:///run/a.sock", "http://127.0.0.1:9400", "s3cret", MappingProxyType({"zone": "x"})),
-    HostConfig("b", "tcp://10.0.0.2:2376", None, None, MappingProxyType({}), TlsFiles("ca.pem", "c.pem", "k.pem", False)),
+    HostConfig("b", "tcp://10.0.0.2:2376", "https://10.0.0.2:9400", None, MappingProxyType({}),
+               TlsFiles("ca.pem", "c.pem", "k.pem", False), insecure=True, agent_ca_cert="agent-ca.pem"),
 ]
 
 
