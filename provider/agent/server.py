@@ -63,6 +63,9 @@ class AgentServer(ThreadingHTTPServer):
     """Serves one sampler; ``token`` None disables authentication, ``tls`` None serves plain HTTP."""
 
     daemon_threads = True
+    request_queue_size = 128
+    """The kernel's queue of connections not yet accepted (the standard library's 5 drops a burst's
+    handshakes, which clients then retry only after a second)."""
 
     def __init__(
         self,
