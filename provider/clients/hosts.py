@@ -137,7 +137,7 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
     return HostConfig(
         name=conn.conn_id,
         docker_url=url,
-        agent_url=(extra.get("agent_url") or None),
+        agent_url=_agent_url(conn.conn_id, extra),
         agent_token=conn.password or None,
         labels=MappingProxyType(dict(labels)),
         tls=_tls_files(conn.conn_id, extra),
@@ -160,6 +160,16 @@ def _tls_files(conn_id: str, extra: Mapping[str, Any]) -> TlsFiles | None:
             "Give both, or neither when the engine does not check clients."
         )
     return TlsFiles(ca_cert, client_cert, client_key, _flag(conn_id, extra, "tls_verify", True))
+
+
+def _agent_url(conn_id: str, extra: Mapping[str, Any]) -> str | None:
+    value = extra.get("agent_url") or None
+    if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+        raise HostConfigError(
+            f"Connection {conn_id!r}: extra agent_url must be the node agent's URL, http://HOST:9400 or "
+            f"https://HOST:9400 (with --tls-cert), got {value!r}."
+        )
+    return value
 
 
 def _path(conn_id: str, extra: Mapping[str, Any], key: str) -> str | None:

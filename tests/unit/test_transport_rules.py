@@ -98,6 +98,9 @@ def test_a_refused_default_connection_is_an_error_not_the_local_engine() -> None
         pytest.param({"tls_ca_cert": ["/ca.pem"]}, "extra tls_ca_cert must be the path of a PEM file",
                      id="ca-not-a-path"),
         pytest.param({**TLS, "agent_ca_cert": 7}, "extra agent_ca_cert must be the path", id="agent-ca-not-a-path"),
+        pytest.param({**TLS, "agent_url": "gpu-a:9400"}, "extra agent_url must be the node agent's URL",
+                     id="agent-url-no-scheme"),
+        pytest.param({**TLS, "agent_url": 9400}, "extra agent_url must be", id="agent-url-number"),
     ],
 )
 def test_malformed_transport_extras_are_refused_naming_the_field(extra: dict[str, Any], message: str) -> None:
