@@ -111,7 +111,13 @@ def local_host(name: str = DEFAULT_HOST_CONN_ID) -> HostConfig:
     """The engine of this machine, as Docker's own client would find it. A ``tcp://``
     ``DOCKER_HOST`` is refused like a connection without TLS files: define the connection
     ``gpu_docker_default`` with them instead."""
-    return HostConfig(name=name, docker_url=os.environ.get("DOCKER_HOST") or LOCAL_DOCKER_URL)
+    try:
+        return HostConfig(name=name, docker_url=os.environ.get("DOCKER_HOST") or LOCAL_DOCKER_URL)
+    except HostConfigError as exc:
+        raise HostConfigError(
+            f"{exc} This URL comes from DOCKER_HOST, as no connection {name!r} is defined: define that "
+            "connection (with its TLS files), or point DOCKER_HOST at a unix:// socket."
+        ) from exc
 
 
 def host_from_connection(conn: ConnectionLike) -> HostConfig:

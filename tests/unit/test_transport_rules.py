@@ -74,7 +74,7 @@ def test_docker_host_in_clear_is_refused_for_the_default_host(monkeypatch: pytes
     def undefined(conn_id: str) -> Connection:
         raise KeyError(conn_id)
 
-    with pytest.raises(HostConfigError, match="'gpu_docker_default'.*has no TLS files"):
+    with pytest.raises(HostConfigError, match="'gpu_docker_default'.*has no TLS files.*comes from DOCKER_HOST"):
         resolve_pool(None, undefined)
 
 
