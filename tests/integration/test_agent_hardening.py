@@ -96,7 +96,10 @@ def test_slowloris_does_not_starve_other_readers(agent: RunningAgent) -> None:
         refused = 0
         for sock in attackers[64:]:
             sock.settimeout(1.0)
-            refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
+            try:
+                refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
+            except TimeoutError:
+                pass  # held, not refused
         assert refused == 36, f"{refused} of the 36 connections over the per-client cap got a 503"
         started = time.monotonic()
         for sock in attackers[:64]:
