@@ -24,6 +24,16 @@ _HOST_FIELDS: dict[str, Any] = {
     "tls_ca_cert": {"label": "TLS CA certificate file", "schema": {"type": ["string", "null"]}},
     "tls_client_cert": {"label": "TLS client certificate file", "schema": {"type": ["string", "null"]}},
     "tls_client_key": {"label": "TLS client key file", "schema": {"type": ["string", "null"]}},
+    "allow_root_user": {
+        "label": "Allow tasks to run as root",
+        "description": "Tasks may set user=0 on this host (default: refused).",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
+    "allow_host_network": {
+        "label": "Allow the host's network",
+        "description": 'Tasks may set network_mode="host" on this host (default: refused).',
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
 }
 
 

@@ -6,7 +6,9 @@ A **host** is a connection of type ``gpu_docker_host``:
 * ``password``: the node agent's bearer token (optional);
 * ``extra``: ``agent_url`` (``http://NAME:9400``, optional), ``labels`` (a JSON object such as
   ``{"zone": "a"}``), and for TLS ``tls_ca_cert``, ``tls_client_cert``, ``tls_client_key``
-  (file paths on the worker) and ``tls_verify`` (default true).
+  (file paths on the worker) and ``tls_verify`` (default true); ``allow_root_user`` and
+  ``allow_host_network`` (booleans, default false) let tasks run as root or on the host's
+  network there (docs/security/edge.md).
 
 A **pool** is a connection of type ``gpu_docker_pool`` whose extra lists its hosts:
 ``{"hosts": ["gpu_host_a", "gpu_host_b"]}``. Operators also take a plain list of host
@@ -65,6 +67,13 @@ class HostConfig:
     agent_token: str | None = field(default=None, repr=False)
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tls: TlsFiles | None = None
+    allow_root_user: bool = False
+    """Tasks may run as root (``user=0``) on this host: the administrator's call, not a DAG's."""
+    allow_host_network: bool = False
+    """Tasks may use ``network_mode="host"`` on this host."""
+
+
+HOST_PERMISSIONS = ("allow_root_user", "allow_host_network")
 
 
 def tls_failure_fix(host: HostConfig) -> str:
@@ -109,6 +118,12 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
             client_key=extra.get("tls_client_key"),
             verify=bool(extra.get("tls_verify", True)),
         )
+    for flag in HOST_PERMISSIONS:
+        if extra.get(flag) is not None and not isinstance(extra[flag], bool):
+            raise HostConfigError(
+                f"Connection {conn.conn_id!r}: extra {flag!r} must be true or false (JSON booleans), got "
+                f"{extra[flag]!r}; leave it out to refuse (the default)."
+            )
     return HostConfig(
         name=conn.conn_id,
         docker_url=url,
@@ -116,6 +131,8 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
         agent_token=conn.password or None,
         labels=MappingProxyType(dict(labels)),
         tls=tls,
+        allow_root_user=extra.get("allow_root_user") is True,
+        allow_host_network=extra.get("allow_host_network") is True,
     )
 
 
@@ -181,6 +198,7 @@ def host_to_dict(host: HostConfig) -> dict[str, Any]:
             "ca_cert": host.tls.ca_cert, "client_cert": host.tls.client_cert,
             "client_key": host.tls.client_key, "verify": host.tls.verify,
         },
+        **{flag: getattr(host, flag) for flag in HOST_PERMISSIONS},
     }
 
 
@@ -194,4 +212,5 @@ def host_from_dict(doc: Mapping[str, Any]) -> HostConfig:
         agent_token=doc.get("agent_token"),
         labels=MappingProxyType(dict(doc.get("labels") or {})),
         tls=None if tls is None else TlsFiles(**tls),
+        **{flag: bool(doc.get(flag, False)) for flag in HOST_PERMISSIONS},
     )
