@@ -8,8 +8,9 @@ host's administrator decides, and the task's arguments only ask:
 
 * a bind-mount source must lie under a prefix of ``[gpu_docker] allowed_mount_sources`` (none by
   default), and never be ``/``, an engine's socket or a directory that holds one, even when listed;
-* ``user`` root and ``network_mode="host"`` need ``allow_root_user`` / ``allow_host_network`` in
-  the extra of every host connection the task may be placed on.
+* ``user`` root and ``network_mode="host"`` (or ``"container:NAME"``, whose network may be the
+  host's) need ``allow_root_user`` / ``allow_host_network`` in the extra of every host
+  connection the task may be placed on.
 
 Checked on the rendered arguments, before anything is reserved (docs/security/edge.md). Pure: the
 setting's text and the host connections are passed in.
@@ -155,8 +156,10 @@ def check_privileges(spec: ContainerSpec, hosts: Sequence[HostConfig]) -> None:
     asks = []
     if runs_as_root(spec.user):
         asks.append((f"user={spec.user!r} (root)", "allow_root_user", [h for h in hosts if not h.allow_root_user]))
-    if spec.network_mode == "host":
-        asks.append(("network_mode='host'", "allow_host_network", [h for h in hosts if not h.allow_host_network]))
+    if spec.network_mode == "host" or spec.network_mode.startswith("container:"):
+        # Another container's network may be the host's: joining it is the same permission.
+        asks.append((f"network_mode={spec.network_mode!r}", "allow_host_network",
+                     [h for h in hosts if not h.allow_host_network]))
     for what, flag, refusing in asks:
         if refusing:
             names = ", ".join(repr(h.name) for h in refusing)

@@ -108,6 +108,10 @@ def test_root_and_host_network_need_every_host_of_the_pool_to_allow_them() -> No
             as failed:
         check_access(on_host, [open_host, REMOTE], "")
     assert '"allow_host_network": true' in str(failed.value)
+    joined = build_spec(image="a:b", network_mode="container:agent")  # a host-network container's namespace
+    with pytest.raises(SpecError, match=re.escape("network_mode='container:agent' is refused on host connection")):
+        check_access(joined, [REMOTE], "")
+    check_access(joined, [open_host], "")
     check_access(build_spec(image="a:b", user=1000, network_mode="none"), [REMOTE], "")
 
 
@@ -191,3 +195,21 @@ def test_private_environment_is_not_templated_shown_or_serialized() -> None:
 def test_frozen_specs_keep_private_values_out_of_their_repr() -> None:
     spec = build_spec(image="a:b", private_environment=MappingProxyType({"K": "tok-s3cret-5"}))
     assert "tok-s3cret-5" not in repr(spec) and spec.private_environment["K"] == "tok-s3cret-5"
+
+
+def test_task_gpu_docker_takes_private_environment_the_same_way() -> None:
+    from airflow.sdk import task
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from provider.decorators.gpu_docker import GpuDockerDecoratedOperator
+
+    with DAG(dag_id="secrets_taskflow", schedule=None) as dag:
+        @task.gpu_docker(image="a:b", private_environment={"API_TOKEN": "tok-s3cret-6"})  # type: ignore[attr-defined]
+        def train() -> int:
+            return 1
+
+        train()
+    op = dag.get_task("train")
+    assert isinstance(op, GpuDockerDecoratedOperator) and "private_environment" not in op.template_fields
+    assert dict(op._checked().spec.private_environment) == {"API_TOKEN": "tok-s3cret-6"}
+    assert "tok-s3cret-6" not in json.dumps(DagSerialization.to_dict(dag))
