@@ -45,7 +45,7 @@ class Allowed:
 
     def covers(self, source: str) -> bool:
         """Whether ``source`` (normalised) is the prefix or below it, by whole path components."""
-        return source == self.prefix or source.startswith(self.prefix.rstrip("/") + "/")
+        return source == self.prefix or source.startswith(self.prefix + "/")
 
 
 def normalise(path: str) -> str:
@@ -56,6 +56,10 @@ def normalise(path: str) -> str:
     check of another path."""
     if ".." in path.split("/"):
         raise ValueError("'..' in a host path")
+    return _collapse(path)
+
+
+def _collapse(path: str) -> str:
     return posixpath.normpath(re.sub("/+", "/", path))
 
 
@@ -93,7 +97,8 @@ def check_mounts(mounts: Sequence[str], allowed: Sequence[Allowed], hosts: Seque
     directory that holds one, such as ``/run``) are refused even when listed: no task needs
     them, and either is root on the host.
     """
-    sockets = dict.fromkeys([*ENGINE_SOCKETS, *(_socket_of(h) for h in hosts if h.docker_url.startswith("unix://"))])
+    named = [_collapse(h.docker_url.removeprefix("unix://")) for h in hosts if h.docker_url.startswith("unix://")]
+    sockets = dict.fromkeys([*ENGINE_SOCKETS, *named])
     for text in mounts:
         mount = parse_mount(text)
         if mount["Type"] != "bind":
@@ -125,13 +130,6 @@ def check_mounts(mounts: Sequence[str], allowed: Sequence[Allowed], hosts: Seque
             raise SpecError(
                 f"mounts entry {text!r}: {SETTING} allows {source!r} read-only only; end the entry with ':ro'."
             )
-
-
-def _socket_of(host: HostConfig) -> str:
-    try:
-        return normalise(host.docker_url.removeprefix("unix://"))
-    except ValueError:
-        return host.docker_url.removeprefix("unix://")
 
 
 def runs_as_root(user: str | None) -> bool:
