@@ -4,7 +4,11 @@ it may not set, and the secrets it passes (docs/security/edge.md). Pure rules, p
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
+from collections.abc import Callable
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
@@ -213,3 +217,65 @@ def test_task_gpu_docker_takes_private_environment_the_same_way() -> None:
     assert isinstance(op, GpuDockerDecoratedOperator) and "private_environment" not in op.template_fields
     assert dict(op._checked().spec.private_environment) == {"API_TOKEN": "tok-s3cret-6"}
     assert "tok-s3cret-6" not in json.dumps(DagSerialization.to_dict(dag))
+
+
+FRAGMENTS = ("", "/", "//", ".", "..", "data", "database", "var", "run", "docker.sock", "containerd.sock", "srv",
+             "engine", "api.sock", "x", " ", ":", "ro", "~", "-v")
+SETTING = "/data, /srv/engine/x, /var/x:ro"
+SOCKETS = [PurePosixPath(s) for s in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                                      "/srv/engine/api.sock")]
+
+
+def pick(rng: random.Random, good: list[Any], bad: list[Any]) -> tuple[Any, bool]:
+    """A good value four times in five (so that many inputs pass), and whether it is one."""
+    ok = rng.random() < 0.8
+    return rng.choice(good if ok else bad), ok
+
+
+def oracle(source: str, target: str, mode: str) -> bool:
+    """Whether the setting above allows the mount, judged apart from the code under test: by
+    pathlib's path components."""
+    if ":" in source or target != "/in" or mode not in ("", ":ro", ":rw"):
+        return False
+    if not source.startswith("/"):
+        return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", source) is not None  # a volume name
+    path = PurePosixPath("/" + source.lstrip("/"))  # Linux reads a leading "//" as "/", pathlib does not
+    if ".." in source.split("/") or path.name in ("docker.sock", "containerd.sock") or \
+            any(s.parts[:len(path.parts)] == path.parts for s in SOCKETS):
+        return False
+    return any(path.parts[:len(PurePosixPath(a.prefix).parts)] == PurePosixPath(a.prefix).parts
+               and (mode == ":ro" or not a.read_only) for a in mount_policy(SETTING))
+
+
+def test_seeded_mounts_users_networks_and_environments_pass_as_the_rules_say_or_are_refused_by_name(
+    report: Callable[[str], None],
+) -> None:
+    """A bounded, seeded fuzz of the edge: mount strings made of the fragments the attacks use,
+    users, network modes and environments, on a pool with a ``unix://`` host. Each input passes
+    exactly when an oracle written apart says it may, and is otherwise refused with a
+    :class:`SpecError` naming the argument; nothing else escapes."""
+    rng = random.Random(26)
+    tried = passed = 0
+    deadline = time.monotonic() + 5.0
+    while tried < 20000 and time.monotonic() < deadline:
+        tried += 1
+        start = rng.choice(["/data", "/var/x", "/srv/engine/x", "/srv/engine", "/var/run", "/", "models"])
+        source = "/".join([start, *(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 4)))])
+        target, mode = rng.choice(["/in", "/in", "in", ""]), rng.choice(["", ":ro", ":rw", ":rx"])
+        user, user_ok = pick(rng, [None, "1000"], [0, "0", "root", "00", "+0", "0:0", "root:x", "a b", -1])
+        network, network_ok = pick(rng, ["none", "bridge"], ["host", "container:a", "wifi"])
+        env, env_ok = pick(rng, [{}, {"EPOCHS": 3}], [{"NVIDIA_VISIBLE_DEVICES": "all"}, {"A=": "1"},
+                                                      {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": 1}])
+        mount = f"{source}:{target}{mode}"
+        expected = user_ok and network_ok and env_ok and oracle(source, target, mode)
+        try:
+            spec = build_spec(image="a:b", mounts=[mount], user=user, network_mode=network, environment=env)
+            check_access(spec, [ODD_SOCKET, REMOTE], SETTING)
+        except SpecError as exc:
+            assert not expected, f"{mount!r} user={user!r} network_mode={network!r} {env}: {exc}"
+            assert re.search(r"\b(mounts|user|network_mode|environment)\b", str(exc)), exc
+            continue
+        assert expected, f"{mount!r} user={user!r} network_mode={network!r} {env} passed"
+        passed += 1
+    report(f"edge fuzz: {tried} argument sets tried, {passed} passed, {tried - passed} refused by name")
+    assert tried >= 1000 and 0 < passed < tried
