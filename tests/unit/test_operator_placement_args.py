@@ -205,10 +205,11 @@ def test_a_share_of_several_gpus_is_refused_naming_both() -> None:
         pytest.param("{tmp}/x/../engine.sock:/e", "'..' in a host path is refused", id="dot-dot"),
         pytest.param("/:/host", "the host's root directory", id="root"),
         pytest.param("/etc:/etc", "is not under [gpu_docker] allowed_mount_sources", id="not-listed"),
+        pytest.param("{tmp}/data:/data:ro", None, id="listed-goes-on-to-the-engine"),
     ],
 )
 def test_a_dag_that_mounts_from_conf_cannot_reach_the_engine(
-    conf_mount: str, refused: str, listeners: Listeners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    conf_mount: str, refused: str | None, listeners: Listeners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The attack: a DAG that takes its mounts from ``dag_run.conf`` lets a REST caller name the
     engine's socket. Even with the socket's directory listed by the administrator, the
@@ -216,6 +217,12 @@ def test_a_dag_that_mounts_from_conf_cannot_reach_the_engine(
     monkeypatch.setenv("AIRFLOW__GPU_DOCKER__ALLOWED_MOUNT_SOURCES", f"/var/run, {tmp_path}")
     op = GpuDockerOperator(task_id="t", image="x:1", host="engine", mounts=["{{ dag_run.conf['mount'] }}"])
     op.render_template_fields({"dag_run": FakeRun(conf={"mount": conf_mount.format(tmp=tmp_path)})})  # type: ignore[arg-type]
+    if refused is None:  # the setting is read: a listed directory passes, and the run goes on to the host
+        listeners.hang_up()
+        with pytest.raises(GpuDockerError) as failed:
+            op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+        assert not isinstance(failed.value, SpecError) and listeners.contacted() != [], failed.value
+        return
     with pytest.raises(SpecError, match=re.escape(refused)):
         op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
     assert listeners.contacted() == []
