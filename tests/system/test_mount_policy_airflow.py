@@ -45,10 +45,13 @@ def test_the_engine_socket_from_conf_is_refused_before_anything_is_created(
 
 
 def test_the_same_dag_runs_with_a_named_volume(airflow_stack: LocalAirflow, system_engine: PrivateDockerd) -> None:
+    since = time.time()
     try:
         run_id = airflow_stack.trigger(DAG_ID, {"mount": f"{VOLUME}:/data:ro"})
         assert airflow_stack.wait_for_run(DAG_ID, run_id, timeout=120) == "success"
         assert settled(lambda: containers_of_run(system_engine, run_id)) == []
+        # The event log the refused run is read from does show a run's containers.
+        assert "create" in {e.get("Action") for e in engine_events(system_engine, run_id, since)}
     finally:
         with system_engine.client() as c:
             for volume in c.volumes.list(filters={"name": VOLUME}):
