@@ -36,6 +36,16 @@ _HOST_FIELDS: dict[str, Any] = {
         "registry credentials and take the host (root). Leave off; give the TLS files instead.",
         "schema": {"type": ["boolean", "null"], "default": False},
     },
+    "allow_root_user": {
+        "label": "Allow tasks to run as root",
+        "description": "Tasks may set user=0 on this host (default: refused).",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
+    "allow_host_network": {
+        "label": "Allow the host's network",
+        "description": 'Tasks may set network_mode="host" on this host (default: refused).',
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
 }
 
 

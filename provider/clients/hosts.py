@@ -15,6 +15,9 @@ and a pull sends the registry credentials in a header; in clear, anyone on the p
 those and replay them. So a ``tcp://`` URL without TLS files, or with ``tls_verify`` false, is
 refused unless the connection says ``"insecure": true`` (docs/security/transport.md).
 
+``allow_root_user`` and ``allow_host_network`` (booleans, default false) let tasks run as root
+or on the host's network there (docs/security/edge.md).
+
 A **pool** is a connection of type ``gpu_docker_pool`` whose extra lists its hosts:
 ``{"hosts": ["gpu_host_a", "gpu_host_b"]}``. Operators also take a plain list of host
 connection ids. Both forms work with connections from the metadata database, a secrets
@@ -76,6 +79,10 @@ class HostConfig:
     tls: TlsFiles | None = None
     insecure: bool = False
     agent_ca_cert: str | None = None
+    allow_root_user: bool = False
+    """Tasks may run as root (``user=0``) on this host: the administrator's call, not a DAG's."""
+    allow_host_network: bool = False
+    """Tasks may use ``network_mode="host"`` on this host."""
 
     def __post_init__(self) -> None:
         """Refuse a ``tcp://`` engine without verified TLS unless ``insecure`` says so: checked
@@ -96,6 +103,9 @@ class HostConfig:
             "use unix:///var/run/docker.sock for this machine's engine. Only on a network where every "
             'machine is trusted, set "insecure": true in the extra to accept the risk.'
         )
+
+
+HOST_PERMISSIONS = ("allow_root_user", "allow_host_network")
 
 
 def tls_failure_fix(host: HostConfig) -> str:
@@ -149,6 +159,8 @@ def host_from_connection(conn: ConnectionLike) -> HostConfig:
         tls=_tls_files(conn.conn_id, extra),
         insecure=_flag(conn.conn_id, extra, "insecure", False),
         agent_ca_cert=_path(conn.conn_id, extra, "agent_ca_cert"),
+        allow_root_user=_flag(conn.conn_id, extra, "allow_root_user", False),
+        allow_host_network=_flag(conn.conn_id, extra, "allow_host_network", False),
     )
 
 
@@ -267,6 +279,7 @@ def host_to_dict(host: HostConfig) -> dict[str, Any]:
         },
         "insecure": host.insecure,
         "agent_ca_cert": host.agent_ca_cert,
+        **{flag: getattr(host, flag) for flag in HOST_PERMISSIONS},
     }
 
 
@@ -282,4 +295,5 @@ def host_from_dict(doc: Mapping[str, Any]) -> HostConfig:
         tls=None if tls is None else TlsFiles(**tls),
         insecure=bool(doc.get("insecure", False)),
         agent_ca_cert=doc.get("agent_ca_cert"),
+        **{flag: bool(doc.get(flag, False)) for flag in HOST_PERMISSIONS},
     )

@@ -20,8 +20,8 @@ from provider.scheduling.model import PlacementRequest
 from provider.scheduling.policy_names import check_placement_policy
 
 ARGUMENT_NAMES = (
-    "image", "command", "entrypoint", "user", "working_dir", "environment", "mounts", "cpus", "mem_limit", "shm_size",
-    "network_mode", "result_path", "gpus", "gpu_milli", "gpu_memory_mb", "gpu_model", "required_labels", "host",
+    "image", "command", "entrypoint", "user", "working_dir", "environment", "private_environment", "mounts", "cpus",
+    "mem_limit", "shm_size", "network_mode", "result_path", "gpus", "gpu_milli", "gpu_memory_mb", "gpu_model", "required_labels", "host",
     "gpu_pool", "placement_policy", "pull", "docker_conn_id", "pull_penalty_per_gb", "stop_grace_s", "log_archive",
     "log_archive_conn_id", "log_live_rate", "log_chunk_s", "log_chunk_bytes", "max_line_bytes", "tail_lines",
     "wait_for_resources", "deferrable", "wait_timeout", "poll_interval", "hold_after_s", "reattach", "gpu_queue",
@@ -70,7 +70,8 @@ def check_arguments(a: Mapping[str, Any]) -> Arguments:
     in the forms the run uses; :class:`SpecError` names the first bad one and its fix."""
     spec = build_spec(
         image=a["image"], command=a["command"], entrypoint=a["entrypoint"], environment=_mapping("environment",
-        a["environment"]), mounts=_strings("mounts", a["mounts"]), cpus=a["cpus"], mem_limit=a["mem_limit"],
+        a["environment"]), private_environment=_mapping("private_environment", a["private_environment"]),
+        mounts=_strings("mounts", a["mounts"]), cpus=a["cpus"], mem_limit=a["mem_limit"],
         shm_size=a["shm_size"], network_mode=a["network_mode"], user=a["user"], working_dir=a["working_dir"],
         result_path=a["result_path"],
     )
@@ -152,7 +153,8 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise SpecError(f"{name}={value!r} must be a mapping of names to values, e.g. {{'EPOCHS': '10'}}.")
+        shown = f"a {type(value).__name__}" if name == "private_environment" else repr(value)  # never a secret
+        raise SpecError(f"{name}={shown} must be a mapping of names to values, e.g. {{'EPOCHS': '10'}}.")
     return value
 
 

@@ -22,6 +22,11 @@ from provider.scheduling.model import MILLI_PER_GPU, is_share
 RESULT_DIR = "/output"
 DEFAULT_RESULT_PATH = f"{RESULT_DIR}/result.json"
 MPS_SHARE_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+GPU_ENV = (VISIBLE_DEVICES_ENV, MPS_SHARE_ENV)
+"""The variables through which the provider gives a container its GPUs and its share of one:
+set from the placement, never from ``environment``. ``NVIDIA_VISIBLE_DEVICES`` is also what an
+engine whose default runtime is ``nvidia`` reads, so a container without GPUs gets ``void``."""
 
 # A Docker image reference: [registry[:port]/]name[/name...][:tag][@digest], lower-case names.
 IMAGE_REF_PATTERN = (
@@ -37,6 +42,8 @@ _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)b?\s*", re.IGNORECASE
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 # USER of a Dockerfile: a user name or uid, optionally with ":group" or ":gid".
 _USER_RE = re.compile(r"[^:\s]+(?::[^:\s]+)?")
+# A Docker volume name, as the engine accepts it.
+_VOLUME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,8 @@ class ContainerSpec:
     command: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    private_environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    """Secrets: passed to the engine in ``Env`` and nowhere else (not templated, never shown)."""
     mounts: tuple[str, ...] = ()
     cpus: float | None = None
     mem_limit: int | None = None
@@ -68,6 +77,7 @@ def build_spec(
     command: Sequence[Any] | str | None = None,
     entrypoint: Sequence[Any] | str | None = None,
     environment: Mapping[str, Any] | None = None,
+    private_environment: Mapping[str, Any] | None = None,
     mounts: Sequence[str] = (),
     cpus: float | str | None = None,
     mem_limit: int | str | None = None,
@@ -89,12 +99,16 @@ def build_spec(
             f"entrypoint={entrypoint!r} names no program (its first item is empty); use [] or '' "
             "to reset the image's ENTRYPOINT, or None to keep it."
         )
-    env = {str(k): str(v) for k, v in (environment or {}).items()}
-    for key in env:
-        if not key or "=" in key:
-            raise SpecError(f"environment variable name {key!r} is empty or contains '='.")
+    env = _environment("environment", environment)
+    private = _environment("private_environment", private_environment)
+    both = sorted(set(env) & set(private))
+    if both:
+        raise SpecError(
+            f"{', '.join(both)} given in both environment and private_environment; keep each variable in one of "
+            "them (private_environment for secrets)."
+        )
     for m in mounts:
-        _parse_mount(m)
+        parse_mount(m)
     cpu_value = None
     if cpus is not None:
         try:
@@ -115,6 +129,7 @@ def build_spec(
         command=_argv("command", command),
         entrypoint=entry,
         environment=MappingProxyType(env),
+        private_environment=MappingProxyType(private),
         mounts=tuple(mounts),
         cpus=cpu_value,
         mem_limit=_bytes("mem_limit", mem_limit),
@@ -142,6 +157,21 @@ def _argv(name: str, value: Sequence[Any] | str | None) -> tuple[str, ...] | Non
     if not isinstance(value, Sequence):
         raise SpecError(f"{name}={value!r} must be a list of arguments or a string.")
     return tuple(str(v) for v in value)
+
+
+def _environment(name: str, value: Mapping[str, Any] | None) -> dict[str, str]:
+    """Variables as the engine takes them (values turned into strings); names that are empty,
+    hold ``=`` or are the provider's GPU variables are refused."""
+    env = {str(k): str(v) for k, v in (value or {}).items()}
+    for key in env:
+        if not key or "=" in key:
+            raise SpecError(f"{name} variable name {key!r} is empty or contains '='.")
+        if key in GPU_ENV:
+            raise SpecError(
+                f"{name} sets {key}, which the provider sets from the placement: a container gets the GPUs (and "
+                "the share of one) it reserved, no more. Remove it; ask for GPUs with gpus and gpu_milli."
+            )
+    return env
 
 
 def _bytes(name: str, value: int | float | str | None) -> int | None:
@@ -183,8 +213,10 @@ def _working_dir(value: str | None) -> str | None:
     return value
 
 
-def _parse_mount(text: str) -> dict[str, Any]:
-    """``SRC:DST[:ro|rw]`` as an Engine API mount: SRC an absolute host path (bind) or a volume name."""
+def parse_mount(text: str) -> dict[str, Any]:
+    """``SRC:DST[:ro|rw]`` as an Engine API mount: SRC an absolute host path (bind) or a volume
+    name. Which host paths a task may bind is the host's administrator's call
+    (:mod:`provider.operators.host_access`)."""
     parts = text.split(":") if isinstance(text, str) else []
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
         raise SpecError(
@@ -195,6 +227,11 @@ def _parse_mount(text: str) -> dict[str, Any]:
     if mode not in ("ro", "rw"):
         raise SpecError(f"mounts entry {text!r}: mode must be 'ro' or 'rw', got {mode!r}.")
     kind = "bind" if parts[0].startswith("/") else "volume"
+    if kind == "volume" and not _VOLUME_RE.fullmatch(parts[0]):
+        raise SpecError(
+            f"mounts entry {text!r}: {parts[0]!r} is neither an absolute host path nor a volume name (letters, "
+            "digits, '_', '.', '-'); write host paths in full, e.g. '/data/imagenet:/data:ro'."
+        )
     return {"Type": kind, "Source": parts[0], "Target": parts[1], "ReadOnly": mode == "ro"}
 
 
@@ -216,9 +253,12 @@ def create_body(
     A share of a GPU (``gpu_milli`` < 1000) is passed on as
     ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, which caps the container's compute share where the
     host runs the CUDA MPS daemon and is ignored elsewhere; it also tells anyone inspecting
-    the container which share it was given.
+    the container which share it was given. ``NVIDIA_VISIBLE_DEVICES`` names the same GPUs as
+    the device request, or ``void`` without GPUs: an engine whose default runtime is ``nvidia``
+    would otherwise give every GPU to a CUDA image (whose own ENV says ``all``).
+    ``private_environment`` joins ``Env`` here and only here.
     """
-    mounts = [_parse_mount(m) for m in spec.mounts]
+    mounts = [parse_mount(m) for m in spec.mounts]
     result_dir = _dirname(spec.result_path)
     if not any(m["Target"] == result_dir for m in mounts):
         mounts.append({"Type": "volume", "Target": result_dir, "ReadOnly": False})
@@ -233,10 +273,11 @@ def create_body(
         host_config["DeviceRequests"] = [
             {"Driver": "nvidia", "DeviceIDs": [str(i) for i in gpu_ids], "Capabilities": [["gpu"]]}
         ]
-    env = dict(spec.environment)
+    env = {**spec.environment, **spec.private_environment}
     env.setdefault("RESULT_PATH", spec.result_path)
+    env[VISIBLE_DEVICES_ENV] = ",".join(str(i) for i in gpu_ids) or "void"
     if is_share(len(gpu_ids), gpu_milli):
-        env.setdefault(MPS_SHARE_ENV, str(max(1, math.ceil(gpu_milli / 10))))
+        env[MPS_SHARE_ENV] = str(max(1, math.ceil(gpu_milli / 10)))
     body: dict[str, Any] = {
         "Image": spec.image,
         "Env": [f"{k}={v}" for k, v in env.items()],

@@ -18,6 +18,7 @@ from typing import Any
 from airflow.configuration import conf
 from airflow.sdk import BaseHook, BaseOperator, Context
 from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.log import mask_secret
 
 from provider.errors import EngineError, HandedOver, NoGpuRuntime
 
@@ -34,6 +35,7 @@ from provider.logs.shipping import DEFAULT_LOG_ARCHIVE, LogShipping
 from provider.logs.task_log import DEFAULT_TAIL_LINES
 from provider.operators.arguments import ARGUMENT_NAMES, Arguments, check_arguments
 from provider.operators.container_spec import DEFAULT_RESULT_PATH, create_body
+from provider.operators.host_access import check_access
 from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
 from provider.operators.placement_stats import PlacementStats
@@ -66,7 +68,10 @@ class GpuDockerOperator(BaseOperator):
         the CMD); a list, or a string split into words as a shell would (no shell runs it).
     :param entrypoint: replaces the image's ENTRYPOINT; ``[]`` or ``""`` resets it.
     :param user: a name or uid, optionally ``:group``; ``working_dir``: an absolute path.
-    :param environment: environment variables; ``mounts``: ``"SOURCE:/path[:ro]"`` strings.
+    :param environment: environment variables; ``mounts``: ``"SOURCE:/path[:ro]"`` strings, a
+        host path only under ``[gpu_docker] allowed_mount_sources`` (docs/security/edge.md).
+    :param private_environment: environment variables for secrets: not templated, never shown
+        in the UI or logged (their values are masked in the task log), passed to the engine only.
     :param gpus: whole GPUs, requested by explicit device id; with ``gpus=1``, ``gpu_milli``
         reserves a share (1000 = all of it). ``gpu_memory_mb``, ``gpu_model`` (``"A|B"``) and
         ``required_labels`` narrow the hosts that qualify.
@@ -126,6 +131,7 @@ class GpuDockerOperator(BaseOperator):
         user: str | int | None = None,
         working_dir: str | None = None,
         environment: Mapping[str, Any] | None = None,
+        private_environment: Mapping[str, Any] | None = None,
         mounts: Sequence[str] = (),
         gpus: int = 0,
         cpus: float | None = None,
@@ -167,6 +173,7 @@ class GpuDockerOperator(BaseOperator):
         self.user = user
         self.working_dir = working_dir
         self.environment = environment
+        self.private_environment = private_environment
         self.mounts = mounts
         self.gpus = gpus
         self.cpus = cpus
@@ -222,6 +229,7 @@ class GpuDockerOperator(BaseOperator):
         spec = args.spec
         task = TaskInstanceRef.of(context["ti"])
         hosts = resolve_pool(args.pool, BaseHook.get_connection)
+        check_access(spec, hosts, conf.get("gpu_docker", "allowed_mount_sources", fallback="") or "")
         ticket = self._ticket(args)
         if waiter is None:  # a try resumed from waiting for room never started a container
             adopted = earlier_try(hosts, task, spec, self.reattach, args.stop_grace_s, self.log)
@@ -298,8 +306,12 @@ class GpuDockerOperator(BaseOperator):
     def _checked(self) -> Arguments:
         """Every argument, rendered and checked: the first step of every run, before any
         connection, engine or agent is touched, so a bad value (a template's included) fails
-        here with its fix, not halfway through placement (provider/operators/arguments.py)."""
-        return check_arguments({name: getattr(self, name) for name in ARGUMENT_NAMES})
+        here with its fix, not halfway through placement (provider/operators/arguments.py). The
+        values of ``private_environment`` are masked in this task's log from here on."""
+        args = check_arguments({name: getattr(self, name) for name in ARGUMENT_NAMES})
+        for value in args.spec.private_environment.values():
+            mask_secret(value)
+        return args
 
     def _ticket(self, args: Arguments) -> QueueTicket | None:
         """The task's queue on a pool with queues (None on one without), checked before anything

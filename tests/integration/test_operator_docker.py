@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from typing import Any
@@ -155,9 +156,11 @@ def test_oom_look_at_a_removed_container_is_no(dockerd: PrivateDockerd) -> None:
     ],
 )
 def test_an_engine_refusal_names_host_image_cause_and_fix(
-    dockerd: PrivateDockerd, ti: FakeTI, tmp_path: Any, kwargs: dict[str, Any], why: str, fix: str
+    dockerd: PrivateDockerd, ti: FakeTI, tmp_path: Any, kwargs: dict[str, Any], why: str, fix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if "mounts" in kwargs:
+        monkeypatch.setenv("AIRFLOW__GPU_DOCKER__ALLOWED_MOUNT_SOURCES", str(tmp_path))
         kwargs = {"mounts": [m.format(tmp=tmp_path) for m in kwargs["mounts"]]}
     op = HostOperator(dockerd, **kwargs)
     with pytest.raises(EngineRefused, match=rf"host 'it_host' would not .* '{TESTBOX_IMAGE}': .*{why}") as err:
@@ -190,3 +193,30 @@ def test_unreachable_host_is_named(ti: FakeTI, tmp_path: Any, monkeypatch: pytes
     with pytest.raises(NoFit, match="gone: unreachable: Docker engine of host 'gone' at unix://.*did not answer.*"
                                     "start dockerd there.*No host of the pool could be read"):
         run_task(op, ti)
+
+
+def test_no_gpus_means_none_visible_and_secrets_reach_only_the_container(
+    dockerd: PrivateDockerd, ti: FakeTI, task_log: TaskLog
+) -> None:
+    """A CUDA image says ``NVIDIA_VISIBLE_DEVICES=all`` in its own ENV, which an engine whose
+    default runtime is ``nvidia`` obeys: the container without GPUs must see ``void`` instead.
+    ``private_environment`` reaches the container's environment, and neither the XCom nor the
+    task log."""
+    secret = "tok-s3cret-integration"
+    tag = f"gpu-docker-test-cuda-env:{ti.run_id.rsplit('_', 1)[-1]}"
+    dockerfile = f"FROM {TESTBOX_IMAGE}\nENV NVIDIA_VISIBLE_DEVICES=all\n".encode()
+    with dockerd.client() as c:
+        c.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none", rm=True)
+    try:
+        op = HostOperator(dockerd, image=tag, private_environment={"API_TOKEN": secret}, command=sh(
+            'echo "visible=$NVIDIA_VISIBLE_DEVICES"; [ "$API_TOKEN" = "%s" ] && echo "token arrived"; '
+            'echo "{\\"token_length\\": ${#API_TOKEN}}" > "$RESULT_PATH"' % secret))
+        out = run_task(op, ti)
+    finally:
+        with dockerd.client() as c:
+            c.images.remove(tag, force=True)
+    assert "visible=void" in task_log.texts("stdout") and "token arrived" in task_log.texts("stdout")
+    assert out["result"] == {"token_length": len(secret)}
+    assert secret not in json.dumps(out) + json.dumps(ti.xcoms, default=str)
+    assert not [e for e in task_log.events if secret in json.dumps(e, default=str)]
+    assert leftovers(dockerd, ti) == []

@@ -90,7 +90,7 @@ def test_create_body_defaults() -> None:
     assert create_body(spec, labels={"k": "v"}) == {
         "Image": "trainer:1",
         "Cmd": ["--epochs", "3"],
-        "Env": ["SEED=1", "RESULT_PATH=/output/result.json"],
+        "Env": ["SEED=1", "RESULT_PATH=/output/result.json", "NVIDIA_VISIBLE_DEVICES=void"],
         "Labels": {"k": "v"},
         "AttachStdout": True,
         "AttachStderr": True,
@@ -129,14 +129,12 @@ def test_a_gpu_share_is_passed_to_the_container_as_its_mps_percentage() -> None:
     assert env(create_body(spec, gpu_ids=[1], gpu_milli=1))["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "1"
     assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env(create_body(spec, gpu_ids=[1]))
     assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env(create_body(spec, gpu_milli=500))  # no GPU, no share
-    own = build_spec(image="a:b", environment={"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"})
-    assert env(create_body(own, gpu_ids=[0], gpu_milli=500))["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "30"
 
 
 def test_create_body_keeps_environment_result_path_and_moves_the_result_volume() -> None:
     spec = build_spec(image="a:b", environment={"RESULT_PATH": "/mine"}, result_path="/results/metrics.json")
     body = create_body(spec)
-    assert body["Env"] == ["RESULT_PATH=/mine"]
+    assert body["Env"] == ["RESULT_PATH=/mine", "NVIDIA_VISIBLE_DEVICES=void"]
     assert body["HostConfig"]["Mounts"] == [{"Type": "volume", "Target": "/results", "ReadOnly": False}]
 
 

@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ from provider.scheduling import POLICIES
 from provider.scheduling.policy_names import check_placement_policy
 from provider.sensors.gpu_available import GpuAvailableSensor
 from tests.conftest import FakeTI
+
+@dataclass
+class FakeRun:
+    """The part of a DAG run that templates read."""
+
+    conf: dict[str, Any]
 
 POLICY_TEMPLATE = "{{ params.policy }}"
 
@@ -150,7 +157,11 @@ def test_bad_rendered_policy_fails_before_anything_is_contacted(
 OPERATOR_BAD = [
     ("image", "Not An Image!"), ("command", 42), ("command", "python 'unclosed"), ("entrypoint", [""]),
     ("user", "a b"), ("working_dir", "relative"), ("environment", ["A=1"]), ("environment", {"": "x"}),
-    ("mounts", "/data:/data"), ("mounts", ["no-colon"]), ("mounts", ["/a:/b:rx"]), ("cpus", -1), ("cpus", "many"),
+    ("environment", {"NVIDIA_VISIBLE_DEVICES": "all"}), ("private_environment", ["TOKEN=s3cret"]),
+    ("private_environment", {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "100"}),
+    ("mounts", "/data:/data"), ("mounts", ["no-colon"]), ("mounts", ["/a:/b:rx"]),
+    ("mounts", ["/var/run/docker.sock:/sock"]), ("mounts", ["/:/host"]), ("mounts", ["/data:/data"]),
+    ("user", 0), ("user", "root:root"), ("network_mode", "host"), ("cpus", -1), ("cpus", "many"),
     ("mem_limit", "lots"), ("shm_size", 0), ("network_mode", "overlay"), ("result_path", "out.json"),
     ("gpus", "two"), ("gpus", -1), ("gpus", 1.5), ("gpu_milli", 0), ("gpu_milli", 1500), ("gpu_milli", "half"),
     ("gpu_memory_mb", -5), ("gpu_model", 7), ("required_labels", {"zone": 1}), ("required_labels", ["zone"]),
@@ -183,6 +194,64 @@ def test_a_share_of_several_gpus_is_refused_naming_both() -> None:
     op = GpuDockerOperator(task_id="t", image="x:1", host="engine", gpus=2, gpu_milli=500)
     with pytest.raises(SpecError, match=r"gpu_milli=500 is a share of one GPU: it needs gpus=1, got gpus=2"):
         op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("conf_mount", "refused"),
+    [
+        pytest.param("/var/run/docker.sock:/var/run/docker.sock", "the container engine's socket", id="docker-sock"),
+        pytest.param("//var//run/:/r", "the container engine's socket (/var/run/docker.sock)", id="its-directory"),
+        pytest.param("{tmp}/engine.sock:/e", "the container engine's socket", id="the-hosts-own-engine-socket"),
+        pytest.param("{tmp}/x/../engine.sock:/e", "'..' in a host path is refused", id="dot-dot"),
+        pytest.param("/:/host", "the host's root directory", id="root"),
+        pytest.param("/etc:/etc", "is not under [gpu_docker] allowed_mount_sources", id="not-listed"),
+        pytest.param("{tmp}/data:/data:ro", None, id="listed-goes-on-to-the-engine"),
+    ],
+)
+def test_a_dag_that_mounts_from_conf_cannot_reach_the_engine(
+    conf_mount: str, refused: str | None, listeners: Listeners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: a DAG that takes its mounts from ``dag_run.conf`` lets a REST caller name the
+    engine's socket. Even with the socket's directory listed by the administrator, the
+    rendered mount is refused before any engine or agent is asked, naming the rule."""
+    monkeypatch.setenv("AIRFLOW__GPU_DOCKER__ALLOWED_MOUNT_SOURCES", f"/var/run, {tmp_path}")
+    op = GpuDockerOperator(task_id="t", image="x:1", host="engine", mounts=["{{ dag_run.conf['mount'] }}"])
+    op.render_template_fields({"dag_run": FakeRun(conf={"mount": conf_mount.format(tmp=tmp_path)})})  # type: ignore[arg-type]
+    if refused is None:  # the setting is read: a listed directory passes, and the run goes on to the host
+        listeners.hang_up()
+        with pytest.raises(GpuDockerError) as failed:
+            op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+        assert not isinstance(failed.value, SpecError) and listeners.contacted() != [], failed.value
+        return
+    with pytest.raises(SpecError, match=re.escape(refused)):
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert listeners.contacted() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "allowed"),
+    [
+        pytest.param({}, False, id="default-refuses"),
+        pytest.param({"allow_root_user": True, "allow_host_network": True}, True, id="host-allows"),
+    ],
+)
+def test_root_and_the_host_network_need_the_hosts_permission(
+    extra: dict[str, bool], allowed: bool, listeners: Listeners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``user`` from a param: root reaches the engine only where the host connection allows it."""
+    monkeypatch.setenv("AIRFLOW_CONN_ENGINE", json.dumps({**listeners.connection,
+                                                          "extra": {**listeners.connection["extra"], **extra}}))
+    op = GpuDockerOperator(task_id="t", image="x:1", host="engine", user="{{ params.uid }}", network_mode="host",
+                           log_archive=None)
+    op.render_template_fields({"params": {"uid": "0:0"}})  # type: ignore[arg-type]
+    listeners.hang_up()
+    with pytest.raises(GpuDockerError) as failed:
+        op.execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    if allowed:
+        assert listeners.contacted() != [], failed.value
+    else:
+        assert "user='0:0' (root) is refused on host connection(s) 'engine'" in str(failed.value)
+        assert listeners.contacted() == []
 
 
 def test_good_arguments_do_reach_the_engine(listeners: Listeners) -> None:
