@@ -233,12 +233,13 @@ def resolve_pool(
         conn = _lookup(pool, get_connection)
         if conn.conn_type == POOL_CONN_TYPE:
             ids = conn.extra_dejson.get("hosts")
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.strip() for i in ids):
                 raise HostConfigError(
                     f'Pool connection {pool!r}: extra must be {{"hosts": ["host_conn_id", ...]}} '
                     f"with at least one host; got {conn.extra_dejson!r}."
                 )
-            return [host_from_connection(_lookup(i, get_connection)) for i in ids]
+            return [host_from_connection(_lookup(i, get_connection, f"pool connection {pool!r} (extra \"hosts\")"))
+                    for i in ids]
         return [host_from_connection(conn)]
     if not pool:
         raise HostConfigError("The pool is an empty list: name at least one host connection.")
@@ -254,12 +255,15 @@ def pool_extra(pool: str | Sequence[str] | None, get_connection: Callable[[str],
     return dict(conn.extra_dejson) if conn.conn_type == POOL_CONN_TYPE else {}
 
 
-def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike]) -> ConnectionLike:
+def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike], named_by: str | None = None) -> ConnectionLike:
+    """The connection ``conn_id``; an undefined one is a :class:`HostConfigError` that says where
+    it was named (``named_by``: a pool's hosts) and how to define it."""
     try:
         return get_connection(conn_id)
     except Exception as exc:
+        where = f", named by {named_by}," if named_by else ""
         raise HostConfigError(
-            f"Connection {conn_id!r} is not defined ({exc}). Create it in the Airflow UI "
+            f"Connection {conn_id!r}{where} is not defined ({exc}). Create it in the Airflow UI "
             f"(Admin > Connections, type 'GPU Docker host' or 'GPU Docker pool') or set "
             f"AIRFLOW_CONN_{conn_id.upper()}."
         ) from exc

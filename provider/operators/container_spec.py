@@ -112,17 +112,18 @@ def build_spec(
     cpu_value = None
     if cpus is not None:
         try:
-            cpu_value = float(cpus)
+            cpu_value = -1.0 if isinstance(cpus, bool) else float(cpus)  # True is no number of CPUs
         except (TypeError, ValueError):
             cpu_value = -1.0
         if not (cpu_value > 0 and math.isfinite(cpu_value)):
             raise SpecError(f"cpus={cpus!r} must be a positive number of CPUs, e.g. 2 or 0.5.")
-    if network_mode not in _NETWORK_MODES and not network_mode.startswith("container:"):
+    if not isinstance(network_mode, str) or (network_mode not in _NETWORK_MODES
+                                             and not network_mode.startswith("container:")):
         raise SpecError(
             f"network_mode={network_mode!r}; use one of {', '.join(_NETWORK_MODES)} "
             "(training containers default to 'none')."
         )
-    if not result_path.startswith("/"):
+    if not isinstance(result_path, str) or not result_path.startswith("/"):
         raise SpecError(f"result_path={result_path!r} must be an absolute path in the container.")
     return ContainerSpec(
         image=image,

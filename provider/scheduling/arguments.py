@@ -60,7 +60,7 @@ def placement_request(
     if gpu_model is not None and (not isinstance(gpu_model, str) or not gpu_model):
         raise SpecError(f"gpu_model={gpu_model!r} must be a GPU model name such as 'A100-80GB' "
                         "('A|B' accepts either), or None for any.")
-    labels = required_labels or {}
+    labels = {} if required_labels is None else required_labels
     if not isinstance(labels, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise SpecError(f"required_labels={required_labels!r} must map label names to values, e.g. {{'zone': 'a'}}.")
     return PlacementRequest(gpus=count, gpu_milli=milli, gpu_memory_mb=whole_number("gpu_memory_mb", gpu_memory_mb),

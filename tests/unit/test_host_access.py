@@ -16,14 +16,15 @@ import pytest
 from airflow.sdk import DAG, Connection
 from airflow.sdk.log import _secrets_masker
 
-from provider.clients.hosts import HostConfig, host_from_connection, host_from_dict, host_to_dict
+from provider.clients.hosts import HostConfig, TlsFiles, host_from_connection, host_from_dict, host_to_dict
 from provider.errors import HostConfigError, SpecError
 from provider.operators.container_spec import build_spec, create_body
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.operators.host_access import check_access, check_mounts, mount_policy, runs_as_root
 
 LOCAL = HostConfig("local", "unix:///var/run/docker.sock")
-REMOTE = HostConfig("gpu-a", "tcp://gpu-a:2376")
+TLS = TlsFiles("/etc/gpu/ca.pem", "/etc/gpu/cert.pem", "/etc/gpu/key.pem")
+REMOTE = HostConfig("gpu-a", "tcp://gpu-a:2376", tls=TLS)
 ODD_SOCKET = HostConfig("odd", "unix:///srv/engine/api.sock")
 
 
@@ -101,7 +102,7 @@ def test_which_users_are_root(user: str | None, root: bool) -> None:
 
 
 def test_root_and_host_network_need_every_host_of_the_pool_to_allow_them() -> None:
-    open_host = HostConfig("open", "tcp://open:2376", allow_root_user=True, allow_host_network=True)
+    open_host = HostConfig("open", "tcp://open:2376", tls=TLS, allow_root_user=True, allow_host_network=True)
     as_root = build_spec(image="a:b", user=0)
     on_host = build_spec(image="a:b", network_mode="host")
     check_access(as_root, [open_host], "")
@@ -125,12 +126,12 @@ def test_root_and_host_network_need_every_host_of_the_pool_to_allow_them() -> No
         pytest.param({}, (False, False), id="default-refuses"),
         pytest.param({"allow_root_user": None, "allow_host_network": None}, (False, False), id="null"),
         pytest.param({"allow_root_user": True, "allow_host_network": False}, (True, False), id="root-only"),
-        pytest.param({"allow_root_user": "yes"}, "'allow_root_user' must be true or false", id="text"),
-        pytest.param({"allow_host_network": 1}, "'allow_host_network' must be true or false", id="number"),
+        pytest.param({"allow_root_user": "yes"}, "extra allow_root_user must be true or false", id="text"),
+        pytest.param({"allow_host_network": 1}, "extra allow_host_network must be true or false", id="number"),
     ],
 )
 def test_host_permissions_are_read_strictly(extra: dict[str, Any], expected: tuple[bool, bool] | str) -> None:
-    conn = Connection(conn_id="h", conn_type="gpu_docker_host", host="tcp://h:2376", extra=json.dumps(extra))
+    conn = Connection(conn_id="h", conn_type="gpu_docker_host", host="unix:///run/h/docker.sock", extra=json.dumps(extra))
     if isinstance(expected, str):
         with pytest.raises(HostConfigError, match=re.escape(expected)):
             host_from_connection(conn)
