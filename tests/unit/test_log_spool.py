@@ -158,3 +158,65 @@ def test_the_spool_is_made_closed_to_others(tmp_path: Path) -> None:
     good_entry(spool, tmp_path / "store")
     assert (tmp_path / "spool").stat().st_mode & 0o077 == 0
     assert spool.flush() == 1 and spool.problems == []
+
+
+NASTY: list[Any] = [None, True, -1, 0, 2**70, float("nan"), float("inf"), "", "..", "../x", "/etc/passwd",
+                    "chunk-000001.log", "manifest.json", "chunk-1.log", "s3:/b", [], {}, "0" * 64, "é" * 10, "a\x00b"]
+BAD_PREFIXES: list[Any] = [None, 0, [], "", "..", "/etc", "no-scheme/run", "file:///tmp/../etc", "file://./x"]
+"""Prefixes the checks must refuse (a valid one elsewhere would have the fuzz write outside its
+directory, which the table above covers with its own cases)."""
+
+
+def whole(meta: dict[str, Any], data: bytes) -> bool:
+    """The rules of docs/security/secrets.md, as a reader of that page would apply them."""
+    if set(meta) != {"prefix", "key", "conn_id", "size", "sha256"}:
+        return False
+    size = meta["size"]
+    return (meta["key"] in ("chunk-000001.log", "manifest.json") and (meta["conn_id"] is None or isinstance(meta["conn_id"], str))
+            and type(size) is int and size == len(data) and meta["sha256"] == hashlib.sha256(data).hexdigest()
+            and meta["prefix"] not in BAD_PREFIXES)
+
+
+def test_fuzz_spool_records_upload_only_when_whole_and_never_break_the_flush(tmp_path: Path) -> None:
+    """Seeded: records with fields dropped, added or replaced by hostile values, and data cut or
+    changed. Each entry is either uploaded below its own prefix (only a whole one) or quarantined
+    with a reason; the flush never raises."""
+    import random
+    import time
+
+    rng = random.Random(26)
+    tried = uploaded = 0
+    started = time.monotonic()
+    while tried < 400 and time.monotonic() - started < 20:
+        case = tmp_path / f"case{tried}"
+        prefix = f"file://{case}/store/run"
+        meta: dict[str, Any] = record(prefix)
+        data = GOOD
+        for _ in range(rng.randint(0, 3)):
+            action = rng.choice(["replace", "prefix", "drop", "add", "cut", "flip"])
+            field = rng.choice(sorted(set(meta) - {"prefix"}) or ["key"])
+            if action == "replace":
+                meta[field] = rng.choice(NASTY)
+            elif action == "prefix":
+                meta["prefix"] = rng.choice(BAD_PREFIXES)
+            elif action == "drop":
+                meta.pop(rng.choice(sorted(meta) or ["key"]), None)
+            elif action == "add":
+                meta[rng.choice(["url", "mode", "x"])] = rng.choice(NASTY)
+            elif action == "cut":
+                data = data[: rng.randint(0, len(data))]
+            else:
+                data = bytes([data[0] ^ 1]) + data[1:] if data else b"x"
+        root = case / "spool"
+        plant(root, ID_BAD, json.dumps(meta), data)
+        spool = Spool(root)
+        sent = spool.flush()
+        if whole(meta, data):
+            assert sent == 1 and (case / "store/run" / meta["key"]).read_bytes() == data, meta
+            uploaded += 1
+        else:
+            assert sent == 0 and (root / QUARANTINE / f"{ID_BAD}.json.reason").exists(), meta
+            assert not (case / "store").exists() and len(spool.problems) == 1
+        tried += 1
+    print(f"spool records tried: {tried}, {uploaded} whole and uploaded, {tried - uploaded} quarantined")
+    assert tried >= 100 and 0 < uploaded < tried
