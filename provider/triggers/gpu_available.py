@@ -53,7 +53,7 @@ class GpuAvailableTrigger(BaseTrigger):
 
     Its kwargs are stored in the metadata database and read by the triggerer, so they name the
     pool by connection ids only: no agent token and no TLS file path is in them. The triggerer
-    looks the connections up itself (:meth:`hosts`), through Airflow, which masks the token in
+    looks the connections up itself (:meth:`pool_hosts`), through Airflow, which masks the token in
     every log; a task that waits in its worker slot hands over the hosts it resolved already.
 
     :param pool: a ``gpu_docker_pool`` connection id, a host connection id, a list of host
@@ -129,7 +129,7 @@ class GpuAvailableTrigger(BaseTrigger):
         self._hosts = list(hosts)
         return self
 
-    async def hosts(self) -> list[HostConfig]:
+    async def pool_hosts(self) -> list[HostConfig]:
         """The pool's hosts, looked up once with Airflow's async connection look-up (a blocking
         one would stall every trigger of the triggerer)."""
         if self._hosts is None:
@@ -138,7 +138,7 @@ class GpuAvailableTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            hosts = await self.hosts()
+            hosts = await self.pool_hosts()
         except HostConfigError as exc:  # a connection removed or broken while the task waited
             self._fired = True
             yield TriggerEvent({"status": "error", "message": str(exc)})
@@ -168,7 +168,12 @@ class GpuAvailableTrigger(BaseTrigger):
         until its task has reserved; the task lifts it."""
         if self.waiter is None or self._fired:
             return
-        await lift_holds(await self.hosts(), self.waiter["owner"])
+        try:
+            hosts = await self.pool_hosts()
+        except HostConfigError as exc:  # the holds lapse on their own
+            self.log.warning("Could not lift the holds of %s: %s", self.waiter["owner"], exc)
+            return
+        await lift_holds(hosts, self.waiter["owner"])
 
 
 def pool_ids(pool: Any) -> str | list[str] | None:

@@ -74,7 +74,7 @@ def test_the_triggerer_looks_the_hosts_up_and_the_token_is_never_in_the_kwargs(p
     classpath, kwargs = trigger(pool=pool, waiter={"owner": "o1", "since": 1.0}, task=TASK).serialize()
     stored = json.dumps(kwargs)
     assert TOKEN not in stored and "key.pem" not in stored and "ca.pem" not in stored
-    hosts = asyncio.run(GpuAvailableTrigger(**json.loads(stored)).hosts())
+    hosts = asyncio.run(GpuAvailableTrigger(**json.loads(stored)).pool_hosts())
     assert [(h.name, h.agent_token) for h in hosts] == [("gpu_a", TOKEN), ("gpu_b", TOKEN + "b")]
     assert hosts[0].tls is not None and hosts[0].tls.client_key == "/etc/gpu/key.pem"
     assert TOKEN not in str(redact(f"Authorization: Bearer {TOKEN}"))
@@ -105,7 +105,7 @@ def test_a_trigger_deferred_by_an_earlier_version_runs_without_its_stored_token(
     assert old.pool == ["gpu_a", "gpu_b"]
     assert old_token not in json.dumps(old.serialize()[1])
     assert "***" in str(redact(f"token {old_token}")) and old_token not in str(redact(f"token {old_token}"))
-    hosts = asyncio.run(old.hosts())
+    hosts = asyncio.run(old.pool_hosts())
     assert [h.agent_token for h in hosts] == [TOKEN, TOKEN + "b"]  # today's connections, not the row's
     default = [{"name": DEFAULT_HOST_CONN_ID, "docker_url": "unix:///var/run/docker.sock"}]
     assert trigger(hosts=default).pool is None  # still the default host, local engine if undefined
@@ -152,3 +152,10 @@ async def _first(t: GpuAvailableTrigger) -> dict[str, Any]:
 def test_an_event_without_room_ends_the_wait_with_its_message(event: dict[str, str]) -> None:
     with pytest.raises(NoRoom, match=event["message"]):
         waiter_from_event(event, log=None)
+
+
+def test_a_killed_waiter_whose_connection_is_gone_gives_up_its_holds_quietly() -> None:
+    """Its holds lapse on their own; the kill must not fail for a connection removed meanwhile."""
+    waiting = trigger(pool=["no_such_host"], waiter={"owner": "o1", "since": 1.0})
+    asyncio.run(waiting.on_kill())
+    assert waiting._hosts is None  # nothing resolved, nothing lifted, nothing raised
