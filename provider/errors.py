@@ -74,6 +74,10 @@ class ResultFileError(GpuDockerError, ValueError):
     """The container's result file is too large or not JSON; the message says what to do."""
 
 
+class SpoolEntryError(GpuDockerError, ValueError):
+    """A log-spool entry failed its checks; it is quarantined, never uploaded (provider/logs/spool.py)."""
+
+
 class ClaimTaken(GpuDockerError):
     """Another task reserved the resources between the pool read and this claim; place again."""
 

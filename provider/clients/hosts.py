@@ -32,7 +32,7 @@ single machine with no set-up.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -103,9 +103,6 @@ class HostConfig:
             "use unix:///var/run/docker.sock for this machine's engine. Only on a network where every "
             'machine is trusted, set "insecure": true in the extra to accept the risk.'
         )
-
-
-HOST_PERMISSIONS = ("allow_root_user", "allow_host_network")
 
 
 def tls_failure_fix(host: HostConfig) -> str:
@@ -255,6 +252,40 @@ def pool_extra(pool: str | Sequence[str] | None, get_connection: Callable[[str],
     return dict(conn.extra_dejson) if conn.conn_type == POOL_CONN_TYPE else {}
 
 
+async def aresolve_pool(
+    pool: str | Sequence[str] | None,
+    aget_connection: Callable[[str], Awaitable[ConnectionLike]],
+) -> list[HostConfig]:
+    """:func:`resolve_pool` for an event loop (a trigger): the connections it needs are fetched
+    with ``aget_connection`` first (a pool's, then its hosts'), then expanded by the same rules."""
+    fetched: dict[str, ConnectionLike | Exception] = {}
+
+    async def fetch(ids: Sequence[str]) -> None:
+        for conn_id in ids:
+            if conn_id not in fetched:
+                try:
+                    fetched[conn_id] = await aget_connection(conn_id)
+                except Exception as exc:  # noqa: BLE001 - raised by the lookup below, as resolve_pool would
+                    fetched[conn_id] = exc
+
+    def lookup(conn_id: str) -> ConnectionLike:
+        found = fetched[conn_id]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    if pool is None or isinstance(pool, str):
+        first = pool or DEFAULT_HOST_CONN_ID
+        await fetch([first])
+        conn = fetched[first]
+        if not isinstance(conn, Exception) and conn.conn_type == POOL_CONN_TYPE:
+            ids = conn.extra_dejson.get("hosts")
+            await fetch([i for i in ids if isinstance(i, str)] if isinstance(ids, list) else [])
+    else:
+        await fetch(list(pool))
+    return resolve_pool(pool, lookup)
+
+
 def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike], named_by: str | None = None) -> ConnectionLike:
     """The connection ``conn_id``; an undefined one is a :class:`HostConfigError` that says where
     it was named (``named_by``: a pool's hosts) and how to define it."""
@@ -267,37 +298,3 @@ def _lookup(conn_id: str, get_connection: Callable[[str], ConnectionLike], named
             f"(Admin > Connections, type 'GPU Docker host' or 'GPU Docker pool') or set "
             f"AIRFLOW_CONN_{conn_id.upper()}."
         ) from exc
-
-
-def host_to_dict(host: HostConfig) -> dict[str, Any]:
-    """A JSON-able form of ``host`` for a trigger's kwargs (Airflow stores them encrypted)."""
-    return {
-        "name": host.name,
-        "docker_url": host.docker_url,
-        "agent_url": host.agent_url,
-        "agent_token": host.agent_token,
-        "labels": dict(host.labels),
-        "tls": None if host.tls is None else {
-            "ca_cert": host.tls.ca_cert, "client_cert": host.tls.client_cert,
-            "client_key": host.tls.client_key, "verify": host.tls.verify,
-        },
-        "insecure": host.insecure,
-        "agent_ca_cert": host.agent_ca_cert,
-        **{flag: getattr(host, flag) for flag in HOST_PERMISSIONS},
-    }
-
-
-def host_from_dict(doc: Mapping[str, Any]) -> HostConfig:
-    """Inverse of :func:`host_to_dict`."""
-    tls = doc.get("tls")
-    return HostConfig(
-        name=doc["name"],
-        docker_url=doc["docker_url"],
-        agent_url=doc.get("agent_url"),
-        agent_token=doc.get("agent_token"),
-        labels=MappingProxyType(dict(doc.get("labels") or {})),
-        tls=None if tls is None else TlsFiles(**tls),
-        insecure=bool(doc.get("insecure", False)),
-        agent_ca_cert=doc.get("agent_ca_cert"),
-        **{flag: bool(doc.get(flag, False)) for flag in HOST_PERMISSIONS},
-    )

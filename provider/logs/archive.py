@@ -243,7 +243,7 @@ class ChunkedArchive:
         object up rather than the task: its lines are in the task log, the loss is named there,
         in the manifest and in the XCom."""
         try:
-            self.spool.put(dest, data)
+            self.spool.put(self.base, dest.name, data)
         except OSError as exc:
             if not self.lost:
                 self.log.error(

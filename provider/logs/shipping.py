@@ -112,7 +112,7 @@ class LogShipping:
         if archive == DEFAULT_LOG_ARCHIVE:
             archive, archive_conn_id = deployment_archive(archive_conn_id)
         if archive is not None:
-            spool = Spool(spool_root or default_spool_root())
+            spool = Spool(spool_root or default_spool_root(), log)
             self.archive = ChunkedArchive(
                 archive_prefix(archive, archive_conn_id, task), spool, log,
                 chunk_s=chunk_s, chunk_bytes=chunk_bytes, gpu_samples=gpu_samples,

@@ -27,7 +27,7 @@ from provider.clients.agent import gpu_sample
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
 from provider.clients.engine_sync import run_sync
-from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, host_to_dict, pool_extra, resolve_pool
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, pool_extra, resolve_pool
 from provider.clients.registry_auth import docker_connection, registry_auth
 from provider.logs.archive import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_S
 from provider.logs.lines import DEFAULT_MAX_LINE_BYTES
@@ -382,7 +382,7 @@ class GpuDockerOperator(BaseOperator):
         waiter = waiter or Waiter(new_owner(), time.time())
         deadline = waiter.since + args.wait_timeout_s
         trigger = GpuAvailableTrigger(
-            hosts=[host_to_dict(h) for h in hosts], request=request_document(args.request), policy=args.policy,
+            pool=args.pool, request=request_document(args.request), policy=args.policy,
             deadline=deadline, poll_interval=args.poll_interval_s, wait_timeout=args.wait_timeout_s,
             waiter={"owner": waiter.owner, "since": waiter.since}, hold_after_s=args.hold_after_s,
             image=args.spec.image, task=task.to_dict(), queue=None if ticket is None else ticket.to_dict(),
@@ -391,7 +391,7 @@ class GpuDockerOperator(BaseOperator):
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete",
                        timeout=timedelta(seconds=max(0.0, deadline - time.time()) + DEFER_MARGIN_S))
-        return waiter_from_event(asyncio.run(first_event(trigger)), self.log)
+        return waiter_from_event(asyncio.run(first_event(trigger.resolved(hosts))), self.log)
 
     def _release(self) -> None:
         """Give the claim back; never fails a task or hides its error (a missed claim goes stale)."""

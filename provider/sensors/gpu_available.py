@@ -23,7 +23,7 @@ from airflow.sdk import BaseHook, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from provider.clients.engine_sync import run_sync
-from provider.clients.hosts import HostConfig, host_to_dict, resolve_pool
+from provider.clients.hosts import HostConfig, resolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.room import Verdict, room
 from provider.scheduling.policy_names import check_placement_policy
@@ -111,7 +111,7 @@ class GpuAvailableSensor(BaseSensorOperator):
             return first.xcom_value
         self.defer(
             trigger=GpuAvailableTrigger(
-                hosts=[host_to_dict(h) for h in self._hosts()], request=request_document(self._request()),
+                pool=self.gpu_pool, request=request_document(self._request()),
                 policy=self.placement_policy, deadline=time.time() + float(self.timeout),
                 poll_interval=float(self.poke_interval), agent_timeout=self.agent_timeout,
                 wait_timeout=float(self.timeout),

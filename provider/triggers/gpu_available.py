@@ -10,6 +10,8 @@ It fires once, with one of:
 * ``{"status": "timeout", "message"}``: the deadline passed; the message names every host,
   what it lacks and which tasks hold it, and the ``wait_timeout`` that ran out.
 * ``{"status": "never", "message"}``: no host could take the request even empty.
+* ``{"status": "error", "message"}``: the pool's connections could not be looked up (one was
+  removed or broken while the task waited); the message names the connection and the fix.
 
 A waiting task (``waiter`` set) also keeps its place in line: once due it holds a host
 (:mod:`provider.scheduling.waiting`); the hold is lifted when the task is killed or marked
@@ -25,10 +27,12 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from provider.errors import EngineError, NoRoom
-from provider.clients.hosts import HostConfig, host_from_dict
+from provider.errors import EngineError, HostConfigError, NoRoom
+from provider.clients.hosts import DEFAULT_HOST_CONN_ID, HostConfig, aresolve_pool
 from provider.reservations.pool import read_pool_view
 from provider.reservations.queueing import QueueTicket, keep_place, lease_s, line_answer, never_admitted
 from provider.reservations.view import PoolView
@@ -47,7 +51,13 @@ CLASSPATH = "provider.triggers.gpu_available.GpuAvailableTrigger"
 class GpuAvailableTrigger(BaseTrigger):
     """Fires when ``request`` fits on the pool, or at ``deadline`` (Unix time).
 
-    :param hosts: the pool, resolved by the task (so the trigger looks nothing up).
+    Its kwargs are stored in the metadata database and read by the triggerer, so they name the
+    pool by connection ids only: no agent token and no TLS file path is in them. The triggerer
+    looks the connections up itself (:meth:`pool_hosts`), through Airflow, which masks the token in
+    every log; a task that waits in its worker slot hands over the hosts it resolved already.
+
+    :param pool: a ``gpu_docker_pool`` connection id, a host connection id, a list of host
+        connection ids, or None for the default host: what the task was given.
     :param request: a :class:`PlacementRequest` as a dict.
     :param policy: placement policy name; the event names the host it would choose.
     :param waiter: ``{"owner", "since"}`` of a waiting task, or None (a sensor only watches).
@@ -57,14 +67,17 @@ class GpuAvailableTrigger(BaseTrigger):
     :param wait_timeout: the task's wait timeout in seconds, named in the deadline's message.
     :param queue: on a pool with queues, the task's :class:`QueueTicket` as a dict: the trigger
         fires only when the task is also first in line, and keeps its place in line meanwhile.
+    :param hosts: the form of triggers deferred by earlier versions, whose kwargs carried every
+        host whole (token included): only the hosts' connection ids are kept, the connections
+        are looked up afresh and the stored tokens are masked and dropped (:func:`legacy_pool`).
     """
 
     def __init__(
         self,
-        hosts: Sequence[Mapping[str, Any]],
         request: Mapping[str, Any],
         policy: str,
         deadline: float,
+        pool: str | Sequence[str] | None = None,
         poll_interval: float = 10.0,
         waiter: Mapping[str, Any] | None = None,
         hold_after_s: float | None = None,
@@ -73,9 +86,13 @@ class GpuAvailableTrigger(BaseTrigger):
         agent_timeout: float = AGENT_TIMEOUT_S,
         wait_timeout: float | None = None,
         queue: Mapping[str, Any] | None = None,
+        hosts: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is not annotated
-        self.hosts = [dict(h) for h in hosts]
+        if hosts is not None and pool is not None:
+            raise HostConfigError("GpuAvailableTrigger takes pool (connection ids) or, from an earlier version, "
+                                  "hosts; not both. Pass pool only.")
+        self.pool = legacy_pool(hosts) if hosts is not None else pool_ids(pool)
         self.request = dict(request)
         self.policy = policy
         self.deadline = deadline
@@ -87,11 +104,12 @@ class GpuAvailableTrigger(BaseTrigger):
         self.agent_timeout = agent_timeout
         self.wait_timeout = wait_timeout
         self.queue = None if queue is None else dict(queue)
+        self._hosts: list[HostConfig] | None = None
         self._fired = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {
-            "hosts": self.hosts,
+            "pool": self.pool,
             "request": self.request,
             "policy": self.policy,
             "deadline": self.deadline,
@@ -105,9 +123,28 @@ class GpuAvailableTrigger(BaseTrigger):
             "queue": self.queue,
         }
 
+    def resolved(self, hosts: Sequence[HostConfig]) -> GpuAvailableTrigger:
+        """This trigger, run in the process that resolved ``pool`` already (a task waiting in its
+        worker slot): it looks nothing up again. The hosts never enter :meth:`serialize`."""
+        self._hosts = list(hosts)
+        return self
+
+    async def pool_hosts(self) -> list[HostConfig]:
+        """The pool's hosts, looked up once with Airflow's async connection look-up (a blocking
+        one would stall every trigger of the triggerer)."""
+        if self._hosts is None:
+            self._hosts = await aresolve_pool(self.pool, BaseHook.aget_connection)
+        return self._hosts
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            hosts = await self.pool_hosts()
+        except HostConfigError as exc:  # a connection removed or broken while the task waited
+            self._fired = True
+            yield TriggerEvent({"status": "error", "message": str(exc)})
+            return
         event = await wait_until_fits(
-            [host_from_dict(h) for h in self.hosts],
+            hosts,
             PlacementRequest(**self.request),
             self.policy,
             deadline=self.deadline,
@@ -131,7 +168,48 @@ class GpuAvailableTrigger(BaseTrigger):
         until its task has reserved; the task lifts it."""
         if self.waiter is None or self._fired:
             return
-        await lift_holds([host_from_dict(h) for h in self.hosts], self.waiter["owner"])
+        try:
+            hosts = await self.pool_hosts()
+        except HostConfigError as exc:  # the holds lapse on their own
+            self.log.warning("Could not lift the holds of %s: %s", self.waiter["owner"], exc)
+            return
+        await lift_holds(hosts, self.waiter["owner"])
+
+
+def pool_ids(pool: Any) -> str | list[str] | None:
+    """``pool`` as JSON-able connection ids, checked: the trigger's kwargs hold nothing else."""
+    if pool is None or (isinstance(pool, str) and pool):
+        return pool
+    if isinstance(pool, (list, tuple)) and pool and all(isinstance(i, str) and i for i in pool):
+        return list(pool)
+    raise HostConfigError(
+        f"GpuAvailableTrigger: pool must be a connection id or a non-empty list of host connection ids, "
+        f"got {pool!r}."
+    )
+
+
+def legacy_pool(hosts: Sequence[Mapping[str, Any]]) -> str | list[str] | None:
+    """The pool of a trigger deferred by an earlier version, whose kwargs held each host whole:
+    the hosts' names are their connection ids, so the connections are looked up afresh (a token
+    changed since is honoured). The stored tokens are masked, in case anything logs the row, and
+    dropped. A pool of the default host alone stays the default (the local engine when its
+    connection is not defined)."""
+    names: list[str] = []
+    for host in hosts:
+        name = host.get("name") if isinstance(host, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise HostConfigError(
+                f"GpuAvailableTrigger: a host in the stored kwargs (hosts) of a trigger deferred by an earlier "
+                f"version has no connection id (name): {sorted(host) if isinstance(host, Mapping) else type(host).__name__}. "
+                "Clear the task so that it defers again with this version."
+            )
+        token = host.get("agent_token")
+        if isinstance(token, str) and token:
+            mask_secret(token)
+        names.append(name)
+    if names == [DEFAULT_HOST_CONN_ID]:
+        return None
+    return pool_ids(names)
 
 
 async def wait_until_fits(
@@ -214,6 +292,8 @@ async def first_event(trigger: BaseTrigger) -> dict[str, Any]:
 
 def waiter_from_event(event: Mapping[str, Any], log: Any) -> Waiter:
     """The waiter to place again with, or :class:`NoRoom` when the wait ended without room."""
+    if event.get("status") == "error":
+        raise HostConfigError(str(event.get("message")))
     if event.get("status") != "fits":
         raise NoRoom(str(event.get("message") or event))
     log.info("Room on %s (GPUs %s); placing again", event["host"], event["gpu_ids"])

@@ -9,13 +9,15 @@
   task holds a GPU only for DAGs they may read.
 
 The endpoint is a plain ``def``: FastAPI runs it in a worker thread, so reading agents and
-engines (bounded by their timeouts) never blocks the api-server's event loop.
+engines (bounded by their timeouts) never blocks the api-server's event loop. The hosts are read
+at most once per refresh period (``[gpu_docker] cluster_refresh_s``), whoever asks and however
+many ask at once (:class:`~provider.ui.cluster_sources.SharedReading`): a crowd of viewers costs
+the hosts what one viewer costs.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
-from provider.ui.cluster_sources import PoolCache, pool_ids, read_hosts, waiting_tasks
+from provider.ui.cluster_sources import PoolCache, SharedReading, pool_ids, read_hosts, refresh_s, waiting_tasks
 from provider.ui.cluster_view import cluster_document
 from provider.ui.routes import APP_PREFIX, TITLE, base_path
 
 STATIC = Path(__file__).with_name("static")
-REFRESH_S = 5
 
 PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
 """The page loads only its own script and style, and only the Airflow UI may frame it."""
@@ -43,10 +44,15 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
 def create_app() -> FastAPI:
     """The app served under :data:`~provider.ui.routes.APP_PREFIX`."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    period = refresh_s()
     pools = PoolCache()
+    readings = SharedReading(period, read_hosts)
 
     def cluster(user: GetUserDep, session: SessionDep, response: Response) -> dict[str, Any]:
-        return cluster_view(user, session, response, pools)
+        return cluster_view(user, session, response, pools, readings)
+
+    def page() -> HTMLResponse:
+        return page_html(period)
 
     app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route(
@@ -59,10 +65,11 @@ def create_app() -> FastAPI:
     return app
 
 
-def page() -> HTMLResponse:
-    """The page, told where the API and the Airflow UI are (the base URL may have a path)."""
+def page_html(refresh_seconds: float) -> HTMLResponse:
+    """The page, told where the API and the Airflow UI are (the base URL may have a path) and how
+    often to refresh: the period one reading of the hosts is shared for."""
     base = base_path()
-    settings = {"api": f"{base}{APP_PREFIX}/api/cluster", "base": base, "refreshSeconds": REFRESH_S}
+    settings = {"api": f"{base}{APP_PREFIX}/api/cluster", "base": base, "refreshSeconds": refresh_seconds}
     html = (STATIC / "index.html").read_text(encoding="utf-8")
     html = html.replace("{{STATIC}}", f"{base}{APP_PREFIX}/static").replace(
         "{{SETTINGS}}", json.dumps(settings).replace("&", "&amp;").replace('"', "&quot;")
@@ -70,7 +77,8 @@ def page() -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"})
 
 
-def cluster_view(user: BaseUser, session: Session, response: Response, pool_cache: PoolCache) -> dict[str, Any]:
+def cluster_view(user: BaseUser, session: Session, response: Response, pool_cache: PoolCache,
+                 readings: SharedReading) -> dict[str, Any]:
     """The page's document: pools, hosts with GPUs and holders, waiting tasks.
 
     The metadata database is read first and its connection handed back before the hosts are
@@ -81,15 +89,15 @@ def cluster_view(user: BaseUser, session: Session, response: Response, pool_cach
     waiting = waiting_tasks(session, readable)
     session.close()
     pools = pool_cache.get(ids)
-    readings = read_hosts(pools.hosts)
+    reading = readings.get(pools.hosts)
     response.headers["Cache-Control"] = "no-store"
     return cluster_document(
         pools=pools.pools,
-        readings=readings,
+        readings=reading.hosts,
         waiting=waiting,
         problems=pools.problems,
         queues=pools.queues,
         readable=readable.__contains__,
         base_path=base_path(),
-        generated_at=datetime.now(timezone.utc),
+        generated_at=reading.at,
     )

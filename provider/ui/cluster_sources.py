@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from airflow.configuration import conf
 from airflow.models.connection import Connection
@@ -50,6 +51,13 @@ MAX_WAITING = 500
 
 POOLS_TTL_S = 30.0
 """Seconds a resolved pool (its hosts' connections) is reused; see :class:`PoolCache`."""
+
+DEFAULT_REFRESH_S = 5.0
+"""``[gpu_docker] cluster_refresh_s``: how often the page refreshes, and how long one read of
+the hosts serves every viewer (:class:`SharedReading`)."""
+
+MIN_REFRESH_S = 1.0
+"""The shortest refresh period a deployment may set: below it the hosts are read too often."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +134,72 @@ class PoolCache:
         with self._lock:
             self._entry = (self.clock(), key, found)
         return found
+
+
+def refresh_s() -> float:
+    """``[gpu_docker] cluster_refresh_s`` (seconds, at least :data:`MIN_REFRESH_S`); a bad value
+    stops the page's app from being built, with the fix, rather than hammering the hosts."""
+    raw = conf.get("gpu_docker", "cluster_refresh_s", fallback="") or str(DEFAULT_REFRESH_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= MIN_REFRESH_S or value == float("inf"):
+        raise HostConfigError(
+            f"[gpu_docker] cluster_refresh_s must be a number of seconds >= {MIN_REFRESH_S:g} (how often the GPU "
+            f"cluster page reads the hosts), got {raw!r}. Set it to e.g. {DEFAULT_REFRESH_S:g}, or remove it."
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One read of a set of hosts, and when it was taken (wall clock, shown on the page)."""
+
+    hosts: list[HostView]
+    at: datetime
+
+
+class SharedReading:
+    """At most one read of the hosts per ``period_s``, shared by every caller (single flight).
+
+    Every open page asks every few seconds, and each ask would read every agent and engine of
+    the pool: a crowd of viewers (or one script) would multiply the load on the hosts. Here a
+    reading younger than ``period_s`` is served as it is; when it is older, the first caller
+    reads and the callers that arrive meanwhile wait for that read instead of starting their
+    own. A read that raises is not kept: the next caller tries again.
+    """
+
+    def __init__(self, period_s: float, read: Callable[[Sequence[HostConfig]], list[HostView]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self.read = read
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._reading = False
+        self._entry: tuple[float, tuple[tuple[str, str, str | None], ...], Reading] | None = None
+
+    def get(self, hosts: Sequence[HostConfig]) -> Reading:
+        key = tuple((h.name, h.docker_url, h.agent_url) for h in hosts)
+        with self._cond:
+            while True:
+                entry = self._entry
+                if entry is not None and entry[1] == key and self.clock() - entry[0] < self.period_s:
+                    return entry[2]
+                if not self._reading:
+                    self._reading = True
+                    break
+                self._cond.wait()
+        started, found = self.clock(), None
+        try:
+            found = Reading(self.read(hosts), datetime.now(timezone.utc))
+            return found
+        finally:
+            with self._cond:
+                self._reading = False
+                if found is not None:
+                    self._entry = (started, key, found)
+                self._cond.notify_all()
 
 
 def read_hosts(hosts: Sequence[HostConfig]) -> list[HostView]:

@@ -8,6 +8,7 @@ claim and hold is created here and removed by id/pid.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from provider.errors import NoRoom
 
 from provider.scheduling.no_fit import NoFit
 from provider.clients.engine import AsyncEngine
-from provider.clients.hosts import host_to_dict, resolve_pool
+from provider.clients.hosts import resolve_pool
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.labels import CLAIM_LABEL, HOLD_LABEL, OWNER_LABEL, WAIT_LABEL
 from provider.task_instance import TaskInstanceRef
@@ -119,6 +120,7 @@ def test_deferrable_sensor_defers_and_its_trigger_fires_when_a_gpu_is_freed(full
     trigger = deferred.value.trigger
     assert isinstance(trigger, GpuAvailableTrigger)
     classpath, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs))["pool"] == [HOST]  # connection ids: no token, no TLS path stored
     event = run_trigger(type(trigger)(**kwargs))  # what the triggerer rebuilds from the kwargs
     assert classpath == "provider.triggers.gpu_available.GpuAvailableTrigger"
     assert event["status"] == "fits" and event["host"] == HOST
@@ -181,7 +183,7 @@ def test_a_due_waiter_holds_the_host_against_younger_and_non_waiting_requests(po
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     old = Waiter(owner="bigjob0000000001", since=time.time() - 100)
     trigger = GpuAvailableTrigger(
-        hosts=[host_to_dict(hosts[0])],
+        pool=[HOST],
         request={"gpus": 2}, policy="least_loaded", deadline=time.time() + 60, poll_interval=0.5,
         waiter={"owner": old.owner, "since": old.since}, hold_after_s=10, image=TESTBOX_IMAGE,
         task=TaskInstanceRef("big", "train", "r1").to_dict(),
@@ -249,9 +251,8 @@ class Waiting:
     def __init__(self, queue: str, owner: str, since: float, priority: int = 1) -> None:
         self.waiter = Waiter(owner, since)
         self.ticket = ticket(queue, priority)
-        hosts = resolve_pool([HOST], BaseHook.get_connection)
         self.trigger = GpuAvailableTrigger(
-            hosts=[host_to_dict(hosts[0])], request={"gpus": 1}, policy="least_loaded",
+            pool=[HOST], request={"gpus": 1}, policy="least_loaded",
             deadline=time.time() + 120, poll_interval=0.3, waiter={"owner": owner, "since": since},
             hold_after_s=None, image=TESTBOX_IMAGE, task=TaskInstanceRef(owner, "train", "r1").to_dict(),
             queue=self.ticket.to_dict())
@@ -362,7 +363,7 @@ def test_a_task_over_its_own_queues_limit_holds_no_host(pool: Pool) -> None:
     hog = reserve_now(hosts, PlacementRequest(gpus=1), image=TESTBOX_IMAGE, ticket=strict,
                       task=TaskInstanceRef("hog", "train", "r0", -1, 1))
     trigger = GpuAvailableTrigger(
-        hosts=[host_to_dict(hosts[0])], request={"gpus": 1}, policy="least_loaded", deadline=time.time() + 6,
+        pool=[HOST], request={"gpus": 1}, policy="least_loaded", deadline=time.time() + 6,
         poll_interval=0.5, waiter={"owner": "overlimit0000001", "since": time.time() - 60}, hold_after_s=0,
         image=TESTBOX_IMAGE, task=TaskInstanceRef("over", "train", "r1").to_dict(), queue=strict.to_dict())
     event: dict[str, Any] = {}

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.system
 
 
 GPU_HOST = "gpu_sys_host"
+AGENT_TOKEN = "sys-agent-token-7c2e91"  # noqa: S105 - a token in the host's connection; asserted absent from trigger rows
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +71,9 @@ def airflow_stack(
     for src in [*(REPO / "dags").glob("*.py"), *(REPO / "tests" / "system" / "dags").glob("*.py")]:
         shutil.copy(src, dags / src.name)
     conn = json.dumps({"conn_type": "gpu_docker_host", "host": system_engine.url})
-    gpu_conn = json.dumps({"conn_type": "gpu_docker_host", "host": gpu_host.docker_url,
+    # The connection carries an agent token (the agent, started without one, ignores it), so
+    # that a test can look for it where it must not be.
+    gpu_conn = json.dumps({"conn_type": "gpu_docker_host", "host": gpu_host.docker_url, "password": AGENT_TOKEN,
                            "extra": {"agent_url": gpu_host.agent_url}})
     airflow = LocalAirflow(home, dags_folder=dags, extra_env={
         "AIRFLOW_CONN_GPU_DOCKER_DEFAULT": conn, f"AIRFLOW_CONN_{GPU_HOST.upper()}": gpu_conn,

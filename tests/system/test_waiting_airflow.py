@@ -3,8 +3,12 @@ placement and waiting metrics of the task that waited, at a StatsD server."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -13,7 +17,7 @@ from provider.scheduling.model import PlacementRequest
 from provider.stat_names import PLACEMENT_LATENCY, ROOM_WAIT
 from tests.conftest import eventually, release_now, reserve_now, settled
 from tests.statsd_receiver import Metric, StatsdReceiver
-from tests.system.conftest import containers_of_run
+from tests.system.conftest import AGENT_TOKEN, containers_of_run
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
 from tools.local_airflow import LocalAirflow
 
@@ -30,6 +34,23 @@ def states(airflow: LocalAirflow, run_id: str) -> dict[str, str]:
 def sent_for(statsd: StatsdReceiver, name: str, task_id: str) -> list[Metric]:
     """The metrics ``name`` that Airflow sent for ``task_id`` of the DAG."""
     return [m for m in statsd.metrics(f"airflow.{name}") if (m.tags.get("dag_id"), m.tags.get("task_id")) == (DAG_ID, task_id)]
+
+
+TRIGGER_ROWS = """
+import json
+from airflow.models.trigger import Trigger
+from airflow.utils.session import create_session
+with create_session() as session:
+    print(json.dumps([{"classpath": t.classpath, "kwargs": t.kwargs} for t in session.query(Trigger)], default=str))
+"""
+
+
+def stored_triggers(airflow: LocalAirflow) -> tuple[str, list[dict[str, Any]]]:
+    """The trigger rows of the metadata database, kwargs decrypted as the triggerer reads them:
+    the raw text, and the rows."""
+    out = subprocess.run([sys.executable, "-c", TRIGGER_ROWS], env=airflow.env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
@@ -59,6 +80,14 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
                   if w["run_id"] == run_id}
         assert {"deferred_sensor", "waiting_train"} <= set(listed), listed
         assert listed["waiting_train"]["state"] == "deferred"
+        # The deferred sensor's and the deferred operator's triggers are stored with the pool's
+        # connection ids; the agent's token (which the triggerer needs, and finds through the
+        # connection) is in no row.
+        raw, rows = stored_triggers(airflow_stack)
+        ours = [r for r in rows if str(r["classpath"]).endswith("GpuAvailableTrigger")]
+        assert len(ours) >= 2, rows
+        assert [r["kwargs"]["pool"] for r in ours] == [gpu_host.name] * len(ours), ours
+        assert AGENT_TOKEN not in raw
     finally:
         released = time.time()
         release_now(held)

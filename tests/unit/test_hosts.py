@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from provider.errors import HostConfigError
 from provider import get_provider_info
 from provider.clients.hosts import (
     LOCAL_DOCKER_URL,
+    aresolve_pool,
     host_from_connection,
     resolve_pool,
 )
@@ -81,6 +83,30 @@ def test_undefined_default_host_is_the_local_engine(monkeypatch: pytest.MonkeyPa
 def test_resolve_pool_errors_say_how_to_fix(pool: Any, message: str) -> None:
     with pytest.raises(HostConfigError, match=message):
         resolve_pool(pool, get)
+
+
+async def aget(conn_id: str) -> Connection:
+    return get(conn_id)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    ["pool", ["b", "a"], "a", None, "nope", ["a", "nope"], [], "empty_pool", "bad_url", "bad_labels", "wrong_type"],
+    ids=str,
+)
+def test_the_async_resolution_a_trigger_uses_gives_what_the_task_gets(pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The triggerer resolves the pool from its connection ids (``aresolve_pool``); every pool,
+    good or broken, gives the same hosts or the same error as the task's own resolution."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+    def outcome(resolve: Any) -> Any:
+        try:
+            return resolve()
+        except HostConfigError as exc:
+            return str(exc)
+
+    sync = outcome(lambda: resolve_pool(pool, get))
+    assert outcome(lambda: asyncio.run(aresolve_pool(pool, aget))) == sync
 
 
 def test_provider_info_names_the_distribution() -> None:

@@ -236,8 +236,7 @@ def test_archive_spools_while_storage_fails_and_uploads_when_it_answers(tmp_path
 
 def test_spool_flush_of_an_earlier_task_and_a_partial_entry(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    dest = ObjectStoragePath(f"file://{tmp_path}/out/a/chunk-000001.log")
-    spool.put(dest, b"kept\n")
+    spool.put(ObjectStoragePath(f"file://{tmp_path}/out/a"), "chunk-000001.log", b"kept\n")
     (tmp_path / "spool" / "half.data").write_bytes(b"no .json yet: still being written")
     assert Spool(tmp_path / "spool").flush() == 1
     assert (tmp_path / "out/a/chunk-000001.log").read_bytes() == b"kept\n"

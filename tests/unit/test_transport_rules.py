@@ -13,7 +13,7 @@ from airflow.sdk import Connection
 
 from provider.agent.__main__ import build_parser, check_auth, is_loopback, parse_engine, positive, server_tls
 from provider.clients.agent import read_agent
-from provider.clients.hosts import HostConfig, TlsFiles, host_from_connection, host_from_dict, resolve_pool
+from provider.clients.hosts import HostConfig, TlsFiles, host_from_connection, resolve_pool
 from provider.errors import HostConfigError
 
 TLS = {"tls_ca_cert": "/etc/gpu-docker/ca.pem", "tls_client_cert": "/etc/gpu-docker/cert.pem",
@@ -58,14 +58,12 @@ def test_verified_tls_unix_or_an_explicit_insecure_is_accepted(host: str, extra:
 
 
 def test_every_way_of_making_a_host_is_checked() -> None:
-    """Trigger kwargs stored in the database, or code, cannot skip the rule the connection has."""
-    stored = {"name": "gpu_a", "docker_url": "tcp://gpu-a:2375", "agent_url": None, "agent_token": None,
-              "labels": {}, "tls": None}
+    """Code that builds a host itself cannot skip the rule the connection has."""
     with pytest.raises(HostConfigError, match="has no TLS files"):
-        host_from_dict(stored)
+        HostConfig("gpu_a", "tcp://gpu-a:2375")
     with pytest.raises(HostConfigError, match="tls_verify false"):
         HostConfig("gpu_a", "tcp://gpu-a:2376", tls=TlsFiles("/ca.pem", verify=False))
-    assert host_from_dict({**stored, "insecure": True}).insecure
+    assert HostConfig("gpu_a", "tcp://gpu-a:2375", insecure=True).insecure
 
 
 def test_docker_host_in_clear_is_refused_for_the_default_host(monkeypatch: pytest.MonkeyPatch) -> None:
