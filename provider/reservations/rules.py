@@ -161,8 +161,11 @@ def parse_claim(summary: Mapping[str, Any]) -> Claim | None:
         milli = strict.integer(labels, CLAIM_MILLI_LABEL, 1, 1000)
         cpu = strict.integer(labels, CLAIM_CPU_LABEL, 0, strict.MAX_CPU_MILLI)
         memory = strict.integer(labels, CLAIM_MEMORY_LABEL, 0, strict.MAX_MEMORY_MB)
-        Resources(gpus=len(gpus), gpu_milli=milli, cpu_milli=cpu, memory_mb=memory)  # no request has these: not ours
-    except (LabelError, SpecError) as exc:
+        try:
+            Resources(gpus=len(gpus), gpu_milli=milli, cpu_milli=cpu, memory_mb=memory)  # no request has these
+        except SpecError as exc:
+            raise LabelError(f"labels {CLAIM_GPUS_LABEL} and {CLAIM_MILLI_LABEL} together: {exc}") from None
+    except LabelError as exc:
         return Claim(ident, owner, (), 1000, 0, 0, when, task, queue, deployment, malformed=str(exc))
     return Claim(ident, owner, gpus, milli, cpu, memory, when, task, queue, deployment)
 

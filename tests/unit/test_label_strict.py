@@ -282,3 +282,42 @@ def test_only_the_readers_deployment_counts_against_its_queues_but_every_claim_t
 def test_only_the_own_deployments_task_container_is_an_earlier_try(labels: dict[str, str], adopted: bool) -> None:
     entry = {"Id": "t1", "State": "running", "Labels": labels}
     assert (earlier_of(HostConfig("h", "tcp://127.0.0.1:1"), entry, MINE) is not None) == adopted
+
+
+NASTY = ["", "0", "1", "-1", "1000", "1001", "nan", "NaN", "inf", "-inf", "1e308", "1e-308", "9" * 30, "0x10",
+         "1_000", " 5 ", "1.5", "0,1", "1,1", "3,-2", ",", "true", "\x00", "é", "{}", '{"gpus": 1}', '{"gpus": "nan"}']
+
+
+def test_seeded_fuzz_over_label_sets(report: Any) -> None:
+    """Random label sets built from the provider's own labels with hostile values: every reader
+    returns a record or None and never raises; a claim it cannot read is malformed and says
+    which label; nothing read has a number that is not finite. Bounded to 2 s."""
+    import random
+
+    rng = random.Random(26)
+    base = {**claim_labels(PlacementRequest(gpus=2, cpu_milli=500, memory_mb=64), (0, 1), "o", TASK, "q",
+                           deployment=MINE), **hold_labels("w", 1.0, 60.0, TASK, deployment=MINE),
+            **problem_labels("no driver", 60.0, deployment=MINE)}
+    keys = sorted(base) + [f"{CLAIM_LABEL}.extra", "airflow-gpu-docker.hold.expires"]
+    tried, deadline = 0, time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        labels = dict(base)
+        for key in rng.sample(keys, rng.randint(1, 4)):
+            if rng.random() < 0.2:
+                labels.pop(key, None)
+            else:
+                labels[key] = rng.choice(NASTY)
+        entry = {"Id": "x", "Created": rng.choice([CREATED, 0, -1, float("nan"), "x", None, 2**40]), "Labels": labels}
+        found = parse_claim(entry)
+        if found is not None:
+            assert found.malformed is not None or (all(0 <= g <= 1023 for g in found.gpus)
+                                                   and 1 <= found.milli <= 1000 and found.cpu_milli >= 0)
+            assert found.malformed is None or "label" in found.malformed
+            assert found.created is None or math.isfinite(found.created)
+        hold = parse_hold("h", entry)
+        assert hold is None or (math.isfinite(hold.expires) and math.isfinite(hold.hold.since))
+        problem = parse_problem(entry)
+        assert problem is None or math.isfinite(problem.expires)
+        tried += 1
+    report(f"label fuzz: {tried} label sets tried, every one read or refused")
+    assert tried > 100
