@@ -39,7 +39,7 @@ ONE_GPU = PlacementRequest(gpus=1)
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[RunningAgent]:
-    running = start_agent(tmp_path, "shared", gpus(2, "A100-80GB", 81920))
+    running = start_agent(tmp_path, "shared", gpus(3, "A100-80GB", 81920))
     try:
         yield running
     finally:
@@ -95,13 +95,17 @@ def test_a_second_deployment_counts_the_firsts_claims_and_never_touches_its_cont
     time.sleep(2.5)  # past the 1 s grace below: the dead claim is stale by the engine's clock
 
     seen_by_b = asyncio.run(read_pool_view([host], tidy=True, grace_s=1.0, deployment=B))
-    assert [g.allocated_milli for g in seen_by_b.nodes[0].gpus] == [1000, 1000]  # both of A's claims count
+    assert [g.allocated_milli for g in seen_by_b.nodes[0].gpus] == [1000, 1000, 0]  # both of A's claims count
     assert seen_by_b.hosts[0].stale == ()  # A's dead claim is A's to judge
     assert a_dead in ids(dockerd)
     node = seen_by_b.nodes[0]
+    store = ClaimStore(AsyncEngine(host), B)
     for gpu in (0, 1):
-        with pytest.raises(ClaimTaken):  # no double booking of either GPU
-            asyncio.run(ClaimStore(AsyncEngine(host), B).reserve(node, ONE_GPU, [gpu], f"b{gpu}", TESTBOX_IMAGE, task))
+        with pytest.raises(ClaimTaken, match=f"gpu {gpu} free 0"):  # no double booking of either GPU
+            asyncio.run(store.reserve(node, ONE_GPU, [gpu], f"b{gpu}", TESTBOX_IMAGE, task))
+    free = asyncio.run(store.reserve(node, ONE_GPU, [2], "b2", TESTBOX_IMAGE, task))  # the free one is B's to take
+    assert free.claim_id is not None
+    made.append(free.claim_id)
 
     earlier = asyncio.run(find_earlier([host], task, B))
     assert [e.container_id for e in earlier] == [b_task]  # A's container of the same task is not B's to adopt
