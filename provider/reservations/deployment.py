@@ -5,9 +5,12 @@ provider makes carries its deployment's id (:data:`~provider.labels.DEPLOYMENT_L
 adoption, the orphan sweep and the tidying of stale reservations act only on their own
 deployment's containers, while placement still counts every deployment's claims as used.
 
-The id is ``[gpu_docker] deployment_id`` when set; otherwise it is derived from the metadata
-database's address (``[database] sql_alchemy_conn`` without its password), the one thing every
-scheduler, triggerer and api-server of a deployment shares and two deployments do not.
+The id is ``[gpu_docker] deployment_id`` when set; otherwise it is derived from the address of
+the deployment's execution API (``[core] execution_api_server_url``, else ``[api] base_url`` plus
+``/execution/``, resolved as Airflow resolves it), without any password in it. That address is
+what every task process and triggerer must reach and what the api-server serves. The metadata
+database's address would identify a deployment better, but Airflow 3 hides it from task and
+trigger processes (they see ``airflow-db-not-allowed:///``), and those make most containers.
 """
 
 from __future__ import annotations
@@ -23,20 +26,20 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 """What a deployment id may be: a Docker label value that is also safe in a filter and a log line."""
 
 
-def derived_id(database_url: str) -> str:
-    """A short, stable id for the metadata database at ``database_url``, password left out.
+def derived_id(url: str) -> str:
+    """A short, stable id for the service at ``url``, any password left out.
 
-    The user, host, port and database name identify the database; the password does not (it
-    may be rotated without the deployment changing), and must not be hashed into a label that
-    anyone who can list the host's containers reads.
+    The scheme, user, host, port, path and query identify it; a password does not (it may be
+    rotated without the deployment changing), and must not be hashed into a label that anyone
+    who can list the host's containers reads.
     """
-    parts = urlsplit(database_url.strip())
+    parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower()
     port = f":{parts.port}" if parts.port else ""
     user = f"{parts.username}@" if parts.username else ""
     scheme = parts.scheme.lower().split("+")[0]  # postgresql+psycopg2 and postgresql name one database
-    identity = f"{scheme}://{user}{host}{port}{parts.path}?{parts.query}"
-    return "db-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    identity = f"{scheme}://{user}{host}{port}{parts.path.rstrip('/')}?{parts.query}"
+    return "api-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def checked_id(value: str) -> str:
@@ -49,18 +52,20 @@ def checked_id(value: str) -> str:
     return value
 
 
+def api_address() -> str:
+    """The execution API's address, resolved as Airflow's executors resolve it."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="/") or "/"
+    if base.startswith("/"):
+        base = f"http://localhost:8080{base}"
+    return conf.get("core", "execution_api_server_url", fallback="") or f"{base.rstrip('/')}/execution/"
+
+
 def current_deployment() -> str:
-    """This deployment's id: ``[gpu_docker] deployment_id``, else derived from the metadata
-    database's address (:func:`derived_id`)."""
+    """This deployment's id: ``[gpu_docker] deployment_id``, else derived from the execution
+    API's address (:func:`derived_id` of :func:`api_address`)."""
     from airflow.configuration import conf
 
     explicit = (conf.get("gpu_docker", "deployment_id", fallback="") or "").strip()
-    if explicit:
-        return checked_id(explicit)
-    url = conf.get("database", "sql_alchemy_conn", fallback="") or ""
-    if not url:
-        raise HostConfigError(
-            f"Neither {SETTING} nor [database] sql_alchemy_conn is set, so this process cannot tell which "
-            f"deployment's containers are its own: set {SETTING} to the same value on every Airflow component."
-        )
-    return derived_id(url)
+    return checked_id(explicit) if explicit else derived_id(api_address())

@@ -230,14 +230,14 @@ def test_engine_seconds(stamp: str, seconds: float | None) -> None:
     assert found == seconds if seconds is None else (found is not None and math.isclose(found, seconds))
 
 
-def test_the_derived_id_ignores_the_password_and_tells_databases_apart() -> None:
-    base = derived_id("postgresql+psycopg2://airflow:secret@db.example.com:5432/airflow")
-    assert base == derived_id("postgresql://airflow:rotated@DB.example.com:5432/airflow")
+def test_the_derived_id_ignores_the_password_and_tells_addresses_apart() -> None:
+    base = derived_id("https://api:secret@airflow.example.com:8443/execution/")
+    assert base == derived_id("https://api:rotated@AIRFLOW.example.com:8443/execution")
     assert "secret" not in base and checked_id(base) == base
-    others = {derived_id("postgresql://airflow:secret@db2.example.com:5432/airflow"),
-              derived_id("postgresql://airflow:secret@db.example.com:5432/airflow_staging"),
-              derived_id("postgresql://other:secret@db.example.com:5432/airflow"),
-              derived_id("sqlite:////home/a/airflow.db")}
+    others = {derived_id("https://api:secret@airflow2.example.com:8443/execution/"),
+              derived_id("https://api:secret@airflow.example.com:9443/execution/"),
+              derived_id("https://api:secret@airflow.example.com:8443/staging/execution/"),
+              derived_id("http://localhost:8080/execution/")}
     assert base not in others and len(others) == 4
 
 
@@ -247,10 +247,20 @@ def test_a_bad_deployment_id_is_refused_naming_the_setting(value: str) -> None:
         checked_id(value)
 
 
-def test_the_setting_wins_over_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://a:pw@db/one")
+def test_the_default_is_the_execution_apis_address_and_the_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The execution API's address, as task processes (which Airflow keeps from the database's
+    address) and the api-server both know it."""
     monkeypatch.delenv("AIRFLOW__GPU_DOCKER__DEPLOYMENT_ID", raising=False)
-    assert current_deployment() == derived_id("postgresql://a@db/one")
+    monkeypatch.delenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
+    from_base = current_deployment()
+    assert from_base == derived_id("https://airflow.example.com/execution/")
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "https://airflow.example.com/execution/")
+    assert current_deployment() == from_base  # the same address, however it is configured
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "https://other.example.com/execution/")
+    assert current_deployment() != from_base
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-db-not-allowed:///")  # as in a task
+    assert current_deployment() == derived_id("https://other.example.com/execution/")
     monkeypatch.setenv("AIRFLOW__GPU_DOCKER__DEPLOYMENT_ID", "prod-eu")
     assert current_deployment() == "prod-eu"
     monkeypatch.setenv("AIRFLOW__GPU_DOCKER__DEPLOYMENT_ID", "prod eu")
