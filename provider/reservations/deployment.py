@@ -37,7 +37,7 @@ def derived_id(url: str) -> str:
     host = (parts.hostname or "").lower()
     port = f":{parts.port}" if parts.port else ""
     user = f"{parts.username}@" if parts.username else ""
-    scheme = parts.scheme.lower().split("+")[0]  # postgresql+psycopg2 and postgresql name one database
+    scheme = parts.scheme.lower()
     identity = f"{scheme}://{user}{host}{port}{parts.path.rstrip('/')}?{parts.query}"
     return "api-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
