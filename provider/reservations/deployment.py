@@ -35,7 +35,12 @@ def derived_id(url: str) -> str:
     """
     parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise HostConfigError(f"The execution API's address {parts.scheme}://{host}... has no valid port, so no "
+                              f"deployment id can be derived from it: fix [core] execution_api_server_url or "
+                              f"[api] base_url, or set {SETTING}.") from None
     user = f"{parts.username}@" if parts.username else ""
     scheme = parts.scheme.lower()
     identity = f"{scheme}://{user}{host}{port}{parts.path.rstrip('/')}?{parts.query}"

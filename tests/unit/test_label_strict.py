@@ -241,6 +241,11 @@ def test_the_derived_id_ignores_the_password_and_tells_addresses_apart() -> None
     assert base not in others and len(others) == 4
 
 
+def test_an_api_address_with_a_bad_port_is_refused_naming_the_settings() -> None:
+    with pytest.raises(HostConfigError, match="deployment_id"):
+        derived_id("http://api:secret@airflow:port/execution/")
+
+
 @pytest.mark.parametrize("value", ["", "-lead", "a b", "a=b", "x" * 64, "dep,other"])
 def test_a_bad_deployment_id_is_refused_naming_the_setting(value: str) -> None:
     with pytest.raises(HostConfigError, match=r"\[gpu_docker\] deployment_id"):
