@@ -68,6 +68,8 @@ GPU_SHAPES = ((8, "A100-80GB", 81920), (4, "A100-80GB", 81920), (2, "T4", 16384)
 REQUEST = PlacementRequest(gpus=2, cpu_milli=4000, memory_mb=16384)
 IMAGE = "registry.example.com/team/trainer:1.2"
 """The task's image in the third column; every third engine answers that it has it."""
+DEPLOYMENT = "bench"
+"""The deployment the benchmark reads as, and whose claims its engines list."""
 IMAGE_BYTES = 1_080_000_000
 
 
@@ -120,12 +122,14 @@ def engine_documents(index: int, rng: random.Random) -> tuple[bytes, ...]:
     listed: list[dict[str, object]] = []
     for n in range(min(count, rng.randrange(4))):
         owner = f"owner{index}x{n}"
-        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, time.time(), None)
+        labels = claim_labels(PlacementRequest(gpus=1, cpu_milli=2000), (n,), owner, None, deployment=DEPLOYMENT)
         listed.append({"Id": f"{index:08x}{n:056x}", "Names": [f"/claim-{index}-{n}"], "State": "created",
-                       "Labels": labels})
+                       "Created": int(time.time()), "Labels": labels})
         listed.append({"Id": f"{index:08x}{n + 8:056x}", "Names": [f"/task-{index}-{n}"], "State": "running",
                        "Labels": {OWNER_LABEL: owner}})
-    info = rendered({"Runtimes": {"nvidia": {}, "runc": {}}, "ServerVersion": "20.10"}, chunked_over=GO_CHUNKING_BYTES)
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    info = rendered({"Runtimes": {"nvidia": {}, "runc": {}}, "ServerVersion": "20.10", "SystemTime": now},
+                    chunked_over=GO_CHUNKING_BYTES)
     if index % 3 == 0:
         image = rendered({"Id": f"sha256:{index:064x}", "Size": IMAGE_BYTES}, chunked_over=GO_CHUNKING_BYTES)
     else:
@@ -199,7 +203,7 @@ def with_claims(policy: Policy, context: PlacementContext, image: str | None = N
     """What the operator does: the one pool reader (agents and engines, and with ``image`` each
     engine's answer about the task's image), then the room decision."""
     def decide(hosts: Sequence[HostConfig]) -> tuple[str, int]:
-        view = run_sync(read_pool_view(hosts, agent_timeout=2.0, image=image))
+        view = run_sync(read_pool_view(hosts, agent_timeout=2.0, image=image, deployment=DEPLOYMENT))
         answer = room(REQUEST, view, policy, context)
         return (answer.placement.node if answer.placement else "(none)"), sum(1 for n in view.nodes if n.unreachable)
     return decide

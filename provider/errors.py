@@ -28,6 +28,11 @@ class HostConfigError(GpuDockerError, ValueError):
     """A host or pool connection is missing or malformed; the message says how to fix it."""
 
 
+class LabelError(GpuDockerError, ValueError):
+    """A label on a container this provider reads is malformed: the message names the label,
+    what is wrong with it and what readers do with such a container."""
+
+
 class EngineError(GpuDockerError):
     """A Docker engine could not do what was asked; subclasses say whether it did not answer
     or answered no."""

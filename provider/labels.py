@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from provider.task_instance import LABEL_PREFIX
 
+DEPLOYMENT_LABEL = f"{LABEL_PREFIX}.deployment"
+"""The Airflow deployment that made a container (``[gpu_docker] deployment_id``). Two
+deployments that share hosts see each other's claims as used capacity, but adopt, reclaim,
+sweep and lift only their own containers (docs/security/labels.md)."""
+
 OWNER_LABEL = f"{LABEL_PREFIX}.claim.owner"
 """Carried by a claim *and* by its task container, which ties the claim to a running task."""
 
@@ -20,7 +25,6 @@ CLAIM_GPUS_LABEL = f"{LABEL_PREFIX}.claim.gpus"
 CLAIM_MILLI_LABEL = f"{LABEL_PREFIX}.claim.milli"
 CLAIM_CPU_LABEL = f"{LABEL_PREFIX}.claim.cpu-milli"
 CLAIM_MEMORY_LABEL = f"{LABEL_PREFIX}.claim.memory-mb"
-CREATED_LABEL = f"{LABEL_PREFIX}.claim.created"
 CLAIM_QUEUE_LABEL = f"{LABEL_PREFIX}.claim.queue"
 """The queue a claim counts against, on pools that declare queues (docs/queues.md)."""
 
@@ -29,7 +33,8 @@ LOCK_LABEL = f"{LABEL_PREFIX}.claim-lock"
 HOLD_LABEL = f"{LABEL_PREFIX}.hold"
 HOLD_OWNER_LABEL = f"{LABEL_PREFIX}.hold.owner"
 HOLD_SINCE_LABEL = f"{LABEL_PREFIX}.hold.since"
-HOLD_EXPIRES_LABEL = f"{LABEL_PREFIX}.hold.expires"
+HOLD_LEASE_LABEL = f"{LABEL_PREFIX}.hold.lease-s"
+"""Seconds a hold lasts from its container's creation, on the engine's clock (docs/reservations.md)."""
 
 WAIT_LABEL = f"{LABEL_PREFIX}.wait"
 """On a place in line: a task of a pool with queues waiting for room (docs/queues.md)."""
@@ -38,13 +43,15 @@ WAIT_POOL_LABEL = f"{LABEL_PREFIX}.wait.pool"
 WAIT_QUEUE_LABEL = f"{LABEL_PREFIX}.wait.queue"
 WAIT_PRIORITY_LABEL = f"{LABEL_PREFIX}.wait.priority"
 WAIT_SINCE_LABEL = f"{LABEL_PREFIX}.wait.since"
-WAIT_EXPIRES_LABEL = f"{LABEL_PREFIX}.wait.expires"
+WAIT_LEASE_LABEL = f"{LABEL_PREFIX}.wait.lease-s"
+"""Seconds a place in line lasts from its container's creation, on the engine's clock."""
 WAIT_REQUEST_LABEL = f"{LABEL_PREFIX}.wait.request"
 """What the waiting task asks, as JSON, so that every reader can tell whether it fits."""
 
 PROBLEM_LABEL = f"{LABEL_PREFIX}.gpu-problem"
 """On a host-problem marker: why the engine could not start a GPU container there."""
-PROBLEM_EXPIRES_LABEL = f"{LABEL_PREFIX}.gpu-problem.expires"
+PROBLEM_LEASE_LABEL = f"{LABEL_PREFIX}.gpu-problem.lease-s"
+"""Seconds a host-problem marker lasts from its container's creation, on the engine's clock."""
 PROBLEM_OWNER = "host-problem"
 """The owner label of a problem marker, so the one list of a host's containers finds it."""
 

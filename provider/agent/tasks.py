@@ -25,7 +25,7 @@ from typing import Any
 from provider.clients.engine_sync import Engine
 from provider.clients.hosts import HostConfig
 from provider.errors import EngineError
-from provider.labels import OWNER_LABEL, WAIT_EXPIRES_LABEL, WAIT_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
+from provider.labels import OWNER_LABEL, WAIT_LABEL, WAIT_LEASE_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
 from provider.task_instance import (
     DAG_ID_LABEL,
     GPU_QUEUE_LABEL,
@@ -105,16 +105,17 @@ class QueueWaiting:
 def waiting_in_line(listed: Sequence[Mapping[str, Any]], now: float) -> tuple[QueueWaiting, ...]:
     """The places in line among an engine's containers (``docs/queues.md``), counted by pool and
     queue: each waiting task once, and only while its place's lease runs (a place whose task is
-    gone lapses, and stops counting, before anyone removes it)."""
+    gone lapses, and stops counting, before anyone removes it). The lease runs from the engine's
+    ``Created``; ``now`` is this host's clock, which the engine's is."""
     owners: dict[tuple[str, str], set[str]] = {}
     for container in listed:
         labels = container.get("Labels") or {}
         if labels.get(WAIT_LABEL) != "true":
             continue
         try:
-            expires = float(labels[WAIT_EXPIRES_LABEL])
+            expires = float(container["Created"]) + float(labels[WAIT_LEASE_LABEL])
             key, owner = (str(labels[WAIT_POOL_LABEL]), str(labels[WAIT_QUEUE_LABEL])), str(labels[OWNER_LABEL])
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             continue  # not a place the provider made
         if math.isfinite(expires) and expires > now:
             owners.setdefault(key, set()).add(owner)

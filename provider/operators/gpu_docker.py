@@ -41,7 +41,8 @@ from provider.operators.links import ContainerLogLink
 from provider.operators.placement_stats import PlacementStats
 from provider.operators.priority import effective_priority
 from provider.operators.run_to_end import Running, earlier_try, run_to_end
-from provider.labels import OWNER_LABEL
+from provider.labels import DEPLOYMENT_LABEL, OWNER_LABEL
+from provider.reservations.deployment import current_deployment
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
 from provider.reservations.queueing import QueueTicket
 from provider.reservations.room import advice
@@ -235,7 +236,7 @@ class GpuDockerOperator(BaseOperator):
             adopted = earlier_try(hosts, task, spec, self.reattach, args.stop_grace_s, self.log)
             if adopted is not None:
                 return self._to_end(adopted, task)
-        labels = task.to_labels()
+        labels = {**task.to_labels(), DEPLOYMENT_LABEL: current_deployment()}  # only this deployment adopts or sweeps it
         if ticket is not None:
             labels[GPU_QUEUE_LABEL] = ticket.queue  # for the node agent's GPU series (docs/metrics.md)
         target = self._reserve(hosts, args, context, task, waiter, ticket)
@@ -262,7 +263,7 @@ class GpuDockerOperator(BaseOperator):
                 hook.start(container_id, spec.image)
             except NoGpuRuntime as exc:  # the host's fault: the retry must be placed elsewhere
                 try:
-                    run_sync(mark_gpu_problem(target.host, str(exc), spec.image, time.time()))
+                    run_sync(mark_gpu_problem(target.host, str(exc), spec.image))
                 except EngineError as marking:
                     self.log.warning("Could not mark host %s for its GPU problem: %s", target.host.name, marking)
                 raise

@@ -10,7 +10,9 @@ metadata database, :mod:`provider.ui.orphan_app`), and reaps the orphans: stop, 
 release the claim.
 
 Whether a container is an orphan is decided by :func:`orphan_reason` alone, from its task
-instance's state; everything else here is the engines' I/O.
+instance's state; everything else here is the engines' I/O. A sweep only ever lists, and so
+only ever stops, its own deployment's task containers (:mod:`provider.reservations.deployment`):
+another Airflow sharing the hosts, even with the same ``dag_id``, is not asked about.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from provider.errors import EngineError
 from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.limits import BACKGROUND_ENGINE_TIMEOUT_S
+from provider.labels import DEPLOYMENT_LABEL
 from provider.reservations.adopt import Earlier, discard, earlier_of
+from provider.reservations.deployment import current_deployment
 from provider.task_instance import MANAGED_LABEL, TaskInstanceRef
 
 log = logging.getLogger(__name__)
@@ -111,12 +115,16 @@ async def sweep(
     *,
     engine_timeout: float = BACKGROUND_ENGINE_TIMEOUT_S,
     grace_s: int = STOP_GRACE_S,
+    deployment: str | None = None,
 ) -> Sweep:
-    """Reap every orphan on ``hosts``. A host whose engine does not answer is skipped with a
-    warning: its orphans wait for a sweep that reaches it, and the other hosts are swept."""
+    """Reap every orphan of ``deployment`` (None: this process's) on ``hosts``. A host whose
+    engine does not answer is skipped with a warning: its orphans wait for a sweep that
+    reaches it, and the other hosts are swept."""
     started = time.time()
+    mine = deployment or current_deployment()
     unique = list({h.docker_url: h for h in hosts}.values())  # two connections to one engine: read it once
-    answers = await asyncio.gather(*(_task_containers(h, engine_timeout) for h in unique), return_exceptions=True)
+    answers = await asyncio.gather(*(_task_containers(h, engine_timeout, mine) for h in unique),
+                                   return_exceptions=True)
     found: list[tuple[TaskInstanceRef, Earlier]] = []
     read: list[str] = []
     skipped: list[str] = []
@@ -139,11 +147,12 @@ async def sweep(
     return Sweep(started, tuple(read), len(found), tuple(reaped), tuple(skipped))
 
 
-async def _task_containers(host: HostConfig, timeout: float) -> list[tuple[TaskInstanceRef, Earlier]]:
-    """Every task container on ``host`` (claims, holds and the lock left out) with its task."""
+async def _task_containers(host: HostConfig, timeout: float, deployment: str) -> list[tuple[TaskInstanceRef, Earlier]]:
+    """Every task container of ``deployment`` on ``host`` (claims, holds and the lock left out) with its task."""
     found = []
-    for entry in await AsyncEngine(host, timeout).containers([f"{MANAGED_LABEL}=true"]):
-        container, key = earlier_of(host, entry), TaskInstanceRef.from_labels(entry.get("Labels") or {})
+    selector = [f"{MANAGED_LABEL}=true", f"{DEPLOYMENT_LABEL}={deployment}"]
+    for entry in await AsyncEngine(host, timeout).containers(selector):
+        container, key = earlier_of(host, entry, deployment), TaskInstanceRef.from_labels(entry.get("Labels") or {})
         if container is not None and key is not None:
             found.append((key, container))
     return found

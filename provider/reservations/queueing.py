@@ -29,6 +29,7 @@ from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.errors import ClaimTaken, EngineError, HostConfigError
 from provider.labels import QUEUE_LOCK_NAME
+from provider.reservations.deployment import current_deployment
 from provider.reservations.rules import PlaceInLine, line_labels, line_name
 from provider.reservations.store import ClaimStore, EngineLock, Reservation
 from provider.reservations.view import PoolView
@@ -180,7 +181,7 @@ async def _queue_lock(hosts: Sequence[HostConfig], image: str) -> tuple[EngineLo
     """The pool's queue lock, on its first host whose engine answers."""
     problems = []
     for host in hosts:
-        lock = EngineLock(AsyncEngine(host), QUEUE_LOCK_NAME, "queue lock")
+        lock = EngineLock(AsyncEngine(host), QUEUE_LOCK_NAME, "queue lock", current_deployment())
         try:
             return lock, await lock.acquire(image)
         except EngineError as exc:
@@ -191,10 +192,10 @@ async def _queue_lock(hosts: Sequence[HostConfig], image: str) -> tuple[EngineLo
 async def _usage_now(hosts: Sequence[HostConfig], without: str | None = None) -> dict[str, Amounts]:
     """Each queue's usage from every host's claims, listed now (``without`` that claim). Every
     engine is asked, whatever its agent answered; an engine that does not answer counts none of
-    its claims (docs/queues.md, "Limits")."""
-    listed = await asyncio.gather(*(ClaimStore(AsyncEngine(h)).claims() for h in hosts), return_exceptions=True)
+    its claims (docs/queues.md, "Limits"). Only this deployment's claims count against its queues."""
+    listed = await asyncio.gather(*(ClaimStore(AsyncEngine(h)).own_claims() for h in hosts), return_exceptions=True)
     return usage_by_queue((c.queue, Amounts.of(c.resources)) for claims in listed if not isinstance(claims, BaseException)
-                          for c in claims if c.queue is not None and c.container_id != without)
+                          for c in claims if c.queue is not None and c.malformed is None and c.container_id != without)
 
 
 def lease_s(poll_interval: float) -> float:
@@ -204,13 +205,14 @@ def lease_s(poll_interval: float) -> float:
 
 async def keep_place(
     hosts: Sequence[HostConfig], view: PoolView, waiting: Waiting, request: PlacementRequest,
-    task: TaskInstanceRef, image: str, now: float, pool: str, lease: float, renew: bool = False,
+    task: TaskInstanceRef, image: str, pool: str, lease: float, renew: bool = False,
 ) -> None:
     """Put ``waiting``'s place in line on the pool's first host that answers, or renew it when
-    less than half its ``lease`` is left or ``renew`` asks (removed and made again: a container's
-    labels are fixed)."""
+    less than half its ``lease`` is left on its engine's clock or ``renew`` asks (removed and
+    made again: a container's labels are fixed)."""
     mine = [p for p in view.line if p.waiting.owner == waiting.owner]
-    if mine and not renew and min(p.expires for p in mine) - now > lease / 2:
+    left = [view.left_s(p) for p in mine]
+    if mine and not renew and all(s is not None and s > lease / 2 for s in left):
         return
     keeper = anchor(hosts, view)
     if keeper is None:
@@ -219,7 +221,8 @@ async def keep_place(
     for place in mine:
         await AsyncEngine(by_name[place.host]).remove(place.container_id)
     made = await AsyncEngine(keeper).create_idle(line_name(waiting.owner), image,
-                                                 line_labels(waiting, request, now + lease, task, pool))
+                                                 line_labels(waiting, request, lease, task, pool,
+                                                             deployment=current_deployment()))
     if made is None:
         log.warning("The place in line of %s on %s exists already (a second reader made it); kept",
                     waiting.task or waiting.owner, keeper.name)

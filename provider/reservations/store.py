@@ -21,9 +21,7 @@ import logging
 import random
 import time
 import uuid
-from datetime import datetime
-from typing import Any
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provider.errors import ClaimTaken, EngineError
@@ -31,11 +29,15 @@ from provider.clients.engine import AsyncEngine
 from provider.clients.hosts import HostConfig
 from provider.labels import (
     CLAIM_LABEL,
+    DEPLOYMENT_LABEL,
     LOCK_LABEL,
     LOCK_NAME,
     PROBLEM_NAME,
     RESERVATION_LABEL,
 )
+from provider.reservations.deployment import current_deployment
+from provider.reservations.engine_clock import engine_seconds
+from provider.reservations.strict import MAX_LEASE_S
 from provider.reservations.rules import (
     Claim,
     allocation,
@@ -79,18 +81,6 @@ class Reservation:
     claim_id: str | None
 
 
-def engine_seconds(stamp: Any) -> float | None:
-    """An engine's RFC 3339 time (``2026-11-26T12:00:00.123456789Z``) as Unix seconds; None if unreadable."""
-    text = str(stamp or "")
-    head, dot, tail = text.rstrip("Z").partition(".")
-    fraction = "".join(ch for ch in tail if ch.isdigit())[:6]
-    zone = "+00:00" if text.endswith("Z") else ""
-    try:
-        return datetime.fromisoformat(f"{head}{'.' + fraction if dot and fraction else ''}{zone}").timestamp()
-    except ValueError:
-        return None
-
-
 def new_owner() -> str:
     """A fresh owner token: unique per placement attempt, valid in a container name."""
     return uuid.uuid4().hex[:16]
@@ -105,12 +95,15 @@ class EngineLock:
     :param engine: the engine that keeps the lock.
     :param name: the lock's container name (:data:`LOCK_NAME` per host, :data:`QUEUE_LOCK_NAME` per pool).
     :param what: the lock in words, for messages.
+    :param deployment: the deployment of its holder, on its label. Every deployment sharing the
+        engine takes the same lock: their claims on one engine are ordered like any others.
     """
 
-    def __init__(self, engine: AsyncEngine, name: str, what: str) -> None:
+    def __init__(self, engine: AsyncEngine, name: str, what: str, deployment: str) -> None:
         self.engine = engine
         self.name = name
         self.what = what
+        self.deployment = deployment
 
     async def acquire(self, image: str) -> str:
         """Hold the lock; its container id.
@@ -119,7 +112,7 @@ class EngineLock:
         waiting claimants does not flood the engine with refused creates.
         """
         deadline = time.monotonic() + LOCK_WAIT_S
-        labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true"}
+        labels = {RESERVATION_LABEL: "lock", LOCK_LABEL: "true", DEPLOYMENT_LABEL: self.deployment}
         pause = 0.02
         while True:
             lock = await self.engine.create_idle(self.name, image, labels)
@@ -164,15 +157,21 @@ class ClaimStore:
     """The claims on one host's engine.
 
     :param engine: the host's engine client.
-    :param clock: wall-clock seconds; claims and locks compare times written by different workers.
+    :param deployment: the deployment whose claims it makes (None: this process's,
+        :func:`~provider.reservations.deployment.current_deployment`).
     """
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: AsyncEngine, deployment: str | None = None) -> None:
         self.engine = engine
-        self.clock = clock
+        self.deployment = deployment or current_deployment()
 
     async def claims(self) -> list[Claim]:
+        """Every deployment's claims on the engine: all of them take its capacity."""
         return [c for c in map(parse_claim, await self.engine.containers([f"{CLAIM_LABEL}=true"])) if c is not None]
+
+    async def own_claims(self) -> list[Claim]:
+        """This store's deployment's claims: the only ones it adopts, releases or counts against its queues."""
+        return [c for c in await self.claims() if c.deployment == self.deployment]
 
     async def reserve(
         self, node: NodeState, request: PlacementRequest, gpu_ids: Sequence[int], owner: str, image: str,
@@ -189,13 +188,13 @@ class ClaimStore:
             return Reservation(host, owner, gpus, None)
         taken = request.resources
         capacity = unreserved(node)
-        lock = EngineLock(self.engine, LOCK_NAME, "claim lock")
+        lock = EngineLock(self.engine, LOCK_NAME, "claim lock", self.deployment)
         held = await lock.acquire(image)
         try:
             why = claim_shortfalls(allocation(capacity, await self.claims()).node, taken, gpus)
             if why:
                 raise ClaimTaken(f"{host}: {'; '.join(map(str, why))}")
-            labels = claim_labels(taken, gpus, owner, self.clock(), task, queue)
+            labels = claim_labels(taken, gpus, owner, task, queue, deployment=self.deployment)
             claim_id = await self.engine.create_idle(claim_name(owner), image, labels)
             if claim_id is None:
                 raise ClaimTaken(f"{host}: a claim of owner {owner} exists already")
@@ -217,8 +216,8 @@ class ClaimStore:
     ) -> str | None:
         """Why the claim just made must be taken back; None when it may stay.
 
-        It stays only if it fits on top of *every* other claim listed, as if it were the
-        youngest, whatever the claimants' clocks wrote. Of two claims that conflict, whichever
+        It stays only if it fits on top of *every* other claim listed (every deployment's), as if
+        it were the youngest, whatever the engine's clock says of their ages. Of two claims that conflict, whichever
         claimant lists second sees both and backs off, so at most one of them ever proceeds (and
         should both list both, both back off and place again).
         """
@@ -234,20 +233,23 @@ class ClaimStore:
             await self.engine.remove(reservation.claim_id)
 
 async def put_hold(
-    host: HostConfig, owner: str, since: float, expires: float, image: str, task: TaskInstanceRef
+    host: HostConfig, owner: str, since: float, lease_s: float, image: str, task: TaskInstanceRef
 ) -> None:
-    """Hold ``host`` for the waiter ``owner`` (a second hold of the same owner is refused)."""
-    await AsyncEngine(host).create_idle(hold_name(owner), image, hold_labels(owner, since, expires, task))
+    """Hold ``host`` for the waiter ``owner`` for ``lease_s`` on the engine's clock (a second
+    hold of the same owner is refused)."""
+    labels = hold_labels(owner, since, lease_s, task, deployment=current_deployment())
+    await AsyncEngine(host).create_idle(hold_name(owner), image, labels)
 
 
-async def mark_gpu_problem(host: HostConfig, reason: str, image: str, now: float) -> None:
+async def mark_gpu_problem(host: HostConfig, reason: str, image: str) -> None:
     """Remember on ``host`` that its engine could not start a GPU container, for ``PROBLEM_TTL_S``.
 
     The next reads of the pool offer the host no GPU work (its CPU work goes on), so a retry is
     placed elsewhere instead of failing on the same host again; a marker that exists already is
     kept.
     """
-    await AsyncEngine(host).create_idle(PROBLEM_NAME, image, problem_labels(reason, now + PROBLEM_TTL_S))
+    labels = problem_labels(reason, PROBLEM_TTL_S, deployment=current_deployment())
+    await AsyncEngine(host).create_idle(PROBLEM_NAME, image, labels)
 
 
 async def lift_holds(hosts: Iterable[HostConfig], owner: str) -> None:
@@ -280,7 +282,9 @@ async def hold_if_due(
     """Put ``waiter``'s hold on a host once it is due; the host it holds, or None.
 
     A waiter keeps the first host it held (the hold is found again on the next read), so
-    the host it drains does not change under it.
+    the host it drains does not change under it. The hold lasts until ``expires`` (the end of
+    the wait, on this worker's clock, as ``now``): it is written as the time left, which the
+    engine's clock counts down.
     """
     own = [h.hold.host for h in view.holds if h.hold.owner == waiter.owner]
     if own:
@@ -290,6 +294,6 @@ async def hold_if_due(
     target = hold_host(request, view.nodes)
     if target is None:
         return None
-    await put_hold(hosts[target], waiter.owner, waiter.since, expires, image, task)
+    await put_hold(hosts[target], waiter.owner, waiter.since, min(MAX_LEASE_S, max(1.0, expires - now)), image, task)
     log.info("Waited since %s: holding host %s until this request fits there", waiter.since, target)
     return target

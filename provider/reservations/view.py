@@ -36,6 +36,15 @@ class HostView:
     image_bytes: int | None = None
     """The size of the task's image on this host; None when the host does not have it (or
     nobody asked)."""
+    deployment: str | None = None
+    """The deployment that read it: its claims count against its queues (None: every claim does)."""
+    engine_now: float | None = None
+    """The engine's time at the read, which ages and leases are measured on; None when unknown."""
+
+    @property
+    def own_claims(self) -> tuple[Claim, ...]:
+        """The counted claims of the reading deployment (every one when it is not known)."""
+        return tuple(c for c in self.claims if self.deployment is None or c.deployment == self.deployment)
 
     @property
     def holders(self) -> tuple[str, ...]:
@@ -70,9 +79,15 @@ class PoolView:
 
     def queue_usage(self) -> dict[str, Amounts]:
         """What each queue's claims take on the hosts that answered (a host that does not answer
-        counts nothing until it does: docs/queues.md, "Limits")."""
-        return usage_by_queue((c.queue, Amounts.of(c.resources)) for h in self.hosts for c in h.claims
-                              if c.queue is not None)
+        counts nothing until it does: docs/queues.md, "Limits"); only the reading deployment's
+        claims count against its queues (another deployment's queues of the same name are not its own)."""
+        return usage_by_queue((c.queue, Amounts.of(c.resources)) for h in self.hosts for c in h.own_claims
+                              if c.queue is not None and c.malformed is None)
+
+    def left_s(self, place: PlaceInLine) -> float | None:
+        """How long ``place`` lasts from the read, on its engine's clock; None when unknown."""
+        now = next((h.engine_now for h in self.hosts if h.node.name == place.host), None)
+        return None if now is None else place.expires - now
 
     def holders(self) -> dict[str, tuple[str, ...]]:
         """Per host with claims, who holds it (for no-fit and deadline messages)."""

@@ -246,7 +246,7 @@ async def wait_until_fits(
             line = line_answer(view, ticket, waiter.owner, waiter.since, request, answer.placement is not None, task)
         if answer.placement is not None and (line is None or line.start):
             if ticket is not None and line is not None and waiter is not None and task is not None:
-                await _keep_place(hosts, view, ticket, waiter, request, task, image, now, poll_interval, log,
+                await _keep_place(hosts, view, ticket, waiter, request, task, image, poll_interval, log,
                                   renew=True)  # a full lease for the time the task takes to resume and claim
             return {"status": "fits", "host": answer.placement.node, "gpu_ids": list(answer.placement.gpu_indices),
                     "waiter": waiter_doc}
@@ -258,7 +258,7 @@ async def wait_until_fits(
         if now >= deadline:
             return {"status": "timeout", "message": timeout_message(no_fit, wait_timeout)}
         if ticket is not None and line is not None and waiter is not None and task is not None:
-            await _keep_place(hosts, view, ticket, waiter, request, task, image, now, poll_interval, log)
+            await _keep_place(hosts, view, ticket, waiter, request, task, image, poll_interval, log)
         if waiter is not None and task is not None and (line is None or line.short is None
                                                          or line.short.room is not None):
             # A task over its own queue's limits holds no host: the host would drain for nothing.
@@ -273,12 +273,12 @@ async def wait_until_fits(
 
 
 async def _keep_place(hosts: Sequence[HostConfig], view: PoolView, ticket: QueueTicket, waiter: Waiter,
-                      request: PlacementRequest, task: TaskInstanceRef, image: str, now: float, poll_interval: float,
+                      request: PlacementRequest, task: TaskInstanceRef, image: str, poll_interval: float,
                       log: Any, renew: bool = False) -> None:
     """Keep the waiter's place in line; a failure only delays it to the next poll."""
     me = Waiting(waiter.owner, ticket.queue, ticket.priority, waiter.since, Amounts.of(request.resources), str(task))
     try:
-        await keep_place(hosts, view, me, request, task, image, now, ticket.pool, lease_s(poll_interval), renew)
+        await keep_place(hosts, view, me, request, task, image, ticket.pool, lease_s(poll_interval), renew)
     except EngineError as lost:
         log.warning("Could not keep the place in line yet: %s", lost)
 

@@ -91,7 +91,7 @@ def held_claims(view: HostView) -> tuple[HeldClaim, ...]:
     """The host's claims, counted and stale, by first GPU and age: exactly the claims the next
     placement would count or reclaim."""
     held = [HeldClaim(c, False) for c in view.claims] + [HeldClaim(c, True) for c in view.stale]
-    return tuple(sorted(held, key=lambda h: (min(h.claim.gpus, default=-1), h.claim.created)))
+    return tuple(sorted(held, key=lambda h: (min(h.claim.gpus, default=-1), h.claim.created or 0.0)))
 
 
 def task_instance_path(base_path: str, task: TaskInstanceRef) -> str:

@@ -23,9 +23,11 @@ def define_host(monkeypatch: pytest.MonkeyPatch, name: str, docker_url: str, age
 @pytest.fixture
 def airflow_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """AIRFLOW_HOME in the test's own directory, so the default log archive (under it) is the
-    test's own."""
+    test's own. The test and the tasks it starts in processes of their own are one deployment:
+    its id is set, as it is wherever the database URL is not the same on every component."""
     home = tmp_path / "airflow"
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.setenv("AIRFLOW__GPU_DOCKER__DEPLOYMENT_ID", "integration-tests")
     return home
 
 

@@ -23,6 +23,8 @@ import pytest
 from provider.errors import ReattachAmbiguous
 from provider.operators.gpu_docker import GpuDockerOperator
 from provider.task_instance import LABEL_PREFIX, TaskInstanceRef
+from provider.labels import DEPLOYMENT_LABEL
+from provider.reservations.deployment import current_deployment
 from tests.conftest import FakeTI, TaskLog, eventually, run_task
 from tests.integration.conftest import define_host
 from tools.dockerd import TESTBOX_IMAGE, PrivateDockerd
@@ -189,7 +191,8 @@ def test_a_container_its_engine_killed_on_restart_is_not_adopted_the_retry_train
 def test_two_earlier_containers_fail_the_retry_naming_both_and_start_nothing(
     dockerd: PrivateDockerd, ti: FakeTI
 ) -> None:
-    labels = TaskInstanceRef(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, 1).to_labels()
+    labels = {**TaskInstanceRef(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, 1).to_labels(),
+              DEPLOYMENT_LABEL: current_deployment()}  # this deployment's: another's would not be its earlier tries
     with dockerd.client() as c:
         ids = [c.api.create_container(TESTBOX_IMAGE, ["sleep", "60"], labels=labels)["Id"] for _ in range(2)]
     try:

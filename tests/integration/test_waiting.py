@@ -31,6 +31,7 @@ from provider.task_instance import TaskInstanceRef
 from provider.reservations.placement import Reserved
 from provider.reservations.pool import read_pool_view
 from provider.reservations.queueing import QueueTicket, line_answer
+from provider.reservations.deployment import current_deployment
 from provider.reservations.rules import hold_labels, hold_name
 from provider.reservations.store import lift_holds
 from provider.scheduling.model import PlacementRequest
@@ -213,9 +214,10 @@ def test_a_lapsed_hold_is_removed_by_the_next_read_and_frees_the_host(pool: Pool
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     now = time.time()
     gone = TaskInstanceRef("gone", "t", "r")
-    for owner, expires in (("lapsed00000001", now - 1), ("current0000001", now + 60)):
-        labels = hold_labels(owner, now - 120, expires, gone)
+    for owner, lease in (("lapsed00000001", 1.0), ("current0000001", 60.0)):
+        labels = hold_labels(owner, now - 120, lease, gone, deployment=current_deployment())
         assert asyncio.run(AsyncEngine(hosts[0]).create_idle(hold_name(owner), TESTBOX_IMAGE, labels)) is not None
+    time.sleep(2.5)  # the first lease ends, by the engine's clock
     try:
         view = asyncio.run(read_pool_view(hosts))
         assert [h.hold.owner for h in view.holds] == ["current0000001"]

@@ -27,7 +27,7 @@ from provider.agent.tasks import (
     task_of,
     waiting_in_line,
 )
-from provider.labels import OWNER_LABEL, WAIT_EXPIRES_LABEL, WAIT_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
+from provider.labels import OWNER_LABEL, WAIT_LABEL, WAIT_LEASE_LABEL, WAIT_POOL_LABEL, WAIT_QUEUE_LABEL
 from provider.task_instance import GPU_QUEUE_LABEL, TaskInstanceRef
 
 NODE_EXPORTER_NAMES = Path(__file__).parent / "data" / "node_exporter_1.5_metrics.txt"
@@ -142,11 +142,12 @@ def test_task_of_labels() -> None:
     assert _task("x", "all").holds(7, None) and not _task("x", "1").holds(2, "GPU-2")
 
 
-def place(owner: str, pool: str, queue: str, expires: str) -> dict[str, Any]:
-    """A place in line as the engine lists it (labels as provider/reservations/rules.py writes them)."""
-    return {"Id": owner, "State": "created", "Labels": {
+def place(owner: str, pool: str, queue: str, lease: str) -> dict[str, Any]:
+    """A place in line as the engine lists it (labels as provider/reservations/rules.py writes
+    them), created at second 1 of the engine's clock."""
+    return {"Id": owner, "State": "created", "Created": 1, "Labels": {
         WAIT_LABEL: "true", OWNER_LABEL: owner, WAIT_POOL_LABEL: pool, WAIT_QUEUE_LABEL: queue,
-        WAIT_EXPIRES_LABEL: expires}}
+        WAIT_LEASE_LABEL: lease}}
 
 
 def test_waiting_tasks_are_counted_by_pool_and_queue_while_their_place_lasts(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ def test_waiting_tasks_are_counted_by_pool_and_queue_while_their_place_lasts(tmp
         place("a", "main", "vision", "200"), place("b", "main", "vision", "200"),
         place("a", "main", "vision", "300"),  # one task, two places (one being renewed): counted once
         place("c", "main", "nlp", "200"), place("d", "other", "nlp", "200"),
-        place("e", "main", "nlp", "99"),  # lapsed: its task is gone
+        place("e", "main", "nlp", "99"),  # lapsed at second 100: its task is gone
         place("f", "main", "nlp", "inf"), place("g", "main", "nlp", "soon"),  # not the provider's
         {"Id": "t", "State": "running", "Labels": {WAIT_POOL_LABEL: "main"}},  # no place in line
     ]

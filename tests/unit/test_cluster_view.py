@@ -38,7 +38,8 @@ def claim(gpu: int, owner: str, *, milli: int = 1000, age_s: float = 5.0, dag_id
     """A claim as the engine lists it and the pool reader parses it."""
     task = TaskInstanceRef(dag_id, "fit", RUN, map_index, 1) if dag_id else None
     request = PlacementRequest(gpus=1, gpu_milli=milli, cpu_milli=cpu_milli)
-    parsed = parse_claim({"Id": f"id-{owner}", "Labels": claim_labels(request, (gpu,), owner, NOW - age_s, task)})
+    parsed = parse_claim({"Id": f"id-{owner}", "Created": NOW - age_s,
+                          "Labels": claim_labels(request, (gpu,), owner, task, deployment="dep")})
     assert parsed is not None
     return parsed
 
@@ -123,8 +124,8 @@ def test_holder_is_named_only_for_readable_dags(dag_id: str | None, readable: se
 
 def hold(owner: str, since: float, dag_id: str = "train") -> HoldRecord:
     """A hold as the engine lists it and the pool reader parses it."""
-    labels = hold_labels(owner, since, since + 3600, TaskInstanceRef(dag_id, "fit", RUN, -1, 1))
-    record = parse_hold("gpu-a", {"Id": f"id-{owner}", "Labels": labels})
+    labels = hold_labels(owner, since, 3600, TaskInstanceRef(dag_id, "fit", RUN, -1, 1), deployment="dep")
+    record = parse_hold("gpu-a", {"Id": f"id-{owner}", "Created": since, "Labels": labels})
     assert record is not None
     return record
 
@@ -197,14 +198,15 @@ def test_a_pool_with_queues_shows_quota_use_borrowing_lending_and_its_line_in_or
     found = queues_from_extra({"queues": {"vision": {"quota": {"gpus": 3}}, "nlp": {"quota": {"gpus": 1}}}}, "p")
     assert found is not None
     queued = [(0, "vision"), (1, "nlp"), (2, "nlp"), (3, "nlp")]
-    labels = [claim_labels(PlacementRequest(gpus=1), (g, ), f"o{g}", NOW - 5, None, q) for g, q in queued]
-    claims = tuple(c for c in (parse_claim({"Id": f"c{i}", "Labels": lab}) for i, lab in enumerate(labels)) if c)
+    labels = [claim_labels(PlacementRequest(gpus=1), (g, ), f"o{g}", None, q, deployment="dep") for g, q in queued]
+    claims = tuple(c for c in (parse_claim({"Id": f"c{i}", "Created": NOW - 5, "Labels": lab})
+                               for i, lab in enumerate(labels)) if c)
 
     def place(owner: str, queue: str, since: float, priority: int, dag: str) -> Any:
         request = PlacementRequest(gpus=1)
         me = Waiting(owner, queue, priority, since, Amounts.of(request.resources))
-        return parse_place_in_line("gpu-a", {"Id": owner, "Labels": line_labels(
-            me, request, NOW + 60, TaskInstanceRef(dag, owner, RUN, -1, 1), "p")})
+        return parse_place_in_line("gpu-a", {"Id": owner, "Created": NOW, "Labels": line_labels(
+            me, request, 60, TaskInstanceRef(dag, owner, RUN, -1, 1), "p", deployment="dep")})
 
     line = (place("n1", "nlp", NOW - 50, 1, "secret"), place("v1", "vision", NOW - 40, 1, "train"),
             place("v2", "vision", NOW - 30, 5, "train"))

@@ -191,12 +191,13 @@ def test_a_no_fit_in_line_says_its_place_and_the_hosts() -> None:
 
 
 def test_a_claim_names_its_queue_and_a_place_in_line_reads_back() -> None:
-    labels = claim_labels(Resources(gpus=1), [0], "o1", 5.0, TASK, "vision")
-    claim = parse_claim({"Id": "c1", "Labels": labels})
+    labels = claim_labels(Resources(gpus=1), [0], "o1", TASK, "vision", deployment="dep")
+    claim = parse_claim({"Id": "c1", "Created": 5, "Labels": labels})
     assert claim is not None and claim.queue == "vision"
     request = PlacementRequest(gpus=2, cpu_milli=500, labels={"zone": "a"})
     me = Waiting("o2", "nlp", 3, 12.5, Amounts.of(request.resources), str(TASK))
-    place = parse_place_in_line("h1", {"Id": "w1", "Labels": line_labels(me, request, 99.0, TASK, "gpu_pool")})
+    place = parse_place_in_line("h1", {"Id": "w1", "Created": 9,
+                                       "Labels": line_labels(me, request, 90.0, TASK, "gpu_pool", deployment="dep")})
     assert place is not None
     assert (place.waiting, place.request, place.expires, place.host, place.pool) == (me, request, 99.0, "h1",
                                                                                       "gpu_pool")
@@ -206,16 +207,20 @@ def test_a_claim_names_its_queue_and_a_place_in_line_reads_back() -> None:
     "damage",
     [
         pytest.param({"airflow-gpu-docker.wait.since": "nan"}, id="since-not-finite"),
-        pytest.param({"airflow-gpu-docker.wait.expires": "inf"}, id="expiry-not-finite"),
+        pytest.param({"airflow-gpu-docker.wait.lease-s": "inf"}, id="lease-not-finite"),
+        pytest.param({"airflow-gpu-docker.wait.lease-s": "-60"}, id="lease-negative"),
+        pytest.param({"airflow-gpu-docker.wait.priority": "1e400"}, id="priority-huge"),
         pytest.param({"airflow-gpu-docker.wait.request": "{\"gpus\": -1}"}, id="request-not-a-request"),
         pytest.param({"airflow-gpu-docker.wait.request": "[1]"}, id="request-not-an-object"),
         pytest.param({"airflow-gpu-docker.wait.priority": "high"}, id="priority-not-a-number"),
     ],
 )
 def test_a_malformed_place_in_line_is_ignored(damage: dict[str, str]) -> None:
-    labels = line_labels(Waiting("o", "nlp", 1, 1.0, gpus(1)), PlacementRequest(gpus=1), 9.0, TASK, "gpu_pool")
+    labels = line_labels(Waiting("o", "nlp", 1, 1.0, gpus(1)), PlacementRequest(gpus=1), 9.0, TASK, "gpu_pool",
+                         deployment="dep")
     assert set(damage) <= set(labels)
-    assert parse_place_in_line("h1", {"Id": "w", "Labels": {**labels, **damage}}) is None
+    assert parse_place_in_line("h1", {"Id": "w", "Created": 1, "Labels": labels}) is not None
+    assert parse_place_in_line("h1", {"Id": "w", "Created": 1, "Labels": {**labels, **damage}}) is None
 
 
 def _pool(*nodes: NodeState) -> PoolView:
@@ -250,7 +255,8 @@ def test_a_task_is_ordered_by_the_priority_airflow_computes_for_it() -> None:
 def _place(owner: str, queue: str, since: float, pool: str = "gpu_pool", n: int = 1) -> PlaceInLine:
     request = PlacementRequest(gpus=n)
     me = Waiting(owner, queue, 1, since, Amounts.of(request.resources), f"train.{owner}")
-    place = parse_place_in_line("h1", {"Id": owner, "Labels": line_labels(me, request, 1e12, TASK, pool)})
+    place = parse_place_in_line("h1", {"Id": owner, "Created": 1,
+                                       "Labels": line_labels(me, request, 3600, TASK, pool, deployment="dep")})
     assert place is not None
     return place
 
@@ -275,8 +281,8 @@ def test_a_hold_counts_as_each_waiter_sees_it_so_two_waiters_never_wait_for_each
     assert ticket_nlp is not None and ticket_vision is not None
     host = _host("h1", 1)
     hold = HoldRecord("hold1", 1e12, Hold("h1", "nlpwaiter", 1.0, "train.nlpwaiter"))
-    usage = tuple(c for c in (parse_claim({"Id": f"c{i}", "Labels": claim_labels(
-        Resources(gpus=1), [0], f"o{i}", 0.0, TASK, "nlp")}) for i in range(4)) if c)
+    usage = tuple(c for c in (parse_claim({"Id": f"c{i}", "Created": 1, "Labels": claim_labels(
+        Resources(gpus=1), [0], f"o{i}", TASK, "nlp", deployment="dep")}) for i in range(4)) if c)
     line = (_place("nlpwaiter", "nlp", 1.0), _place("viswaiter", "vision", 2.0))
     seen_by_nlp = PoolView((HostView(node=host, measured=host, claims=usage, holds=(hold,), line=line),))
     held = replace(host, held="held for train.nlpwaiter, waiting first")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -47,6 +46,9 @@ from provider.scheduling.model import GpuState, NodeState, PlacementRequest
 from provider.task_instance import MAP_INDEX_LABEL, TaskInstanceRef
 
 
+DEPLOYMENT = "dep-a"
+
+
 def claim(gpus: tuple[int, ...] = (0,), milli: int = 1000, owner: str = "o1", created: float = 100.0,
           cpu: int = 0, memory: int = 0) -> Claim:
     return Claim(container_id=f"c-{owner}", owner=owner, gpus=gpus, milli=milli, cpu_milli=cpu, memory_mb=memory,
@@ -63,30 +65,20 @@ def test_one_claim_per_owner_and_host() -> None:
 
 def test_labels_round_trip_with_cpu_memory_and_the_task() -> None:
     request = PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=2000, memory_mb=4096)
-    labels = claim_labels(request, (2,), "own", 1234.5, TaskInstanceRef("d", "t", "r", 3, 1))
-    assert parse_claim({"Id": "x", "Labels": labels}) == Claim(
-        "x", "own", (2,), 500, 2000, 4096, 1234.5, TaskInstanceRef("d", "t", "r", 3, 1))
+    labels = claim_labels(request, (2,), "own", TaskInstanceRef("d", "t", "r", 3, 1), deployment=DEPLOYMENT)
+    assert parse_claim({"Id": "x", "Created": 1234, "Labels": labels}) == Claim(
+        "x", "own", (2,), 500, 2000, 4096, 1234.0, TaskInstanceRef("d", "t", "r", 3, 1), deployment=DEPLOYMENT)
 
 
 def test_cpu_only_claim_round_trips() -> None:
-    labels = claim_labels(PlacementRequest(cpu_milli=1000), (), "own", 1.0, None)
-    parsed = parse_claim({"Id": "x", "Labels": labels})
+    labels = claim_labels(PlacementRequest(cpu_milli=1000), (), "own", None, deployment=DEPLOYMENT)
+    parsed = parse_claim({"Id": "x", "Created": 1, "Labels": labels})
     assert parsed is not None and parsed.gpus == () and parsed.cpu_milli == 1000 and parsed.task is None
+    assert parsed.malformed is None
 
 
-@pytest.mark.parametrize(
-    "labels",
-    [
-        pytest.param({}, id="not-a-claim"),
-        pytest.param({CLAIM_LABEL: "true"}, id="missing-fields"),
-        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, None),
-                      "airflow-gpu-docker.claim.gpus": "x"}, id="bad-gpu"),
-        pytest.param({**claim_labels(PlacementRequest(gpus=1), (1,), "o", 1.0, None),
-                      "airflow-gpu-docker.claim.cpu-milli": "-5"}, id="negative-cpu"),
-    ],
-)
-def test_foreign_or_malformed_containers_are_not_claims(labels: dict[str, Any]) -> None:
-    assert parse_claim({"Id": "x", "Labels": labels}) is None
+def test_a_container_without_the_claim_label_is_no_claim() -> None:
+    assert parse_claim({"Id": "x", "Created": 1, "Labels": {OWNER_LABEL: "o"}}) is None
 
 
 def test_allocation_folds_claims_through_apply() -> None:
@@ -190,8 +182,10 @@ def test_unmeasured_host_checks_gpus_only() -> None:
 
 
 def test_a_claim_no_request_could_make_is_not_ours() -> None:
-    labels = {**claim_labels(PlacementRequest(gpus=1).resources, (1, 2), "o", 1.0, None), "airflow-gpu-docker.claim.milli": "500"}
-    assert parse_claim({"Id": "x", "Labels": labels}) is None  # a share spread over two GPUs
+    labels = {**claim_labels(PlacementRequest(gpus=1).resources, (1, 2), "o", None, deployment=DEPLOYMENT),
+              "airflow-gpu-docker.claim.milli": "500"}
+    parsed = parse_claim({"Id": "x", "Created": 1, "Labels": labels})  # a share spread over two GPUs
+    assert parsed is not None and parsed.malformed is not None and "gpu_milli" in parsed.malformed
 
 
 def test_unreserved_forgets_reservations_not_capacity() -> None:
@@ -223,9 +217,10 @@ def test_live_owners_are_running_task_containers() -> None:
 
 
 def test_hold_round_trips_and_is_listed_with_the_owner_label() -> None:
-    labels = hold_labels("w1", 10.0, 70.0, TaskInstanceRef("d", "t", "r", -1, 1))
-    record = parse_hold("a", {"Id": "h", "Labels": labels})
-    assert record is not None and record.hold.owner == "w1" and record.expires == 70.0
+    labels = hold_labels("w1", 10.0, 60.0, TaskInstanceRef("d", "t", "r", -1, 1), deployment=DEPLOYMENT)
+    record = parse_hold("a", {"Id": "h", "Created": 10, "Labels": labels})
+    assert record is not None and record.hold.owner == "w1" and record.expires == 70.0  # created + lease
+    assert record.deployment == DEPLOYMENT
     assert record.task == TaskInstanceRef("d", "t", "r", -1, 1) and labels[OWNER_LABEL] == "w1"
 
 
@@ -274,10 +269,12 @@ def test_room_verdicts(request_: PlacementRequest, verdict: Verdict) -> None:
 
 
 def test_a_gpu_problem_marker_round_trips_and_is_listed_with_the_owner_label() -> None:
-    labels = problem_labels("could not select device driver", 700.0)
-    assert parse_problem({"Id": "p", "Labels": labels}) == GpuProblem("p", "could not select device driver", 700.0)
+    labels = problem_labels("could not select device driver", 600.0, deployment=DEPLOYMENT)
+    assert parse_problem({"Id": "p", "Created": 100, "Labels": labels}) == GpuProblem(
+        "p", "could not select device driver", 700.0, DEPLOYMENT)
     assert OWNER_LABEL in labels and parse_claim({"Id": "p", "Labels": labels}) is None
-    assert parse_problem({"Id": "c", "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", 1.0, None)}) is None
+    assert parse_problem({"Id": "c", "Created": 1, "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", None,
+                                                                          deployment=DEPLOYMENT)}) is None
 
 
 def test_a_host_suspended_for_a_gpu_problem_is_worth_waiting_for_one_without_runtime_is_not() -> None:
