@@ -123,10 +123,11 @@ def _log_settings(a: Mapping[str, Any]) -> LogSettings:
 
 def _pool(host: Any, gpu_pool: Any) -> str | tuple[str, ...]:
     """Where the task may run: ``gpu_pool`` (a connection id or a list of host connection ids),
-    else ``host``, a pool of one."""
+    else ``host``, a pool of one. ``host`` is checked also when ``gpu_pool`` wins: a bad value
+    there is a mistake in the DAG all the same."""
+    if not isinstance(host, str) or not host:
+        raise SpecError(f"host={host!r} must be the id of a 'GPU Docker host' connection.")
     if gpu_pool is None:
-        if not isinstance(host, str) or not host:
-            raise SpecError(f"host={host!r} must be the id of a 'GPU Docker host' connection.")
         return host
     if isinstance(gpu_pool, str) and gpu_pool:
         return gpu_pool

@@ -308,7 +308,7 @@ def test_the_queue_below_its_share_gets_the_freed_gpu_before_an_earlier_borrower
         got.append(vision.reserve())
         assert str(got[0].line) == "queue vision: 0 of 1 GPUs in use; position 1 of 2"
         time.sleep(1.5)  # several polls: the nlp task has not been let in
-        assert nlp.thread.is_alive() and places(pool.engine) == ["nlpwaiter0000001"]
+        assert nlp.thread.is_alive() and places(pool.engine) == ["nlpwaiter0000001"], (nlp.event, places(pool.engine))
     finally:
         for r in hogs + got:
             release_now(r)
@@ -337,7 +337,7 @@ def test_a_high_priority_task_starts_before_five_earlier_ones_of_its_queue(pool:
         assert high.event["status"] == "fits"
         got.append(high.reserve())
         time.sleep(1.0)  # several polls: vision's GPU is the high one's now, the low ones wait on
-        assert all(w.thread.is_alive() for w in low)
+        assert all(w.thread.is_alive() for w in low), [w.event for w in low]
         assert "position 1 of 5; waits for its queue: queue vision: 1 GPUs in use (quota 1)" in \
             str(asyncio.run(_line_of(low[0])))
     finally:

@@ -38,14 +38,17 @@ from provider.reservations.rules import (
     claim_labels,
     claim_shortfalls,
     hold_labels,
+    line_labels,
     parse_claim,
     parse_hold,
+    parse_place_in_line,
     parse_problem,
     problem_labels,
     stale_claims,
 )
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest, Resources
+from provider.scheduling.queues import Amounts, Waiting
 from provider.task_instance import TaskInstanceRef
 
 MINE, THEIRS = "dep-a", "dep-b"
@@ -296,7 +299,7 @@ def test_only_the_readers_deployment_counts_against_its_queues_but_every_claim_t
 )
 def test_only_the_own_deployments_task_container_is_an_earlier_try(labels: dict[str, str], adopted: bool) -> None:
     entry = {"Id": "t1", "State": "running", "Labels": labels}
-    assert (earlier_of(HostConfig("h", "tcp://127.0.0.1:1"), entry, MINE) is not None) == adopted
+    assert (earlier_of(HostConfig("h", "unix:///run/h/docker.sock"), entry, MINE) is not None) == adopted
 
 
 NASTY = ["", "0", "1", "-1", "1000", "1001", "nan", "NaN", "inf", "-inf", "1e308", "1e-308", "9" * 30, "0x10",
@@ -304,15 +307,18 @@ NASTY = ["", "0", "1", "-1", "1000", "1001", "nan", "NaN", "inf", "-inf", "1e308
 
 
 def test_seeded_fuzz_over_label_sets(report: Any) -> None:
-    """Random label sets built from the provider's own labels with hostile values: every reader
-    returns a record or None and never raises; a claim it cannot read is malformed and says
+    """Random label sets built from the provider's own labels (a claim's, a hold's, a problem
+    marker's and a place in line's at once) with hostile values: every reader returns a record or
+    None and never raises; a claim it cannot read is malformed and says
     which label; nothing read has a number that is not finite. Bounded to 2 s."""
     import random
 
     rng = random.Random(26)
     base = {**claim_labels(PlacementRequest(gpus=2, cpu_milli=500, memory_mb=64), (0, 1), "o", TASK, "q",
                            deployment=MINE), **hold_labels("w", 1.0, 60.0, TASK, deployment=MINE),
-            **problem_labels("no driver", 60.0, deployment=MINE)}
+            **problem_labels("no driver", 60.0, deployment=MINE),
+            **line_labels(Waiting("w", "vision", 2, 1.0, Amounts.of(Resources(gpus=1))), PlacementRequest(gpus=1),
+                          90.0, TASK, "pool", deployment=MINE)}
     keys = sorted(base) + [f"{CLAIM_LABEL}.extra", "airflow-gpu-docker.hold.expires"]
     tried, deadline = 0, time.monotonic() + 2.0
     while time.monotonic() < deadline:
@@ -333,6 +339,8 @@ def test_seeded_fuzz_over_label_sets(report: Any) -> None:
         assert hold is None or (math.isfinite(hold.expires) and math.isfinite(hold.hold.since))
         problem = parse_problem(entry)
         assert problem is None or math.isfinite(problem.expires)
+        place = parse_place_in_line("h", entry)
+        assert place is None or (math.isfinite(place.expires) and math.isfinite(place.waiting.since))
         tried += 1
     report(f"label fuzz: {tried} label sets tried, every one read or refused")
     assert tried > 100
