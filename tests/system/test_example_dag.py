@@ -8,7 +8,7 @@ import json
 import pytest
 
 from provider.clients.hosts import HostConfig
-from tests.conftest import settled
+from tests.conftest import eventually, settled
 from tests.system.conftest import containers_of_run
 from tools.dockerd import PrivateDockerd
 from tools.local_airflow import LocalAirflow
@@ -51,7 +51,9 @@ def test_example_pipeline_is_placed_through_the_pool_the_example_defines(
     placement = airflow_stack.xcom(DAG_ID, run_id, "train", key="placement")
     assert placement["host"] == host.name and list(placement["scores"]) == [host.name]
     assert placement["unmeasured"] is None  # the agent's measurements, not a blind choice
-    page = airflow_stack.request("GET", "/gpu-cluster/api/cluster")
+    # The page reads the hosts once per refresh period: the pool defined above shows within one.
+    page = eventually(lambda: airflow_stack.request("GET", "/gpu-cluster/api/cluster"), 30, interval_s=1,
+                      what="the new pool on the page", until=lambda p: any(x["name"] == pool for x in p["pools"]))
     assert {"name": pool, "hosts": [host.name], "queues": None} in page["pools"]  # a pool without queues
     shown = next(h for h in page["hosts"] if h["name"] == host.name)
     assert shown["reachable"] and shown["cpu"]["count"] >= 1 and shown["memory"]["total_mb"] > 0

@@ -75,10 +75,11 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
         eventually(states_seen, 180, interval_s=0.5, what="every task seen waiting while the GPU was taken",
                    until=lambda s: all(WAITING[t] in s[t] for t in WAITING))
         # The GPU cluster page lists the tasks that wait (the sensor in reschedule mode only
-        # between pokes, so it may or may not be caught waiting at this instant).
-        listed = {w["task_id"]: w for w in airflow_stack.request("GET", "/gpu-cluster/api/cluster")["waiting"]
-                  if w["run_id"] == run_id}
-        assert {"deferred_sensor", "waiting_train"} <= set(listed), listed
+        # between pokes, so it may or may not be caught waiting at this instant; the page reads
+        # once per refresh period, so they show within one).
+        listed = eventually(lambda: {w["task_id"]: w for w in airflow_stack.request("GET", "/gpu-cluster/api/cluster")[
+            "waiting"] if w["run_id"] == run_id}, 30, interval_s=1, what="the waiting tasks on the page",
+            until=lambda found: {"deferred_sensor", "waiting_train"} <= set(found))
         assert listed["waiting_train"]["state"] == "deferred"
         # The deferred sensor's and the deferred operator's triggers are stored with the pool's
         # connection ids; the agent's token (which the triggerer needs, and finds through the

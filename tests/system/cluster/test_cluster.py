@@ -98,8 +98,9 @@ def test_a_host_off_the_network_is_named_unreachable_and_new_tasks_go_to_the_oth
 
     cluster.lan.unplug(off)
     try:
-        seen = card()
-        assert not seen["reachable"] and f"http://{off}:9400" in seen["problem"], seen
+        seen = eventually(card, 30, interval_s=1, what=f"{conn} unreachable on the page (one refresh period)",
+                          until=lambda seen: not seen["reachable"])
+        assert f"http://{off}:9400" in seen["problem"], seen
         runs = [{"gpus": 1, "epochs": 10, "seed": k} for k in range(6)]
         run_id = cluster.api.trigger(DAG_ID, {"pool": POOL, "runs": runs})
         assert cluster.api.wait_for_run(DAG_ID, run_id, timeout=600) == "success"

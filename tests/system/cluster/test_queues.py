@@ -58,7 +58,9 @@ def test_the_team_below_its_share_and_the_urgent_task_start_first(cluster: Clust
         held = [submit(cluster, "nlp", 2, HELD_S) for _ in range(6)]
         eventually(lambda: sum(len(events.of_run(r)) for r in held), 240, interval_s=1,
                    what="nlp's six jobs running on all 12 GPUs", until=lambda n: n == 6)
-        rows = {q["name"]: q for q in team_pool(cluster)["queues"]["queues"]}
+        rows = eventually(lambda: {q["name"]: q for q in team_pool(cluster)["queues"]["queues"]}, 30, interval_s=1,
+                          what="the page's reading after the six jobs started (one per refresh period)",
+                          until=lambda r: r["nlp"]["used"]["gpus"] == 12)
         assert (rows["nlp"]["used"]["gpus"], rows["nlp"]["borrowed"]["gpus"]) == (12, 8), rows
         assert (rows["vision"]["quota"]["gpus"], rows["vision"]["lent"]["gpus"]) == (8, 8), rows
 
