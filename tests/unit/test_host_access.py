@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG, Connection
-from airflow.sdk.log import _secrets_masker
+from airflow.sdk._shared.secrets_masker import redact
 
 from provider.clients.hosts import HostConfig, TlsFiles, host_from_connection
 from provider.errors import HostConfigError, SpecError
@@ -191,9 +191,9 @@ def test_private_environment_is_not_templated_shown_or_serialized() -> None:
                                                                                   "RAW": "{{ params.x }}"}
     assert "tok-s3cret-3" not in json.dumps(DagSerialization.to_dict(dag))
     assert "tok-s3cret-3" not in json.dumps({f: getattr(op, f) for f in op.template_fields}, default=str)
-    assert _secrets_masker().redact("token tok-s3cret-4") == "token tok-s3cret-4"  # a value never given is shown
+    assert redact("token tok-s3cret-4") == "token tok-s3cret-4"  # a value never given is shown
     GpuDockerOperator(task_id="u", image="a:b", private_environment={"K": "tok-s3cret-4"})._checked()
-    assert _secrets_masker().redact("token tok-s3cret-4") == "token ***"
+    assert redact("token tok-s3cret-4") == "token ***"
 
 
 def test_frozen_specs_keep_private_values_out_of_their_repr() -> None:
