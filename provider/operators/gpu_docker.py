@@ -9,7 +9,6 @@ after Airflow has recorded the success when it exited 0 (:func:`remove_finished`
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,6 @@ from airflow.sdk.log import mask_secret
 from provider.errors import EngineError, HandedOver, NoGpuRuntime
 
 from provider.scheduling.no_fit import NoFit
-from provider.clients.agent import gpu_sample
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
 from provider.clients.engine_sync import run_sync
@@ -40,7 +38,7 @@ from provider.operators.interrupt import airflow_state, stopped_by_decision
 from provider.operators.links import ContainerLogLink
 from provider.operators.placement_stats import PlacementStats
 from provider.operators.priority import effective_priority
-from provider.operators.run_to_end import Running, earlier_try, run_to_end
+from provider.operators.run_to_end import Running, earlier_try, run_to_end, shipping_for
 from provider.labels import DEPLOYMENT_LABEL, OWNER_LABEL
 from provider.reservations.deployment import current_deployment
 from provider.reservations.placement import Reserved, no_fit_record, place_and_reserve, placement_record, release
@@ -411,26 +409,8 @@ class GpuDockerOperator(BaseOperator):
             run_sync(lift_holds(*waiting))
 
     def _log_shipping(self, task: TaskInstanceRef, run: Running) -> LogShipping:
-        """The log pipeline; with GPUs on a host with an agent, each archive chunk also records
-        their utilisation in the manifest."""
         assert self._args is not None  # checked at the start of the run
-        settings, samples = self._args.log, None
-        gpu_ids, host = run.target.placement.gpu_indices, run.target.host
-        if gpu_ids and host.agent_url:
-            samples = functools.partial(gpu_sample, host, gpu_ids)
-        shipping = LogShipping(
-            self.log,
-            archive=settings.archive,
-            task=task,
-            archive_conn_id=settings.archive_conn_id,
-            live_rate=settings.live_rate,
-            max_line_bytes=settings.max_line_bytes,
-            tail_lines=settings.tail_lines,
-            chunk_s=settings.chunk_s,
-            chunk_bytes=settings.chunk_bytes,
-            gpu_samples=samples,
-            carry_on=run.reattached,
-        )
+        shipping = shipping_for(self._args.log, task, run, self.log)
         self.log_archive_url = shipping.archive.url if shipping.archive is not None else None
         return shipping
 

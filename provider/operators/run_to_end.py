@@ -9,6 +9,7 @@ operator, which also answers a kill.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,9 +19,11 @@ from provider.errors import ContainerFailed, HandedOver
 from provider.clients.engine_sync import run_sync
 from provider.clients.frames import Frames
 from provider.hooks.docker_host import GpuDockerHook
+from provider.clients.agent import gpu_sample
 from provider.clients.hosts import HostConfig
 from provider.logs.shipping import LogShipping
 from provider.logs.task_log import LineLogger
+from provider.operators.arguments import LogSettings
 from provider.operators.container_spec import ContainerSpec
 from provider.operators.outcome import result_record
 from provider.reservations.adopt import started_at, take_over
@@ -101,3 +104,17 @@ def run_to_end(run: Running, shipping: LogShipping) -> dict[str, Any]:
         started=run.started, finished=finished, log_lines=shipping.sink.lines, result=result,
     )
     return {**record, **shipped, **who}
+
+
+def shipping_for(settings: LogSettings, task: TaskInstanceRef, run: Running, log: LineLogger) -> LogShipping:
+    """The log pipeline of ``run``; with GPUs on a host with an agent, each archive chunk also
+    records their utilisation in the manifest."""
+    samples = None
+    gpu_ids, host = run.target.placement.gpu_indices, run.target.host
+    if gpu_ids and host.agent_url:
+        samples = functools.partial(gpu_sample, host, gpu_ids)
+    return LogShipping(
+        log, archive=settings.archive, task=task, archive_conn_id=settings.archive_conn_id,
+        live_rate=settings.live_rate, max_line_bytes=settings.max_line_bytes, tail_lines=settings.tail_lines,
+        chunk_s=settings.chunk_s, chunk_bytes=settings.chunk_bytes, gpu_samples=samples, carry_on=run.reattached,
+    )
