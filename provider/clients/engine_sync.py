@@ -55,7 +55,9 @@ class _LoopState:
     """The process's I/O loop and the thread running it; the pid it belongs to."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Reentrant: a signal handler (``on_kill``) may call :func:`run_sync` in a thread that it
+        interrupted while that thread held the lock, which would otherwise wait for itself."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread_id: int | None = None
         self.pid = os.getpid()
@@ -72,6 +74,8 @@ def _io_loop() -> asyncio.AbstractEventLoop:
     if _state.pid != os.getpid():  # a fork that at-fork hooks missed (they run for os.fork only)
         _forget_loop()
     state = _state
+    if state.loop is not None:  # made once per process; read without the lock
+        return state.loop
     with state.lock:
         if state.loop is None:
             loop = asyncio.new_event_loop()

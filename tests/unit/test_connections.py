@@ -15,6 +15,7 @@ import pytest
 
 from provider.clients import connections
 from provider.clients.connections import Endpoint, Pool, pool
+from provider.clients import engine_sync
 from provider.clients.engine_sync import run_sync
 
 
@@ -232,6 +233,21 @@ def test_run_sync_from_its_own_loop_raises_instead_of_waiting_forever() -> None:
         run_sync(asyncio.sleep(0))
     with pytest.raises(RuntimeError, match="would wait for itself"):
         run_sync(nested())
+
+
+def test_run_sync_in_a_signal_handler_that_interrupted_it_inside_its_own_lock() -> None:
+    """SIGTERM's handler (``on_kill``) runs in the main thread at any instant, also while that
+    thread is inside :func:`run_sync` making sure the loop exists: it must not wait for itself."""
+    run_sync(asyncio.sleep(0))
+    answered: list[int] = []
+
+    def interrupted_inside() -> None:
+        with engine_sync._state.lock:  # where the main thread was when the signal came
+            answered.append(run_sync(asyncio.sleep(0, result=7)))
+    caller = threading.Thread(target=interrupted_inside, daemon=True)
+    caller.start()
+    caller.join(10)
+    assert answered == [7], "run_sync waited for a lock its own thread held"
 
 
 def test_an_interrupted_wait_cancels_the_coroutine() -> None:
