@@ -40,7 +40,11 @@ def engine_seconds(stamp: object) -> float | None:
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     """What one ``/info`` said that a pool read needs: the runtimes, and the engine's time
-    (``system_time``, None when it did not say) at ``read_at`` on this process's monotonic clock."""
+    (``system_time``, None when it did not say) at ``read_at`` on this process's monotonic clock.
+
+    ``read_at`` is when the answer arrived, after the engine wrote its time into it: the engine's
+    time so carried forward is behind by the answer's latency, so an age read on it is never
+    overstated and a claim is reclaimed, if anything, a little late, never early."""
 
     runtimes: tuple[str, ...]
     system_time: float | None

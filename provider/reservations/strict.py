@@ -78,14 +78,22 @@ def only_known(labels: Mapping[str, str], namespace: str, known: Collection[str]
         raise LabelError(f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
 
 
+CREATED_RESOLUTION_S = 1.0
+"""The engine's container list gives ``Created`` in whole seconds, cut short: the container was
+created within this long after it."""
+
+
 def created(summary: Mapping[str, Any]) -> float:
-    """When the engine created the container, on the engine's clock (``Created`` of its list
-    entry, Unix seconds): the only start an age is measured from."""
+    """The latest the engine may have created the container, on the engine's clock (``Created`` of
+    its list entry, Unix seconds, plus :data:`CREATED_RESOLUTION_S`): the only start an age is
+    measured from. So an age is never overstated: a claim, hold or place in line is reclaimed
+    or lapses a little late rather than early, and a claim counts as load its host's
+    measurement does not show yet a little longer rather than shorter."""
     value = summary.get("Created")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 0 < value < MAX_TIME_S:
         raise LabelError(f"the engine's Created={value!r} is not a time")
-    return float(value)
+    return float(value) + CREATED_RESOLUTION_S
 
 
 def _text(labels: Mapping[str, str], key: str) -> str:

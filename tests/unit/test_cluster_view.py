@@ -17,6 +17,7 @@ from provider.reservations.rules import (
     parse_claim,
     parse_hold,
 )
+from provider.reservations.strict import CREATED_RESOLUTION_S
 from provider.reservations.view import HostView
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest
 from provider.task_instance import TaskInstanceRef
@@ -135,7 +136,7 @@ def test_holds_name_their_task_oldest_first_and_hide_unreadable_dags() -> None:
     doc = document([view(node(1), holds=holds)], readable={"train"})["hosts"][0]["holds"]
     assert doc[0]["task"]["url"] == task_instance_path("", TaskInstanceRef("train", "fit", RUN))
     assert doc[0]["since"] == datetime.fromtimestamp(NOW - 900, tz=timezone.utc).isoformat()
-    assert doc[0]["expires"] == datetime.fromtimestamp(NOW + 2700, tz=timezone.utc).isoformat()
+    assert doc[0]["expires"] == datetime.fromtimestamp(NOW + 2700 + CREATED_RESOLUTION_S, tz=timezone.utc).isoformat()
     assert (doc[1]["task"], doc[1]["hidden"]) == (None, True)
 
 

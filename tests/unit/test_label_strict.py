@@ -111,7 +111,7 @@ def test_a_well_formed_claim_and_a_legacy_created_label() -> None:
     claim = parse_claim(claim_entry({LEGACY_CREATED_LABEL: "nan"}))
     assert claim is not None and claim.malformed is None
     assert (claim.gpus, claim.milli, claim.cpu_milli, claim.memory_mb) == ((1,), 1000, 1000, 512)
-    assert (claim.created, claim.deployment, claim.task) == (float(CREATED), MINE, TASK)
+    assert (claim.created, claim.deployment, claim.task) == (CREATED + strict.CREATED_RESOLUTION_S, MINE, TASK)
 
 
 def test_a_malformed_claim_takes_the_whole_host_so_no_gpu_looks_free() -> None:
@@ -130,7 +130,8 @@ def test_a_malformed_claim_takes_the_whole_host_so_no_gpu_looks_free() -> None:
 @pytest.mark.parametrize(
     ("created", "age_s", "live", "stale"),
     [
-        pytest.param(CREATED, 121.0, False, True, id="dead-owner-past-grace"),
+        pytest.param(CREATED, 121.5, False, True, id="dead-owner-past-grace"),
+        pytest.param(CREATED, 120.5, False, False, id="dead-owner-past-grace-only-if-created-first-thing-that-second"),
         pytest.param(CREATED, 60.0, False, False, id="dead-owner-within-grace"),
         pytest.param(CREATED, 10_000.0, True, False, id="running-owner"),
         pytest.param(None, 10_000.0, False, False, id="engine-did-not-say-when"),
@@ -175,7 +176,7 @@ def test_a_malformed_hold_holds_nothing(damage: dict[str, str]) -> None:
 
 def test_a_hold_lapses_its_lease_after_the_engine_created_it() -> None:
     record = parse_hold("h", hold_entry())
-    assert record is not None and record.expires == CREATED + 600.0 and record.deployment == MINE
+    assert record is not None and record.expires == CREATED + strict.CREATED_RESOLUTION_S + 600.0 and record.deployment == MINE
     assert parse_hold("h", hold_entry(created="yesterday")) is None
 
 

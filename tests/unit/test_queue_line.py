@@ -19,6 +19,7 @@ from provider.errors import HostConfigError
 from provider.operators.priority import effective_priority
 from provider.reservations.queueing import QueueTicket, check_quotas, line_answer, never_admitted
 from provider.reservations.rules import HoldRecord, PlaceInLine, claim_labels, line_labels, parse_claim, parse_place_in_line
+from provider.reservations.strict import CREATED_RESOLUTION_S
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling.line import place_in_line, queue_state, room_taker
 from provider.scheduling.model import GpuState, NodeState, PlacementRequest, Resources
@@ -199,7 +200,7 @@ def test_a_claim_names_its_queue_and_a_place_in_line_reads_back() -> None:
     place = parse_place_in_line("h1", {"Id": "w1", "Created": 9,
                                        "Labels": line_labels(me, request, 90.0, TASK, "gpu_pool", deployment="dep")})
     assert place is not None
-    assert (place.waiting, place.request, place.expires, place.host, place.pool) == (me, request, 99.0, "h1",
+    assert (place.waiting, place.request, place.expires, place.host, place.pool) == (me, request, 99.0 + CREATED_RESOLUTION_S, "h1",
                                                                                       "gpu_pool")
 
 

@@ -27,6 +27,7 @@ from provider.reservations.rules import (
     stale_claims,
     unreserved,
 )
+from provider.reservations.strict import CREATED_RESOLUTION_S
 from provider.reservations.view import HostView, PoolView
 from provider.scheduling import (
     MILLI_PER_GPU,
@@ -67,7 +68,7 @@ def test_labels_round_trip_with_cpu_memory_and_the_task() -> None:
     request = PlacementRequest(gpus=1, gpu_milli=500, cpu_milli=2000, memory_mb=4096)
     labels = claim_labels(request, (2,), "own", TaskInstanceRef("d", "t", "r", 3, 1), deployment=DEPLOYMENT)
     assert parse_claim({"Id": "x", "Created": 1234, "Labels": labels}) == Claim(
-        "x", "own", (2,), 500, 2000, 4096, 1234.0, TaskInstanceRef("d", "t", "r", 3, 1), deployment=DEPLOYMENT)
+        "x", "own", (2,), 500, 2000, 4096, 1234.0 + CREATED_RESOLUTION_S, TaskInstanceRef("d", "t", "r", 3, 1), deployment=DEPLOYMENT)
 
 
 def test_cpu_only_claim_round_trips() -> None:
@@ -219,7 +220,7 @@ def test_live_owners_are_running_task_containers() -> None:
 def test_hold_round_trips_and_is_listed_with_the_owner_label() -> None:
     labels = hold_labels("w1", 10.0, 60.0, TaskInstanceRef("d", "t", "r", -1, 1), deployment=DEPLOYMENT)
     record = parse_hold("a", {"Id": "h", "Created": 10, "Labels": labels})
-    assert record is not None and record.hold.owner == "w1" and record.expires == 70.0  # created + lease
+    assert record is not None and record.hold.owner == "w1" and record.expires == 70.0 + CREATED_RESOLUTION_S  # created + lease
     assert record.deployment == DEPLOYMENT
     assert record.task == TaskInstanceRef("d", "t", "r", -1, 1) and labels[OWNER_LABEL] == "w1"
 
@@ -271,7 +272,7 @@ def test_room_verdicts(request_: PlacementRequest, verdict: Verdict) -> None:
 def test_a_gpu_problem_marker_round_trips_and_is_listed_with_the_owner_label() -> None:
     labels = problem_labels("could not select device driver", 600.0, deployment=DEPLOYMENT)
     assert parse_problem({"Id": "p", "Created": 100, "Labels": labels}) == GpuProblem(
-        "p", "could not select device driver", 700.0, DEPLOYMENT)
+        "p", "could not select device driver", 700.0 + CREATED_RESOLUTION_S, DEPLOYMENT)
     assert OWNER_LABEL in labels and parse_claim({"Id": "p", "Labels": labels}) is None
     assert parse_problem({"Id": "c", "Created": 1, "Labels": claim_labels(PlacementRequest(gpus=1), (0,), "o", None,
                                                                           deployment=DEPLOYMENT)}) is None
