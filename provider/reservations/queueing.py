@@ -30,7 +30,7 @@ from provider.clients.hosts import HostConfig
 from provider.errors import ClaimTaken, EngineError, HostConfigError
 from provider.labels import QUEUE_LOCK_NAME
 from provider.reservations.deployment import current_deployment
-from provider.reservations.rules import PlaceInLine, line_labels, line_name
+from provider.reservations.rules import PlaceInLine, line_labels, line_names
 from provider.reservations.store import ClaimStore, EngineLock, Reservation
 from provider.reservations.view import PoolView
 from provider.scheduling.line import LineAnswer, place_in_line, room_taker
@@ -208,8 +208,9 @@ async def keep_place(
     task: TaskInstanceRef, image: str, pool: str, lease: float, renew: bool = False,
 ) -> None:
     """Put ``waiting``'s place in line on the pool's first host that answers, or renew it when
-    less than half its ``lease`` is left on its engine's clock or ``renew`` asks (removed and
-    made again: a container's labels are fixed)."""
+    less than half its ``lease`` is left on its engine's clock or ``renew`` asks (made again and
+    the old one removed after: a container's labels are fixed, and a task behind the waiter
+    that read the line in between would otherwise find it gone and start first)."""
     mine = [p for p in view.line if p.waiting.owner == waiting.owner]
     left = [view.left_s(p) for p in mine]
     if mine and not renew and all(s is not None and s > lease / 2 for s in left):
@@ -217,15 +218,17 @@ async def keep_place(
     keeper = anchor(hosts, view)
     if keeper is None:
         return
+    labels = line_labels(waiting, request, lease, task, pool, deployment=current_deployment())
+    for name in line_names(waiting.owner):
+        if await AsyncEngine(keeper).create_idle(name, image, labels) is not None:
+            break
+    else:
+        log.warning("The places in line of %s on %s exist already (a second reader made them); kept",
+                    waiting.task or waiting.owner, keeper.name)
+        return
     by_name = {h.name: h for h in hosts}
     for place in mine:
         await AsyncEngine(by_name[place.host]).remove(place.container_id)
-    made = await AsyncEngine(keeper).create_idle(line_name(waiting.owner), image,
-                                                 line_labels(waiting, request, lease, task, pool,
-                                                             deployment=current_deployment()))
-    if made is None:
-        log.warning("The place in line of %s on %s exists already (a second reader made it); kept",
-                    waiting.task or waiting.owner, keeper.name)
 
 
 def line_hosts(hosts: Sequence[HostConfig], view: PoolView) -> list[HostConfig]:

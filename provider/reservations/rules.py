@@ -371,9 +371,12 @@ WAIT_KEYS = frozenset({WAIT_POOL_LABEL, WAIT_QUEUE_LABEL, WAIT_PRIORITY_LABEL, W
                        WAIT_REQUEST_LABEL})
 
 
-def line_name(owner: str) -> str:
-    """One place in line per waiter: a second create by the same waiter is refused (409)."""
-    return f"{WAIT_PREFIX}{owner}"
+def line_names(owner: str) -> tuple[str, str]:
+    """The two names a waiter's place in line may have. A place is renewed by making it under
+    the name not in use and only then removing the old one, so the waiter is never missing from
+    the line for a moment in which a task behind it could start. A create under a name in use
+    is refused (409), so two readers of one waiter make no third place."""
+    return f"{WAIT_PREFIX}{owner}", f"{WAIT_PREFIX}{owner}.renewed"
 
 
 def line_labels(waiting: Waiting, request: PlacementRequest, lease_s: float, task: TaskInstanceRef,

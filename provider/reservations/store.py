@@ -46,7 +46,7 @@ from provider.reservations.rules import (
     claim_shortfalls,
     hold_labels,
     hold_name,
-    line_name,
+    line_names,
     parse_claim,
     problem_labels,
     reserves_anything,
@@ -260,7 +260,7 @@ async def lift_holds(hosts: Iterable[HostConfig], owner: str) -> None:
     first; a host without them answers 404, which is fine. A host that does not answer keeps
     them until they lapse.
     """
-    targets = [(h, name) for h in hosts for name in (hold_name(owner), line_name(owner))]
+    targets = [(h, name) for h in hosts for name in (hold_name(owner), *line_names(owner))]
     results = await asyncio.gather(*(AsyncEngine(h).remove(name) for h, name in targets), return_exceptions=True)
     for (host, name), result in zip(targets, results):
         if isinstance(result, Exception):

@@ -30,11 +30,12 @@ from provider.labels import CLAIM_LABEL, HOLD_LABEL, OWNER_LABEL, WAIT_LABEL
 from provider.task_instance import TaskInstanceRef
 from provider.reservations.placement import Reserved
 from provider.reservations.pool import read_pool_view
-from provider.reservations.queueing import QueueTicket, line_answer
+from provider.reservations.queueing import QueueTicket, keep_place, line_answer
 from provider.reservations.deployment import current_deployment
 from provider.reservations.rules import hold_labels, hold_name
 from provider.reservations.store import lift_holds
 from provider.scheduling.model import PlacementRequest
+from provider.scheduling.queues import Amounts, Waiting as LineWaiting
 from provider.scheduling.waiting import Waiter
 from provider.sensors.gpu_available import GpuAvailableSensor
 from provider.triggers.gpu_available import GpuAvailableTrigger, first_event
@@ -352,6 +353,32 @@ async def _line_of(w: Waiting) -> Any:
     hosts = resolve_pool([HOST], BaseHook.get_connection)
     view = await read_pool_view(hosts, w.waiter)
     return line_answer(view, w.ticket, w.waiter.owner, w.waiter.since, PlacementRequest(gpus=1), False, None)
+
+
+def test_a_renewed_place_in_line_is_made_before_the_old_one_goes(pool: Pool) -> None:
+    """A place in line is renewed by making it again (a container's labels are fixed): the new one
+    is made first, so at no instant, as the engine saw it, is the waiter missing from the line,
+    and a task behind it that reads the line then cannot start ahead of it."""
+    hosts = resolve_pool([HOST], BaseHook.get_connection)
+    request = PlacementRequest(gpus=1)
+    me = LineWaiting("renewer000000001", "vision", 1, time.time(), Amounts.of(request.resources), "renewer.train")
+    since = time.time()
+
+    async def place_then_renew_twice() -> None:
+        for renew in (False, True, True):
+            view = await read_pool_view(hosts, tidy=False)
+            await keep_place(hosts, view, me, request, TaskInstanceRef(me.owner, "train", "r1"), TESTBOX_IMAGE,
+                             "wait_q", lease=60.0, renew=renew)
+    try:
+        asyncio.run(place_then_renew_twice())
+        assert len(places(pool.engine)) == 1
+        with pool.engine.client() as c:
+            events = list(c.api.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                                       filters={"type": "container", "label": [f"{WAIT_LABEL}=true", f"{OWNER_LABEL}={me.owner}"]}))
+        steps = [e["Action"] for e in sorted(events, key=lambda e: e["timeNano"]) if e["Action"] in ("create", "destroy")]
+        assert steps == ["create", "create", "destroy", "create", "destroy"], steps
+    finally:
+        asyncio.run(lift_holds(hosts, me.owner))
 
 
 def test_a_task_over_its_own_queues_limit_holds_no_host(pool: Pool) -> None:
