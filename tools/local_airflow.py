@@ -132,6 +132,20 @@ class AirflowRest:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
         return str(self.request("GET", path, accept="application/x-ndjson"))
 
+    def task_log_events(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1,
+                        last: int = 40) -> str:
+        """The last ``last`` lines of a task's log as a person reads them (level and event of each
+        record), for a failure message: the raw records are JSON that a message would cut short."""
+        lines = []
+        for raw in self.task_log_text(dag_id, run_id, task_id, try_number, map_index).splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                lines.append(raw)
+                continue
+            lines.append(f"{record.get('level', '')} {record.get('event', '')}" if isinstance(record, dict) else raw)
+        return "\n".join(lines[-last:])
+
     def task_log_file(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> Path:
         return self.log_folder / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt={try_number}.log"
 

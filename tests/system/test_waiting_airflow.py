@@ -95,8 +95,8 @@ def test_tasks_wait_without_a_worker_and_go_on_when_the_gpu_is_freed(
     outcome = airflow_stack.wait_for_run(DAG_ID, run_id, timeout=240)
     finished = time.time()
     final = states(airflow_stack, run_id)
-    assert outcome == "success", (final, {t: airflow_stack.task_log_text(DAG_ID, run_id, t)[-4000:]
-                                          for t, state in final.items() if state != "success"})
+    assert outcome == "success", f"the run ended {outcome}: {final}\n" + "\n".join(
+        f"--- {t}:\n{airflow_stack.task_log_events(DAG_ID, run_id, t)}" for t, state in final.items() if state != "success")
     assert airflow_stack.xcom(DAG_ID, run_id, "reschedule_sensor") == gpu_host.name
     assert airflow_stack.xcom(DAG_ID, run_id, "deferred_sensor") == gpu_host.name
     train = airflow_stack.xcom(DAG_ID, run_id, "waiting_train")
