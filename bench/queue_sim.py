@@ -547,8 +547,9 @@ def verdicts(results: Mapping[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the trace, the pool, the teams' seeds, the load and the placement
+    policy: every replay of teams sharing the pool takes them (``bench/preemption_sim.py`` too)."""
     parser.add_argument("--nodes", help="node CSV (default: the openb node list)")
     parser.add_argument("--pods", help="pod CSV with creation and deletion times (default: openb's default workload)")
     parser.add_argument("--trace-dir", default=str(default_trace_dir()))
@@ -557,20 +558,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"share of the trace's nodes in the pool (default {POOL_SHARE})")
     parser.add_argument("--load", type=float, default=LOAD, help=f"GPU time asked over the pool's (default {LOAD})")
     parser.add_argument("--policy", default=DEFAULT_POLICY, help=f"placement policy (default {DEFAULT_POLICY})")
-    parser.add_argument("--compare-policies", action="store_true",
-                        help=f"also replay first come, first served with {' and '.join(COMPARED_POLICIES)} on the "
-                             "same arrivals and compare them with --policy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--smoke", action="store_true", help=f"seconds: {SMOKE_POOL_SHARE:.0%} of the nodes, {SMOKE_PODS} pods, one seed")
-    args = parser.parse_args(argv)
-    began = time.monotonic()
+
+
+def workload_inputs(args: argparse.Namespace) -> Inputs:
+    """What :func:`add_workload_arguments`' options select; a smoke run keeps the first seed only."""
     trace = Path(args.trace_dir)
     pods_path = Path(args.pods) if args.pods else trace / "openb_pod_list_default.csv"
     share = SMOKE_POOL_SHARE if args.smoke else args.pool_share
-    inputs = Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke, args.load)
     if args.smoke:
         args.seeds = args.seeds[:1]
+    return Inputs(Path(args.nodes) if args.nodes else trace / NODES_FILE, pods_path, share, args.smoke, args.load)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_arguments(parser)
+    parser.add_argument("--compare-policies", action="store_true",
+                        help=f"also replay first come, first served with {' and '.join(COMPARED_POLICIES)} on the "
+                             "same arrivals and compare them with --policy")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    inputs = workload_inputs(args)
+    pods_path = inputs.pods
     pool, kept, count = prepare(inputs)
     capacity = sum(len(n.gpus) for n in pool)
     # First come, first served with --policy is both a strategy and the comparison's baseline.
