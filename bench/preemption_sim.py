@@ -69,13 +69,11 @@ RULES = PreemptionRules(reclaim="any")
 
 @dataclass(slots=True)
 class Run:
-    """A task running now: where, since when (this run), and how long it needs from that start."""
+    """A task running now: on which node and GPUs, since when (this run)."""
 
     node: int
     gpus: tuple[int, ...]
     started: float
-    needs: float
-    generation: int
 
 
 def last_checkpoint(started: float, now: float, interval: float) -> float | None:
@@ -110,7 +108,7 @@ def replay(tasks: Sequence[Task], pool: Sequence[NodeState], order: str, policy:
         nodes[i] = apply(nodes[i], task.request, gpus)
         usage[task.team] = usage[task.team] + amounts[k]
         generation[k] += 1
-        running[k] = Run(i, gpus, now, left[k], generation[k])
+        running[k] = Run(i, gpus, now)
         del waiting[k]
         if k in reclaiming:
             reclaim_waits.append(now - reclaiming.pop(k))

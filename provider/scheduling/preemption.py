@@ -178,13 +178,12 @@ def on_host(waiter: Waiting, request: PlacementRequest, node: NodeState, running
             usage: Mapping[str, Amounts], queues: Mapping[str, QueueSpec], rules: PreemptionRules, now: float,
             key: VictimKey = LEAST_WORK_LOST) -> Preemption | None:
     """The fewest victims, in victim order, that make room for ``waiter`` on ``node`` (``running``:
-    the tasks there); None when preempting every task that may be preempted would not."""
-    mine = [r for r in running if r.host == node.name]
-    if not rules.enabled or node.unreachable is not None or not mine:
+    the tasks running there); None when preempting every task that may be preempted would not."""
+    if not rules.enabled or node.unreachable is not None or not running:
         return None
-    if node.gpu_free_milli + sum(r.taken.gpu_milli * r.taken.gpus for r in mine) < request.gpu_milli_total:
+    if node.gpu_free_milli + sum(r.taken.gpu_milli_total for r in running) < request.gpu_milli_total:
         return None  # not even every task there would make room
-    candidates = sorted(mine, key=lambda r: (key(r, borrowing(r.queue, usage, queues), now), r.owner))
+    candidates = sorted(running, key=lambda r: (key(r, borrowing(r.queue, usage, queues), now), r.owner))
     taken: list[Victim] = []
     freed, left = node, dict(usage)
     for candidate in candidates:
